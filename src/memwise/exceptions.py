@@ -1,0 +1,84 @@
+"""The memwise error tree.
+
+Every error memwise raises on purpose derives from :class:`MemwiseError`, so callers can catch the
+family at once and still tell misuse from backend trouble from a misbehaving model::
+
+    MemwiseError
+    ├── ConfigError        misuse: a bad setting, a missing file, an unknown backend name
+    ├── LLMError           a model backend failed (after retries); carries backend, status, retry_after
+    ├── ParseError         a model replied, but not in the shape asked for; carries the raw reply
+    ├── EmbeddingError     an embedding backend failed
+    ├── StoreError         the SQLite store could not read or write
+    └── DatasetError       an input file is malformed; names the file and the record
+"""
+
+from __future__ import annotations
+
+
+class MemwiseError(Exception):
+    """Root of every error memwise raises deliberately."""
+
+
+class ConfigError(MemwiseError):
+    """The user asked for something that cannot work as configured."""
+
+
+class LLMError(MemwiseError):
+    """A chat-model backend failed, after any retries it was allowed.
+
+    Args:
+        message: what went wrong, in words.
+        backend: which backend (and endpoint) failed, e.g. ``openai(http://127.0.0.1:8000/v1)``.
+        status: the last HTTP status seen, or ``None`` for connection errors and timeouts.
+        retry_after: the server's last Retry-After hint in seconds, when it gave one.
+        attempts: how many attempts were made before giving up.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        backend: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+        attempts: int = 1,
+    ) -> None:
+        self.backend = backend
+        self.status = status
+        self.retry_after = retry_after
+        self.attempts = attempts
+        detail = f"status={status}" if status is not None else "no status"
+        super().__init__(f"{backend}: {message} ({detail}, attempts={attempts})")
+
+
+class ParseError(MemwiseError):
+    """A model reply could not be parsed or validated; ``raw`` keeps the reply for the report."""
+
+    def __init__(self, message: str, *, raw: str) -> None:
+        self.raw = raw
+        preview = raw if len(raw) <= 200 else raw[:200] + "..."
+        super().__init__(f"{message}; raw reply: {preview!r}")
+
+
+class EmbeddingError(MemwiseError):
+    """An embedding backend failed."""
+
+
+class StoreError(MemwiseError):
+    """The store could not complete a read or write."""
+
+
+class DatasetError(MemwiseError):
+    """A dataset file is malformed.
+
+    Args:
+        message: what is wrong.
+        path: the file.
+        index: the record index within the file (0-based), when one record is at fault.
+    """
+
+    def __init__(self, message: str, *, path: str, index: int | None = None) -> None:
+        self.path = path
+        self.index = index
+        where = f"{path}" if index is None else f"{path}, record {index}"
+        super().__init__(f"{where}: {message}")

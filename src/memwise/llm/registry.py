@@ -1,0 +1,48 @@
+"""Backend names to classes, in one place, imported lazily so a server-only install stays light."""
+
+from __future__ import annotations
+
+from memwise.config import ModelConfig, Settings
+from memwise.exceptions import ConfigError
+from memwise.llm.base import ChatModel
+
+
+def build_llm(cfg: ModelConfig) -> ChatModel:
+    """A chat model for one configuration.
+
+    Example:
+        >>> build_llm(ModelConfig(backend="openai", base_url="http://127.0.0.1:9/v1", model="m")).name
+        'm'
+    """
+    if cfg.backend == "local":
+        from memwise.llm.local import LocalLLM
+
+        return LocalLLM.from_config(cfg)
+    if cfg.backend == "openai":
+        from memwise.llm.openai_compat import OpenAICompatLLM
+
+        return OpenAICompatLLM.from_config(cfg)
+    raise ConfigError(f"unknown model backend {cfg.backend!r}")
+
+
+class ModelSet:
+    """The chat models of a run, one per role, built on first use.
+
+    Roles with equal settings share one instance, so the embedded model is loaded once even when it
+    serves as policy, judge and optimizer.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._built: dict[ModelConfig, ChatModel] = {}
+
+    def get(self, role: str) -> ChatModel:
+        cfg = self.settings.model(role)
+        if cfg not in self._built:
+            self._built[cfg] = build_llm(cfg)
+        return self._built[cfg]
+
+    async def aclose(self) -> None:
+        for model in self._built.values():
+            await model.aclose()
+        self._built.clear()

@@ -1,0 +1,206 @@
+"""The run ledger: every model call of a run, in one SQLite file, which is also the run's cache.
+
+A call is keyed by a hash of (model, messages, parameters, sample index). A successful call is written
+in its own transaction the moment it returns, so a process killed at any point loses at most the calls
+in flight, and the WAL journal keeps what was committed intact. A re-run looks each call up first and
+pays only for what is missing. Failed calls are recorded too (in ``errors``) but never replayed.
+
+Parse failures and other per-stage troubles go to ``failures`` so a run report can count them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from memwise.exceptions import StoreError
+from memwise.llm.base import ChatRequest, Sample, Usage
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    sample_index INTEGER NOT NULL,
+    request TEXT NOT NULL,
+    text TEXT NOT NULL,
+    finish_reason TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    latency_s REAL NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS errors (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    model TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    error TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS failures (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    stage TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    raw TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS calls_stage ON calls(stage);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StageStats:
+    """What one stage of a run cost and how it went."""
+
+    stage: str
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    errors: int = 0
+    failures: int = 0
+
+
+class Ledger:
+    """A SQLite ledger of model calls; safe for many coroutines, threads and processes.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> led = Ledger(pathlib.Path(tempfile.mkdtemp()) / "ledger.sqlite3")
+        >>> led.count_calls()
+        0
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open run ledger at {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+
+    def lookup(self, key: str) -> Sample | None:
+        """The recorded sample for a call key, or None if it was never completed."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT text, finish_reason, prompt_tokens, completion_tokens, latency_s FROM calls WHERE key = ?",
+                (key,),
+            ).fetchone()
+        if row is None:
+            return None
+        return Sample(
+            text=row[0],
+            finish_reason=row[1],
+            usage=Usage(row[2], row[3]),
+            latency_s=row[4],
+            cached=True,
+        )
+
+    def record(
+        self, key: str, *, model: str, stage: str, sample_index: int, request: ChatRequest, sample: Sample
+    ) -> None:
+        """Commit one completed sample (a duplicate key keeps the first record)."""
+        req = json.dumps(
+            {"messages": [m.to_dict() for m in request.messages], "params": request.params()}, ensure_ascii=False
+        )
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT OR IGNORE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        key,
+                        model,
+                        stage,
+                        sample_index,
+                        req,
+                        sample.text,
+                        sample.finish_reason,
+                        sample.usage.prompt_tokens,
+                        sample.usage.completion_tokens,
+                        sample.latency_s,
+                        time.time(),
+                    ),
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to run ledger {self.path}: {exc}") from exc
+
+    def record_error(self, key: str, *, model: str, stage: str, error: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO errors(key, model, stage, error, created_at) VALUES (?,?,?,?,?)",
+                (key, model, stage, error, time.time()),
+            )
+
+    def record_failure(self, *, stage: str, kind: str, detail: str, raw: str | None = None) -> None:
+        """Count a non-call failure (a reply that did not parse, a judge that gave no verdict...)."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO failures(stage, kind, detail, raw, created_at) VALUES (?,?,?,?,?)",
+                (stage, kind, detail, raw, time.time()),
+            )
+
+    def count_calls(self, stage: str | None = None) -> int:
+        sql, args = ("SELECT COUNT(*) FROM calls", ()) if stage is None else (
+            "SELECT COUNT(*) FROM calls WHERE stage = ?",
+            (stage,),
+        )
+        with self._lock:
+            return int(self._conn.execute(sql, args).fetchone()[0])
+
+    def failures(self, stage: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT stage, kind, detail, raw FROM failures" + (" WHERE stage = ?" if stage else "") + " ORDER BY id"
+        with self._lock:
+            rows = self._conn.execute(sql, (stage,) if stage else ()).fetchall()
+        return [{"stage": r[0], "kind": r[1], "detail": r[2], "raw": r[3]} for r in rows]
+
+    def stats(self) -> dict[str, StageStats]:
+        """Per-stage totals: calls, tokens, latency, errors and failures."""
+        out: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            for stage, calls, pt, ct, lat in self._conn.execute(
+                "SELECT stage, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(latency_s) "
+                "FROM calls GROUP BY stage"
+            ):
+                out.setdefault(stage, {}).update(
+                    calls=calls, prompt_tokens=pt or 0, completion_tokens=ct or 0, latency_s=lat or 0.0
+                )
+            for stage, n in self._conn.execute("SELECT stage, COUNT(*) FROM errors GROUP BY stage"):
+                out.setdefault(stage, {})["errors"] = n
+            for stage, n in self._conn.execute("SELECT stage, COUNT(*) FROM failures GROUP BY stage"):
+                out.setdefault(stage, {})["failures"] = n
+        return {stage: StageStats(stage=stage, **vals) for stage, vals in sorted(out.items())}
