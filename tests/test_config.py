@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from memwise.config import ModelConfig, load_settings
+from memwise.exceptions import ConfigError
+
+
+def test_nothing_configured_means_the_embedded_model_everywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(env={})
+    assert settings.source == "defaults"
+    for role in ("policy", "judge", "optimizer"):
+        assert settings.model(role).backend == "local"
+    assert settings.embedding.backend == "minilm"
+
+
+def test_toml_then_env_then_flags(tmp_path: Path) -> None:
+    cfg = tmp_path / "memwise.toml"
+    cfg.write_text(
+        """
+[models.policy]
+base_url = "http://127.0.0.1:8000/v1"
+model = "toml-model"
+max_concurrency = 8
+
+[models.judge]
+base_url = "http://127.0.0.1:9000/v1"
+model = "judge-model"
+api_key_env = "JUDGE_KEY"
+"""
+    )
+    env = {"MEMWISE_MODEL": "env-model", "MEMWISE_JUDGE_CONCURRENCY": "3"}
+    settings = load_settings(cfg, env=env, overrides={"policy": {"max_concurrency": 32, "model": None}})
+    policy, judge = settings.model("policy"), settings.model("judge")
+    assert (policy.backend, policy.base_url, policy.model, policy.max_concurrency) == (
+        "openai",
+        "http://127.0.0.1:8000/v1",
+        "env-model",
+        32,
+    )
+    assert (judge.base_url, judge.model, judge.api_key_env, judge.max_concurrency) == (
+        "http://127.0.0.1:9000/v1",
+        "judge-model",
+        "JUDGE_KEY",
+        3,
+    )
+    # The optimizer role was never set: it follows the policy model.
+    assert settings.model("optimizer") == policy
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[models.policy]\nbase_urll = 'x'\n", "unknown setting 'base_urll'"),
+        ("[models.critic]\nmodel = 'x'\n", "unknown model role [models.critic]"),
+        ("[models.policy\n", "not valid TOML"),
+        ("[models.policy]\nbackend = 'openai'\n", "needs base_url"),
+        ("[models.policy]\nmax_concurrency = 'many'\n", "must be an integer"),
+    ],
+)
+def test_bad_config_files_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_settings(cfg, env={})
+
+
+def test_missing_config_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found: .*nope.toml"):
+        load_settings(tmp_path / "nope.toml", env={})
+
+
+def test_unknown_role_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="unknown model role"):
+        load_settings(env={}).model("critic")
+
+
+def test_model_config_validates() -> None:
+    with pytest.raises(ConfigError, match="unknown model backend"):
+        ModelConfig(backend="vllm")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="max_concurrency"):
+        ModelConfig(max_concurrency=0)
