@@ -8,7 +8,9 @@ from memwise.config import ModelConfig, load_settings
 from memwise.exceptions import ConfigError
 
 
-def test_nothing_configured_means_the_embedded_model_everywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nothing_configured_means_the_embedded_model_everywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     settings = load_settings(env={})
     assert settings.source == "defaults"

@@ -23,7 +23,9 @@ app = typer.Typer(
 @app.callback()
 def _global(
     ctx: typer.Context,
-    config: Annotated[Path | None, typer.Option(help="TOML config file (default: $MEMWISE_CONFIG or ./memwise.toml)")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML config file (default: $MEMWISE_CONFIG or ./memwise.toml)")
+    ] = None,
     backend: Annotated[str | None, typer.Option(help="policy model backend: local or openai")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL for the policy model")] = None,
     model: Annotated[str | None, typer.Option(help="policy model name")] = None,

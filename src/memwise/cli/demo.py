@@ -69,15 +69,23 @@ async def run_demo(settings: Settings, run_dir: Path, console: Console) -> None:
 
         console.rule("2. remember: SQLite store, embeddings, per-user scope")
         records = [
-            Record(id=f"demo-{i}", text=f"{speaker}: {text}", kind="turn", user_id="demo-user", ts=_epoch(day),
-                   metadata={"speaker": speaker, "date": day})
+            Record(
+                id=f"demo-{i}",
+                text=f"{speaker}: {text}",
+                kind="turn",
+                user_id="demo-user",
+                ts=_epoch(day),
+                metadata={"speaker": speaker, "date": day},
+            )
             for i, (day, speaker, text) in enumerate(CONVERSATION)
         ]
         start = time.perf_counter()
         vectors = await embedder.embed([r.text for r in records])
         store.add(records, vectors=vectors)
-        console.print(f"stored {store.count(Filters(user_id='demo-user'))} turns "
-                      f"({vectors.shape[1]}-d vectors) in {time.perf_counter() - start:.2f}s")
+        console.print(
+            f"stored {store.count(Filters(user_id='demo-user'))} turns "
+            f"({vectors.shape[1]}-d vectors) in {time.perf_counter() - start:.2f}s"
+        )
 
         console.rule("3. retrieve: dense and lexical")
         only_me = Filters(user_id="demo-user")
@@ -96,8 +104,9 @@ async def run_demo(settings: Settings, run_dir: Path, console: Console) -> None:
         try:
             fact = await complete_structured(
                 extractor,
-                ChatRequest.of(f"Extract the main fact from this message as JSON.\nMessage: {records[0].text}",
-                               max_tokens=60),
+                ChatRequest.of(
+                    f"Extract the main fact from this message as JSON.\nMessage: {records[0].text}", max_tokens=60
+                ),
                 Fact,
                 ledger=run.ledger,
                 stage="extract",
@@ -113,19 +122,25 @@ async def run_demo(settings: Settings, run_dir: Path, console: Console) -> None:
         fragments = sorted(seen.values(), key=lambda r: r.ts or 0.0)
         context = "\n".join(f"[{r.metadata['date']}] {r.text}" for r in fragments)
         answerer = run.record(policy, stage="answer")
-        reply = await answerer.complete(ChatRequest.of(
-            f"Today is {QUESTION_DATE}.\nMemories, oldest first:\n{context}\n\n"
-            f"Question: {QUESTION}\nAnswer in one short sentence, using the newest relevant memory.",
-            max_tokens=48,
-        ))
+        reply = await answerer.complete(
+            ChatRequest.of(
+                f"Today is {QUESTION_DATE}.\nMemories, oldest first:\n{context}\n\n"
+                f"Question: {QUESTION}\nAnswer in one short sentence, using the newest relevant memory.",
+                max_tokens=48,
+            )
+        )
         console.print(f"  [bold]answer:[/] {reply.text.strip()}")
         replayed = sum(1 for s in reply.samples if s.cached)
-        console.print(f"  ({reply.usage.completion_tokens} tokens, {'replayed from the ledger' if replayed else 'paid'})")
+        console.print(
+            f"  ({reply.usage.completion_tokens} tokens, {'replayed from the ledger' if replayed else 'paid'})"
+        )
 
         console.rule("6. the run ledger")
         for stage, stats in run.ledger.stats().items():
-            console.print(f"  {stage:8s} calls={stats.calls} tokens={stats.prompt_tokens}+{stats.completion_tokens} "
-                          f"errors={stats.errors} parse failures={stats.failures}")
+            console.print(
+                f"  {stage:8s} calls={stats.calls} tokens={stats.prompt_tokens}+{stats.completion_tokens} "
+                f"errors={stats.errors} parse failures={stats.failures}"
+            )
         console.print(f"  run directory: {run_dir} (run the demo again: recorded calls are replayed, not paid)")
     finally:
         store.close()

