@@ -1,0 +1,200 @@
+"""A persistent embedding cache: the same text is never embedded twice by the same model.
+
+Benchmarks re-ingest the same conversations under many configurations, and a CPU model embeds a
+few hundred texts a second at best, so vectors are kept in SQLite keyed by
+``sha256(embedder.name + "\\0" + text)``. The name is part of the key, so two models never share an
+entry; several processes may share one cache file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from memwise.embed.base import Embedder, Vectors
+from memwise.exceptions import EmbeddingError, StoreError
+
+_DDL = (
+    "CREATE TABLE IF NOT EXISTS embeddings (key BLOB PRIMARY KEY, dim INTEGER NOT NULL, vec BLOB NOT NULL) "
+    "WITHOUT ROWID"
+)
+_CHUNK = 500
+
+
+class CachedEmbedder:
+    """Wraps an :class:`Embedder`, answering repeated texts from a SQLite file.
+
+    Args:
+        inner: the embedder that computes misses.
+        path: the cache file (created with its folders when missing).
+        busy_timeout_s: how long to wait for another process holding the file's write lock.
+
+    Only texts missing from the cache reach ``inner``, each once per call however often it repeats;
+    a text already being embedded by a concurrent call on the same event loop is awaited, not
+    recomputed. ``hits`` and ``misses`` count texts answered each way.
+    """
+
+    def __init__(self, inner: Embedder, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.path = Path(path)
+        self.hits = 0
+        self.misses = 0
+        self._lock = threading.Lock()
+        self._inflight: dict[bytes, asyncio.Future[np.ndarray]] = {}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            self._enable_wal(busy_timeout_s)
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute(_DDL)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the embedding cache {self.path}: {exc}") from exc
+
+    def _enable_wal(self, budget_s: float) -> None:
+        """Switch the file to WAL (once per file), retrying while another process holds it."""
+        deadline = time.monotonic() + budget_s
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    @property
+    def dim(self) -> int:
+        """The inner embedder's dimension, read live: a remote model may learn it on its first reply."""
+        return self.inner.dim
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()} [cached in {self.path}]"
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def key(self, text: str) -> bytes:
+        """The cache key of ``text`` under this embedder's name."""
+        return hashlib.sha256(f"{self.name}\0{text}".encode()).digest()
+
+    # -- SQLite, run in worker threads ----------------------------------------------------------
+
+    def _lookup(self, keys: list[bytes]) -> dict[bytes, np.ndarray]:
+        found: dict[bytes, np.ndarray] = {}
+        with self._lock:
+            try:
+                for start in range(0, len(keys), _CHUNK):
+                    chunk = keys[start : start + _CHUNK]
+                    sql = f"SELECT key, dim, vec FROM embeddings WHERE key IN ({', '.join('?' * len(chunk))})"
+                    for key, dim, blob in self._conn.execute(sql, chunk):
+                        if (dim == self.dim or not self.dim) and len(blob) == 4 * dim:
+                            found[key] = np.frombuffer(blob, dtype=np.float32)
+            except sqlite3.Error as exc:
+                raise StoreError(f"reading the embedding cache {self.path} failed: {exc}") from exc
+        return found
+
+    def _save(self, rows: list[tuple[bytes, np.ndarray]]) -> None:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO embeddings(key, dim, vec) VALUES (?, ?, ?)",
+                    [(key, vec.shape[0], np.ascontiguousarray(vec, dtype=np.float32).tobytes()) for key, vec in rows],
+                )
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise StoreError(f"writing the embedding cache {self.path} failed: {exc}") from exc
+
+    async def _compute(
+        self, batch: list[str], keys: list[bytes], mine: dict[bytes, asyncio.Future[np.ndarray]]
+    ) -> dict[bytes, np.ndarray]:
+        """Embed the texts behind ``mine`` with ``inner``, store them, and resolve the futures."""
+        text_of = dict(zip(keys, batch, strict=True))
+        try:
+            vectors = np.asarray(await self.inner.embed([text_of[key] for key in mine]), dtype=np.float32)
+            if vectors.ndim != 2 or vectors.shape[0] != len(mine) or (self.dim and vectors.shape[1] != self.dim):
+                raise EmbeddingError(
+                    f"{self.inner.name} returned shape {vectors.shape} for {len(mine)} texts; "
+                    f"expected ({len(mine)}, {self.dim or 'dim'})"
+                )
+            fresh = dict(zip(mine, vectors, strict=True))
+            await asyncio.to_thread(self._save, list(fresh.items()))
+        except Exception as exc:
+            for future in mine.values():
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # mark retrieved: no "never retrieved" log when nobody waits
+            raise
+        except BaseException:
+            for future in mine.values():
+                future.cancel()
+            raise
+        finally:
+            for key, future in mine.items():
+                if self._inflight.get(key) is future:
+                    del self._inflight[key]
+        for key, future in mine.items():
+            if not future.done():
+                future.set_result(fresh[key])
+        return fresh
+
+    # -- the Embedder protocol ------------------------------------------------------------------
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        """Vectors for ``texts`` from the cache where present, from ``inner`` otherwise."""
+        if isinstance(texts, str):
+            raise EmbeddingError(f"{self.name}: embed takes a sequence of texts, not one string")
+        batch = list(texts)
+        if not batch:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        keys = [self.key(text) for text in batch]
+        unique = list(dict.fromkeys(keys))
+        found = await asyncio.to_thread(self._lookup, unique)
+
+        loop = asyncio.get_running_loop()
+        waiting: dict[bytes, asyncio.Future[np.ndarray]] = {}
+        mine: dict[bytes, asyncio.Future[np.ndarray]] = {}
+        for key in unique:
+            if key in found:
+                continue
+            pending = self._inflight.get(key)
+            if pending is not None and pending.get_loop() is loop and not pending.done():
+                waiting[key] = pending
+            else:
+                mine[key] = self._inflight[key] = loop.create_future()
+        self.hits += sum(1 for key in keys if key in found)
+        self.misses += sum(1 for key in keys if key not in found)
+
+        if mine:
+            found.update(await self._compute(batch, keys, mine))
+        if waiting:
+            # asyncio.wait never raises the futures' errors; our own cancellation still propagates.
+            await asyncio.wait(waiting.values())
+            redo: list[bytes] = []
+            for key, future in waiting.items():
+                if future.cancelled():
+                    redo.append(key)  # the call computing it was cancelled: not our failure, compute it
+                elif (error := future.exception()) is not None:
+                    raise error
+                else:
+                    found[key] = future.result()
+            if redo:
+                found.update(await self._compute(batch, keys, {key: loop.create_future() for key in redo}))
+        dims = {found[key].shape[0] for key in unique}
+        if len(dims) != 1:
+            raise EmbeddingError(f"{self.path}: cached vectors for {self.name} disagree on dimension: {sorted(dims)}")
+        return np.stack([found[key] for key in keys]).astype(np.float32, copy=False)

