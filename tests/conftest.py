@@ -55,3 +55,16 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # llama_cpp opens two /dev/null handles at import and never closes them; under
+    # filterwarnings=error that surfaces as a ResourceWarning at interpreter exit. Close them once
+    # every test is done so the run ends cleanly.
+    import sys
+
+    utils = sys.modules.get("llama_cpp._utils")
+    for name in ("outnull_file", "errnull_file"):
+        handle = getattr(utils, name, None) if utils else None
+        if handle is not None:
+            handle.close()

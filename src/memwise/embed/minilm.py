@@ -99,6 +99,10 @@ class MiniLMEmbedder:
                 raise ConfigError(
                     f"the all-MiniLM-L6-v2 embedder needs sentence-transformers: {_INSTALL_HINT}"
                 ) from exc
+            # A weight-loading progress bar on every start is noise in a CLI; errors still surface.
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
             try:
                 model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
             except Exception as exc:  # the library raises many kinds; all mean "cannot load"
