@@ -1,0 +1,1 @@
+"""Factual memory: conversations in, standalone memory units out, retrieved per user."""
