@@ -1,0 +1,663 @@
+"""Chat completions from any OpenAI-compatible server (vLLM, llama.cpp, SGLang, Ollama, OpenAI itself).
+
+Retries are ours (see :mod:`memwise.llm._retry`): the SDK's own are switched off so that behaviour
+under 429/5xx/timeouts/dropped connections is one documented policy, tested against the fake server.
+
+Why the hot path is not ``client.chat.completions.create``: with dozens of calls in flight against a
+local server, per-call client CPU decides throughput, and on a 2-core machine (``bench/llm_client.py``,
+64 in flight, 50 ms server latency) the SDK spends ~1.6 ms of CPU per ``create`` call, ~0.8 ms per
+``client.post``, and httpx's connection pool ~0.7 ms of that by itself (each request rescans and probes
+every pooled socket, twice). That caps throughput at a third of what the server offers. So:
+
+* one ``AsyncOpenAI`` client per instance holds the configuration (base URL, key, timeouts) and carries
+  every call when ``sdk_requests=True``, as one ``client.post`` of pre-encoded JSON;
+* otherwise, for plain-HTTP endpoints, a call is written straight onto a pooled keep-alive connection
+  of :class:`KeepAliveTransport` (the same pool the SDK's HTTP client runs on here), with a request
+  head built once per instance and the reply parsed by ``json.loads`` rather than pydantic: ~0.15 ms
+  of CPU per call;
+* HTTPS endpoints (remote APIs, where network latency dwarfs client CPU) keep the SDK's own HTTP
+  client, its pool limits raised to ``max_concurrency``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import random
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import openai
+
+from memwise.config import ModelConfig
+from memwise.exceptions import ConfigError, LLMError
+from memwise.llm._retry import Failure, HTTPStatusFailure, MalformedReply, RetryPolicy, httpx, retry_call
+from memwise.llm.base import ChatRequest, ChatResponse, Sample, Usage
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[object]]
+
+_RESPONSE_FORMAT_HINTS = ("response_format", "json_schema", "unsupported", "not supported")
+
+
+# ---------------------------------------------------------------------------------------------- keys
+
+
+def is_local_url(base_url: str) -> bool:
+    """True for loopback, private-network and single-label hosts, where servers usually run keyless."""
+    host = (urlsplit(base_url).hostname or "").lower()
+    if host in ("localhost", "host.docker.internal") or host.endswith((".localhost", ".local", ".internal")):
+        return True
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return bool(host) and "." not in host
+    return addr.is_loopback or addr.is_private or addr.is_link_local
+
+
+def resolve_api_key(base_url: str, api_key: str | None, api_key_env: str) -> str:
+    """The key to send: explicit, else from the environment, else ``EMPTY`` for a local server.
+
+    A remote server without a key would only fail later with a 401 that names no variable, so that case
+    is a :class:`ConfigError` now.
+    """
+    key = (api_key or os.environ.get(api_key_env) or "").strip()
+    if any(c in key for c in "\r\n\0"):
+        raise ConfigError(f"the API key for {base_url} (from {api_key_env} or api_key) contains a line break")
+    if key:
+        return key
+    if is_local_url(base_url):
+        return "EMPTY"
+    raise ConfigError(f"no API key for {base_url}: set the environment variable {api_key_env}")
+
+
+# ------------------------------------------------------------------------------------------ transport
+
+
+class _Connection:
+    __slots__ = ("reader", "writer", "loop", "idle_since")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.loop = asyncio.get_running_loop()
+        self.idle_since = 0.0
+
+    def reusable(self, now: float, expiry: float) -> bool:
+        """Idle and still open: a server that closed it meanwhile has left EOF in the reader."""
+        return (
+            self.loop is asyncio.get_running_loop()
+            and not self.reader.at_eof()
+            and not self.writer.is_closing()
+            and now - self.idle_since < expiry
+        )
+
+    def close(self) -> None:
+        with contextlib.suppress(RuntimeError):  # its loop may already be closed
+            self.writer.close()
+
+
+@dataclass(frozen=True, slots=True)
+class RawReply:
+    """One HTTP reply as bytes: what the lean path needs and nothing more."""
+
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+    def header_map(self) -> dict[str, str]:
+        """Lower-cased header names, for the rare reply (an error) whose headers matter."""
+        return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.headers}
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds allowed to get a pooled connection, to open one, and to write the request and read the reply."""
+
+    pool: float | None = None
+    connect: float | None = None
+    read: float | None = None
+
+
+class KeepAliveTransport(httpx.AsyncBaseTransport):
+    """A lean HTTP/1.1 client for plain ``http://`` endpoints, with an O(1) keep-alive pool.
+
+    It sends one buffered request per connection at a time and buffers the whole reply (Content-Length,
+    chunked, or until close), which is all JSON APIs need; it does no TLS, proxies or HTTP/2 (the client
+    builder only installs it where none are needed). :meth:`send_raw` is the lean path the backends
+    use; :meth:`handle_async_request` adapts it to httpx, so the OpenAI SDK runs on the same pool.
+    Failures raise httpx's own exception types either way, so every layer above classifies them as usual.
+
+    Args:
+        max_connections: connections open at once; further requests wait (up to the pool timeout).
+        keepalive_expiry: idle seconds after which a pooled connection is not reused; the default stays
+            under uvicorn's (vLLM's) 5 s keep-alive, so the server never closes one as it is reused.
+    """
+
+    def __init__(self, *, max_connections: int, keepalive_expiry: float = 4.0) -> None:
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+        self._slots = asyncio.Semaphore(max_connections)
+        self._expiry = keepalive_expiry
+        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._busy: set[_Connection] = set()
+        self._closed = False
+
+    async def send_raw(
+        self, host: str, port: int, payload: bytes, *, timeouts: Timeouts, head_only: bool = False
+    ) -> RawReply:
+        """Send ``payload`` (a complete HTTP/1.1 request) to host:port and read the whole reply."""
+        if self._closed:
+            raise httpx.ConnectError("transport is closed")
+        try:
+            async with asyncio.timeout(timeouts.pool):
+                await self._slots.acquire()
+        except TimeoutError as exc:
+            raise httpx.PoolTimeout("no free connection in time") from exc
+        try:
+            key = (host, port)
+            conn = self._checkout(key) or await self._connect(key, timeouts.connect)
+            self._busy.add(conn)
+            try:
+                reply, keep = await _exchange(conn, payload, timeouts.read, head_only)
+            except BaseException:
+                self._busy.discard(conn)
+                conn.close()
+                raise
+            self._busy.discard(conn)
+            if keep and not self._closed:
+                conn.idle_since = time.monotonic()
+                self._idle.setdefault(key, []).append(conn)
+            else:
+                conn.close()
+        finally:
+            self._slots.release()
+        return reply
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.scheme != "http":
+            raise httpx.UnsupportedProtocol(f"KeepAliveTransport speaks plain http only, not {url.scheme!r}")
+        raw: Mapping[str, float | None] = request.extensions.get("timeout") or {}
+        timeouts = Timeouts(raw.get("pool"), raw.get("connect"), raw.get("read"))
+        payload = _encode_request(request, await request.aread())
+        try:
+            reply = await self.send_raw(
+                url.host, url.port or 80, payload, timeouts=timeouts, head_only=request.method == "HEAD"
+            )
+        except httpx.RequestError as exc:
+            exc.request = request
+            raise
+        return httpx.Response(
+            reply.status,
+            headers=reply.headers,
+            stream=httpx.ByteStream(reply.body),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reply.reason},
+        )
+
+    def _checkout(self, key: tuple[str, int]) -> _Connection | None:
+        idle = self._idle.get(key)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()  # most recently used first: the likeliest to be alive
+            if conn.reusable(now, self._expiry):
+                return conn
+            conn.close()
+        return None
+
+    @staticmethod
+    async def _connect(key: tuple[str, int], timeout: float | None) -> _Connection:
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(key[0], key[1], limit=1 << 20)
+        except TimeoutError as exc:
+            raise httpx.ConnectTimeout(f"connecting to {key[0]}:{key[1]} timed out") from exc
+        except OSError as exc:
+            raise httpx.ConnectError(f"cannot connect to {key[0]}:{key[1]}: {exc}") from exc
+        return _Connection(reader, writer)
+
+    def close_idle(self) -> None:
+        """Close pooled idle connections, for owners that may never be closed themselves."""
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.close()
+        self._idle.clear()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        conns = [c for idle in self._idle.values() for c in idle] + list(self._busy)
+        self._idle.clear()
+        for conn in conns:
+            conn.close()
+        for conn in conns:
+            if conn.loop is asyncio.get_running_loop():
+                with contextlib.suppress(Exception):
+                    await conn.writer.wait_closed()
+
+
+def _encode_request(request: httpx.Request, body: bytes) -> bytes:
+    lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.url.raw_path)]
+    has_length = False
+    for name, value in request.headers.raw:
+        lowered = name.lower()
+        if lowered == b"transfer-encoding":  # the body is buffered: send it with a length instead
+            continue
+        has_length = has_length or lowered == b"content-length"
+        lines.append(name + b": " + value)
+    if not has_length and (body or request.method not in ("GET", "HEAD")):
+        lines.append(b"Content-Length: %d" % len(body))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+async def _exchange(conn: _Connection, payload: bytes, timeout: float | None, head_only: bool) -> tuple[RawReply, bool]:
+    """Write one request and read one reply; also say whether the connection may be reused."""
+    reader = conn.reader
+    got_any = False
+    try:
+        async with asyncio.timeout(timeout):
+            conn.writer.write(payload)
+            await conn.writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            got_any = True
+            status, reason, headers, length, chunked, keep = _parse_head(head)
+            if head_only or status in (204, 304) or 100 <= status < 200:
+                body = b""
+            elif chunked:
+                body = await _read_chunked(reader)
+            elif length is not None:
+                body = await reader.readexactly(length)
+            else:
+                body, keep = await reader.read(), False
+    except TimeoutError as exc:
+        raise httpx.ReadTimeout("timed out waiting for the reply") from exc
+    except asyncio.IncompleteReadError as exc:
+        what = "closed the connection mid-reply" if got_any else "closed the connection without replying"
+        raise httpx.RemoteProtocolError(f"server {what}") from exc
+    except asyncio.LimitOverrunError as exc:
+        raise httpx.RemoteProtocolError("reply head too large") from exc
+    except OSError as exc:
+        kind = httpx.ReadError if got_any else httpx.WriteError
+        raise kind(f"connection failed: {exc}") from exc
+    except ValueError as exc:
+        raise httpx.RemoteProtocolError(f"unreadable reply: {exc}") from exc
+    return RawReply(status, reason, headers, body), keep
+
+
+def _parse_head(head: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]], int | None, bool, bool]:
+    lines = head[:-4].split(b"\r\n")
+    version, _, rest = lines[0].partition(b" ")
+    code, _, reason = rest.partition(b" ")
+    status = int(code)
+    headers: list[tuple[bytes, bytes]] = []
+    length: int | None = None
+    chunked = False
+    keep = version == b"HTTP/1.1"
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        value = value.strip()
+        headers.append((name, value))
+        lowered = name.lower()
+        if lowered == b"content-length":
+            length = int(value)
+        elif lowered == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+        elif lowered == b"connection":
+            token = value.lower()
+            keep = b"keep-alive" in token if version != b"HTTP/1.1" else b"close" not in token
+    return status, reason, headers, length, chunked, keep
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    parts: list[bytes] = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip(), 16)
+        if size == 0:
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
+                pass
+            return b"".join(parts)
+        parts.append(await reader.readexactly(size))
+        await reader.readexactly(2)
+
+
+def _proxied(base_url: str) -> bool:
+    parts = urlsplit(base_url)
+    proxies = urllib.request.getproxies_environment()
+    if parts.scheme not in proxies and "all" not in proxies:
+        return False
+    return not urllib.request.proxy_bypass_environment(parts.hostname or "", proxies)
+
+
+def build_http_client(
+    base_url: str, *, max_connections: int, timeout_s: float
+) -> tuple[httpx.AsyncClient, KeepAliveTransport | None]:
+    """The HTTP client for one backend instance, able to hold ``max_connections`` keep-alive connections.
+
+    Plain-HTTP endpoints that no proxy setting covers get :class:`KeepAliveTransport` (returned too, for
+    the lean path); everything else the SDK's default client, with its pool limits raised to match.
+    """
+    timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
+    if urlsplit(base_url).scheme == "http" and not _proxied(base_url):
+        transport = KeepAliveTransport(max_connections=max_connections)
+        return httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=True), transport
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    return openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout), None
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A POST endpoint prepared once: where to connect and the request head up to the body length.
+
+    Building the head once is what keeps the lean path's per-call work to a few byte joins.
+    """
+
+    url: str
+    host: str
+    port: int
+    head: bytes
+
+    @classmethod
+    def of(cls, base_url: str, path: str, headers: Mapping[str, str]) -> Endpoint:
+        parts = urlsplit(base_url)
+        target = parts.path.rstrip("/") + path + (f"?{parts.query}" if parts.query else "")
+        lines = [f"POST {target} HTTP/1.1", f"Host: {parts.netloc.rpartition('@')[2]}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
+        return cls(base_url.rstrip("/") + path, parts.hostname or "", parts.port or 80, head)
+
+    def payload(self, body: bytes) -> bytes:
+        return b"%b%d\r\n\r\n%b" % (self.head, len(body), body)
+
+
+def json_headers(api_key: str, user_agent: str) -> dict[str, str]:
+    return {
+        "Authorization": f"Bearer {api_key}",
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "User-Agent": user_agent,
+    }
+
+
+# -------------------------------------------------------------------------------------------- backend
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """One HTTP reply, however it was fetched."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class OpenAICompatLLM:
+    """A :class:`~memwise.llm.base.ChatModel` on an OpenAI-compatible ``/chat/completions`` endpoint.
+
+    Args:
+        base_url: the API root, e.g. ``http://127.0.0.1:8000/v1``.
+        model: model name sent to the server; also this backend's ``name``.
+        api_key: the key; if None, read from ``api_key_env``; local servers may go without.
+        api_key_env: environment variable holding the key.
+        max_concurrency: HTTP requests in flight at once (backoff waits hold no slot).
+        timeout_s: per-attempt timeout.
+        max_retries: retries after the first attempt.
+        retry_budget_s: time budget of one call: no backoff wait starts that would end past it.
+        backoff_base_s: first backoff ceiling (doubles per retry, full jitter).
+        backoff_max_s: largest backoff ceiling.
+        sdk_requests: send each call through the OpenAI SDK's request pipeline instead of the lean path
+            (same behaviour, about five times the client CPU per call).
+        sleep: how to wait between attempts; tests inject a recorder.
+        rng: jitter source; tests inject a seeded one.
+
+    Example:
+        >>> llm = OpenAICompatLLM(base_url="http://127.0.0.1:8000/v1", model="m")  # doctest: +SKIP
+        >>> (await llm.complete(ChatRequest.of("hi"))).text  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        api_key_env: str = "MEMWISE_API_KEY",
+        max_concurrency: int = 16,
+        timeout_s: float = 120.0,
+        max_retries: int = 8,
+        retry_budget_s: float = 300.0,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        sdk_requests: bool = False,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not base_url:
+            raise ConfigError("OpenAICompatLLM needs base_url, e.g. http://127.0.0.1:8000/v1")
+        if not model:
+            raise ConfigError(f"OpenAICompatLLM needs a model name for {base_url} (set MEMWISE_MODEL)")
+        if max_concurrency < 1:
+            raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.name = model
+        self.timeout_s = timeout_s
+        self.policy = RetryPolicy(max_retries, retry_budget_s, backoff_base_s, backoff_max_s)
+        self.sdk_requests = sdk_requests
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        key = resolve_api_key(self.base_url, api_key, api_key_env)
+        self._http, self._direct = build_http_client(
+            self.base_url, max_connections=max_concurrency, timeout_s=timeout_s
+        )
+        self._client = openai.AsyncOpenAI(
+            base_url=self.base_url, api_key=key, max_retries=0, timeout=timeout_s, http_client=self._http
+        )
+        self._headers = json_headers(key, f"memwise {self._client.user_agent}")
+        self._endpoint = Endpoint.of(self.base_url, "/chat/completions", self._headers)
+        self._timeouts = Timeouts(pool=timeout_s, connect=min(timeout_s, 10.0), read=timeout_s)
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._response_format_ok = True
+        self._n_ok = True
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, **overrides: Any) -> Self:
+        """Build from a :class:`ModelConfig`; ``overrides`` pass straight to the constructor."""
+        if cfg.backend != "openai" or not cfg.base_url:
+            raise ConfigError(f"OpenAICompatLLM needs an 'openai' model config with base_url, got {cfg.backend!r}")
+        params: dict[str, Any] = {
+            "base_url": cfg.base_url,
+            "model": cfg.model,
+            "api_key_env": cfg.api_key_env,
+            "max_concurrency": cfg.max_concurrency,
+            "timeout_s": cfg.timeout_s,
+            "max_retries": cfg.max_retries,
+            "retry_budget_s": cfg.retry_budget_s,
+        }
+        return cls(**{**params, **overrides})
+
+    @property
+    def supports_response_format(self) -> bool:
+        """False once the server has rejected ``response_format``; callers then parse tolerantly."""
+        return self._response_format_ok
+
+    def describe(self) -> str:
+        return f"openai({self.base_url}, model={self.model})"
+
+    async def aclose(self) -> None:
+        if not self._http.is_closed:
+            await self._client.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # ---------------------------------------------------------------- calls
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        return await self._complete(request, self.policy)
+
+    async def health_check(self) -> str:
+        """One tiny call with few retries, for ``memwise doctor``: a line saying what answered and how fast."""
+        policy = RetryPolicy(min(1, self.policy.max_retries), min(self.policy.budget_s, 30.0), 0.2, 2.0)
+        request = ChatRequest.of("Reply with the word OK.", max_tokens=4)
+        response = await self._complete(request, policy)
+        sample = response.samples[0]
+        return f"{self.describe()} answered {sample.text!r} in {sample.latency_s:.2f}s"
+
+    async def _complete(self, request: ChatRequest, policy: RetryPolicy) -> ChatResponse:
+        start = time.perf_counter()
+        if request.n > 1 and not self._n_ok:
+            choices, usage = await self._fill(request, [], policy)
+        else:
+            choices, usage = await retry_call(
+                lambda: self._attempt(request),
+                policy,
+                give_up=self._give_up,
+                sleep=self._sleep,
+                rng=self._rng,
+            )
+            if len(choices) < request.n:
+                log.info("%s returned %d of %d choices; asking per sample", self.describe(), len(choices), request.n)
+                self._n_ok = False
+                choices, usage = await self._fill(request, choices, policy, usage)
+        latency = time.perf_counter() - start
+        return ChatResponse(model=self.model, samples=_samples(choices[: request.n], usage, latency))
+
+    async def _fill(
+        self, request: ChatRequest, have: list[dict[str, Any]], policy: RetryPolicy, usage: Usage | None = None
+    ) -> tuple[list[dict[str, Any]], Usage]:
+        """Top up to ``request.n`` choices with seeded single-sample calls, for servers that ignore ``n``.
+
+        Usage is then per call, so the split in :func:`_samples` sees exact counts only approximately.
+        """
+
+        async def one(index: int) -> tuple[list[dict[str, Any]], Usage]:
+            single = request.single(index)
+            return await retry_call(
+                lambda: self._attempt(single), policy, give_up=self._give_up, sleep=self._sleep, rng=self._rng
+            )
+
+        extra = await asyncio.gather(*(one(i) for i in range(len(have), request.n)))
+        total = usage or Usage()
+        choices = list(have)
+        for got, used in extra:
+            choices.append(got[0])
+            total = total + used
+        return choices, total
+
+    async def _attempt(self, request: ChatRequest) -> tuple[list[dict[str, Any]], Usage]:
+        use_format = request.json_schema is not None and self._response_format_ok
+        reply = await self._post(_encode_chat(self.model, request, use_format, self._n_ok))
+        if use_format and reply.status in (400, 422) and _rejects_response_format(reply.body):
+            log.warning("%s rejected response_format; sending plain requests from now on", self.describe())
+            self._response_format_ok = False
+            reply = await self._post(_encode_chat(self.model, request, False, self._n_ok))
+        if reply.status >= 400:
+            raise HTTPStatusFailure(reply.status, reply.body.decode("utf-8", "replace"), reply.headers)
+        return _parse_chat(reply.body)
+
+    async def _post(self, body: bytes) -> _Reply:
+        async with self._slots:
+            if self.sdk_requests:
+                return await self._post_sdk(body)
+            if self._direct is not None:
+                endpoint = self._endpoint
+                raw = await self._direct.send_raw(
+                    endpoint.host, endpoint.port, endpoint.payload(body), timeouts=self._timeouts
+                )
+                return _Reply(raw.status, raw.header_map() if raw.status >= 400 else {}, raw.body)
+            response = await self._http.post(self._endpoint.url, content=body, headers=self._headers)
+            return _Reply(response.status_code, response.headers, response.content)
+
+    async def _post_sdk(self, body: bytes) -> _Reply:
+        """The same POST through the SDK's request pipeline; its status errors become plain replies."""
+        try:
+            response = await self._client.post("/chat/completions", cast_to=httpx.Response, content=body)
+        except openai.APIStatusError as exc:
+            return _Reply(exc.status_code, exc.response.headers, exc.response.content)
+        return _Reply(response.status_code, response.headers, response.content)
+
+    def _give_up(self, message: str, failure: Failure, attempts: int) -> LLMError:
+        return LLMError(
+            message,
+            backend=self.describe(),
+            status=failure.status,
+            retry_after=failure.retry_after,
+            attempts=attempts,
+        )
+
+
+def _encode_chat(model: str, request: ChatRequest, with_format: bool, send_n: bool) -> bytes:
+    payload: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "max_tokens": request.max_tokens,
+    }
+    if request.n > 1 and send_n:
+        payload["n"] = request.n
+    if request.seed is not None:
+        payload["seed"] = request.seed
+    if request.stop:
+        payload["stop"] = list(request.stop)
+    if with_format and request.json_schema is not None:
+        payload["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": request.schema_name, "schema": request.json_schema, "strict": False},
+        }
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _rejects_response_format(body: bytes) -> bool:
+    text = body.decode("utf-8", "replace").lower()
+    return any(hint in text for hint in _RESPONSE_FORMAT_HINTS)
+
+
+def _parse_chat(body: bytes) -> tuple[list[dict[str, Any]], Usage]:
+    """Choices in index order and the call's usage; anything unusable is a retryable :class:`MalformedReply`."""
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise MalformedReply(f"body is not JSON ({exc}): {body[:120]!r}") from exc
+    if not isinstance(data, dict):
+        raise MalformedReply(f"body is not a JSON object: {body[:120]!r}")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise MalformedReply("reply has no choices")
+    for choice in choices:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+            raise MalformedReply("a choice has no message content")
+    if len(choices) > 1:
+        choices = sorted(choices, key=lambda c: c.get("index", 0))
+    raw_usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    usage = Usage(int(raw_usage.get("prompt_tokens") or 0), int(raw_usage.get("completion_tokens") or 0))
+    return choices, usage
+
+
+def _samples(choices: list[dict[str, Any]], usage: Usage, latency: float) -> tuple[Sample, ...]:
+    """One sample per choice; completion tokens split as evenly as integers allow, prompt tokens to each."""
+    share, extra = divmod(usage.completion_tokens, len(choices))
+    return tuple(
+        Sample(
+            text=choice["message"]["content"],
+            finish_reason=str(choice.get("finish_reason") or "unknown"),
+            usage=Usage(usage.prompt_tokens, share + (1 if i < extra else 0)),
+            latency_s=latency,
+        )
+        for i, choice in enumerate(choices)
+    )
