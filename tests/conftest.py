@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,3 +69,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         handle = getattr(utils, name, None) if utils else None
         if handle is not None:
             handle.close()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The project's shared development data (``../shared/data`` beside the repository).
+
+    ``MEMWISE_SHARED_DATA`` points elsewhere. Outside CI a checkout without it skips the tests that
+    read it, saying so; in CI (``CI`` set) a missing folder fails them, so CI never passes by skipping.
+    """
+    import os
+
+    root = Path(os.environ.get("MEMWISE_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+    if not root.is_dir():
+        message = f"shared development data not found at {root} (set MEMWISE_SHARED_DATA)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return root

@@ -28,17 +28,17 @@ from memwise.facts.readers import (
 from memwise.facts.readers._jsonstream import iter_json_array
 from memwise.facts.types import Conversation
 
-LOCOMO_DEV = Path(__file__).resolve().parents[3] / "shared" / "data" / "locomo" / "locomo10_dev.json"
-
-
 # ---------------------------------------------------------------- the real LoCoMo dev file
 
 
 @pytest.fixture(scope="module")
-def dev() -> list[Conversation]:
-    if not LOCOMO_DEV.is_file():
-        pytest.skip(f"LoCoMo dev file not found at {LOCOMO_DEV}")
-    return read_locomo(LOCOMO_DEV)
+def locomo_dev(shared_data: Path) -> Path:
+    return shared_data / "locomo" / "locomo10_dev.json"
+
+
+@pytest.fixture(scope="module")
+def dev(locomo_dev: Path) -> list[Conversation]:
+    return read_locomo(locomo_dev)
 
 
 def test_real_file_counts(dev: list[Conversation]) -> None:
@@ -92,7 +92,7 @@ def test_real_file_answers(dev: list[Conversation]) -> None:
         assert q.question_date is None
 
 
-def test_real_file_photos(dev: list[Conversation]) -> None:
+def test_real_file_photos(dev: list[Conversation], locomo_dev: Path) -> None:
     turn = dev[0].sessions[0].turns[4]
     assert turn.id == "D1:5" and turn.index == 4 and turn.session_id == "session_1"
     assert turn.text.endswith("[shares a photo: a photo of a dog walking past a wall with a painting of a woman]")
@@ -102,14 +102,14 @@ def test_real_file_photos(dev: list[Conversation]) -> None:
     )
     assert turn.metadata["img_url"] == ["https://i.redd.it/l7hozpetnhlb1.jpg"]
     assert sum(1 for c in dev for t in c.turns() if "blip_caption" in t.metadata) == 602
-    bare = next(iter_locomo(LOCOMO_DEV, render_photos=False))
+    bare = next(iter_locomo(locomo_dev, render_photos=False))
     assert bare.sessions[0].turns[4].text == turn.metadata["raw_text"]
 
 
-def test_real_file_streams_same_as_read(dev: list[Conversation]) -> None:
-    with iter_locomo(LOCOMO_DEV, chunk_size=512) as stream:
+def test_real_file_streams_same_as_read(dev: list[Conversation], locomo_dev: Path) -> None:
+    with iter_locomo(locomo_dev, chunk_size=512) as stream:
         assert list(stream) == dev
-    assert detect_format(LOCOMO_DEV) == "locomo"
+    assert detect_format(locomo_dev) == "locomo"
 
 
 # ---------------------------------------------------------------- LoCoMo built here, and malformed
