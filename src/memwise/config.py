@@ -47,7 +47,7 @@ class ModelConfig:
     """How to reach one chat model."""
 
     backend: ModelBackend = field(default="local", metadata={"help": "'local' (embedded llama.cpp) or 'openai'"})
-    model: str = field(default="", metadata={"help": "model name sent to the server; empty = backend default"})
+    model: str = field(default="", metadata={"help": "model name sent to the server (required for 'openai')"})
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible base URL, e.g. .../v1"})
     api_key_env: str = field(default="MEMWISE_API_KEY", metadata={"help": "environment variable holding the key"})
     max_concurrency: int = field(default=16, metadata={"help": "calls in flight at once"})
@@ -63,6 +63,8 @@ class ModelConfig:
             raise ConfigError(f"unknown model backend {self.backend!r}: use 'local' or 'openai'")
         if self.backend == "openai" and not self.base_url:
             raise ConfigError("backend 'openai' needs base_url (set MEMWISE_BASE_URL or [models.<role>].base_url)")
+        if self.backend == "openai" and not self.model:
+            raise ConfigError(f"backend 'openai' at {self.base_url} needs a model name (MEMWISE_MODEL or --model)")
         if self.max_concurrency < 1:
             raise ConfigError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
 

@@ -20,6 +20,7 @@ from rich.console import Console
 from memwise.cli._options import GlobalOptions
 from memwise.cli.app import app
 from memwise.config import Settings
+from memwise.embed.base import Embedder
 from memwise.embed.registry import build_embedder
 from memwise.exceptions import ParseError
 from memwise.llm.base import ChatRequest
@@ -60,6 +61,7 @@ async def run_demo(settings: Settings, run_dir: Path, console: Console) -> None:
     run.write_manifest("memwise demo", settings)
     models = ModelSet(settings)
     store = SQLiteStore(run_dir / "memory.sqlite3")
+    embedder: Embedder | None = None
     try:
         console.rule("1. models")
         policy = models.get("policy")
@@ -144,6 +146,8 @@ async def run_demo(settings: Settings, run_dir: Path, console: Console) -> None:
         console.print(f"  run directory: {run_dir} (run the demo again: recorded calls are replayed, not paid)")
     finally:
         store.close()
+        if embedder is not None:
+            await embedder.aclose()
         await models.aclose()
         run.close()
 

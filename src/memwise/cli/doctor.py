@@ -90,7 +90,10 @@ async def _check_embedder(cfg: EmbedConfig) -> Check:
     start = time.perf_counter()
     try:
         embedder = build_embedder(cfg)
-        vectors = await embedder.embed(["memwise health check"])
+        try:
+            vectors = await embedder.embed(["memwise health check"])
+        finally:
+            await embedder.aclose()
     except MemwiseError as exc:
         return Check("embedding", False, str(exc))
     return Check(

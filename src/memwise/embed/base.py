@@ -27,6 +27,10 @@ class Embedder(Protocol):
 
     def describe(self) -> str: ...
 
+    async def aclose(self) -> None:
+        """Release connections or files; the embedder is not used afterwards."""
+        ...
+
 
 def normalise(vectors: npt.ArrayLike) -> Vectors:
     """Rows scaled to unit length (zero rows stay zero)."""

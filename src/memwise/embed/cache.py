@@ -85,6 +85,11 @@ class CachedEmbedder:
         with self._lock:
             self._conn.close()
 
+    async def aclose(self) -> None:
+        """Close the cache database and the embedder it wraps."""
+        self.close()
+        await self.inner.aclose()
+
     def key(self, text: str) -> bytes:
         """The cache key of ``text`` under this embedder's name."""
         return hashlib.sha256(f"{self.name}\0{text}".encode()).digest()

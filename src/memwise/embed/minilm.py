@@ -85,6 +85,10 @@ class MiniLMEmbedder:
             f"transformers {_version('transformers')}, torch {_version('torch')}"
         )
 
+    async def aclose(self) -> None:
+        # The model holds no connections or files; dropping the reference frees its memory.
+        self._model = None
+
     def _load(self) -> Any:
         with self._load_lock:
             if self._model is not None:

@@ -42,6 +42,9 @@ class FakeEmbedder:
     def describe(self) -> str:
         return f"{self.name}: hashed word and character-trigram features, {self.dim}-d (test double, no model)"
 
+    async def aclose(self) -> None:
+        return None
+
     def _features(self, text: str) -> list[tuple[str, float]]:
         words = _WORD.findall(text.lower())
         if not words:
