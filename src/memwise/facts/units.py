@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from memwise.facts.types import Turn
 from memwise.store.base import Record
@@ -30,12 +30,12 @@ def to_epoch(when: datetime | None) -> float | None:
     """
     if when is None:
         return None
-    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def from_epoch(ts: float) -> datetime:
     """The inverse of :func:`to_epoch`: a naive wall-clock datetime."""
-    return datetime.fromtimestamp(ts, tz=timezone.utc).replace(tzinfo=None)
+    return datetime.fromtimestamp(ts, tz=UTC).replace(tzinfo=None)
 
 
 def turn_record(
