@@ -52,7 +52,7 @@ def test_from_config() -> None:
     assert (model.n_ctx, model.n_threads, model.seed) == (512, 1, 3)
     assert not model.loaded  # loading waits for the first call
     with pytest.raises(ConfigError, match="backend 'local'"):
-        LocalLLM.from_config(ModelConfig(backend="openai", base_url="http://127.0.0.1:1/v1"))
+        LocalLLM.from_config(ModelConfig(backend="openai", base_url="http://127.0.0.1:1/v1", model="m"))
 
 
 def test_missing_model_path(tmp_path) -> None:

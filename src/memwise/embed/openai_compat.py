@@ -2,7 +2,9 @@
 
 Texts go out in batches of ``batch_size``, several batches in flight at once, each with the shared
 retry policy; rows come back in input order whatever order the server lists them in, L2-normalised
-float32. The HTTP plumbing (lean keep-alive transport for plain-HTTP servers) is the chat backend's.
+float32. The HTTP plumbing is the chat backend's: :mod:`memwise.llm._http` (a lean keep-alive pool for
+plain-HTTP servers, ~0.15 ms of client CPU per call against the openai SDK's ~2.5 ms; https and proxied
+URLs use the SDK's HTTP client), and the API-key rules of :mod:`memwise.llm.openai_compat`.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import numpy as np
 from memwise.config import EmbedConfig
 from memwise.embed.base import Vectors, normalise
 from memwise.exceptions import ConfigError, EmbeddingError
+from memwise.llm._http import Endpoint, Timeouts, build_http_client, json_headers
 from memwise.llm._retry import Failure, HTTPStatusFailure, MalformedReply, RetryPolicy, retry_call
-from memwise.llm.openai_compat import Endpoint, Timeouts, build_http_client, json_headers, resolve_api_key
+from memwise.llm.openai_compat import resolve_api_key
 
 log = logging.getLogger(__name__)
 
