@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from memwise.facts._text import day_label
 from memwise.facts.types import Turn
 from memwise.store.base import Record
 
@@ -38,6 +39,22 @@ def from_epoch(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC).replace(tzinfo=None)
 
 
+def index_text_for_turn(turn: Turn) -> str:
+    """What a turn is embedded and full-text indexed under: session day, speaker, utterance.
+
+    A bare utterance ("I went yesterday, it was so powerful") does not say who spoke or when;
+    questions nearly always name the person and often the time. ``turn.text`` already carries a
+    photo caption when the reader rendered one.
+
+    Example:
+        >>> index_text_for_turn(Turn("D1:3", "Caroline", "I went to a support group.", "s1", 2,
+        ...                          timestamp=datetime(2023, 5, 8, 13, 56)))
+        '[8 May 2023] Caroline: I went to a support group.'
+    """
+    prefix = f"[{day_label(turn.timestamp)}] " if turn.timestamp is not None else ""
+    return f"{prefix}{turn.speaker}: {turn.text}"
+
+
 def turn_record(
     turn: Turn,
     *,
@@ -47,11 +64,16 @@ def turn_record(
     run_id: str | None = None,
     text: str | None = None,
 ) -> Record:
-    """One turn as a memory unit (mode ``turns``): speaker, timestamp and source id kept."""
+    """One turn as a memory unit (mode ``turns``): ``Speaker: utterance``, timestamp and source id kept.
+
+    The speaker is part of the shown text because an answer needs to know who said it; the session
+    day is added only to the index text, since prompts show the timestamp on their own.
+    """
     return Record(
         id=unit_id(user_id, agent_id, run_id, conversation_id, TURN, turn.id),
         kind=TURN,
-        text=turn.text if text is None else text,
+        text=f"{turn.speaker}: {turn.text}" if text is None else text,
+        index_text=index_text_for_turn(turn),
         user_id=user_id,
         agent_id=agent_id,
         run_id=run_id,
@@ -84,6 +106,7 @@ def fact_record(
         id=unit_id(user_id, agent_id, run_id, conversation_id, FACT, ",".join(source_ids), str(ordinal), text),
         kind=FACT,
         text=text,
+        index_text=f"[{day_label(timestamp)}] {text}" if timestamp is not None else None,
         user_id=user_id,
         agent_id=agent_id,
         run_id=run_id,

@@ -11,6 +11,8 @@ from memwise.store.base import Filters, Record
 
 SCHEMA_VERSION = 1
 
+# `index_text`, when set, is what full-text search indexes instead of `text`: the words a record is
+# found by (a session date, a speaker) need not be the words it is shown with.
 # `seq` is the rowid: it orders inserts and is the FTS content rowid. `id` is the caller-facing key.
 # `changes` holds, per record id ever touched, the sequence number of its last change; readers that
 # cache (the vector index) poll `MAX(seq)` and reload only ids changed since they last looked.
@@ -35,7 +37,8 @@ CREATE TABLE IF NOT EXISTS records (
     ts REAL,
     valid_from REAL,
     valid_to REAL,
-    content_hash TEXT NOT NULL
+    content_hash TEXT NOT NULL,
+    index_text TEXT
 );
 CREATE INDEX IF NOT EXISTS records_user ON records(user_id);
 CREATE INDEX IF NOT EXISTS records_agent ON records(agent_id);
@@ -47,14 +50,14 @@ CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5(
     text, content='records', content_rowid='seq', tokenize='porter unicode61'
 );
 CREATE TRIGGER IF NOT EXISTS records_fts_insert AFTER INSERT ON records BEGIN
-    INSERT INTO records_fts(rowid, text) VALUES (new.seq, new.text);
+    INSERT INTO records_fts(rowid, text) VALUES (new.seq, coalesce(new.index_text, new.text));
 END;
 CREATE TRIGGER IF NOT EXISTS records_fts_delete AFTER DELETE ON records BEGIN
-    INSERT INTO records_fts(records_fts, rowid, text) VALUES ('delete', old.seq, old.text);
+    INSERT INTO records_fts(records_fts, rowid, text) VALUES ('delete', old.seq, coalesce(old.index_text, old.text));
 END;
-CREATE TRIGGER IF NOT EXISTS records_fts_update AFTER UPDATE OF text ON records BEGIN
-    INSERT INTO records_fts(records_fts, rowid, text) VALUES ('delete', old.seq, old.text);
-    INSERT INTO records_fts(rowid, text) VALUES (new.seq, new.text);
+CREATE TRIGGER IF NOT EXISTS records_fts_update AFTER UPDATE OF text, index_text ON records BEGIN
+    INSERT INTO records_fts(records_fts, rowid, text) VALUES ('delete', old.seq, coalesce(old.index_text, old.text));
+    INSERT INTO records_fts(rowid, text) VALUES (new.seq, coalesce(new.index_text, new.text));
 END;
 CREATE TABLE IF NOT EXISTS vectors (
     record_id TEXT NOT NULL REFERENCES records(id) ON DELETE CASCADE,
@@ -90,7 +93,8 @@ def statements(script: str) -> list[str]:
 
 
 RECORD_COLUMNS = (
-    "id, kind, text, user_id, agent_id, run_id, metadata, created_at, ts, valid_from, valid_to, content_hash"
+    "id, kind, text, user_id, agent_id, run_id, metadata, created_at, ts, valid_from, valid_to, content_hash, "
+    "index_text"
 )
 
 
@@ -116,6 +120,7 @@ def row_to_record(row: sqlite3.Row | tuple[Any, ...]) -> Record:
         ts=row[8],
         valid_from=row[9],
         valid_to=row[10],
+        index_text=row[12],
     )
 
 
@@ -134,6 +139,7 @@ def record_params(record: Record, content_hash: str) -> tuple[Any, ...]:
         record.valid_from,
         record.valid_to,
         content_hash,
+        record.index_text,
     )
 
 

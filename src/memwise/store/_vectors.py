@@ -2,9 +2,22 @@
 
 Reading a million blobs out of SQLite per query is far too slow, so each store instance keeps the
 vectors of a space as one contiguous float32 matrix plus per-row scope arrays, and brings them up
-to date incrementally from the `changes` table (see ``_sql.DDL``) before every search. Filters
-become boolean masks over those arrays, so the hard-filter guarantee costs no Python loop per
-record.
+to date incrementally from the `changes` table (see ``_sql.DDL``) before every search.
+
+Search stays exact (a float32 dot product with every allowed row) but touches as little as it can:
+
+* A scope filter (user, agent, run, kind) is answered from per-value row lists, so a query for one
+  user among a thousand scores that user's rows only, instead of building a mask over every row.
+  Whatever other filters remain are checked on that small subset.
+* An unfiltered (or broadly filtered) query is one matrix-vector product into a reusable buffer;
+  excluded rows (deleted, invalidated, filtered) are set to -inf in place, so no per-query array
+  of the matrix's length is allocated beyond that buffer.
+* Top-k over a million scores uses block maxima to find a score threshold that at least k rows
+  reach, and sorts only the rows above it, instead of partitioning the whole array.
+
+Lower-precision pre-scoring (int8 or float16 copies, re-scored exactly) was measured and left out:
+numpy has no int8/float16 BLAS, and widening those types to float32 runs at about a third of the
+speed of the float32 product itself, so the pre-score would cost more than the exact scan.
 """
 
 from __future__ import annotations
@@ -13,6 +26,7 @@ import math
 import sqlite3
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -24,9 +38,17 @@ from memwise.store.base import Filters
 _FULL_RELOAD_AFTER = 20_000
 _CHUNK = 500
 _RELOAD_SLICE = 50_000
-# Filters that keep at most this share of rows are scored on a gathered subset.
+# Filters whose row lists keep at most this share of rows are scored on a gathered subset; above it,
+# one product over the whole matrix is cheaper than copying the rows out.
 _GATHER_SHARE = 0.25
-_GATHER_ROWS = 65_536
+# Rows copied per gather step: 6 MB at 384-d, so the copy is still in cache when it is multiplied.
+_GATHER_ROWS = 4096
+# Block length for the top-k threshold: one maximum per block; blocks of scores stay in L1.
+_BLOCK = 256
+
+_COLUMNS = ("user_id", "agent_id", "run_id")
+_KIND = 3
+_CREATED, _TS, _VALID_TO = 0, 1, 2
 
 _ROW_SQL = (
     "SELECT r.id, r.user_id, r.agent_id, r.run_id, r.kind, r.created_at, r.ts, r.valid_to, v.dim, v.vec "
@@ -34,6 +56,8 @@ _ROW_SQL = (
 )
 
 _Row = tuple[str, str | None, str | None, str | None, str, float, float | None, float | None, int, bytes]
+_Ints = npt.NDArray[np.signedinteger[Any]]  # row positions: int32 in row lists, int64 elsewhere
+_Floats = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,21 +69,81 @@ class Hit:
 
 
 class _Codes:
-    """Dictionary encoding of one string column, so a scope filter is an integer comparison."""
+    """Dictionary encoding of one string column, so a scope filter is an integer comparison.
+
+    None (no scope) is stored as -1 in the dictionary itself, so encoding a column with many
+    missing values never leaves the fast path.
+    """
 
     def __init__(self) -> None:
-        self._codes: dict[str, int] = {}
+        self._codes: dict[str | None, int] = {None: -1}
 
     def encode(self, value: str | None) -> int:
-        if value is None:
-            return -1
         code = self._codes.get(value)
         if code is None:
-            code = self._codes[value] = len(self._codes)
+            code = self._codes[value] = len(self._codes) - 1
         return code
+
+    def encode_many(self, values: tuple[str | None, ...]) -> npt.NDArray[np.int32]:
+        """Codes of a column of values: one dictionary probe each, then new values get codes."""
+        get = self._codes.get
+        codes = [get(value, -2) for value in values]
+        if -2 in codes:
+            codes = [self.encode(value) if code == -2 else code for code, value in zip(codes, values, strict=True)]
+        return np.array(codes, dtype=np.int32)
 
     def lookup(self, value: str) -> int | None:
         return self._codes.get(value)
+
+    def __len__(self) -> int:
+        return len(self._codes) - 1
+
+
+class _RowList:
+    """The matrix rows holding one scope value, ascending; grows by half like the matrix does.
+
+    Deleted rows stay listed until the next compaction (search checks ``alive`` on the subset), so
+    a delete costs nothing here.
+    """
+
+    __slots__ = ("_rows", "size")
+
+    def __init__(self, rows: _Ints) -> None:
+        self._rows = rows.astype(np.int32)  # half the bytes of int64; a store stays far below 2**31 rows
+        self.size = rows.size
+
+    def extend(self, rows: _Ints) -> None:
+        end = self.size + rows.size
+        if end > self._rows.size:
+            grown = np.empty(max(end, self._rows.size + self._rows.size // 2 + 16), dtype=np.int32)
+            grown[: self.size] = self._rows[: self.size]
+            self._rows = grown
+        self._rows[self.size : end] = rows
+        self.size = end
+
+    def view(self) -> _Ints:
+        return self._rows[: self.size]
+
+
+def _group(codes: npt.NDArray[np.int32], positions: _Ints) -> list[tuple[int, _Ints]]:
+    """(code, ascending positions) for each scope value in a batch, skipping -1 (no value)."""
+    if codes.size <= 8:  # the usual incremental refresh: a handful of rows, not worth sorting
+        groups: dict[int, list[int]] = {}
+        for code, pos in zip(codes.tolist(), positions.tolist(), strict=True):
+            if code >= 0:
+                groups.setdefault(code, []).append(pos)
+        return [(code, np.array(rows, dtype=np.int64)) for code, rows in groups.items()]
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    cuts = np.flatnonzero(sorted_codes[1:] != sorted_codes[:-1]) + 1
+    starts = np.concatenate(([0], cuts))
+    ends = np.concatenate((cuts, [codes.size]))
+    sorted_positions = positions[order]
+    return [
+        (int(sorted_codes[a]), np.sort(sorted_positions[a:b]))
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True)
+        if sorted_codes[a] >= 0
+    ]
 
 
 class VectorIndex:
@@ -83,12 +167,19 @@ class VectorIndex:
         self._pos: dict[str, int] = {}
         self._ids: list[str] = []
         cap = capacity + capacity // 4 + 1024
-        # Only rows below _n are ever read, so the buffers need no initial fill.
+        # Only rows below _n are ever read, so the buffers need no initial fill. Scope and time
+        # columns are stored column-major so that a full-length filter reads contiguous memory.
         self._mat = np.empty((cap, self.dim or 1), dtype=np.float32)
         self._alive = np.empty(cap, dtype=bool)
-        self._scope = np.empty((cap, 4), dtype=np.int32)  # user, agent, run, kind codes
-        self._times = np.empty((cap, 3), dtype=np.float64)  # created_at, ts, valid_to (NaN = none)
+        self._scope = np.empty((4, cap), dtype=np.int32)  # user, agent, run, kind codes
+        self._times = np.empty((3, cap), dtype=np.float64)  # created_at, ts, valid_to (NaN = none)
         self._dicts = [_Codes(), _Codes(), _Codes(), _Codes()]
+        self._lists: list[dict[int, _RowList]] = [{}, {}, {}, {}]
+        self._lists_stale = False
+        # Per-query scratch, reused so that a search allocates nothing the length of the matrix.
+        self._scores = np.empty(0, dtype=np.float32)
+        self._flags = np.empty(0, dtype=bool)
+        self._gather = np.empty((0, 0), dtype=np.float32)
 
     def __len__(self) -> int:
         return self._n - self._dead
@@ -150,46 +241,74 @@ class VectorIndex:
         if needed <= cap:
             return
         new_cap = max(needed, cap + cap // 2)
-        for name in ("_mat", "_alive", "_scope", "_times"):
-            old = getattr(self, name)
-            new = np.empty((new_cap, *old.shape[1:]), dtype=old.dtype)  # rows past _n are never read
-            new[: self._n] = old[: self._n]
-            setattr(self, name, new)
+        n = self._n
+        mat = np.empty((new_cap, self._mat.shape[1]), dtype=np.float32)  # rows past _n are never read
+        mat[:n] = self._mat[:n]
+        alive = np.empty(new_cap, dtype=bool)
+        alive[:n] = self._alive[:n]
+        scope = np.empty((4, new_cap), dtype=np.int32)
+        scope[:, :n] = self._scope[:, :n]
+        times = np.empty((3, new_cap), dtype=np.float64)
+        times[:, :n] = self._times[:, :n]
+        self._mat, self._alive, self._scope, self._times = mat, alive, scope, times
 
     def _upsert(self, rows: list[_Row]) -> None:
-        """Write rows into their slots (new ids get fresh ones), vectorised over the batch."""
+        """Write rows into their slots (new ids get fresh ones), vectorised over the batch.
+
+        Works column by column (a full reload passes a million rows through here), so the per-row
+        Python work is a few C-level passes rather than a loop body per row.
+        """
         if not rows:
             return
+        ids, users, agents, runs, kinds, created, ts, valid_to, dims, blobs = zip(*rows, strict=True)
         if self.dim is None:
-            self.dim = int(rows[0][8])
+            self.dim = int(dims[0])
             self._mat = np.empty((self._alive.shape[0], self.dim), dtype=np.float32)
-        for row in rows:
-            if row[8] != self.dim or len(row[9]) != 4 * self.dim:
-                raise StoreError(
-                    f"vector space {self.space!r} holds {self.dim}-d vectors but record {row[0]} has "
-                    f"dim {row[8]} and a {len(row[9])}-byte blob"
-                )
-        fresh = sum(1 for row in rows if row[0] not in self._pos)
-        self._grow(self._n + fresh)
-        positions = np.empty(len(rows), dtype=np.int64)
-        for i, row in enumerate(rows):
-            pos = self._pos.get(row[0])
-            if pos is None:
-                pos = self._pos[row[0]] = self._n
-                self._ids.append(row[0])
-                self._n += 1
-            positions[i] = pos
+        dim = self.dim
+        width = 4 * dim
+        if any(d != dim for d in dims) or any(len(blob) != width for blob in blobs):
+            bad = next(r for r in rows if r[8] != dim or len(r[9]) != width)
+            raise StoreError(
+                f"vector space {self.space!r} holds {dim}-d vectors but record {bad[0]} has "
+                f"dim {bad[8]} and a {len(bad[9])}-byte blob"
+            )
+        pos_of = self._pos
+        found = [pos_of.get(rid, -1) for rid in ids]
+        fresh = list(dict.fromkeys(rid for rid, pos in zip(ids, found, strict=True) if pos < 0))
+        first_fresh = self._n
+        self._grow(first_fresh + len(fresh))
+        pos_of.update(zip(fresh, range(first_fresh, first_fresh + len(fresh)), strict=True))
+        self._ids.extend(fresh)
+        self._n += len(fresh)
+        positions = np.fromiter((pos_of[rid] for rid in ids), dtype=np.int64, count=len(ids))
         user, agent, run, kind = self._dicts
-        self._mat[positions] = np.frombuffer(b"".join(row[9] for row in rows), dtype=np.float32).reshape(-1, self.dim)
+        codes = np.stack(
+            [user.encode_many(users), agent.encode_many(agents), run.encode_many(runs), kind.encode_many(kinds)]
+        )
+        times = np.array((created, ts, valid_to), dtype=np.float64)  # None becomes NaN
+        old = positions < first_fresh
+        if old.any() and not np.array_equal(self._scope[:, positions[old]], codes[:, old]):
+            self._lists_stale = True  # a row changed scope: rebuild the row lists before the next search
+        if len(fresh) == len(ids) and positions[-1] - positions[0] + 1 == len(ids):
+            # The bulk case (a reload): copy each blob straight into its row, skipping a joined copy.
+            target = memoryview(self._mat[first_fresh : first_fresh + len(ids)]).cast("B")
+            for i, blob in enumerate(blobs):
+                target[i * width : (i + 1) * width] = blob
+        else:
+            self._mat[positions] = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(-1, dim)
         self._alive[positions] = True
-        self._scope[positions] = np.array(
-            [(user.encode(r[1]), agent.encode(r[2]), run.encode(r[3]), kind.encode(r[4])) for r in rows],
-            dtype=np.int32,
-        )
-        nan = math.nan
-        self._times[positions] = np.array(
-            [(r[5], nan if r[6] is None else r[6], nan if r[7] is None else r[7]) for r in rows], dtype=np.float64
-        )
+        self._scope[:, positions] = codes
+        self._times[:, positions] = times
+        if not self._lists_stale:
+            new = ~old
+            for col in range(4):
+                lists = self._lists[col]
+                for code, members in _group(codes[col, new], positions[new]):
+                    row_list = lists.get(code)
+                    if row_list is None:
+                        lists[code] = _RowList(members)
+                    else:
+                        row_list.extend(members)
 
     def _remove(self, rid: str) -> None:
         pos = self._pos.pop(rid, None)
@@ -207,70 +326,181 @@ class VectorIndex:
         keep = np.flatnonzero(self._alive[: self._n])
         self._mat = np.ascontiguousarray(self._mat[keep])
         self._alive = self._alive[keep].copy()
-        self._scope = self._scope[keep].copy()
-        self._times = self._times[keep].copy()
+        self._scope = np.ascontiguousarray(self._scope[:, keep])
+        self._times = np.ascontiguousarray(self._times[:, keep])
         self._ids = [self._ids[i] for i in keep]
         self._pos = {rid: i for i, rid in enumerate(self._ids)}
         self._n = len(self._ids)
         self._dead = 0
+        self._lists_stale = True
+        self._scores = np.empty(0, dtype=np.float32)
+        self._flags = np.empty(0, dtype=bool)
+
+    def _rebuild_lists(self) -> None:
+        """Row lists from the scope columns, after a compaction moved rows or a row changed scope."""
+        positions = np.arange(self._n, dtype=np.int64)
+        self._lists = [
+            {code: _RowList(members) for code, members in _group(self._scope[col, : self._n], positions)}
+            for col in range(4)
+        ]
+        self._lists_stale = False
 
     # -- search ---------------------------------------------------------------------------------
 
-    def _mask(self, filters: Filters, now: float) -> npt.NDArray[np.bool_] | None:
-        """Rows allowed by ``filters``; None when a scope value was never seen (nothing matches)."""
-        n = self._n
-        mask = self._alive[:n].copy()
-        for col, name in enumerate(("user_id", "agent_id", "run_id")):
+    def _subset(self, filters: Filters) -> tuple[_Ints | None, float]:
+        """Rows of the most selective scope filter, if one keeps few enough rows to gather.
+
+        Returns (rows, share): an empty array when a filter value was never seen (nothing can
+        match); None when the query should scan the whole matrix instead, with the share of rows
+        the row lists say may pass (1.0 when they say nothing), which sizes the scan's first try.
+        """
+        none = np.empty(0, dtype=np.int64)
+        best: _RowList | None = None
+        for col, name in enumerate(_COLUMNS):
             value = getattr(filters, name)
-            if value is not None:
-                code = self._dicts[col].lookup(value)
-                if code is None:
-                    return None
-                mask &= self._scope[:n, col] == code
+            if value is None:
+                continue
+            code = self._dicts[col].lookup(value)
+            found = None if code is None else self._lists[col].get(code)
+            if found is None:
+                return none, 0.0
+            if best is None or found.size < best.size:
+                best = found
+        n = max(self._n, 1)
+        limit = _GATHER_SHARE * n
         kinds = filters.kinds
         if kinds is not None:
-            codes = [c for c in (self._dicts[3].lookup(k) for k in kinds) if c is not None]
-            if not codes:
-                return None
-            mask &= np.isin(self._scope[:n, 3], codes)
-        if filters.since is not None or filters.until is not None:
-            values = self._times[:n, 0 if filters.time_field == "created_at" else 1]
-            with np.errstate(invalid="ignore"):
-                if filters.since is not None:
-                    mask &= values >= filters.since
-                if filters.until is not None:
-                    mask &= values < filters.until
-        if not filters.include_invalid:
-            valid_to = self._times[:n, 2]
-            with np.errstate(invalid="ignore"):
-                mask &= np.isnan(valid_to) | (valid_to > now)
-        return mask
+            codes = {c for c in (self._dicts[_KIND].lookup(k) for k in kinds) if c is not None}
+            lists = [self._lists[_KIND][c] for c in codes if c in self._lists[_KIND]]
+            if not lists:
+                return none, 0.0
+            total = sum(found.size for found in lists)
+            if best is None or total < best.size:
+                if total > limit:
+                    return None, total / n
+                if len(lists) == 1:
+                    return lists[0].view(), total / n
+                return np.sort(np.concatenate([found.view() for found in lists])), total / n
+        if best is None:
+            return None, 1.0
+        if best.size > limit:
+            return None, best.size / n
+        return best.view(), best.size / n
 
-    def search(self, query: npt.NDArray[np.float32], top_k: int, filters: Filters, now: float) -> list[Hit]:
+    def _allowed(self, rows: _Ints, filters: Filters, now: float) -> _Ints:
+        """The rows of ``rows`` that are alive and that every filter allows, in the same order.
+
+        The one place filters are applied: to a scope's row list, or to the candidates of a scan.
+        """
+        keep = self._alive[rows]
+        for col, name in enumerate(_COLUMNS):
+            value = getattr(filters, name)
+            if value is not None:
+                keep &= self._scope[col, rows] == self._dicts[col].lookup(value)
+        if filters.kinds is not None:
+            keep &= self._kind_table(filters)[self._scope[_KIND, rows]]
+        with np.errstate(invalid="ignore"):
+            if filters.since is not None or filters.until is not None:
+                values = self._times[_CREATED if filters.time_field == "created_at" else _TS, rows]
+                if filters.since is not None:
+                    keep &= values >= filters.since
+                if filters.until is not None:
+                    keep &= values < filters.until
+            if not filters.include_invalid:
+                valid_to = self._times[_VALID_TO, rows]
+                keep &= np.isnan(valid_to) | (valid_to > now)
+        return rows[keep]
+
+    def _kind_table(self, filters: Filters) -> npt.NDArray[np.bool_]:
+        """Allowed-kind flags indexed by kind code (the last entry, read for code -1, stays False).
+
+        A table lookup per row is a single gather, where ``np.isin`` would sort or compare per kind.
+        """
+        kinds = self._dicts[_KIND]
+        table = np.zeros(len(kinds) + 1, dtype=bool)
+        for kind in filters.kinds or ():
+            code = kinds.lookup(kind)
+            if code is not None:
+                table[code] = True
+        return table
+
+    def _score_rows(self, rows: _Ints, query: _Floats) -> _Floats:
+        """Exact scores of the listed rows: a view when they are one run, else gathered in slices."""
+        if rows[-1] - rows[0] + 1 == rows.size:  # ascending and distinct, so this means contiguous
+            return self._mat[rows[0] : rows[-1] + 1] @ query
+        dim = self._mat.shape[1]
+        if self._gather.shape[1] != dim:
+            self._gather = np.empty((_GATHER_ROWS, dim), dtype=np.float32)
+        scores = np.empty(rows.size, dtype=np.float32)
+        for start in range(0, rows.size, _GATHER_ROWS):
+            part = rows[start : start + _GATHER_ROWS]
+            block = self._gather[: part.size]
+            np.take(self._mat, part, axis=0, out=block, mode="clip")  # clip: no buffered copy; rows are valid
+            np.matmul(block, query, out=scores[start : start + part.size])
+        return scores
+
+    def _scan(self, query: _Floats, top_k: int, filters: Filters, now: float, share: float) -> tuple[_Ints, _Floats]:
+        """Allowed rows that can hold the top ``top_k`` after scoring every row, and their scores.
+
+        Filters are checked on candidates only, never as a mask over every row: if ``want`` blocks
+        have their maximum at or above a score t, at least ``want`` rows reach t, and if ``top_k``
+        of the rows at or above t are allowed, no allowed row below t can be in the top k. ``want``
+        starts at twice what the filters' share predicts and grows until enough rows pass; at worst
+        every row is a candidate.
+        """
+        n = self._n
+        if self._scores.size < n:
+            cap = self._alive.shape[0]
+            self._scores = np.empty(cap, dtype=np.float32)
+            self._flags = np.empty(cap, dtype=bool)
+        scores, flags = self._scores[:n], self._flags[:n]
+        np.matmul(self._mat[:n], query, out=scores)
+        blocks = n // _BLOCK
+        maxima = np.sort(scores[: blocks * _BLOCK].reshape(blocks, _BLOCK).max(axis=1))[::-1]
+        want = math.ceil(2 * top_k / max(share, 1e-9))
+        while True:
+            if want < blocks:
+                np.greater_equal(scores, maxima[want - 1], out=flags)
+                candidates = np.flatnonzero(flags)
+            else:
+                candidates = np.arange(n, dtype=np.int64)
+            rows = self._allowed(candidates, filters, now)
+            if rows.size >= top_k or want >= blocks:
+                return rows, scores[rows]
+            want *= 8
+
+    @staticmethod
+    def _best(scores: _Floats, k: int) -> _Ints:
+        """Indices of the ``k`` best scores, best first; equal scores go by lower index."""
+        m = scores.size
+        if m > k:
+            kth = scores[np.argpartition(scores, m - k)[m - k]]
+            above = np.flatnonzero(scores > kth)
+            equal = np.flatnonzero(scores == kth)[: k - above.size]  # ascending: the lowest indices
+            chosen = np.concatenate((above, equal))
+        else:
+            chosen = np.arange(m)
+        return chosen[np.lexsort((chosen, -scores[chosen]))]
+
+    def search(self, query: _Floats, top_k: int, filters: Filters, now: float) -> list[Hit]:
         """The ``top_k`` rows by cosine among those ``filters`` allow, best first."""
         with self._lock:
             if top_k <= 0 or self._n == 0 or self.dim is None:
                 return []
             if query.shape != (self.dim,):
                 raise StoreError(f"query vector has shape {query.shape}; space {self.space!r} holds {self.dim}-d")
-            mask = self._mask(filters, now)
-            if mask is None:
-                return []
-            if mask.all():  # the common unfiltered case: no index list, no gather
-                rows = None
-                scores = self._mat[: self._n] @ query
+            query = np.ascontiguousarray(query, dtype=np.float32)
+            if self._lists_stale:
+                self._rebuild_lists()
+            rows, share = self._subset(filters)
+            if rows is None:
+                rows, scores = self._scan(query, top_k, filters, now, share)
             else:
-                rows = np.flatnonzero(mask)
+                if rows.size:
+                    rows = self._allowed(rows, filters, now)
                 if rows.size == 0:
                     return []
-                if rows.size <= _GATHER_SHARE * self._n:
-                    scores = np.empty(rows.size, dtype=np.float32)
-                    for start in range(0, rows.size, _GATHER_ROWS):
-                        part = rows[start : start + _GATHER_ROWS]
-                        scores[start : start + part.size] = self._mat[part] @ query
-                else:
-                    scores = (self._mat[: self._n] @ query)[rows]
-            k = min(top_k, scores.size)
-            best = np.argpartition(scores, scores.size - k)[scores.size - k :] if k < scores.size else np.arange(k)
-            best = best[np.argsort(-scores[best], kind="stable")]
-            return [Hit(self._ids[i if rows is None else rows[i]], float(scores[i])) for i in best]
+                scores = self._score_rows(rows, query)
+            best = self._best(scores, top_k)
+            ids = self._ids
+            return [Hit(ids[pos], score) for pos, score in zip(rows[best].tolist(), scores[best].tolist(), strict=True)]

@@ -46,6 +46,7 @@ class Record:
     ts: float | None = None
     valid_from: float | None = None
     valid_to: float | None = None
+    index_text: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -73,6 +74,7 @@ class Record:
             "run_id": self.run_id,
             "metadata": self.metadata,
             "ts": self.ts,
+            "index_text": self.index_text,
         }
         blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()

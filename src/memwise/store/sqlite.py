@@ -224,8 +224,12 @@ class SQLiteStore:
         metadata: dict[str, Any] | None = None,
         vector: npt.ArrayLike | None = None,
         space: str | None = None,
+        index_text: str | None = None,
     ) -> Record:
         """Change a record's text, metadata (replaced whole) and/or vector; returns the new record.
+
+        New text without a new ``index_text`` clears the old one, so full-text search never finds a
+        record by words it no longer has.
 
         New text without a new vector drops the record's vectors in every space: a stale vector
         would keep ranking it by words it no longer has. With a vector, the other spaces' vectors
@@ -238,14 +242,16 @@ class SQLiteStore:
             current = self._fetch(conn, record_id)
             if current is None:
                 raise StoreError(f"update: no record {record_id!r} in {self.path}")
+            text_changed = text is not None and text != current.text
             new = replace(
                 current,
                 text=current.text if text is None else text,
                 metadata=current.metadata if metadata is None else dict(metadata),
+                index_text=index_text if index_text is not None else None if text_changed else current.index_text,
             )
             conn.execute(
-                "UPDATE records SET text = ?, metadata = ?, content_hash = ? WHERE id = ?",
-                (new.text, _sql.dump_metadata(new), new.content_hash(), record_id),
+                "UPDATE records SET text = ?, metadata = ?, content_hash = ?, index_text = ? WHERE id = ?",
+                (new.text, _sql.dump_metadata(new), new.content_hash(), new.index_text, record_id),
             )
             if text is not None and text != current.text or vec is not None:
                 conn.execute("DELETE FROM vectors WHERE record_id = ?", (record_id,))
@@ -353,7 +359,7 @@ class SQLiteStore:
         args = [match, *params, top_k]
 
         def work(conn: sqlite3.Connection) -> list[ScoredRecord]:
-            return [ScoredRecord(_sql.row_to_record(row), -float(row[12])) for row in conn.execute(sql, args)]
+            return [ScoredRecord(_sql.row_to_record(row), -float(row[-1])) for row in conn.execute(sql, args)]
 
         return self._db.read(work, "search_text")
 

@@ -1,0 +1,148 @@
+"""Mode ``facts`` of the ingest: segments, concurrent extraction, and the units that come out of it.
+
+Only model calls and embeddings happen here; nothing touches the store (the caller writes the whole
+conversation at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from memwise.embed.base import Embedder, Vectors
+from memwise.exceptions import LLMError, ParseError
+from memwise.facts.extract import STAGE, FactCheck, extract_facts
+from memwise.facts.report import IngestReport
+from memwise.facts.segment import SegmentConfig, segment_turns
+from memwise.facts.types import Conversation, Session, Turn
+from memwise.facts.units import fact_record, turn_record
+from memwise.llm.base import ChatModel
+from memwise.runs.ledger import Ledger
+from memwise.store.base import Record
+
+_EMBED_BATCH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Whose memory the units are."""
+
+    user_id: str
+    agent_id: str | None = None
+    run_id: str | None = None
+
+
+def turn_unit(turn: Turn, conversation_id: str, scope: Scope) -> Record:
+    """A turn as a unit: the utterance as said, the speaker in metadata (``turn_record``'s layout, which
+    retrieval and the memory API read)."""
+    return turn_record(
+        turn, conversation_id=conversation_id, user_id=scope.user_id, agent_id=scope.agent_id, run_id=scope.run_id
+    )
+
+
+async def embed_all(embedder: Embedder, texts: Sequence[str]) -> Vectors:
+    """Embed in bounded batches, so one long conversation is never one giant request."""
+    if not texts:
+        return np.zeros((0, embedder.dim), dtype=np.float32)
+    parts = [await embedder.embed(texts[i : i + _EMBED_BATCH]) for i in range(0, len(texts), _EMBED_BATCH)]
+    return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+async def _extract(
+    llm: ChatModel, session: Session, turns: list[Turn], limiter: asyncio.Semaphore, ledger: Ledger | None
+) -> FactCheck | str:
+    """The segment's checked facts, or why there are none.
+
+    Only a misbehaving model (ParseError) or backend (LLMError) turns into a fallback; anything else
+    is a bug or a misconfiguration and must stop the ingest.
+    """
+    async with limiter:
+        try:
+            return await extract_facts(llm, turns, session_time=session.timestamp or turns[0].timestamp, ledger=ledger)
+        except ParseError as exc:  # complete_structured counted it in the ledger already
+            return f"unparseable reply: {exc}"
+        except LLMError as exc:
+            if ledger is not None:
+                ledger.record_failure(stage=STAGE, kind="llm_error", detail=str(exc))
+            return f"model call failed: {exc}"
+
+
+def _segments(
+    conv: Conversation, row_of: dict[str, int], vectors: Vectors, config: SegmentConfig
+) -> list[tuple[Session, list[Turn]]]:
+    jobs: list[tuple[Session, list[Turn]]] = []
+    for session in conv.sessions:
+        if not session.turns:
+            continue
+        rows = [row_of[t.id] for t in session.turns]
+        for indices in segment_turns(vectors[rows], config):
+            jobs.append((session, [session.turns[i] for i in indices]))
+    return jobs
+
+
+async def plan_facts(
+    conv: Conversation,
+    turn_units: Sequence[Record],
+    turn_vectors: Vectors,
+    *,
+    llm: ChatModel,
+    embedder: Embedder,
+    scope: Scope,
+    limiter: asyncio.Semaphore,
+    ledger: Ledger | None,
+    segmenting: SegmentConfig,
+    report: IngestReport,
+) -> tuple[list[Record], Vectors]:
+    """Units and vectors for mode ``facts``: extracted facts, or a segment's raw turns where that failed.
+
+    ``turn_units``/``turn_vectors`` are row-aligned with ``conv.turns()``; the turn vectors serve both
+    segmentation and the fallback units. Counts go into ``report``.
+    """
+    row_of = {t.id: i for i, t in enumerate(conv.turns())}
+    jobs = _segments(conv, row_of, turn_vectors, segmenting)
+    report.segments = len(jobs)
+    outcomes = await asyncio.gather(*(_extract(llm, s, turns, limiter, ledger) for s, turns in jobs))
+
+    records: list[Record] = []
+    rows: list[int | None] = []  # a fallback turn's vector row, or None for a fact still to embed
+    for (session, turns), outcome in zip(jobs, outcomes, strict=True):
+        if isinstance(outcome, FactCheck):
+            report.dropped_source_ids += outcome.dropped_source_ids
+            report.unsourced_facts += outcome.unsourced
+            report.rejected_facts += outcome.rejected
+            report.facts += len(outcome.facts)
+        if isinstance(outcome, FactCheck) and outcome.facts:
+            for ordinal, fact in enumerate(outcome.facts):
+                unit = fact_record(
+                    fact.text,
+                    speaker=fact.speaker,
+                    source_ids=fact.source_ids,
+                    timestamp=session.timestamp or turns[0].timestamp,
+                    conversation_id=conv.id,
+                    session_id=session.id,
+                    user_id=scope.user_id,
+                    agent_id=scope.agent_id,
+                    run_id=scope.run_id,
+                    ordinal=ordinal,
+                )
+                records.append(unit)
+                rows.append(None)
+            continue
+        report.fallbacks += 1
+        span = f"session {session.id}, turns {turns[0].id}..{turns[-1].id}"
+        if isinstance(outcome, str):
+            report.extraction_failures += 1
+            report.failures.append(f"{span}: {outcome[:300]}")
+        else:
+            report.failures.append(f"{span}: no usable fact in the reply; stored the raw turns")
+        for turn in turns:
+            records.append(turn_units[row_of[turn.id]])
+            rows.append(row_of[turn.id])
+
+    fact_texts = [r.index_text or r.text for r, row in zip(records, rows, strict=True) if row is None]
+    fact_vectors = iter(await embed_all(embedder, fact_texts))
+    vectors = [next(fact_vectors) if row is None else turn_vectors[row] for row in rows]
+    return records, np.stack(vectors) if vectors else np.zeros((0, embedder.dim), dtype=np.float32)

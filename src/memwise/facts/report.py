@@ -1,0 +1,77 @@
+"""What an ingest did, per conversation and per run: the numbers a run report shows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+Mode = Literal["turns", "facts"]
+
+
+@dataclass(slots=True)
+class IngestReport:
+    """What ingesting one conversation did.
+
+    ``extraction_failures`` counts segments whose model call or reply failed (after one repair);
+    ``fallbacks`` counts segments stored as raw turns: those failures plus segments that gave no usable
+    fact. ``skipped`` is true when the conversation was already in the store (``units_present`` then
+    says how many of its units were found, and nothing was asked or written). The fact-level repair
+    counts come from :class:`memwise.facts.extract.FactCheck`. ``failures`` says, per fallback, which
+    turns and why.
+    """
+
+    conversation_id: str
+    mode: Mode
+    turns: int = 0
+    units_written: int = 0
+    units_present: int = 0
+    segments: int = 0
+    facts: int = 0
+    extraction_failures: int = 0
+    fallbacks: int = 0
+    dropped_source_ids: int = 0
+    unsourced_facts: int = 0
+    rejected_facts: int = 0
+    skipped: bool = False
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSummary:
+    """Totals over a run's reports; ``seconds`` sums per-conversation time, which overlaps when parallel.
+
+    Example:
+        >>> a = IngestReport("c1", "turns", turns=4, units_written=4)
+        >>> b = IngestReport("c2", "turns", turns=2, units_present=2, skipped=True)
+        >>> s = IngestSummary.of([a, b])
+        >>> (s.conversations, s.skipped, s.turns, s.units_written, s.units_present)
+        (2, 1, 6, 4, 2)
+    """
+
+    conversations: int = 0
+    skipped: int = 0
+    turns: int = 0
+    units_written: int = 0
+    units_present: int = 0
+    segments: int = 0
+    facts: int = 0
+    extraction_failures: int = 0
+    fallbacks: int = 0
+    dropped_source_ids: int = 0
+    unsourced_facts: int = 0
+    rejected_facts: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def of(cls, reports: Iterable[IngestReport]) -> IngestSummary:
+        reports = list(reports)
+        summed = {f.name: sum(getattr(r, f.name) for r in reports) for f in fields(cls) if f.name != "conversations"}
+        return cls(conversations=len(reports), **summed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

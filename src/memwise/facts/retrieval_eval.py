@@ -1,0 +1,303 @@
+"""Turn retrieval on LoCoMo: does the hybrid recipe find the evidence turns of each question?
+
+Each conversation's turns go into one temporary SQLiteStore, one ``user_id`` per conversation, so
+every query is scoped to its own conversation by a hard filter. For questions of categories 1-4
+with at least one resolvable evidence turn, recall@k is the share of the question's evidence turns
+in the top k, averaged over questions; ``all@10`` is the share of questions with all their evidence
+in the top 10. No LLM is called: the only model is the embedder (all-MiniLM-L6-v2 by default).
+
+Baselines run in the same process over the same index (same rendered text, same vectors): cosine
+alone, bm25 alone, and plain reciprocal-rank fusion of the two. Ablations switch parts of the recipe
+off. ``--loo`` re-picks the tuned knobs (dense weight, speaker boost, context weight) on four
+conversations and scores the fifth, for each conversation in turn.
+
+Ingest goes through the product path (:func:`memwise.facts.ingest.ingest_many`, mode ``turns``), so the
+figure measures what users get. Run it as ``memwise bench retrieval --dataset locomo --path FILE`` or
+``bench/retrieval_locomo.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from memwise.embed.base import Embedder
+from memwise.facts.ingest import ingest_many
+from memwise.facts.readers import read_locomo
+from memwise.facts.retrieve import (
+    Candidates,
+    HybridRetriever,
+    RetrieverConfig,
+    rank,
+    reciprocal_rank_fusion,
+)
+from memwise.facts.types import Conversation
+from memwise.store.base import Filters, ScoredRecord
+from memwise.store.sqlite import SQLiteStore
+
+CATEGORIES = ("1", "2", "3", "4")
+KS = (1, 5, 10, 20)
+DEPTH = max(KS)
+BASELINE_DEPTH = 100  # how deep each channel goes before RRF
+GRID = {
+    "dense_weight": (0.3, 0.4, 0.5, 0.6),
+    "speaker_boost": (0.0, 0.1, 0.2, 0.3, 0.5, 0.75),
+    "context_weight": (0.0, 0.25, 0.5, 0.75, 1.0),
+}
+ABLATIONS = {
+    "fusion only": {"context_weight": 0.0, "speaker_boost": 0.0},
+    "fusion + speaker": {"context_weight": 0.0},
+    "fusion + context": {"speaker_boost": 0.0},
+    "full recipe": {},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One benchmark question: its conversation (= user scope), text, category and evidence turn ids."""
+
+    conversation: str
+    question: str
+    category: str
+    evidence: tuple[str, ...]
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--path", default="../shared/data/locomo/locomo10_dev.json", help="LoCoMo JSON file")
+    parser.add_argument("--json", default="bench/results/retrieval_locomo.json", help="where to write the results")
+    parser.add_argument("--loo", action="store_true", help="also run the leave-one-conversation-out sweep")
+    parser.add_argument("--candidate-k", type=int, default=RetrieverConfig().candidate_k, help="per-channel candidates")
+    return parser.parse_args(argv)
+
+
+def questions_of(conversations: Sequence[Conversation]) -> list[Item]:
+    """Questions of categories 1-4 whose evidence names at least one real turn (the reader drops the rest)."""
+    return [
+        Item(conv.id, q.question, q.category, q.evidence)
+        for conv in conversations
+        for q in conv.questions
+        if q.category in CATEGORIES and q.evidence
+    ]
+
+
+def turn_ids(hits: Sequence[ScoredRecord]) -> list[str]:
+    """The dataset turn ids (LoCoMo ``dia_id``) of ranked hits."""
+    return [str(hit.record.metadata["source_ids"][0]) for hit in hits]
+
+
+def metrics(rankings: Sequence[Sequence[str]], items: Sequence[Item]) -> dict[str, Any]:
+    """recall@k, all@10 and their per-category and per-conversation breakdowns."""
+
+    def summary(pairs: list[tuple[Sequence[str], Item]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k in KS:
+            out[f"recall@{k}"] = _mean([_recall(ranked, item.evidence, k) for ranked, item in pairs])
+        out["all@10"] = _mean([float(_recall(ranked, item.evidence, 10) == 1.0) for ranked, item in pairs])
+        out["questions"] = len(pairs)
+        return out
+
+    pairs = list(zip(rankings, items, strict=True))
+    result = summary(pairs)
+    result["by_category"] = {
+        cat: summary([p for p in pairs if p[1].category == cat]) for cat in sorted({i.category for i in items})
+    }
+    result["by_conversation"] = {
+        conv: summary([p for p in pairs if p[1].conversation == conv])["recall@10"]
+        for conv in dict.fromkeys(i.conversation for i in items)
+    }
+    return result
+
+
+def _recall(ranked: Sequence[str], evidence: Sequence[str], k: int) -> float:
+    top = set(ranked[:k])
+    return sum(e in top for e in evidence) / len(evidence)
+
+
+def _mean(values: list[float]) -> float:
+    return round(statistics.fmean(values), 4) if values else 0.0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+
+async def ingest(store: SQLiteStore, embedder: Embedder, conversations: Sequence[Conversation]) -> tuple[int, float]:
+    """Ingest every conversation (mode ``turns``), one user per conversation; returns (turns, seconds)."""
+    start = time.perf_counter()
+    reports = await ingest_many(conversations, store=store, embedder=embedder, user_id=lambda conv: conv.id)
+    return sum(r.turns for r in reports), time.perf_counter() - start
+
+
+def baselines(
+    store: SQLiteStore, space: str, items: Sequence[Item], vectors: Sequence[Any]
+) -> dict[str, list[list[str]]]:
+    """Rankings of cosine alone, bm25 alone and plain RRF of the two, over the same index."""
+    out: dict[str, list[list[str]]] = {"dense": [], "bm25": [], "rrf": []}
+    for item, vec in zip(items, vectors, strict=True):
+        scope = Filters(user_id=item.conversation, kind="turn")
+        dense = store.search_vector(vec, BASELINE_DEPTH, scope, space=space)
+        text = store.search_text(item.question, BASELINE_DEPTH, scope)
+        by_id = {hit.record.id: hit for hit in (*dense, *text)}
+        fused = reciprocal_rank_fusion([[h.record.id for h in dense], [h.record.id for h in text]])
+        rrf = sorted(fused, key=lambda key: -fused[key])[:DEPTH]
+        out["dense"].append(turn_ids(dense[:DEPTH]))
+        out["bm25"].append(turn_ids(text[:DEPTH]))
+        out["rrf"].append(turn_ids([by_id[key] for key in rrf]))
+    return out
+
+
+def loo_sweep(items: Sequence[Item], gathered: Sequence[Candidates], base: RetrieverConfig) -> dict[str, Any]:
+    """Pick the grid point best on four conversations, score it on the fifth; repeat for each."""
+    names = list(GRID)
+    points = [dict(zip(names, values, strict=True)) for values in itertools.product(*GRID.values())]
+    convs = list(dict.fromkeys(item.conversation for item in items))
+    # per grid point, per conversation: sum of recall@10 over its questions
+    sums: list[dict[str, float]] = []
+    for point in points:
+        config = replace(base, **point)
+        acc = dict.fromkeys(convs, 0.0)
+        for item, cands in zip(items, gathered, strict=True):
+            ranked = turn_ids(rank(item.question, cands, config, 10))
+            acc[item.conversation] += _recall(ranked, item.evidence, 10)
+        sums.append(acc)
+    counts = {conv: sum(1 for i in items if i.conversation == conv) for conv in convs}
+    folds = []
+    held_total = 0.0
+    for held in convs:
+        train = [c for c in convs if c != held]
+        train_n = sum(counts[c] for c in train)
+        best = max(range(len(points)), key=lambda p: sum(sums[p][c] for c in train) / train_n)
+        held_total += sums[best][held]
+        folds.append(
+            {
+                "held_out": held,
+                "picked": points[best],
+                "train_recall@10": round(sum(sums[best][c] for c in train) / train_n, 4),
+                "held_out_recall@10": round(sums[best][held] / counts[held], 4),
+            }
+        )
+    total = sum(counts.values())
+    in_sample = max(range(len(points)), key=lambda p: sum(sums[p].values()))
+    default = {name: getattr(base, name) for name in names}
+    default_index = points.index(default) if default in points else None
+    return {
+        "grid": {name: list(values) for name, values in GRID.items()},
+        "loo_recall@10": round(held_total / total, 4),
+        "folds": folds,
+        "in_sample_best": points[in_sample],
+        "in_sample_best_recall@10": round(sum(sums[in_sample].values()) / total, 4),
+        "default_in_sample_recall@10": (
+            round(sum(sums[default_index].values()) / total, 4) if default_index is not None else None
+        ),
+    }
+
+
+async def evaluate_retrieval(
+    path: str | Path, embedder: Embedder, *, candidate_k: int | None = None, loo: bool = False
+) -> dict[str, Any]:
+    """Recall of the hybrid recipe (and same-run baselines) on a LoCoMo file; the report as a dict."""
+    conversations = read_locomo(path)
+    items = questions_of(conversations)
+    config = RetrieverConfig() if candidate_k is None else RetrieverConfig(candidate_k=candidate_k)
+    with tempfile.TemporaryDirectory(prefix="memwise-locomo-") as tmp, SQLiteStore(Path(tmp) / "store.db") as store:
+        retriever = HybridRetriever(store, embedder, config)
+        n_turns, ingest_s = await ingest(store, embedder, conversations)
+        print(f"ingested {n_turns} turns in {ingest_s:.1f}s", file=sys.stderr)
+
+        # The headline: the full search call per question, query embedding included, timed.
+        latencies: list[float] = []
+        headline: list[list[str]] = []
+        for item in items:
+            scope = Filters(user_id=item.conversation, kind="turn")
+            start = time.perf_counter()
+            hits = await retriever.search(item.question, filters=scope, top_k=DEPTH)
+            latencies.append((time.perf_counter() - start) * 1000)
+            headline.append(turn_ids(hits))
+
+        # Everything else reuses one batch of query vectors and one gathering per question.
+        vectors = list(await embedder.embed([item.question for item in items]))
+        gathered = [
+            await retriever.gather(
+                item.question,
+                filters=Filters(user_id=item.conversation, kind="turn"),
+                query_vector=vec,
+                fetch_all_neighbours=True,
+            )
+            for item, vec in zip(items, vectors, strict=True)
+        ]
+        ablations = {}
+        for name, change in ABLATIONS.items():
+            variant = replace(config, **change)
+            rankings = [turn_ids(rank(i.question, c, variant, DEPTH)) for i, c in zip(items, gathered, strict=True)]
+            ablations[name] = metrics(rankings, items)
+        base_rankings = baselines(store, retriever.space, items, vectors)
+        result: dict[str, Any] = metrics(headline, items)
+        result.update(
+            {
+                "ingest_turns_per_s": round(n_turns / ingest_s, 1),
+                "query_ms_p50": _percentile(latencies, 0.5),
+                "query_ms_p95": _percentile(latencies, 0.95),
+                "baselines": {name: metrics(r, items) for name, r in base_rankings.items()},
+                "ablations": ablations,
+                "config": asdict(config),
+                "path": str(path),
+                "conversations": len(conversations),
+                "turns": n_turns,
+                "embedder": embedder.describe(),
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+            }
+        )
+        if loo:
+            result["loo"] = loo_sweep(items, gathered, config)
+    return result
+
+
+def print_report(result: dict[str, Any]) -> None:
+    keys = [f"recall@{k}" for k in KS] + ["all@10"]
+    rows = [("hybrid (headline)", result)]
+    rows += [(f"baseline: {n}", m) for n, m in result["baselines"].items()]
+    rows += [(f"ablation: {n}", m) for n, m in result["ablations"].items()]
+    print(f"{'':28s}" + "".join(f"{k:>11s}" for k in keys) + "".join(f"{'cat' + c + '@10':>10s}" for c in CATEGORIES))
+    for name, m in rows:
+        cats = "".join(f"{m['by_category'].get(c, {}).get('recall@10', 0.0):>10.3f}" for c in CATEGORIES)
+        print(f"{name:28s}" + "".join(f"{m[k]:>11.3f}" for k in keys) + cats)
+    print(
+        f"questions {result['questions']}, ingest {result['ingest_turns_per_s']} turns/s, "
+        f"query p50 {result['query_ms_p50']} ms, p95 {result['query_ms_p95']} ms"
+    )
+    if "loo" in result:
+        loo = result["loo"]
+        print(f"leave-one-conversation-out recall@10: {loo['loo_recall@10']}")
+        for fold in loo["folds"]:
+            print(f"  held out {fold['held_out']}: picked {fold['picked']} -> {fold['held_out_recall@10']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    from memwise.embed.minilm import MiniLMEmbedder
+
+    result = asyncio.run(evaluate_retrieval(args.path, MiniLMEmbedder(), candidate_k=args.candidate_k, loo=args.loo))
+    print_report(result)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
