@@ -132,3 +132,26 @@ def test_sync_twin_runs_many_calls_on_one_loop(tmp_path: Path) -> None:
         assert len(mem.get_all(user_id="u")) == 3
         assert mem.answer("which facts?", user_id="u").text == "ok"
         assert mem.search("fact number 2", user_id="u", top_k=1)[0].record.text == "user: fact number 2"
+
+
+async def test_consolidate_through_the_api_keeps_history_and_scope(tmp_path: Path) -> None:
+    import json
+
+    def decide(req: ChatRequest) -> str:
+        return json.dumps({"decisions": [{"candidate": 1, "action": "UPDATE", "reason": "newer"}]})
+
+    mem = _memory(tmp_path, llm=ScriptedLLM(decide))
+    await mem.add(["I live in Berlin."], user_id="alice", session_time=datetime(2023, 1, 1))
+    await mem.add(["I live in Lisbon now."], user_id="alice", session_time=datetime(2023, 6, 1))
+    await mem.add(["I live in Berlin."], user_id="bob", session_time=datetime(2023, 1, 1))
+    report = await mem.consolidate(user_id="alice", threshold=0.3)
+    assert report.decisions["UPDATE"] == 1
+    current = [r.text for r in await mem.get_all(user_id="alice")]
+    assert current == ["user: I live in Lisbon now."]
+    newest = (await mem.get_all(user_id="alice"))[0]
+    assert [r.text for r in await mem.history(newest.id, user_id="alice")] == [
+        "user: I live in Berlin.",
+        "user: I live in Lisbon now.",
+    ]
+    assert [r.text for r in await mem.get_all(user_id="bob")] == ["user: I live in Berlin."]
+    await mem.aclose()

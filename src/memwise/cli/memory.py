@@ -164,3 +164,25 @@ def answer(
         )
 
     asyncio.run(run())
+
+
+@app.command()
+def consolidate(
+    ctx: typer.Context,
+    user_id: Annotated[str, typer.Option(help="whose memory")],
+    threshold: Annotated[float, typer.Option(help="cosine an earlier unit needs to be compared")] = 0.7,
+    db: DbOption = None,
+    run_dir: RunDirOption = None,
+) -> None:
+    """Offline consolidation of one user's memory: superseded units are closed, never erased."""
+    opts: GlobalOptions = ctx.obj
+
+    async def run() -> None:
+        mem = AsyncMemory.from_settings(opts.settings(), db or default_store_path(), mode="turns", run_dir=run_dir)
+        try:
+            report = await mem.consolidate(user_id=user_id, threshold=threshold)
+        finally:
+            await mem.aclose()
+        typer.echo(json.dumps(report.to_dict()))
+
+    asyncio.run(run())

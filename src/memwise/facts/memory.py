@@ -24,6 +24,8 @@ from memwise.config import Settings
 from memwise.embed.base import Embedder
 from memwise.exceptions import ConfigError, StoreError
 from memwise.facts.answer import Answer, build_answer_messages, format_question_date
+from memwise.facts.consolidate import ConsolidationReport
+from memwise.facts.consolidate import consolidate as consolidate_units
 from memwise.facts.consolidate import history as history_of
 from memwise.facts.ingest import IngestReport, ingest_conversation
 from memwise.facts.types import Conversation, Session, Turn
@@ -219,6 +221,32 @@ class AsyncMemory:
             self.store.invalidate(old.id, at=now)
         return new
 
+    async def consolidate(
+        self,
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        kinds: tuple[str, ...] = ("fact", "turn"),
+        threshold: float = 0.7,
+    ) -> ConsolidationReport:
+        """Offline ("sleep-time") consolidation of one user's memory: the model decides, for each unit
+        and its similar earlier units, whether the new one updates or deletes an old one. Nothing is
+        erased; superseded units keep their validity interval and show in :meth:`history`."""
+        _require_user(user_id)
+        if self.llm is None:
+            raise ConfigError("consolidate() needs a chat model: pass llm= to Memory")
+        return await consolidate_units(
+            self.store,
+            self.llm,
+            user_id=user_id,
+            agent_id=agent_id,
+            run_id=run_id,
+            kinds=kinds,
+            threshold=threshold,
+            ledger=self.ledger,
+        )
+
     async def delete(self, memory_id: str, *, user_id: str) -> None:
         """Retire a memory: hidden from search and ``get_all``, still shown by ``history``."""
         self._owned(memory_id, user_id)
@@ -363,6 +391,9 @@ class Memory:
 
     def update(self, memory_id: str, text: str, **kwargs: Any) -> Record:
         return self._run(self.inner.update(memory_id, text, **kwargs))
+
+    def consolidate(self, **kwargs: Any) -> ConsolidationReport:
+        return self._run(self.inner.consolidate(**kwargs))
 
     def delete(self, memory_id: str, **kwargs: Any) -> None:
         return self._run(self.inner.delete(memory_id, **kwargs))
