@@ -371,6 +371,11 @@ class Memory:
         self.inner = inner
         return self
 
+    @classmethod
+    def from_settings(cls, settings: Settings, path: str | Path, **kwargs: Any) -> Memory:
+        """The sync twin of :meth:`AsyncMemory.from_settings`."""
+        return cls.wrap(AsyncMemory.from_settings(settings, path, **kwargs))
+
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
