@@ -1,0 +1,157 @@
+"""Turn benchmark conversations into MetaMem questions: retrieve each question's fragments once, up front.
+
+MetaMem learns how to *use* retrieved fragments, so every rollout of a question must see the same
+fragments; retrieving once and storing them makes training reproducible and cheap.
+
+Choices:
+
+* Scope: a conversation is expected to be ingested already with ``user_id = conversation.id``; each
+  question searches only that user's memory. A conversation with no memory at all is an error rather
+  than a silent run of questions with no fragments.
+* Fragments: the ``top_k`` hits, shown oldest first (undated last) and rendered with
+  :func:`~memwise.facts.units.render_for_prompt`, as the answer prompt orders them; their store ids,
+  in the same order, go to ``metadata["memory_ids"]``.
+* Question date: LongMemEval gives one; it is written in LongMemEval's own form
+  (``2023/05/30 (Tue) 23:40``). LoCoMo gives none, and a temporal question still needs a "today":
+  the latest session date is used, as that session's own text, and
+  ``metadata["question_date_source"]`` says ``"last_session"`` (``"dataset"`` when the dataset gave
+  one, ``None`` when neither exists).
+* Question type: the canonical name (:func:`~memwise.tasks.question_types.canonical_question_type`):
+  LongMemEval's types as they are, LoCoMo categories as words (``"2"`` becomes ``"temporal"``).
+  LongMemEval abstention ids keep their ``_abs`` suffix, which is how the judge recognises them.
+* LoCoMo's adversarial category 5 is left out unless ``include_adversarial``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from memwise.exceptions import ConfigError, DatasetError
+from memwise.facts.memory import AsyncMemory
+from memwise.facts.types import Conversation, Question
+from memwise.facts.units import render_for_prompt
+from memwise.metamem.data import MetaQuestion
+from memwise.store.base import ScoredRecord
+from memwise.tasks.question_types import canonical_question_type
+
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def longmemeval_date(when: datetime) -> str:
+    """A datetime in LongMemEval's form, weekday from a fixed table so the process locale cannot change it.
+
+    Example:
+        >>> longmemeval_date(datetime(2023, 5, 30, 23, 40))
+        '2023/05/30 (Tue) 23:40'
+    """
+    return f"{when:%Y/%m/%d} ({_WEEKDAYS[when.weekday()]}) {when:%H:%M}"
+
+
+def question_date_of(conv: Conversation, question: Question) -> tuple[str | None, str | None]:
+    """``(date text, source)`` for a question: its own date, else the latest session's, else none."""
+    if question.question_date is not None:
+        return longmemeval_date(question.question_date), "dataset"
+    dated = [(s.timestamp, s) for s in conv.sessions if s.timestamp is not None]
+    if not dated:
+        return None, None
+    when, last = max(dated, key=lambda pair: pair[0])
+    return last.raw_timestamp or when.isoformat(), "last_session"
+
+
+def selected_questions(conv: Conversation, *, include_adversarial: bool) -> list[Question]:
+    """The questions of ``conv`` to prepare: LoCoMo's adversarial ones only when asked for."""
+    return [q for q in conv.questions if include_adversarial or not q.metadata.get("adversarial")]
+
+
+def _oldest_first(hits: list[ScoredRecord]) -> list[ScoredRecord]:
+    return sorted(hits, key=lambda h: (h.record.ts is None, h.record.ts or 0.0))
+
+
+def build_meta_question(conv: Conversation, question: Question, hits: list[ScoredRecord]) -> MetaQuestion:
+    """One :class:`MetaQuestion` from a question and its retrieved hits (pure).
+
+    Raises:
+        DatasetError: an empty gold answer or an unknown question type.
+    """
+    if not question.answer.strip():
+        raise DatasetError(f"question {question.id!r} has an empty gold answer", path=conv.id)
+    try:
+        question_type = canonical_question_type(question.category)
+    except ValueError as exc:
+        raise DatasetError(f"question {question.id!r}: {exc}", path=conv.id) from None
+    date_text, date_source = question_date_of(conv, question)
+    ordered = _oldest_first(hits)
+    metadata: dict[str, Any] = {
+        "conversation_id": conv.id,
+        "source": conv.metadata.get("source"),
+        "category": question.category,
+        "question_date_source": date_source,
+        "evidence": list(question.evidence),
+        "memory_ids": [h.record.id for h in ordered],
+        "abstention": bool(question.metadata.get("abstention") or question.metadata.get("adversarial")),
+    }
+    return MetaQuestion(
+        question_id=question.id,
+        question=question.question,
+        answer=question.answer,
+        question_type=question_type,
+        question_date=date_text,
+        memories=tuple(render_for_prompt(h.record) for h in ordered),
+        metadata=metadata,
+    )
+
+
+async def _check_ingested(memory: AsyncMemory, conversations: list[Conversation]) -> None:
+    for conv in conversations:
+        if not await memory.get_all(user_id=conv.id, limit=1):
+            raise ConfigError(
+                f"conversation {conv.id!r} has no memories under user_id {conv.id!r}; ingest it first "
+                "(ingest_many(..., user_id=lambda c: c.id))"
+            )
+
+
+async def prepare_questions(
+    conversations: Iterable[Conversation],
+    *,
+    memory: AsyncMemory,
+    top_k: int = 20,
+    include_adversarial: bool = False,
+    concurrency: int = 16,
+) -> list[MetaQuestion]:
+    """Retrieve ``top_k`` fragments for every question, scoped to its conversation, in input order.
+
+    Raises:
+        ConfigError: bad ``top_k``/``concurrency``, or a conversation that was never ingested.
+        DatasetError: a repeated question id, an empty gold answer or an unknown question type.
+
+    Example:
+        >>> await ingest_many(convs, store=store, embedder=embedder, user_id=lambda c: c.id)  # doctest: +SKIP
+        >>> questions = await prepare_questions(convs, memory=memory, top_k=20)  # doctest: +SKIP
+    """
+    if top_k < 1:
+        raise ConfigError(f"top_k must be >= 1, got {top_k}")
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+    convs = list(conversations)
+    items: list[tuple[Conversation, Question]] = []
+    seen: dict[str, str] = {}
+    for conv in convs:
+        for question in selected_questions(conv, include_adversarial=include_adversarial):
+            if question.id in seen:
+                raise DatasetError(
+                    f"question id {question.id!r} also appears in conversation {seen[question.id]!r}", path=conv.id
+                )
+            seen[question.id] = conv.id
+            items.append((conv, question))
+    await _check_ingested(memory, [c for c in convs if selected_questions(c, include_adversarial=include_adversarial)])
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(conv: Conversation, question: Question) -> MetaQuestion:
+        async with gate:
+            hits = await memory.search(question.question, user_id=conv.id, top_k=top_k)
+        return build_meta_question(conv, question, hits)
+
+    return list(await asyncio.gather(*(one(conv, q) for conv, q in items)))

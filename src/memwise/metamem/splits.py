@@ -1,0 +1,177 @@
+"""Train / validation / test splits for MetaMem, stratified by question type and keyed by question id.
+
+The reference setup runs 5 folds of 100 test, 50 validation and 350 training questions. Two
+properties matter for the numbers to mean anything:
+
+* every question is a test question in exactly one fold (test sets disjoint and covering), so the
+  per-fold accuracies average to an accuracy over the whole set;
+* no question is a validation question in two folds, so the best-step choice of one fold is not
+  tuned on the same questions as another's.
+
+Both hold by construction: the questions are dealt into ``k`` chunks; fold ``i`` tests on chunk ``i``
+and validates on part of chunk ``i + 1`` (mod ``k``). Each chunk feeds exactly one fold's validation.
+
+Stratification: questions are grouped by type (types in name order, each type shuffled with the
+seed) and the grouped sequence is dealt round-robin. A type's questions are then a contiguous run
+dealt over the chunks in turn, so every chunk gets ``floor`` or ``ceil`` of ``n_type / k`` of them:
+each type's share is within one question of exact. Validation picks apportion ``n_val`` over the
+types of the chunk by largest remainder, which also keeps each type within one of its exact share.
+
+Everything keys on ``question_id``, never on the question text (the reference grouped by text, which
+merges distinct questions that happen to read the same). Pure functions; ``random.Random(seed)``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from memwise.exceptions import ConfigError
+from memwise.metamem.data import MetaQuestion
+
+
+@dataclass(frozen=True, slots=True)
+class Fold:
+    """One split, as question ids in the order the questions were given."""
+
+    train_ids: tuple[str, ...]
+    val_ids: tuple[str, ...]
+    test_ids: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"train_ids": list(self.train_ids), "val_ids": list(self.val_ids), "test_ids": list(self.test_ids)}
+
+
+def _check_ids(questions: Sequence[MetaQuestion]) -> None:
+    seen: set[str] = set()
+    for question in questions:
+        if question.question_id in seen:
+            raise ConfigError(f"question_id {question.question_id!r} appears twice; splits need unique ids")
+        seen.add(question.question_id)
+
+
+def _by_type(questions: Sequence[MetaQuestion], rng: random.Random) -> dict[str, list[str]]:
+    """Ids per question type, types in name order, each type's ids shuffled."""
+    groups: dict[str, list[str]] = {}
+    for question in questions:
+        groups.setdefault(question.question_type, []).append(question.question_id)
+    ordered = {name: groups[name] for name in sorted(groups)}
+    for ids in ordered.values():
+        rng.shuffle(ids)
+    return ordered
+
+
+def apportion(total: int, counts: dict[str, int]) -> dict[str, int]:
+    """Share ``total`` among groups in proportion to ``counts`` (largest remainder, integer exact).
+
+    Each share is the floor or the ceiling of its exact quota and never exceeds its count. Ties go to
+    the larger group, then to the name that sorts first, so the result is deterministic.
+
+    Example:
+        >>> apportion(5, {"a": 6, "b": 3, "c": 1})
+        {'a': 3, 'b': 2, 'c': 0}
+    """
+    size = sum(counts.values())
+    if not 0 <= total <= size:
+        raise ConfigError(f"cannot take {total} of {size} questions")
+    if size == 0:
+        return dict.fromkeys(counts, 0)
+    shares = {name: total * count // size for name, count in counts.items()}
+    left = total - sum(shares.values())
+    by_remainder = sorted(counts, key=lambda name: (-(total * counts[name] % size), -counts[name], name))
+    for name in by_remainder[:left]:
+        shares[name] += 1
+    return shares
+
+
+def _chunks(groups: dict[str, list[str]], k: int) -> list[list[str]]:
+    """Deal the type-grouped sequence round-robin into ``k`` chunks."""
+    sequence = [qid for ids in groups.values() for qid in ids]
+    return [sequence[i::k] for i in range(k)]
+
+
+def _pick_stratified(chunk: list[str], n: int, type_of: dict[str, str]) -> list[str]:
+    """``n`` ids from ``chunk``, each type in proportion; within a type, the chunk's (shuffled) order."""
+    per_type: dict[str, list[str]] = {}
+    for qid in chunk:
+        per_type.setdefault(type_of[qid], []).append(qid)
+    shares = apportion(n, {name: len(ids) for name, ids in sorted(per_type.items())})
+    return [qid for name, ids in sorted(per_type.items()) for qid in ids[: shares[name]]]
+
+
+def _in_order(ids: Iterable[str], order: Sequence[str]) -> tuple[str, ...]:
+    wanted = set(ids)
+    return tuple(qid for qid in order if qid in wanted)
+
+
+def make_folds(questions: Sequence[MetaQuestion], *, k: int = 5, n_val: int, seed: int) -> list[Fold]:
+    """``k`` folds: disjoint covering test sets, disjoint validation sets, train = the rest.
+
+    ``n_val`` validation questions per fold are taken from the next fold's test chunk, so it can be at
+    most the smallest chunk (``len(questions) // k``). With 500 questions, ``k=5`` and ``n_val=50``
+    each fold has 100 test, 50 validation and 350 training questions, as in the reference setup.
+
+    Raises:
+        ConfigError: ``k`` below 2 or above the number of questions, ``n_val`` out of range, or a
+            repeated ``question_id``.
+
+    Example:
+        >>> qs = [MetaQuestion(f"q{i}", "?", "a", "generic") for i in range(10)]
+        >>> [len(f.test_ids) for f in make_folds(qs, k=5, n_val=1, seed=0)]
+        [2, 2, 2, 2, 2]
+    """
+    if k < 2:
+        raise ConfigError(f"k must be at least 2, got {k}")
+    if k > len(questions):
+        raise ConfigError(f"k={k} folds need at least {k} questions, got {len(questions)}")
+    smallest = len(questions) // k
+    if not 0 <= n_val <= smallest:
+        raise ConfigError(f"n_val must be between 0 and {smallest} (the smallest test chunk), got {n_val}")
+    _check_ids(questions)
+    order = [q.question_id for q in questions]
+    type_of = {q.question_id: q.question_type for q in questions}
+    chunks = _chunks(_by_type(questions, random.Random(seed)), k)
+    folds: list[Fold] = []
+    for i in range(k):
+        test = set(chunks[i])
+        val = set(_pick_stratified(chunks[(i + 1) % k], n_val, type_of))
+        train = [qid for qid in order if qid not in test and qid not in val]
+        folds.append(Fold(tuple(train), _in_order(val, order), _in_order(test, order)))
+    return folds
+
+
+def split_once(questions: Sequence[MetaQuestion], *, val_frac: float, test_frac: float, seed: int) -> Fold:
+    """One stratified train / validation / test split.
+
+    The test set has ``round(test_frac * n)`` questions and the validation set ``round(val_frac * n)``,
+    each apportioned over the question types by largest remainder (validation over what the test set
+    left), so every type keeps its share within one question.
+
+    Raises:
+        ConfigError: a fraction outside ``[0, 1)``, fractions that leave no training question, or a
+            repeated ``question_id``.
+
+    Example:
+        >>> qs = [MetaQuestion(f"q{i}", "?", "a", "generic") for i in range(10)]
+        >>> fold = split_once(qs, val_frac=0.2, test_frac=0.3, seed=0)
+        >>> (len(fold.train_ids), len(fold.val_ids), len(fold.test_ids))
+        (5, 2, 3)
+    """
+    for name, frac in (("val_frac", val_frac), ("test_frac", test_frac)):
+        if not 0 <= frac < 1:
+            raise ConfigError(f"{name} must be in [0, 1), got {frac}")
+    _check_ids(questions)
+    n = len(questions)
+    n_test, n_val = round(test_frac * n), round(val_frac * n)
+    if n and n_test + n_val >= n:
+        raise ConfigError(f"val_frac={val_frac} and test_frac={test_frac} leave no training question of {n}")
+    groups = _by_type(questions, random.Random(seed))
+    test_shares = apportion(n_test, {name: len(ids) for name, ids in groups.items()})
+    rest = {name: ids[test_shares[name] :] for name, ids in groups.items()}
+    val_shares = apportion(n_val, {name: len(ids) for name, ids in rest.items()})
+    test = {qid for name, ids in groups.items() for qid in ids[: test_shares[name]]}
+    val = {qid for name, ids in rest.items() for qid in ids[: val_shares[name]]}
+    order = [q.question_id for q in questions]
+    train = [qid for qid in order if qid not in test and qid not in val]
+    return Fold(tuple(train), _in_order(val, order), _in_order(test, order))
