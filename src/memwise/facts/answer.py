@@ -59,13 +59,44 @@ def build_answer_messages(
         True
     """
     ordered = sorted(memories, key=lambda r: (r.ts is None, r.ts or 0.0))
-    lines = [f"{i + 1}. {render_for_prompt(r)}" for i, r in enumerate(ordered)] or ["(no memories found)"]
+    return build_fragment_answer_messages(
+        question,
+        [render_for_prompt(r) for r in ordered],
+        question_date=question_date,
+        rule_lines=[f"- {rule}" for rule in rules],
+        oldest_first=True,
+    )
+
+
+def build_fragment_answer_messages(
+    question: str,
+    fragments: Sequence[str],
+    *,
+    question_date: datetime | str | None,
+    rule_lines: Sequence[str] = (),
+    oldest_first: bool = False,
+) -> list[Message]:
+    """The answer prompt over fragments already rendered as text, shown in the order given.
+
+    Shared by :func:`build_answer_messages` (records) and MetaMem rollouts (fragments stored as
+    strings), so that rules learned on rollouts are tried on exactly the prompt they will serve in.
+    ``rule_lines`` are shown verbatim: the caller decides whether they carry ids. ``oldest_first``
+    only labels the list; say it when it is true, because a model leans on order for "latest" questions.
+
+    Example:
+        >>> msgs = build_fragment_answer_messages("Where?", ["2023-05-01 Monday Bob moved to Lisbon."],
+        ...                                       question_date=None, rule_lines=["[R1] Prefer newer fragments."])
+        >>> "1. 2023-05-01 Monday Bob moved to Lisbon." in msgs[-1].content and "[R1]" in msgs[-1].content
+        True
+    """
+    lines = [f"{i + 1}. {text}" for i, text in enumerate(fragments)] or ["(no memories found)"]
     parts = []
     when = format_question_date(question_date)
     if when:
         parts.append(f"Today is {when}.")
-    parts.append("Memory fragments (oldest first):\n" + "\n".join(lines))
-    if rules:
-        parts.append("How to use the fragments:\n" + "\n".join(f"- {rule}" for rule in rules))
+    heading = "Memory fragments (oldest first):" if oldest_first else "Memory fragments:"
+    parts.append(heading + "\n" + "\n".join(lines))
+    if rule_lines:
+        parts.append("How to use the fragments:\n" + "\n".join(rule_lines))
     parts.append(f"Question: {question}\nAnswer briefly.")
     return [Message("system", _SYSTEM), Message("user", "\n\n".join(parts))]

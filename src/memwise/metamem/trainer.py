@@ -1,0 +1,419 @@
+"""MetaMem training: evolve a rule set on how to use retrieved memory, step by step.
+
+Per step, for a batch of questions (``metamem.md``, "Training loop"):
+
+1. each question is answered ``samples`` times with the current rules, and each answer is scored as
+   soon as it exists (a judge call per sample, overlapping the other rollouts);
+2. a question is kept when its mean score is strictly between 0 and 1 (every question when
+   ``samples == 1``);
+3. every kept answer is reflected on, and each kept question proposes edits from its reflections;
+4. one consolidation call merges the step's proposals against the rules; if it fails, a bounded,
+   de-conflicted subset of the raw proposals is applied instead (and the step says so);
+5. the edits are applied, making a new version with its provenance.
+
+All model calls of all stages pass one semaphore (``concurrency``), and a question's stages start as
+soon as its own inputs are ready, so no stage waits for another question's slowest call. Every call
+goes through the run ledger: a killed run, re-run, replays what was paid for, and the per-epoch
+shuffle is seeded by (seed, epoch), so a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from memwise.exceptions import ConfigError, LLMError, ParseError
+from memwise.llm.base import ChatModel, ChatRequest, ChatResponse
+from memwise.llm.structured import complete_structured
+from memwise.metamem.data import MetaQuestion
+from memwise.metamem.parse import (
+    Consolidation,
+    Proposal,
+    ProposedOp,
+    Reflection,
+    consolidation_schema,
+    proposal_schema,
+    reflection_schema,
+)
+from memwise.metamem.prompts import (
+    build_consolidation_messages,
+    build_proposal_messages,
+    build_reflection_messages,
+    build_rollout_messages,
+)
+from memwise.metamem.rules import ApplyResult, Operation, RuleHistory, RuleSet, fallback_subset
+from memwise.metamem.scoring import Scorer, make_scorer
+from memwise.runs.rundir import RunDir
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters; defaults follow the paper's reference setup where it gives one."""
+
+    epochs: int = field(default=5, metadata={"help": "passes over the training questions"})
+    batch_size: int = field(default=50, metadata={"help": "questions per step"})
+    samples: int = field(default=5, metadata={"help": "answers sampled per question"})
+    temperature: float = field(default=0.7, metadata={"help": "rollout temperature"})
+    max_tokens: int = field(default=1024, metadata={"help": "output tokens per call (reference: 4096)"})
+    concurrency: int = field(default=16, metadata={"help": "model calls in flight, all stages together"})
+    seed: int = field(default=0, metadata={"help": "seeds shuffles and sampling"})
+    max_rules: int = field(default=30, metadata={"help": "cap on the rule count"})
+    max_words: int = field(default=30, metadata={"help": "cap on words per rule"})
+    fallback_limit: int = field(default=5, metadata={"help": "edits applied when consolidation fails"})
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "samples", "concurrency", "max_tokens", "max_rules", "max_words"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ConfigError(f"TrainConfig.temperature must be in [0, 2], got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One sampled answer and its score (``None`` when the scorer gave no verdict)."""
+
+    index: int
+    text: str
+    score: float | None
+    feedback: str = ""
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one step did, for the report."""
+
+    step: int
+    epoch: int
+    question_ids: tuple[str, ...]
+    rollouts: int
+    score_failures: int
+    kept_questions: tuple[str, ...]
+    reflections: int
+    reflection_failures: int
+    proposals: int
+    proposal_failures: int
+    consolidation: str  # "ok", "failed: <why>; fallback", or "skipped" (no proposals)
+    applied: int
+    rejected: int
+    merged: int
+    rules_after: int
+    train_mean_score: float | None
+
+
+class _Gate:
+    """A chat model whose calls wait on a shared semaphore: one bound over every stage."""
+
+    def __init__(self, inner: ChatModel, gate: asyncio.Semaphore) -> None:
+        self.inner = inner
+        self.gate = gate
+        self.name = inner.name
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        async with self.gate:
+            return await self.inner.complete(request)
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed from text parts that is the same in every process (``hash()`` is salted per process)."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def epoch_batches(question_ids: Sequence[str], *, epoch: int, batch_size: int, seed: int) -> list[list[str]]:
+    """The batches of one epoch: a shuffle seeded by (seed, epoch) alone, so resuming never changes it."""
+    order = sorted(question_ids)
+    random.Random(stable_seed("epoch", seed, epoch)).shuffle(order)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def keep_question(rollouts: Sequence[Rollout], samples: int) -> bool:
+    """Informative groups only: mean score strictly between 0 and 1; with one sample, every question."""
+    scores = [r.score for r in rollouts if r.score is not None]
+    if not scores:
+        return False
+    if samples == 1:
+        return True
+    mean = statistics.fmean(scores)
+    return 0.0 < mean < 1.0
+
+
+def to_operations(ops: Sequence[ProposedOp], *, step: int, question_ids: Sequence[str]) -> list[Operation]:
+    """Parsed edits as rule-set operations, with provenance (the proposers when the op names none)."""
+    out = []
+    for op in ops:
+        askers = tuple(op.question_ids) or tuple(question_ids)
+        text = op.text if op.op != "delete" else None
+        out.append(Operation(op.op, rule_id=op.rule_id, text=text, step=step, question_ids=askers, reason=op.reason))
+    return out
+
+
+class MetaMemTrainer:
+    """Learns a :class:`RuleSet` from training questions; ``compile`` returns the rule history.
+
+    Args:
+        policy: answers questions (rollouts).
+        run: the run directory; its ledger records and replays every call.
+        metric: ``"judge"`` (LLM judge with the rubric of each question type), ``"f1"`` or ``"em"``.
+        judge: the judge model (default: the policy model); used when ``metric == "judge"``.
+        optimizer: writes reflections, proposals and consolidations (default: the policy model).
+        config: hyper-parameters.
+        on_step: called after each step with its record (progress display).
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: ChatModel,
+        run: RunDir,
+        metric: str = "judge",
+        judge: ChatModel | None = None,
+        optimizer: ChatModel | None = None,
+        config: TrainConfig | None = None,
+        on_step: Callable[[StepRecord], None] | None = None,
+    ) -> None:
+        self.config = config or TrainConfig()
+        self.run = run
+        self.on_step = on_step
+        gate = asyncio.Semaphore(self.config.concurrency)
+        # Every stage's calls share one gate; the ledger sits outside it, so replays never wait.
+        self.models = {
+            stage: run.record(_Gate(model, gate), stage)  # type: ignore[arg-type]
+            for stage, model in (
+                ("rollout", policy),
+                ("judge", judge or policy),
+                ("reflect", optimizer or policy),
+                ("propose", optimizer or policy),
+                ("consolidate", optimizer or policy),
+            )
+        }
+        self.scorer: Scorer = make_scorer(metric, self.models["judge"], run.ledger)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run.path / "metamem" / "history.json"
+
+    async def compile(self, trainset: Sequence[MetaQuestion], *, initial: RuleSet | None = None) -> RuleHistory:
+        """Train over ``trainset``; returns every version from the initial rules to the last step's.
+
+        Resumes from the run's checkpoint when one exists (and the ledger replays the calls of a step
+        that was cut off), so a re-run after a kill continues instead of starting again.
+        """
+        if not trainset:
+            raise ConfigError("MetaMem training needs at least one training question")
+        by_id = {q.question_id: q for q in trainset}
+        if len(by_id) != len(trainset):
+            raise ConfigError("training questions must have unique question_id values")
+        cfg = self.config
+        history, records = self._load_checkpoint()
+        if history is None:
+            start = initial or RuleSet(max_rules=cfg.max_rules, max_words=cfg.max_words)
+            history = RuleHistory.start(start)
+        step = 0
+        for epoch in range(cfg.epochs):
+            for batch_ids in epoch_batches(list(by_id), epoch=epoch, batch_size=cfg.batch_size, seed=cfg.seed):
+                step += 1
+                if step <= len(records):
+                    continue  # done before the restart: its version is in the checkpoint
+                result, record = await self.train_step(step, epoch, [by_id[i] for i in batch_ids], history.latest.rules)
+                history = history.record(result, note=record.consolidation)
+                records.append(record)
+                self._save_checkpoint(history, records)
+                if self.on_step:
+                    self.on_step(record)
+        return history
+
+    async def train_step(
+        self, step: int, epoch: int, batch: Sequence[MetaQuestion], rules: RuleSet
+    ) -> tuple[ApplyResult, StepRecord]:
+        """One step on one batch; returns the applied result and the step's record."""
+        rule_map = {r.id: r.text for r in rules.rules}
+        outcomes = await asyncio.gather(*(self._question(q, rule_map, step) for q in batch))
+        proposals = {q.question_id: ops for q, (_, _, ops, _) in zip(batch, outcomes, strict=True) if ops}
+        note, ops = await self._consolidate(rule_map, proposals, rules, step)
+        result = rules.apply(ops, step=step)
+        scores = [r.score for rolls, _, _, _ in outcomes for r in rolls if r.score is not None]
+        record = StepRecord(
+            step=step,
+            epoch=epoch,
+            question_ids=tuple(q.question_id for q in batch),
+            rollouts=sum(len(rolls) for rolls, _, _, _ in outcomes),
+            score_failures=sum(1 for rolls, _, _, _ in outcomes for r in rolls if r.score is None),
+            kept_questions=tuple(q.question_id for q, o in zip(batch, outcomes, strict=True) if o[1] is not None),
+            reflections=sum(len(o[1] or ()) for o in outcomes),
+            reflection_failures=sum(o[3][0] for o in outcomes),
+            proposals=len(proposals),
+            proposal_failures=sum(o[3][1] for o in outcomes),
+            consolidation=note,
+            applied=len(result.applied),
+            rejected=len(result.rejected),
+            merged=len(result.merged),
+            rules_after=len(result.new_set),
+            train_mean_score=statistics.fmean(scores) if scores else None,
+        )
+        return result, record
+
+    # -- per question: rollouts -> scores -> reflections -> proposal --------------------------
+
+    async def _question(
+        self, q: MetaQuestion, rule_map: dict[str, str], step: int
+    ) -> tuple[list[Rollout], list[tuple[Rollout, Reflection]] | None, list[Operation], tuple[int, int]]:
+        cfg = self.config
+        rollouts = list(await asyncio.gather(*(self._rollout(q, rule_map, i) for i in range(cfg.samples))))
+        if not keep_question(rollouts, cfg.samples):
+            return rollouts, None, [], (0, 0)
+        judged = [r for r in rollouts if r.score is not None]
+        reflected = await asyncio.gather(*(self._reflect(q, r) for r in judged))
+        pairs = [(r, ref) for r, ref in zip(judged, reflected, strict=True) if ref is not None]
+        failures = len(judged) - len(pairs)
+        if not pairs:
+            return rollouts, pairs, [], (failures, 0)
+        ops = await self._propose(q, rule_map, pairs, step)
+        return rollouts, pairs, ops or [], (failures, 1 if ops is None else 0)
+
+    async def _rollout(self, q: MetaQuestion, rule_map: dict[str, str], index: int) -> Rollout:
+        cfg = self.config
+        messages = build_rollout_messages(q.question, q.memories, question_date=q.question_date, rules=rule_map)
+        request = ChatRequest(
+            messages=tuple(messages),
+            temperature=cfg.temperature,
+            max_tokens=cfg.max_tokens,
+            seed=stable_seed(cfg.seed, q.question_id, index),
+        )
+        reply = await self.models["rollout"].complete(request)
+        text = reply.text.strip()
+        try:
+            score = await self.scorer.score(q, text)
+        except (ParseError, LLMError) as exc:
+            # No verdict is not a wrong answer: leave it out of the group, counted in the step record.
+            self.run.ledger.record_failure(stage="score", kind="no_verdict", detail=f"{q.question_id}: {exc}")
+            return Rollout(index, text, None)
+        return Rollout(index, text, score.value, score.feedback)
+
+    async def _reflect(self, q: MetaQuestion, rollout: Rollout) -> Reflection | None:
+        messages = build_reflection_messages(
+            q.question,
+            q.memories,
+            gold=q.answer,
+            response=rollout.text,
+            correct=(rollout.score or 0.0) >= 0.5,
+            question_date=q.question_date,
+            feedback=rollout.feedback,
+        )
+        request = ChatRequest(
+            messages=tuple(messages),
+            max_tokens=self.config.max_tokens,
+            json_schema=reflection_schema(len(q.memories)),
+            schema_name="Reflection",
+            seed=stable_seed(self.config.seed, q.question_id, rollout.index, "reflect"),
+        )
+        llm = self.models["reflect"]
+        try:
+            return await complete_structured(llm, request, Reflection, ledger=self.run.ledger, stage="reflect")
+        except (ParseError, LLMError):
+            return None  # complete_structured has counted it in the ledger
+
+    async def _propose(
+        self, q: MetaQuestion, rule_map: dict[str, str], pairs: Sequence[tuple[Rollout, Reflection]], step: int
+    ) -> list[Operation] | None:
+        successes = [ref for r, ref in pairs if (r.score or 0.0) >= 0.5]
+        failures = [ref for r, ref in pairs if (r.score or 0.0) < 0.5]
+        messages = build_proposal_messages(
+            q.question, rules=rule_map, successes=successes, failures=failures, max_words=self.config.max_words
+        )
+        request = ChatRequest(
+            messages=tuple(messages),
+            max_tokens=self.config.max_tokens,
+            json_schema=proposal_schema(list(rule_map)),
+            schema_name="Proposal",
+            seed=stable_seed(self.config.seed, q.question_id, "propose"),
+        )
+        llm = self.models["propose"]
+        try:
+            proposal = await complete_structured(llm, request, Proposal, ledger=self.run.ledger, stage="propose")
+        except (ParseError, LLMError):
+            return None
+        try:
+            return to_operations(proposal.operations, step=step, question_ids=[q.question_id])
+        except ValueError as exc:
+            self.run.ledger.record_failure(stage="propose", kind="invalid_op", detail=f"{q.question_id}: {exc}")
+            return None
+
+    async def _consolidate(
+        self, rule_map: dict[str, str], proposals: dict[str, list[Operation]], rules: RuleSet, step: int
+    ) -> tuple[str, list[Operation]]:
+        if not proposals:
+            return "skipped", []
+        shown = {
+            qid: [ProposedOp(op=o.op, rule_id=o.rule_id, text=o.text, reason=o.reason) for o in ops]
+            for qid, ops in proposals.items()
+        }
+        messages = build_consolidation_messages(
+            rule_map, shown, max_rules=self.config.max_rules, max_words=self.config.max_words
+        )
+        request = ChatRequest(
+            messages=tuple(messages),
+            max_tokens=self.config.max_tokens,
+            json_schema=consolidation_schema(list(rule_map), list(proposals)),
+            schema_name="Consolidation",
+            seed=stable_seed(self.config.seed, step, "consolidate"),
+        )
+        llm = self.models["consolidate"]
+        try:
+            merged = await complete_structured(llm, request, Consolidation, ledger=self.run.ledger, stage="consolidate")
+            return "ok", to_operations(merged.operations, step=step, question_ids=list(proposals))
+        except (ParseError, LLMError, ValueError) as exc:
+            subset = fallback_subset(list(proposals.values()), rules, limit=self.config.fallback_limit)
+            reason = str(exc).splitlines()[0][:160]
+            return f"failed: {reason}; fallback applied {len(subset)} of {sum(map(len, proposals.values()))}", subset
+
+    # -- checkpoint -----------------------------------------------------------------------------
+
+    def _load_checkpoint(self) -> tuple[RuleHistory | None, list[StepRecord]]:
+        path = self.checkpoint_path
+        if not path.exists():
+            return None, []
+        try:
+            data = json.loads(path.read_text())
+            history = RuleHistory.from_dict(data["history"])
+            records = [
+                StepRecord(
+                    **{**r, "question_ids": tuple(r["question_ids"]), "kept_questions": tuple(r["kept_questions"])}
+                )
+                for r in data["steps"]
+            ]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # Never start over silently from an unreadable checkpoint (a defect of the reference setup).
+            raise ConfigError(f"MetaMem checkpoint {path} is unreadable ({exc}); move it away to retrain") from exc
+        if data.get("config") != asdict(self.config):
+            raise ConfigError(f"MetaMem checkpoint {path} was written with another configuration; use a new run dir")
+        return history, records
+
+    def _save_checkpoint(self, history: RuleHistory, records: Sequence[StepRecord]) -> None:
+        path = self.checkpoint_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload: dict[str, Any] = {
+            "config": asdict(self.config),
+            "history": history.to_dict(),
+            "steps": [asdict(r) for r in records],
+        }
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False))
+        tmp.replace(path)  # atomic: a kill leaves the previous checkpoint or the new one, never half of one
+
+    def step_records(self) -> list[StepRecord]:
+        """The records of the steps done so far in this run (from the checkpoint)."""
+        return self._load_checkpoint()[1]

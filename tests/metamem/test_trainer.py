@@ -1,0 +1,165 @@
+"""MetaMem training loop: control flow on a scripted world (the real model runs in the main job)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from memwise.exceptions import ConfigError
+from memwise.llm.base import ChatRequest
+from memwise.metamem.data import MetaQuestion
+from memwise.metamem.rules import RuleSet
+from memwise.metamem.trainer import MetaMemTrainer, Rollout, TrainConfig, epoch_batches, keep_question
+from memwise.runs.rundir import RunDir
+from memwise.testing import ScriptedLLM
+
+GOLD = {f"q{i}": f"answer{i}" for i in range(40)}
+
+
+def questions(n: int = 8) -> list[MetaQuestion]:
+    return [
+        MetaQuestion(
+            question_id=f"q{i}",
+            question=f"What is thing {i}?",
+            answer=GOLD[f"q{i}"],
+            question_type="single-session-user",
+            question_date="2023/07/01 (Sat) 10:00",
+            memories=(f"2023-05-08 13:56 Monday user: thing {i} is answer{i}.",),
+        )
+        for i in range(n)
+    ]
+
+
+def world(req: ChatRequest) -> str:
+    user = req.messages[-1].content
+    if req.schema_name == "Reflection":
+        return json.dumps(
+            {
+                "used": [1],
+                "ignored": [],
+                "reasoning": "read fragment 1",
+                "decisive_point": "fragment 1",
+                "lesson": "Quote the fragment that names the thing.",
+            }
+        )
+    if req.schema_name == "Proposal":
+        qid = re.search(r"thing (\d+)", user)
+        n = int(qid.group(1)) if qid else 0
+        return json.dumps({"operations": [{"op": "add", "text": f"Rule learned from question {n} about things."}]})
+    if req.schema_name == "Consolidation":
+        # Keep the two lowest-numbered proposals, so the result is deterministic.
+        proposed = [line for line in user.splitlines() if line.startswith("- [")]
+        found = sorted({m for line in proposed for m in re.findall(r"question (\d+) about things", line)}, key=int)[:2]
+        ops = [
+            {"op": "add", "text": f"Rule learned from question {n} about things.", "question_ids": []} for n in found
+        ]
+        return json.dumps({"operations": ops})
+    if "Reply with one word: yes or no" in user:
+        response = user.split("<response>")[-1].split("</response>")[0]
+        gold = user.split("<reference>")[-1].split("</reference>")[0].strip()
+        return "yes" if gold in response else "no"
+    seed = req.seed or 0
+    thing = re.search(r"Question: What is thing (\d+)\?", user)
+    n = thing.group(1) if thing else "?"
+    return f"It is answer{n}." if seed % 2 == 0 else "I am not sure."
+
+
+def _trainer(tmp_path: Path, llm: ScriptedLLM, **cfg: object) -> MetaMemTrainer:
+    config = TrainConfig(**{"epochs": 1, "batch_size": 4, "samples": 4, "concurrency": 8, **cfg})  # type: ignore[arg-type]
+    return MetaMemTrainer(policy=llm, run=RunDir(tmp_path / "run"), config=config)
+
+
+async def test_training_adds_rules_with_stable_ids_and_provenance(tmp_path: Path) -> None:
+    llm = ScriptedLLM(world)
+    history = await _trainer(tmp_path, llm).compile(questions(8))
+    assert len(history.versions) == 3  # the empty start plus one version per step (8 questions / batch 4)
+    final = history.latest.rules
+    assert [r.id for r in final.rules] == ["R1", "R2", "R3", "R4"]
+    step1 = history.versions[1]
+    assert {a.op.step for a in step1.ops_applied} == {1}
+    assert all(a.op.question_ids for a in step1.ops_applied)
+
+
+async def test_gold_and_question_date_reach_the_prompts(tmp_path: Path) -> None:
+    llm = ScriptedLLM(world)
+    await _trainer(tmp_path, llm).compile(questions(4))
+    rollouts = [
+        r for r in llm.requests if r.schema_name == "output" and "Question: What is thing" in r.messages[-1].content
+    ]
+    assert rollouts and all("2023/07/01" in r.messages[-1].content for r in rollouts)
+    reflections = [r for r in llm.requests if r.schema_name == "Reflection"]
+    assert reflections and all("answer" in r.messages[-1].content for r in reflections)
+
+
+def test_groups_kept_only_when_mixed() -> None:
+    mixed = [Rollout(0, "a", 1.0), Rollout(1, "b", 0.0)]
+    assert keep_question(mixed, 2)
+    assert not keep_question([Rollout(0, "a", 1.0), Rollout(1, "b", 1.0)], 2)
+    assert not keep_question([Rollout(0, "a", 0.0), Rollout(1, "b", None)], 2)
+    assert keep_question([Rollout(0, "a", 1.0)], 1)
+
+
+def test_epoch_shuffles_are_seeded_per_epoch_and_group_by_id() -> None:
+    ids = [f"q{i}" for i in range(10)]
+    assert epoch_batches(ids, epoch=1, batch_size=3, seed=7) == epoch_batches(
+        list(reversed(ids)), epoch=1, batch_size=3, seed=7
+    )
+    assert epoch_batches(ids, epoch=0, batch_size=3, seed=7) != epoch_batches(ids, epoch=1, batch_size=3, seed=7)
+
+
+async def test_resume_replays_and_ends_with_the_same_rules(tmp_path: Path) -> None:
+    full = await _trainer(tmp_path / "a", ScriptedLLM(world), epochs=2).compile(questions(8))
+    # Interrupted run: stop after the first step by failing every call of step 2, then resume.
+    calls = {"n": 0}
+
+    def flaky(req: ChatRequest) -> str:
+        calls["n"] += 1
+        if calls["n"] > first_step_calls:
+            raise KeyboardInterrupt  # a kill, as far as the run can tell
+        return world(req)
+
+    probe = ScriptedLLM(world)
+    await _trainer(tmp_path / "probe", probe, epochs=1, batch_size=4).train_step(1, 0, questions(8)[:4], RuleSet())
+    first_step_calls = probe.calls
+    with pytest.raises(KeyboardInterrupt):
+        await _trainer(tmp_path / "b", ScriptedLLM(flaky), epochs=2).compile(questions(8))
+    resumed_llm = ScriptedLLM(world)
+    resumed = await _trainer(tmp_path / "b", resumed_llm, epochs=2).compile(questions(8))
+    assert resumed.latest.rules.to_dict() == full.latest.rules.to_dict()
+    assert [v.to_dict() for v in resumed.versions] == [v.to_dict() for v in full.versions]
+
+
+async def test_consolidation_failure_falls_back_to_a_bounded_subset(tmp_path: Path) -> None:
+    def broken_consolidator(req: ChatRequest) -> str:
+        return "no json at all" if req.schema_name == "Consolidation" else world(req)
+
+    trainer = _trainer(tmp_path, ScriptedLLM(broken_consolidator), fallback_limit=1)
+    history = await trainer.compile(questions(8))
+    records = trainer.step_records()
+    assert all(r.consolidation.startswith("failed") and "fallback applied 1 of 4" in r.consolidation for r in records)
+    assert len(history.latest.rules.rules) == 2  # one edit per step, not the four raw proposals
+    failures = trainer.run.ledger.failures("consolidate")
+    assert len(failures) == 2 and all(f["kind"] == "parse" for f in failures)
+
+
+async def test_unreadable_checkpoint_is_an_error_not_a_silent_reset(tmp_path: Path) -> None:
+    trainer = _trainer(tmp_path, ScriptedLLM(world))
+    await trainer.compile(questions(4))
+    trainer.checkpoint_path.write_text("{ torn")
+    with pytest.raises(ConfigError, match="unreadable"):
+        await _trainer(tmp_path, ScriptedLLM(world)).compile(questions(4))
+
+
+async def test_judge_without_verdict_is_counted_not_scored_wrong(tmp_path: Path) -> None:
+    def mute_judge(req: ChatRequest) -> str:
+        return "hmm" if "Reply with one word: yes or no" in req.messages[-1].content else world(req)
+
+    trainer = _trainer(tmp_path, ScriptedLLM(mute_judge), samples=2)
+    await trainer.compile(questions(4))
+    record = trainer.step_records()[0]
+    assert record.score_failures == 8 and record.kept_questions == () and record.train_mean_score is None
+    assert len(trainer.run.ledger.failures("score")) == 8
+    assert json.loads(trainer.checkpoint_path.read_text())["steps"][0]["proposals"] == 0
