@@ -67,6 +67,10 @@ def world(req: ChatRequest) -> str:
     return f"It is answer{n}." if seed % 2 == 0 else "I am not sure."
 
 
+class Killed(RuntimeError):
+    """Stands in for the process dying mid-step."""
+
+
 def _trainer(tmp_path: Path, llm: ScriptedLLM, **cfg: object) -> MetaMemTrainer:
     config = TrainConfig(**{"epochs": 1, "batch_size": 4, "samples": 4, "concurrency": 8, **cfg})  # type: ignore[arg-type]
     return MetaMemTrainer(policy=llm, run=RunDir(tmp_path / "run"), config=config)
@@ -111,25 +115,30 @@ def test_epoch_shuffles_are_seeded_per_epoch_and_group_by_id() -> None:
 
 
 async def test_resume_replays_and_ends_with_the_same_rules(tmp_path: Path) -> None:
-    full = await _trainer(tmp_path / "a", ScriptedLLM(world), epochs=2).compile(questions(8))
+    full_llm = ScriptedLLM(world)
+    full = await _trainer(tmp_path / "a", full_llm, epochs=2).compile(questions(8))
     # Interrupted run: stop after the first step by failing every call of step 2, then resume.
     calls = {"n": 0}
 
     def flaky(req: ChatRequest) -> str:
         calls["n"] += 1
         if calls["n"] > first_step_calls:
-            raise KeyboardInterrupt  # a kill, as far as the run can tell
+            raise Killed  # a kill, as far as the run can tell
         return world(req)
 
     probe = ScriptedLLM(world)
     await _trainer(tmp_path / "probe", probe, epochs=1, batch_size=4).train_step(1, 0, questions(8)[:4], RuleSet())
     first_step_calls = probe.calls
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Killed):
         await _trainer(tmp_path / "b", ScriptedLLM(flaky), epochs=2).compile(questions(8))
     resumed_llm = ScriptedLLM(world)
     resumed = await _trainer(tmp_path / "b", resumed_llm, epochs=2).compile(questions(8))
     assert resumed.latest.rules.to_dict() == full.latest.rules.to_dict()
     assert [v.to_dict() for v in resumed.versions] == [v.to_dict() for v in full.versions]
+    # Paid calls: the interrupted run's successful ones are replayed, not paid again.
+    paid_before_kill = first_step_calls
+    assert resumed_llm.calls < full_llm.calls
+    assert paid_before_kill + resumed_llm.calls <= full_llm.calls + 8  # at most the calls in flight
 
 
 async def test_consolidation_failure_falls_back_to_a_bounded_subset(tmp_path: Path) -> None:
@@ -163,3 +172,20 @@ async def test_judge_without_verdict_is_counted_not_scored_wrong(tmp_path: Path)
     assert record.score_failures == 8 and record.kept_questions == () and record.train_mean_score is None
     assert len(trainer.run.ledger.failures("score")) == 8
     assert json.loads(trainer.checkpoint_path.read_text())["steps"][0]["proposals"] == 0
+
+
+async def test_pipeline_validates_every_step_and_ties_go_to_the_earlier(tmp_path: Path) -> None:
+    from memwise.metamem.pipeline import load_result_rules, train_and_select
+
+    qs = questions(12)
+    run = RunDir(tmp_path / "run")
+    config = TrainConfig(epochs=1, batch_size=4, samples=2, concurrency=8)
+    result = await train_and_select(qs[:8], qs[8:10], qs[10:], policy=ScriptedLLM(world), run=run, config=config)
+    assert sorted(result.validation) == [0, 1, 2]
+    # Greedy answers (seed 0) are always right in this world: every step ties, the earliest wins.
+    assert {r.accuracy for r in result.validation.values()} == {1.0}
+    assert result.best_step == 0 and result.rules.rules == ()
+    assert result.test_with_rules is not None and result.test_with_rules.scored == 2
+    assert load_result_rules(tmp_path / "run").to_dict() == result.rules.to_dict()
+    stages = run.ledger.stats()
+    assert {"rollout", "judge", "reflect", "propose", "consolidate", "eval", "eval_judge"} <= set(stages)

@@ -198,9 +198,13 @@ class MetaMemTrainer:
                 ("reflect", optimizer or policy),
                 ("propose", optimizer or policy),
                 ("consolidate", optimizer or policy),
+                ("eval", policy),
+                ("eval_judge", judge or policy),
             )
         }
+        self.metric = metric
         self.scorer: Scorer = make_scorer(metric, self.models["judge"], run.ledger)
+        self.eval_scorer: Scorer = make_scorer(metric, self.models["eval_judge"], run.ledger)
 
     @property
     def checkpoint_path(self) -> Path:
