@@ -1,0 +1,323 @@
+"""`memwise metamem prepare|train|eval|answer|show|diff`: learn and use a meta-memory from the shell."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from memwise.cli._options import GlobalOptions
+from memwise.cli.app import app
+from memwise.config import Settings
+from memwise.exceptions import ConfigError
+from memwise.metamem.data import MetaQuestion, load_questions, save_questions
+from memwise.metamem.evaluate import EvalResult
+from memwise.metamem.rules import diff, render, render_diff
+from memwise.metamem.trainer import StepRecord, TrainConfig
+
+metamem_app = typer.Typer(help="MetaMem: learn rules on how to use retrieved memory.", no_args_is_help=True)
+app.add_typer(metamem_app, name="metamem")
+RunDirArg = Annotated[Path, typer.Option(help="the MetaMem run directory")]
+
+
+@metamem_app.command("prepare")
+def prepare(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Option(help="LoCoMo or LongMemEval file")],
+    out: Annotated[Path, typer.Option(help="where to write the question set (JSONL)")],
+    dataset: Annotated[str, typer.Option(help="locomo, longmemeval or auto")] = "auto",
+    top_k: Annotated[int, typer.Option(help="memory fragments retrieved per question")] = 20,
+    conversations: Annotated[int | None, typer.Option(help="use only the first N conversations")] = None,
+    db: Annotated[Path | None, typer.Option(help="factual memory database (default: beside --out)")] = None,
+) -> None:
+    """Build a question set by retrieving each question's top-k fragments from the factual memory."""
+    opts: GlobalOptions = ctx.obj
+    questions = asyncio.run(
+        _prepare(opts.settings(), path, dataset, top_k, conversations, db or out.with_suffix(".db"))
+    )
+    save_questions(out, questions)
+    typer.echo(f"wrote {len(questions)} questions to {out}")
+
+
+async def _prepare(
+    settings: Settings, path: Path, dataset: str, top_k: int, limit: int | None, db: Path
+) -> list[MetaQuestion]:
+    from memwise.facts.ingest import ingest_many
+    from memwise.facts.memory import AsyncMemory
+    from memwise.facts.readers import read_conversations
+    from memwise.metamem.prepare import prepare_questions
+
+    convs = read_conversations(path, dataset)[:limit]
+    memory = AsyncMemory.from_settings(settings, db, with_llm=False)
+    try:
+        await ingest_many(convs, store=memory.store, embedder=memory.embedder, user_id=lambda c: c.id)
+        return await prepare_questions(convs, memory=memory, top_k=top_k)
+    finally:
+        await memory.aclose()
+
+
+def _split(
+    questions: list[MetaQuestion], folds: int, fold: int, val_frac: float, test_frac: float, seed: int
+) -> tuple[list[MetaQuestion], list[MetaQuestion], list[MetaQuestion]]:
+    from memwise.metamem.splits import make_folds, split_once
+
+    if folds > 1:
+        if not 0 <= fold < folds:
+            raise ConfigError(f"--fold must be in 0..{folds - 1}, got {fold}")
+        n_val = max(1, round(len(questions) * val_frac))
+        chosen = make_folds(questions, k=folds, n_val=min(n_val, len(questions) // folds), seed=seed)[fold]
+    else:
+        chosen = split_once(questions, val_frac=val_frac, test_frac=test_frac, seed=seed)
+    by_id = {q.question_id: q for q in questions}
+    return (
+        [by_id[i] for i in chosen.train_ids],
+        [by_id[i] for i in chosen.val_ids],
+        [by_id[i] for i in chosen.test_ids],
+    )
+
+
+@metamem_app.command("train")
+def train(
+    ctx: typer.Context,
+    questions: Annotated[Path, typer.Option(help="question set (JSON or JSONL)")],
+    run_dir: RunDirArg = Path("runs/metamem"),
+    epochs: Annotated[int, typer.Option()] = 5,
+    batch_size: Annotated[int, typer.Option()] = 50,
+    samples: Annotated[int, typer.Option(help="answers sampled per question")] = 5,
+    temperature: Annotated[float, typer.Option()] = 0.7,
+    max_tokens: Annotated[int, typer.Option()] = 1024,
+    concurrency: Annotated[int, typer.Option(help="model calls in flight, all stages together")] = 16,
+    metric: Annotated[str, typer.Option(help="judge, f1 or em")] = "judge",
+    max_rules: Annotated[int, typer.Option()] = 30,
+    max_words: Annotated[int, typer.Option()] = 30,
+    folds: Annotated[int, typer.Option(help="k-fold cross-validation (1 = one split)")] = 1,
+    fold: Annotated[int, typer.Option(help="which fold to run")] = 0,
+    val_frac: Annotated[float, typer.Option()] = 0.1,
+    test_frac: Annotated[float, typer.Option()] = 0.2,
+    limit: Annotated[int | None, typer.Option(help="use only the first N questions")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Train rules, validate every step at temperature 0, pick the best, and test with and without it."""
+    opts: GlobalOptions = ctx.obj
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        samples=samples,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        concurrency=concurrency,
+        seed=seed,
+        max_rules=max_rules,
+        max_words=max_words,
+    )
+    qs = load_questions(questions)[:limit]
+    split = _split(qs, folds, fold, val_frac, test_frac, seed)
+    asyncio.run(_train(opts.settings(), split, run_dir, config, metric))
+
+
+async def _train(
+    settings: Settings,
+    split: tuple[list[MetaQuestion], list[MetaQuestion], list[MetaQuestion]],
+    run_dir: Path,
+    config: TrainConfig,
+    metric: str,
+) -> None:
+    from memwise.llm.registry import ModelSet
+    from memwise.metamem.pipeline import train_and_select
+    from memwise.runs.rundir import RunDir
+
+    console = Console()
+    train_qs, val_qs, test_qs = split
+    console.print(f"train {len(train_qs)} / validation {len(val_qs)} / test {len(test_qs)} questions")
+    run = RunDir(run_dir)
+    run.write_manifest("memwise metamem train", {"train": config, "metric": metric, "models": settings})
+    models = ModelSet(settings)
+
+    def progress(record: StepRecord) -> None:
+        mean = "-" if record.train_mean_score is None else f"{record.train_mean_score:.2f}"
+        console.print(
+            f"step {record.step} (epoch {record.epoch}): kept {len(record.kept_questions)}/{len(record.question_ids)}"
+            f" questions, train score {mean}, reflections {record.reflections}, proposals {record.proposals}, "
+            f"consolidation {record.consolidation}, +{record.applied} applied / {record.rejected} rejected / "
+            f"{record.merged} merged -> {record.rules_after} rules"
+        )
+
+    try:
+        result = await train_and_select(
+            train_qs,
+            val_qs,
+            test_qs,
+            policy=models.get("policy"),
+            judge=models.get("judge"),
+            optimizer=models.get("optimizer"),
+            run=run,
+            metric=metric,
+            config=config,
+            on_step=progress,
+        )
+        stats = run.ledger.stats()
+    finally:
+        await models.aclose()
+        run.close()
+    _print_validation(console, result.validation, result.best_step)
+    console.print(f"[bold]rules chosen (step {result.best_step}):[/]")
+    console.print(render(result.rules) or "(no rules)")
+    _print_test(console, result.test_without_rules, result.test_with_rules)
+    table = Table("stage", "calls", "tokens", "errors", "failures")
+    for name, s in stats.items():
+        table.add_row(name, str(s.calls), f"{s.prompt_tokens}+{s.completion_tokens}", str(s.errors), str(s.failures))
+    console.print(table)
+
+
+def _acc(result: EvalResult | None) -> str:
+    return "-" if result is None or result.accuracy is None else f"{result.accuracy:.3f}"
+
+
+def _print_validation(console: Console, validation: dict[int, EvalResult], best: int) -> None:
+    if not validation:
+        return
+    line = ", ".join(f"{step}: {_acc(r)}{' *' if step == best else ''}" for step, r in sorted(validation.items()))
+    console.print(f"validation accuracy by step: {line}")
+
+
+def _print_test(console: Console, without: EvalResult | None, with_rules: EvalResult | None) -> None:
+    if without is None or with_rules is None:
+        return
+    table = Table("question type", "without rules", "with rules")
+    for qtype in sorted(set(without.by_type) | set(with_rules.by_type)):
+        table.add_row(
+            qtype,
+            f"{without.by_type.get(qtype, float('nan')):.3f}",
+            f"{with_rules.by_type.get(qtype, float('nan')):.3f}",
+        )
+    table.add_row("all", _acc(without), _acc(with_rules))
+    console.print(table)
+    failures = without.failures + with_rules.failures
+    if failures:
+        console.print(f"[yellow]{failures} test answers could not be scored (counted, not scored as wrong)[/]")
+
+
+@metamem_app.command("eval")
+def evaluate(
+    ctx: typer.Context,
+    questions: Annotated[Path, typer.Option(help="question set to evaluate on")],
+    run_dir: RunDirArg = Path("runs/metamem"),
+    metric: Annotated[str, typer.Option(help="judge, f1 or em")] = "judge",
+    step: Annotated[int | None, typer.Option(help="a step's rules instead of the chosen ones")] = None,
+    concurrency: Annotated[int, typer.Option()] = 16,
+    max_tokens: Annotated[int, typer.Option()] = 1024,
+) -> None:
+    """Accuracy on a question set with and without the learned rules, per question type."""
+    opts: GlobalOptions = ctx.obj
+    asyncio.run(_evaluate(opts.settings(), load_questions(questions), run_dir, metric, step, concurrency, max_tokens))
+
+
+async def _evaluate(
+    settings: Settings,
+    qs: list[MetaQuestion],
+    run_dir: Path,
+    metric: str,
+    step: int | None,
+    concurrency: int,
+    max_tokens: int,
+) -> None:
+    from memwise.llm.registry import ModelSet
+    from memwise.metamem.evaluate import evaluate_rules
+    from memwise.metamem.pipeline import load_history, load_result_rules
+    from memwise.metamem.rules import RuleSet
+    from memwise.metamem.scoring import make_scorer
+    from memwise.metamem.trainer import _Gate
+    from memwise.runs.rundir import RunDir
+
+    rules = load_result_rules(run_dir) if step is None else _rules_at(load_history(run_dir), step)
+    run = RunDir(run_dir)
+    models = ModelSet(settings)
+    gate = asyncio.Semaphore(concurrency)
+    try:
+        policy = run.record(_Gate(models.get("policy"), gate), "eval")  # type: ignore[arg-type]
+        judge = run.record(_Gate(models.get("judge"), gate), "eval_judge")  # type: ignore[arg-type]
+        scorer = make_scorer(metric, judge, run.ledger)
+        with_rules, without = await asyncio.gather(
+            evaluate_rules(qs, rules, policy=policy, scorer=scorer, max_tokens=max_tokens),
+            evaluate_rules(qs, RuleSet(), policy=policy, scorer=scorer, max_tokens=max_tokens),
+        )
+    finally:
+        await models.aclose()
+        run.close()
+    _print_test(Console(), without, with_rules)
+
+
+def _rules_at(history: object, step: int):  # type: ignore[no-untyped-def]
+    from memwise.metamem.rules import RuleHistory
+
+    assert isinstance(history, RuleHistory)
+    for version in history.versions:
+        if version.step == step:
+            return version.rules
+    raise ConfigError(f"no step {step} in this run; steps: {[v.step for v in history.versions]}")
+
+
+@metamem_app.command("show")
+def show(
+    run_dir: RunDirArg = Path("runs/metamem"),
+    step: Annotated[int | None, typer.Option(help="a step's rules instead of the chosen ones")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Print a rule set: the chosen one, or a step's."""
+    from memwise.metamem.pipeline import load_history, load_result_rules
+
+    rules = load_result_rules(run_dir) if step is None else _rules_at(load_history(run_dir), step)
+    if as_json:
+        typer.echo(json.dumps(rules.to_dict(), indent=2))
+        return
+    typer.echo(render(rules) or "(no rules)")
+
+
+@metamem_app.command("diff")
+def diff_steps(
+    a: Annotated[int, typer.Argument(help="from step")],
+    b: Annotated[int, typer.Argument(help="to step")],
+    run_dir: RunDirArg = Path("runs/metamem"),
+) -> None:
+    """What changed between two steps, with the step and question ids behind each change."""
+    from memwise.metamem.pipeline import load_history
+
+    history = load_history(run_dir)
+    typer.echo(render_diff(diff(_rules_at(history, a), _rules_at(history, b)), history) or "(no change)")
+
+
+@metamem_app.command("answer")
+def answer(
+    ctx: typer.Context,
+    question: Annotated[str, typer.Argument()],
+    user_id: Annotated[str, typer.Option(help="whose factual memory")],
+    db: Annotated[Path, typer.Option(help="the factual memory database")],
+    run_dir: RunDirArg = Path("runs/metamem"),
+    question_date: Annotated[str | None, typer.Option(help="'today' for the question")] = None,
+    top_k: Annotated[int, typer.Option()] = 20,
+) -> None:
+    """Answer from the factual memory with the learned rules; the question date reaches the prompt."""
+    from memwise.cli.memory import _parse_when
+    from memwise.facts.memory import AsyncMemory
+    from memwise.metamem.pipeline import load_result_rules
+
+    opts: GlobalOptions = ctx.obj
+    rules = load_result_rules(run_dir)
+    when = _parse_when(question_date, "--question-date")
+
+    async def run() -> str:
+        mem = AsyncMemory.from_settings(opts.settings(), db)
+        try:
+            reply = await mem.answer(
+                question, user_id=user_id, question_date=when, top_k=top_k, rules=[r.text for r in rules.rules]
+            )
+        finally:
+            await mem.aclose()
+        return reply.text
+
+    typer.echo(asyncio.run(run()))
