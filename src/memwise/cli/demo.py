@@ -1,162 +1,145 @@
-"""`memwise demo`: a short tour of the foundation layers on the configured (default: embedded) models.
+"""`memwise demo`: the main job, MetaMem end to end on the configured (default: embedded) models.
 
-It stores a small two-session conversation in a SQLite memory with embeddings, searches it densely and
-lexically, extracts one structured fact with a JSON schema, answers a question from retrieved
-fragments with the question date in the prompt, and shows the run ledger: run it twice and the second
-run replays every model call instead of paying for it again.
+It ingests two LoCoMo dev conversations into the factual memory, prepares a few questions with their
+retrieved fragments, trains two small MetaMem steps, validates each step, and prints the learned
+rules and the accuracy before and after. Sizes are kept small so the tiny embedded model finishes in
+minutes on a laptop CPU; point ``--base-url`` at a real server and raise them for real work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import BaseModel
 from rich.console import Console
 
 from memwise.cli._options import GlobalOptions
 from memwise.cli.app import app
 from memwise.config import Settings
-from memwise.embed.base import Embedder
-from memwise.embed.registry import build_embedder
-from memwise.exceptions import ParseError
-from memwise.llm.base import ChatRequest
-from memwise.llm.registry import ModelSet
-from memwise.llm.structured import complete_structured
-from memwise.runs.rundir import RunDir
-from memwise.store.base import Filters, Record
-from memwise.store.sqlite import SQLiteStore
+from memwise.exceptions import ConfigError
+from memwise.facts.types import Question
 
-# (session date, speaker, text): a small conversation to remember.
-CONVERSATION: tuple[tuple[str, str, str], ...] = (
-    ("2023-05-08", "Alice", "I finally adopted a dog last weekend, a beagle called Pepper."),
-    ("2023-05-08", "Bob", "Congratulations! I have been training for the Berlin marathon in September."),
-    ("2023-05-08", "Alice", "Pepper hates the rain, so our walks are short this month."),
-    ("2023-05-08", "Bob", "My sister Carla is moving to Lisbon for a job at a bakery."),
-    ("2023-06-19", "Alice", "I started pottery classes on Tuesday evenings."),
-    ("2023-06-19", "Bob", "I hurt my knee, so I switched from the Berlin marathon to the Lisbon half marathon."),
-    ("2023-06-19", "Alice", "Pepper learned to sit and roll over, she is so clever."),
-    ("2023-06-19", "Bob", "Carla says the bakery in Lisbon sells the best pastel de nata."),
-)
-QUESTION = "Which race is Bob training for now?"
-QUESTION_DATE = "2023-07-01"
+DEFAULT_DATA = Path("../shared/data/locomo/locomo10_dev.json")
 
 
-class Fact(BaseModel):
-    """The schema the demo asks the model to fill."""
+async def run_main_job(
+    settings: Settings,
+    data: Path,
+    run_dir: Path,
+    console: Console,
+    *,
+    questions: int,
+    samples: int,
+    batch_size: int,
+    metric: str,
+) -> None:
+    from memwise.facts.ingest import ingest_many
+    from memwise.facts.memory import AsyncMemory
+    from memwise.facts.readers import read_locomo
+    from memwise.llm.registry import ModelSet
+    from memwise.metamem.pipeline import train_and_select
+    from memwise.metamem.prepare import prepare_questions
+    from memwise.metamem.rules import render
+    from memwise.metamem.splits import split_once
+    from memwise.metamem.trainer import StepRecord, TrainConfig
+    from memwise.runs.rundir import RunDir
 
-    speaker: str
-    fact: str
-
-
-def _epoch(day: str) -> float:
-    return time.mktime(time.strptime(day, "%Y-%m-%d"))
-
-
-async def run_demo(settings: Settings, run_dir: Path, console: Console) -> None:
-    run = RunDir(run_dir)
-    run.write_manifest("memwise demo", settings)
-    models = ModelSet(settings)
-    store = SQLiteStore(run_dir / "memory.sqlite3")
-    embedder: Embedder | None = None
+    started = time.perf_counter()
+    if not data.is_file():
+        raise ConfigError(f"LoCoMo file not found at {data}: pass --data PATH (the official locomo10 JSON)")
+    convs = read_locomo(data)[:2]
+    console.rule("1. factual memory: ingest two LoCoMo conversations (turns, MiniLM, SQLite)")
+    memory = AsyncMemory.from_settings(settings, run_dir / "memory.sqlite3", with_llm=False)
     try:
-        console.rule("1. models")
-        policy = models.get("policy")
-        console.print(f"policy model: {policy.describe()}")
-        embedder = build_embedder(settings.embedding, cache_path=run_dir / "embeddings.sqlite3")
-        console.print(f"embedder: {embedder.describe()}")
-
-        console.rule("2. remember: SQLite store, embeddings, per-user scope")
-        records = [
-            Record(
-                id=f"demo-{i}",
-                text=f"{speaker}: {text}",
-                kind="turn",
-                user_id="demo-user",
-                ts=_epoch(day),
-                metadata={"speaker": speaker, "date": day},
-            )
-            for i, (day, speaker, text) in enumerate(CONVERSATION)
-        ]
-        start = time.perf_counter()
-        vectors = await embedder.embed([r.text for r in records])
-        store.add(records, vectors=vectors)
-        console.print(
-            f"stored {store.count(Filters(user_id='demo-user'))} turns "
-            f"({vectors.shape[1]}-d vectors) in {time.perf_counter() - start:.2f}s"
-        )
-
-        console.rule("3. retrieve: dense and lexical")
-        only_me = Filters(user_id="demo-user")
-        qvec = (await embedder.embed([QUESTION]))[0]
-        dense = store.search_vector(qvec, top_k=3, filters=only_me)
-        lexical = store.search_text(QUESTION, top_k=3, filters=only_me)
-        console.print(f"[bold]question:[/] {QUESTION}")
-        for name, hits in (("dense", dense), ("lexical", lexical)):
-            for hit in hits:
-                console.print(f"  {name:8s} {hit.score:6.3f}  {hit.record.metadata['date']}  {hit.record.text}")
-        other = store.search_vector(qvec, top_k=3, filters=Filters(user_id="someone-else"))
-        console.print(f"  another user's search sees {len(other)} of these turns")
-
-        console.rule("4. structured output (JSON schema)")
-        extractor = run.record(policy, stage="extract")
-        try:
-            fact = await complete_structured(
-                extractor,
-                ChatRequest.of(
-                    f"Extract the main fact from this message as JSON.\nMessage: {records[0].text}", max_tokens=60
-                ),
-                Fact,
-                ledger=run.ledger,
-                stage="extract",
-            )
-            console.print(f"  {fact.model_dump()}")
-        except ParseError as exc:
-            console.print(f"  [yellow]the model's JSON did not validate, counted in the ledger:[/] {exc}")
-
-        console.rule("5. answer from memory, with the question date")
-        seen: dict[str, Record] = {}
-        for hit in dense + lexical:
-            seen.setdefault(hit.record.id, hit.record)
-        fragments = sorted(seen.values(), key=lambda r: r.ts or 0.0)
-        context = "\n".join(f"[{r.metadata['date']}] {r.text}" for r in fragments)
-        answerer = run.record(policy, stage="answer")
-        reply = await answerer.complete(
-            ChatRequest.of(
-                f"Today is {QUESTION_DATE}.\nMemories, oldest first:\n{context}\n\n"
-                f"Question: {QUESTION}\nAnswer in one short sentence, using the newest relevant memory.",
-                max_tokens=48,
-            )
-        )
-        console.print(f"  [bold]answer:[/] {reply.text.strip()}")
-        replayed = sum(1 for s in reply.samples if s.cached)
-        console.print(
-            f"  ({reply.usage.completion_tokens} tokens, {'replayed from the ledger' if replayed else 'paid'})"
-        )
-
-        console.rule("6. the run ledger")
-        for stage, stats in run.ledger.stats().items():
-            console.print(
-                f"  {stage:8s} calls={stats.calls} tokens={stats.prompt_tokens}+{stats.completion_tokens} "
-                f"errors={stats.errors} parse failures={stats.failures}"
-            )
-        console.print(f"  run directory: {run_dir} (run the demo again: recorded calls are replayed, not paid)")
+        reports = await ingest_many(convs, store=memory.store, embedder=memory.embedder, user_id=lambda c: c.id)
+        console.print(f"{sum(r.turns for r in reports)} turns from {', '.join(c.id for c in convs)}")
+        console.rule("2. prepare questions: top-5 fragments from each conversation's own memory")
+        wanted = [replace(c, questions=_pick(c.questions, questions)) for c in convs]
+        prepared = await prepare_questions(wanted, memory=memory, top_k=5)
     finally:
-        store.close()
-        if embedder is not None:
-            await embedder.aclose()
+        await memory.aclose()
+    split = split_once(prepared, val_frac=0.2, test_frac=0.2, seed=0)
+    by_id = {q.question_id: q for q in prepared}
+    train, val, test = ([by_id[i] for i in ids] for ids in (split.train_ids, split.val_ids, split.test_ids))
+    console.print(f"{len(prepared)} questions: train {len(train)}, validation {len(val)}, test {len(test)}")
+
+    console.rule(f"3. MetaMem: {len(train) // batch_size or 1} steps, {samples} samples a question, metric {metric}")
+    models = ModelSet(settings)
+    run = RunDir(run_dir)
+    config = TrainConfig(
+        epochs=1, batch_size=batch_size, samples=samples, temperature=0.7, max_tokens=160, concurrency=4, seed=0
+    )
+
+    def progress(r: StepRecord) -> None:
+        console.print(
+            f"  step {r.step}: kept {len(r.kept_questions)}/{len(r.question_ids)} questions, "
+            f"{r.reflections} reflections, {r.proposals} proposals, consolidation {r.consolidation}, "
+            f"{r.applied} applied / {r.rejected} rejected -> {r.rules_after} rules"
+        )
+
+    try:
+        result = await train_and_select(
+            train, val, test, policy=models.get("policy"), run=run, metric=metric, config=config, on_step=progress
+        )
+        stats = run.ledger.stats()
+    finally:
         await models.aclose()
         run.close()
+
+    console.rule("4. learned rules")
+    for version in result.history.versions[1:]:
+        console.print(f"after step {version.step}:\n{render(version.rules) or '  (no rules)'}")
+    console.rule("5. accuracy before and after")
+    line = ", ".join(f"step {s}: {_fmt(r.accuracy)}" for s, r in sorted(result.validation.items()))
+    console.print(f"validation ({metric}): {line}; chosen step {result.best_step}")
+    if result.test_without_rules and result.test_with_rules:
+        console.print(
+            f"test ({metric}): without rules {_fmt(result.test_without_rules.accuracy)}, "
+            f"with the chosen rules {_fmt(result.test_with_rules.accuracy)}"
+        )
+    calls = sum(s.calls for s in stats.values())
+    failures = sum(s.failures + s.errors for s in stats.values())
+    console.print(
+        f"{calls} model calls recorded in {run_dir}/ledger.sqlite3 ({failures} failures counted); "
+        f"{time.perf_counter() - started:.0f}s. Re-run: recorded calls are replayed, not paid."
+    )
+
+
+def _pick(questions: tuple[Question, ...], n: int) -> tuple[Question, ...]:
+    """Single-hop and temporal questions with short answers: ones a small model can get right sometimes."""
+    chosen = [q for q in questions if q.category in ("2", "4") and len(q.answer.split()) <= 4]
+    return tuple(chosen[:n])
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 @app.command()
 def demo(
     ctx: typer.Context,
-    run_dir: Annotated[Path, typer.Option(help="where the demo keeps its memory and ledger")] = Path("runs/demo"),
+    data: Annotated[Path, typer.Option(help="LoCoMo JSON file")] = DEFAULT_DATA,
+    run_dir: Annotated[Path, typer.Option(help="where the run keeps memory, ledger and rules")] = Path("runs/demo"),
+    questions: Annotated[int, typer.Option(help="questions taken from each conversation")] = 6,
+    samples: Annotated[int, typer.Option(help="answers sampled per question")] = 2,
+    batch_size: Annotated[int, typer.Option(help="questions per step")] = 4,
+    metric: Annotated[str, typer.Option(help="f1, em or judge")] = "f1",
 ) -> None:
-    """A 1-minute tour: remember a conversation, retrieve, extract JSON, answer, and show the ledger."""
+    """The main job: factual memory + MetaMem on two LoCoMo conversations, small enough for a CPU."""
     opts: GlobalOptions = ctx.obj
-    asyncio.run(run_demo(opts.settings(), run_dir, Console()))
+    asyncio.run(
+        run_main_job(
+            opts.settings(),
+            data,
+            run_dir,
+            Console(),
+            questions=questions,
+            samples=samples,
+            batch_size=batch_size,
+            metric=metric,
+        )
+    )
