@@ -189,3 +189,51 @@ async def test_pipeline_validates_every_step_and_ties_go_to_the_earlier(tmp_path
     assert load_result_rules(tmp_path / "run").to_dict() == result.rules.to_dict()
     stages = run.ledger.stats()
     assert {"rollout", "judge", "reflect", "propose", "consolidate", "eval", "eval_judge"} <= set(stages)
+
+
+def test_kill_9_then_rerun_gives_the_rules_of_an_uninterrupted_run(tmp_path: Path) -> None:
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+    from contextlib import closing
+
+    worker = Path(__file__).with_name("_train_worker.py")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    def run(path: Path) -> dict[str, object]:
+        done = subprocess.run(
+            [sys.executable, str(worker), str(path)], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    clean = run(tmp_path / "clean")
+    proc = subprocess.Popen(
+        [sys.executable, str(worker), str(tmp_path / "killed")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    db = tmp_path / "killed" / "ledger.sqlite3"
+    recorded = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and recorded < 60:
+        if db.exists():
+            try:
+                with closing(sqlite3.connect(db, timeout=5)) as conn:
+                    recorded = conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+            except sqlite3.OperationalError:
+                pass
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    with closing(sqlite3.connect(db)) as conn:
+        survived = conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+    assert 0 < survived < int(clean["paid"])  # type: ignore[call-overload]
+    resumed = run(tmp_path / "killed")
+    assert resumed["rules"] == clean["rules"]
+    # Nothing recorded is paid again: only what was missing (the kill lost at most the calls in flight).
+    assert resumed["paid"] == int(clean["paid"]) - survived  # type: ignore[call-overload]

@@ -1,0 +1,27 @@
+"""Subprocess body for the kill -9 test: trains on the scripted world, prints paid calls and final rules."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from test_trainer import questions, world  # noqa: E402
+
+from memwise.metamem.trainer import MetaMemTrainer, TrainConfig  # noqa: E402
+from memwise.runs.rundir import RunDir  # noqa: E402
+from memwise.testing import ScriptedLLM  # noqa: E402
+
+
+async def main(run_path: str) -> None:
+    llm = ScriptedLLM(world, latency_s=0.01)
+    config = TrainConfig(epochs=2, batch_size=4, samples=4, concurrency=4)
+    history = await MetaMemTrainer(policy=llm, run=RunDir(run_path), config=config).compile(questions(8))
+    print(json.dumps({"paid": llm.calls, "rules": history.latest.rules.to_dict()}), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1]))
