@@ -425,9 +425,16 @@ def _rule_id_schema(rule_ids: Sequence[str] | None) -> dict[str, Any]:
     return {"type": "string", "enum": list(dict.fromkeys(normalize_rule_id(i) for i in rule_ids))}
 
 
+# Caps on free text in the schemas. Without them a small model under a grammar can repeat one phrase
+# until the token limit and the reply never closes; measured on SmolLM2-135M with llama.cpp, a 160-char
+# cap compiles and decodes at normal speed. The rule set still enforces its own word limit.
+RULE_CHARS = 200
+NOTE_CHARS = 200
+
+
 def _op_variants(rule_ids: Sequence[str] | None, extra: Mapping[str, Any]) -> list[dict[str, Any]]:
-    text = {"type": "string", "minLength": 1}
-    reason = {"type": "string"}
+    text = {"type": "string", "minLength": 1, "maxLength": RULE_CHARS}
+    reason = {"type": "string", "maxLength": NOTE_CHARS}
     shapes: list[tuple[str, dict[str, Any]]] = [("add", {"text": text, "reason": reason})]
     if rule_ids is None or rule_ids:  # without rules there is nothing to update or delete
         target = _rule_id_schema(rule_ids)
@@ -460,8 +467,8 @@ def proposal_schema(rule_ids: Sequence[str] | None = None, *, max_ops: int | Non
     """``{"operations": [...]}`` with one object shape per op.
 
     Pass the current rule ids so a constrained model can only target rules that exist (none: adds
-    only); ``None`` allows any ``R<n>``. No length caps on text: grammar backends expand them into
-    one rule per character, and the word limit is the rule set's to enforce.
+    only); ``None`` allows any ``R<n>``. Text is capped at :data:`RULE_CHARS` characters so a looping
+    model still closes its reply; the word limit is the rule set's to enforce.
 
     Example:
         >>> s = proposal_schema([])
@@ -491,15 +498,20 @@ def reflection_schema(n_fragments: int | None = None) -> dict[str, Any]:
         if n_fragments < 0:
             raise ValueError(f"n_fragments must be >= 0, got {n_fragments}")
         # An empty enum is no schema at all to grammar backends; with no fragments the lists stay empty.
-        numbers = {"type": "array", "items": {"type": "integer", "enum": list(range(1, n_fragments + 1))}}
+        # maxItems bounds the list: small models otherwise repeat "1, 2, 3, ..." until the token limit.
+        numbers = {
+            "type": "array",
+            "items": {"type": "integer", "enum": list(range(1, n_fragments + 1))},
+            "maxItems": n_fragments,
+        }
         if n_fragments == 0:
             numbers = {"type": "array", "maxItems": 0}
-    text = {"type": "string"}
+    text = {"type": "string", "maxLength": NOTE_CHARS}
     properties = {
         "used": numbers,
         "ignored": numbers,
         "reasoning": text,
         "decisive_point": text,
-        "lesson": {"type": "string", "minLength": 1},
+        "lesson": {"type": "string", "minLength": 1, "maxLength": RULE_CHARS},
     }
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}

@@ -341,7 +341,7 @@ class MetaMemTrainer:
         request = ChatRequest(
             messages=tuple(messages),
             max_tokens=self.config.max_tokens,
-            json_schema=proposal_schema(list(rule_map)),
+            json_schema=proposal_schema(list(rule_map), max_ops=3),
             schema_name="Proposal",
             seed=stable_seed(self.config.seed, q.question_id, "propose"),
         )
@@ -371,7 +371,7 @@ class MetaMemTrainer:
         request = ChatRequest(
             messages=tuple(messages),
             max_tokens=self.config.max_tokens,
-            json_schema=consolidation_schema(list(rule_map), list(proposals)),
+            json_schema=consolidation_schema(list(rule_map), list(proposals), max_ops=self.config.max_rules),
             schema_name="Consolidation",
             seed=stable_seed(self.config.seed, step, "consolidate"),
         )

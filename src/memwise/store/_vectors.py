@@ -4,20 +4,21 @@ Reading a million blobs out of SQLite per query is far too slow, so each store i
 vectors of a space as one contiguous float32 matrix plus per-row scope arrays, and brings them up
 to date incrementally from the `changes` table (see ``_sql.DDL``) before every search.
 
-Search stays exact (a float32 dot product with every allowed row) but touches as little as it can:
+Search is exact (the float32 dot product of every allowed row, as brute force computes it) and
+touches as little else as it can:
 
 * A scope filter (user, agent, run, kind) is answered from per-value row lists, so a query for one
   user among a thousand scores that user's rows only, instead of building a mask over every row.
-  Whatever other filters remain are checked on that small subset.
-* An unfiltered (or broadly filtered) query is one matrix-vector product into a reusable buffer;
-  excluded rows (deleted, invalidated, filtered) are set to -inf in place, so no per-query array
-  of the matrix's length is allocated beyond that buffer.
-* Top-k over a million scores uses block maxima to find a score threshold that at least k rows
-  reach, and sorts only the rows above it, instead of partitioning the whole array.
+  The remaining filters are checked on that subset.
+* An unfiltered or broadly filtered query is one matrix-vector product into a reused buffer. Its
+  top k come from a score threshold that enough rows reach (found from per-block maxima); filters,
+  deletions and validity are then checked on the few rows above it, never as a full-length mask.
 
-Lower-precision pre-scoring (int8 or float16 copies, re-scored exactly) was measured and left out:
-numpy has no int8/float16 BLAS, and widening those types to float32 runs at about a third of the
-speed of the float32 product itself, so the pre-score would cost more than the exact scan.
+Lower-precision pre-scoring (an int8 or bfloat16 copy scanned first, then the candidates re-scored
+exactly) was measured on the target machine and left out: numpy has no int8 or 16-bit BLAS, and
+widening those types to float32 (3-5 G elements/s for int8, 0.4 for float16, bit tricks for
+bfloat16 no better) costs more than the float32 product it would replace, which runs at memory
+speed.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ _RELOAD_SLICE = 50_000
 _GATHER_SHARE = 0.25
 # Rows copied per gather step: 6 MB at 384-d, so the copy is still in cache when it is multiplied.
 _GATHER_ROWS = 4096
+# Subsets up to this many rows are scored without BLAS threads (see _score_rows).
+_SINGLE_THREAD_ROWS = 4096
 # Block length for the top-k threshold: one maximum per block; blocks of scores stay in L1.
 _BLOCK = 256
 
@@ -85,12 +88,10 @@ class _Codes:
         return code
 
     def encode_many(self, values: tuple[str | None, ...]) -> npt.NDArray[np.int32]:
-        """Codes of a column of values: one dictionary probe each, then new values get codes."""
-        get = self._codes.get
-        codes = [get(value, -2) for value in values]
-        if -2 in codes:
-            codes = [self.encode(value) if code == -2 else code for code, value in zip(codes, values, strict=True)]
-        return np.array(codes, dtype=np.int32)
+        """Codes of a column of values; new values get codes first, then one C-level pass maps all."""
+        for value in set(values).difference(self._codes):
+            self.encode(value)
+        return np.fromiter(map(self._codes.__getitem__, values), dtype=np.int32, count=len(values))
 
     def lookup(self, value: str) -> int | None:
         return self._codes.get(value)
@@ -226,7 +227,7 @@ class VectorIndex:
             self._reset(total)
             cursor = conn.execute(_ROW_SQL, (self.space,))
             while rows := cursor.fetchmany(_RELOAD_SLICE):
-                self._upsert(rows)
+                self._upsert(rows, list_rows=False)
         except BaseException:
             self._reset(0)  # empty and at sequence 0 is a consistent state: the next refresh loads all
             self._seen_seq = 0
@@ -252,11 +253,13 @@ class VectorIndex:
         times[:, :n] = self._times[:, :n]
         self._mat, self._alive, self._scope, self._times = mat, alive, scope, times
 
-    def _upsert(self, rows: list[_Row]) -> None:
+    def _upsert(self, rows: list[_Row], *, list_rows: bool = True) -> None:
         """Write rows into their slots (new ids get fresh ones), vectorised over the batch.
 
         Works column by column (a full reload passes a million rows through here), so the per-row
-        Python work is a few C-level passes rather than a loop body per row.
+        Python work is a few C-level passes rather than a loop body per row. ``list_rows=False``
+        leaves the row lists to be rebuilt in one pass, which is cheaper than extending them slice
+        by slice during a reload.
         """
         if not rows:
             return
@@ -273,14 +276,20 @@ class VectorIndex:
                 f"dim {bad[8]} and a {len(bad[9])}-byte blob"
             )
         pos_of = self._pos
-        found = [pos_of.get(rid, -1) for rid in ids]
-        fresh = list(dict.fromkeys(rid for rid, pos in zip(ids, found, strict=True) if pos < 0))
         first_fresh = self._n
+        bulk = pos_of.keys().isdisjoint(ids) and len(set(ids)) == len(ids)  # all new: the reload case
+        if bulk:
+            fresh: list[str] = list(ids)
+            positions = np.arange(first_fresh, first_fresh + len(ids), dtype=np.int64)
+        else:
+            fresh = list(dict.fromkeys(rid for rid in ids if rid not in pos_of))
+            positions = np.empty(0, dtype=np.int64)
         self._grow(first_fresh + len(fresh))
         pos_of.update(zip(fresh, range(first_fresh, first_fresh + len(fresh)), strict=True))
         self._ids.extend(fresh)
         self._n += len(fresh)
-        positions = np.fromiter((pos_of[rid] for rid in ids), dtype=np.int64, count=len(ids))
+        if positions.size != len(ids):
+            positions = np.fromiter(map(pos_of.__getitem__, ids), dtype=np.int64, count=len(ids))
         user, agent, run, kind = self._dicts
         codes = np.stack(
             [user.encode_many(users), agent.encode_many(agents), run.encode_many(runs), kind.encode_many(kinds)]
@@ -289,8 +298,7 @@ class VectorIndex:
         old = positions < first_fresh
         if old.any() and not np.array_equal(self._scope[:, positions[old]], codes[:, old]):
             self._lists_stale = True  # a row changed scope: rebuild the row lists before the next search
-        if len(fresh) == len(ids) and positions[-1] - positions[0] + 1 == len(ids):
-            # The bulk case (a reload): copy each blob straight into its row, skipping a joined copy.
+        if bulk:  # rows first_fresh onwards, in order: copy each blob straight in, skipping a joined copy
             target = memoryview(self._mat[first_fresh : first_fresh + len(ids)]).cast("B")
             for i, blob in enumerate(blobs):
                 target[i * width : (i + 1) * width] = blob
@@ -299,6 +307,8 @@ class VectorIndex:
         self._alive[positions] = True
         self._scope[:, positions] = codes
         self._times[:, positions] = times
+        if not list_rows:
+            self._lists_stale = True
         if not self._lists_stale:
             new = ~old
             for col in range(4):
@@ -425,9 +435,17 @@ class VectorIndex:
         return table
 
     def _score_rows(self, rows: _Ints, query: _Floats) -> _Floats:
-        """Exact scores of the listed rows: a view when they are one run, else gathered in slices."""
+        """Exact scores of the listed rows, which are ascending: a view when they are one run, else gathered.
+
+        Up to _SINGLE_THREAD_ROWS rows are scored by numpy's own single-threaded loop: BLAS splits a
+        1000-row product over two threads, and on a loaded machine waking the second one costs
+        milliseconds (p95 of a one-user search 5 ms, against 0.7 ms single-threaded). Both are the
+        same float32 dot products, summed in a different order, so scores agree to about 1e-7.
+        """
+        small = rows.size <= _SINGLE_THREAD_ROWS
         if rows[-1] - rows[0] + 1 == rows.size:  # ascending and distinct, so this means contiguous
-            return self._mat[rows[0] : rows[-1] + 1] @ query
+            block = self._mat[rows[0] : rows[-1] + 1]
+            return np.einsum("ij,j->i", block, query) if small else block @ query
         dim = self._mat.shape[1]
         if self._gather.shape[1] != dim:
             self._gather = np.empty((_GATHER_ROWS, dim), dtype=np.float32)
@@ -436,7 +454,10 @@ class VectorIndex:
             part = rows[start : start + _GATHER_ROWS]
             block = self._gather[: part.size]
             np.take(self._mat, part, axis=0, out=block, mode="clip")  # clip: no buffered copy; rows are valid
-            np.matmul(block, query, out=scores[start : start + part.size])
+            if small:
+                np.einsum("ij,j->i", block, query, out=scores[start : start + part.size])
+            else:
+                np.matmul(block, query, out=scores[start : start + part.size])
         return scores
 
     def _scan(self, query: _Floats, top_k: int, filters: Filters, now: float, share: float) -> tuple[_Ints, _Floats]:
