@@ -71,7 +71,14 @@ async def run_main_job(
     models = ModelSet(settings)
     run = RunDir(run_dir)
     config = TrainConfig(
-        epochs=1, batch_size=batch_size, samples=samples, temperature=0.7, max_tokens=256, concurrency=4, seed=0
+        epochs=1,
+        batch_size=batch_size,
+        samples=samples,
+        temperature=0.7,
+        max_tokens=256,
+        answer_max_tokens=64,
+        concurrency=4,
+        seed=0,
     )
 
     def progress(r: StepRecord) -> None:

@@ -90,7 +90,9 @@ async def train_and_select(
     cfg = trainer.config
     eval_model = trainer.models["eval"]
     validation = (
-        await validate_history(history, val, policy=eval_model, scorer=trainer.eval_scorer, max_tokens=cfg.max_tokens)
+        await validate_history(
+            history, val, policy=eval_model, scorer=trainer.eval_scorer, max_tokens=cfg.answer_tokens
+        )
         if val
         else {}
     )
@@ -99,10 +101,10 @@ async def train_and_select(
     with_rules = without_rules = None
     if test:
         with_rules = await evaluate_rules(
-            test, chosen, policy=eval_model, scorer=trainer.eval_scorer, max_tokens=cfg.max_tokens
+            test, chosen, policy=eval_model, scorer=trainer.eval_scorer, max_tokens=cfg.answer_tokens
         )
         without_rules = await evaluate_rules(
-            test, RuleSet(), policy=eval_model, scorer=trainer.eval_scorer, max_tokens=cfg.max_tokens
+            test, RuleSet(), policy=eval_model, scorer=trainer.eval_scorer, max_tokens=cfg.answer_tokens
         )
     result = MetaMemResult(
         history=history,

@@ -62,11 +62,18 @@ class TrainConfig:
     samples: int = field(default=5, metadata={"help": "answers sampled per question"})
     temperature: float = field(default=0.7, metadata={"help": "rollout temperature"})
     max_tokens: int = field(default=1024, metadata={"help": "output tokens per call (reference: 4096)"})
+    answer_max_tokens: int | None = field(
+        default=None, metadata={"help": "output tokens per answer (rollouts, evaluation); default max_tokens"}
+    )
     concurrency: int = field(default=16, metadata={"help": "model calls in flight, all stages together"})
     seed: int = field(default=0, metadata={"help": "seeds shuffles and sampling"})
     max_rules: int = field(default=30, metadata={"help": "cap on the rule count"})
     max_words: int = field(default=30, metadata={"help": "cap on words per rule"})
     fallback_limit: int = field(default=5, metadata={"help": "edits applied when consolidation fails"})
+
+    @property
+    def answer_tokens(self) -> int:
+        return self.answer_max_tokens or self.max_tokens
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "samples", "concurrency", "max_tokens", "max_rules", "max_words"):
@@ -294,7 +301,7 @@ class MetaMemTrainer:
         request = ChatRequest(
             messages=tuple(messages),
             temperature=cfg.temperature,
-            max_tokens=cfg.max_tokens,
+            max_tokens=cfg.answer_tokens,
             seed=stable_seed(cfg.seed, q.question_id, index),
         )
         reply = await self.models["rollout"].complete(request)
