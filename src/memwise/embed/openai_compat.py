@@ -130,8 +130,8 @@ class OpenAICompatEmbedder:
     async def embed(self, texts: Sequence[str]) -> Vectors:
         """Unit-norm float32 rows, one per text, in input order.
 
-        Idle connections are closed after each call: the Embedder protocol has no ``aclose``, so an
-        embedder may be dropped without one, and open sockets would then leak until garbage collection.
+        Idle connections are closed after each call, so an embedder dropped without ``aclose()`` leaks
+        no open sockets until garbage collection.
         """
         if isinstance(texts, str):
             raise TypeError("embed() takes a sequence of texts, not one string")
