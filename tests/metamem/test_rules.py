@@ -335,3 +335,8 @@ def test_token_jaccard() -> None:
     assert token_jaccard("a b", "c d") == 0.0
     assert token_jaccard("", "") == 0.0
     assert token_jaccard("a b c", "a b d") == pytest.approx(0.5)
+
+
+def test_rules_without_words_are_rejected() -> None:
+    result = RuleSet().apply([Operation("add", text="..."), Operation("add", text="1 2 3")], step=1)
+    assert len(result.new_set) == 0 and [r.reason for r in result.rejected] == ["empty", "empty"]

@@ -330,12 +330,21 @@ class RuleSet:
         )
 
 
+MIN_WORDS = 2
+"""A rule is a sentence: fewer words (or no word with a letter, such as "...") cannot guide anyone."""
+
+
 def text_problem(text: str, *, max_words: int) -> RejectReason | None:
-    """Why a rule text cannot enter E (``empty`` or ``too_long``), or ``None`` when it can."""
-    words = text.split()
-    if not words:
+    """Why a rule text cannot enter E (``empty`` or ``too_long``), or ``None`` when it can.
+
+    Example:
+        >>> text_problem("...", max_words=30), text_problem("Prefer the newest fragment.", max_words=30)
+        ('empty', None)
+    """
+    words = [w for w in text.split() if any(ch.isalpha() for ch in w)]
+    if len(words) < MIN_WORDS:
         return "empty"
-    return "too_long" if len(words) > max_words else None
+    return "too_long" if len(text.split()) > max_words else None
 
 
 def _nearest(
