@@ -9,7 +9,7 @@ from typing import Any
 
 from memwise.store.base import Filters, Record
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # `index_text`, when set, is what full-text search indexes instead of `text`: the words a record is
 # found by (a session date, a speaker) need not be the words it is shown with.
@@ -72,6 +72,23 @@ CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER NOT NULL UNIQUE
 );
 """
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a store written by an older memwise up to date, inside the caller's write transaction.
+
+    Version 2 added ``records.index_text`` and made full-text search index it: the column is added
+    and the old triggers dropped, so the DDL that follows recreates them in their new form. Existing
+    rows have no index text, so what FTS holds for them (their text) stays right.
+    """
+    has_records = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'").fetchone()
+    if not has_records:
+        return
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(records)")}
+    if "index_text" not in columns:
+        conn.execute("ALTER TABLE records ADD COLUMN index_text TEXT")
+        for trigger in ("records_fts_insert", "records_fts_delete", "records_fts_update"):
+            conn.execute(f"DROP TRIGGER IF EXISTS {trigger}")
 
 
 def statements(script: str) -> list[str]:

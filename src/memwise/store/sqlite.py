@@ -113,15 +113,17 @@ class SQLiteStore:
             raise StoreError(f"store {self.path}: SQLite refused WAL journal mode (got {mode!r})")
 
         def create(c: sqlite3.Connection) -> None:
+            _sql.migrate(c)
             for statement in _sql.statements(_sql.DDL):
                 c.execute(statement)
             row = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is None:
-                c.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(_sql.SCHEMA_VERSION),))
-            elif int(row[0]) > _sql.SCHEMA_VERSION:
+            if row is not None and int(row[0]) > _sql.SCHEMA_VERSION:
                 raise StoreError(
                     f"store {self.path} has schema version {row[0]}; this memwise reads up to {_sql.SCHEMA_VERSION}"
                 )
+            c.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(_sql.SCHEMA_VERSION),)
+            )
 
         self._db.write(create, "creating the schema")
 
