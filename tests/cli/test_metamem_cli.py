@@ -115,6 +115,13 @@ def test_prepare_train_show_diff_eval(tmp_path: Path) -> None:
         changed = runner.invoke(app, ["metamem", "diff", "0", "1", "--run-dir", str(run_dir)])
         assert changed.exit_code == 0 and "R1" in changed.output and "step 1" in changed.output
 
+        report = (run_dir / "metamem" / "report.md").read_text()
+        assert (
+            "## Validation accuracy by step" in report and "![validation accuracy per step](validation.png)" in report
+        )
+        assert (run_dir / "metamem" / "validation.png").read_bytes()[:4] == b"\x89PNG"
+        assert "| rollout |" in report and "## Test accuracy by question type" in report
+
         evaluated = runner.invoke(app, [*base, "metamem", "eval", "--questions", str(qs), "--run-dir", str(run_dir)])
         assert evaluated.exit_code == 0, evaluated.output
         assert "without rules" in evaluated.output

@@ -168,6 +168,9 @@ async def _train(
     console.print(f"[bold]rules chosen (step {result.best_step}):[/]")
     console.print(render(result.rules) or "(no rules)")
     _print_test(console, result.test_without_rules, result.test_with_rules)
+    from memwise.metamem.report import write_report
+
+    console.print(f"report: {write_report(run_dir, stats)}")
     table = Table("stage", "calls", "tokens", "errors", "failures")
     for name, s in stats.items():
         table.add_row(name, str(s.calls), f"{s.prompt_tokens}+{s.completion_tokens}", str(s.errors), str(s.failures))
@@ -321,3 +324,20 @@ def answer(
         return reply.text
 
     typer.echo(asyncio.run(run()))
+
+
+@metamem_app.command("report")
+def report(run_dir: RunDirArg = Path("runs/metamem")) -> None:
+    """Write report.md with a PNG of validation accuracy per step, test accuracy by type, and costs."""
+    from memwise.metamem.pipeline import result_path
+    from memwise.metamem.report import write_report
+    from memwise.runs.rundir import RunDir
+
+    if not result_path(run_dir).exists():
+        raise ConfigError(f"no finished MetaMem run in {run_dir}: run `memwise metamem train` first")
+    run = RunDir(run_dir)
+    try:
+        out = write_report(run_dir, run.ledger.stats())
+    finally:
+        run.close()
+    typer.echo(f"wrote {out}")
