@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from memwise.cli._options import GlobalOptions
@@ -147,19 +148,30 @@ async def _train(
             f"{record.merged} merged -> {record.rules_after} rules"
         )
 
+    stages = ("rollout", "judge", "reflect", "propose", "consolidate", "eval", "eval_judge")
+    bars = Progress(
+        TextColumn("{task.description:>12}"),
+        BarColumn(),
+        TextColumn("{task.completed} calls"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    tasks = {stage: bars.add_task(stage, total=None) for stage in stages}
     try:
-        result = await train_and_select(
-            train_qs,
-            val_qs,
-            test_qs,
-            policy=models.get("policy"),
-            judge=models.get("judge"),
-            optimizer=models.get("optimizer"),
-            run=run,
-            metric=metric,
-            config=config,
-            on_step=progress,
-        )
+        with bars:
+            result = await train_and_select(
+                train_qs,
+                val_qs,
+                test_qs,
+                policy=models.get("policy"),
+                judge=models.get("judge"),
+                optimizer=models.get("optimizer"),
+                run=run,
+                metric=metric,
+                config=config,
+                on_step=progress,
+                on_call=lambda stage: bars.advance(tasks[stage]),
+            )
         stats = run.ledger.stats()
     finally:
         await models.aclose()

@@ -81,10 +81,18 @@ async def train_and_select(
     metric: str = "judge",
     config: TrainConfig | None = None,
     on_step: Callable[[StepRecord], None] | None = None,
+    on_call: Callable[[str], None] | None = None,
 ) -> MetaMemResult:
     """Train on ``train``, choose the best step on ``val``, and score ``test`` with and without it."""
     trainer = MetaMemTrainer(
-        policy=policy, run=run, metric=metric, judge=judge, optimizer=optimizer, config=config, on_step=on_step
+        policy=policy,
+        run=run,
+        metric=metric,
+        judge=judge,
+        optimizer=optimizer,
+        config=config,
+        on_step=on_step,
+        on_call=on_call,
     )
     history = await trainer.compile(train)
     cfg = trainer.config

@@ -116,11 +116,22 @@ class StepRecord:
 
 
 class _Gate:
-    """A chat model whose calls wait on a shared semaphore: one bound over every stage."""
+    """A chat model whose calls wait on a shared semaphore: one bound over every stage.
 
-    def __init__(self, inner: ChatModel, gate: asyncio.Semaphore) -> None:
+    ``on_done(stage)`` is told of every paid call that returned (progress bars per stage).
+    """
+
+    def __init__(
+        self,
+        inner: ChatModel,
+        gate: asyncio.Semaphore,
+        stage: str = "",
+        on_done: Callable[[str], None] | None = None,
+    ) -> None:
         self.inner = inner
         self.gate = gate
+        self.stage = stage
+        self.on_done = on_done
         self.name = inner.name
 
     def describe(self) -> str:
@@ -131,7 +142,10 @@ class _Gate:
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         async with self.gate:
-            return await self.inner.complete(request)
+            response = await self.inner.complete(request)
+        if self.on_done is not None:
+            self.on_done(self.stage)
+        return response
 
 
 def stable_seed(*parts: object) -> int:
@@ -179,6 +193,7 @@ class MetaMemTrainer:
         optimizer: writes reflections, proposals and consolidations (default: the policy model).
         config: hyper-parameters.
         on_step: called after each step with its record (progress display).
+        on_call: called with the stage name after each paid model call (progress bars per stage).
     """
 
     def __init__(
@@ -191,6 +206,7 @@ class MetaMemTrainer:
         optimizer: ChatModel | None = None,
         config: TrainConfig | None = None,
         on_step: Callable[[StepRecord], None] | None = None,
+        on_call: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config or TrainConfig()
         self.run = run
@@ -198,7 +214,7 @@ class MetaMemTrainer:
         gate = asyncio.Semaphore(self.config.concurrency)
         # Every stage's calls share one gate; the ledger sits outside it, so replays never wait.
         self.models = {
-            stage: run.record(_Gate(model, gate), stage)  # type: ignore[arg-type]
+            stage: run.record(_Gate(model, gate, stage, on_call), stage)  # type: ignore[arg-type]
             for stage, model in (
                 ("rollout", policy),
                 ("judge", judge or policy),
