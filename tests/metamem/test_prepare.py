@@ -213,3 +213,32 @@ async def test_no_session_date_means_no_question_date(memory: AsyncMemory) -> No
 async def test_bad_settings_are_refused(memory: AsyncMemory, top_k: int, concurrency: int) -> None:
     with pytest.raises(ConfigError):
         await prepare_questions([], memory=memory, top_k=top_k, concurrency=concurrency)
+
+
+async def test_memory_construction_is_concurrent_with_one_embedder(tmp_path: Path) -> None:
+    """The reference built memory one question at a time and reloaded models per question."""
+    import asyncio
+    import time
+
+    class SlowEmbedder(FakeEmbedder):
+        loads = 0
+
+        def __init__(self) -> None:
+            super().__init__()
+            SlowEmbedder.loads += 1
+
+        async def embed(self, texts):  # type: ignore[no-untyped-def]
+            await asyncio.sleep(0.1)
+            return await super().embed(texts)
+
+    memory = AsyncMemory(store=SQLiteStore(tmp_path / "m.db"), embedder=SlowEmbedder())
+    questions = tuple(Question(f"c1:q{i}", f"What do I like, {i}?", "tea", "4") for i in range(20))
+    conv = _conversation("c1", questions)
+    await _ingest(memory, [conv])
+    start = time.perf_counter()
+    prepared = await prepare_questions([conv], memory=memory, concurrency=16)
+    took = time.perf_counter() - start
+    assert len(prepared) == 20
+    assert took < 20 * 0.1 / 2  # one at a time would take 2 s
+    assert SlowEmbedder.loads == 1
+    await memory.aclose()
