@@ -1,0 +1,228 @@
+"""The Mem-Optimizer step: prompt, strict parser, and applying its action to the bank.
+
+One generation does both halves of UMEM's job: *extract* an insight from a trajectory and *manage*
+the bank (ADD a new entry, or UPDATE one of the retrieved entries). The parser is strict because
+its verdict is the format part of the GRPO reward: a lenient parser would reward malformed output.
+In particular an ``UPDATE i`` whose ``i`` names no retrieved entry is a failure with reason
+``"invalid target"``; the released code quietly turned it into ADD, which hid the error from the
+reward and from run reports.
+
+Entries are numbered 0..K-1 in the prompt, one number per *entry* (never per value string), and
+:func:`apply_action` maps ``UPDATE i`` back to the id of the i-th retrieved entry.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from memwise.exceptions import ParseError
+from memwise.llm.base import Message
+from memwise.llm.structured import strip_reasoning
+from memwise.umem.bank import BankEntry, InsightBank, clean_values
+
+Operation = Literal["ADD", "UPDATE"]
+
+# Every reason the parser can give; a run report can tally format failures by these.
+FORMAT_FAILURE_REASONS = (
+    "no experience block",
+    "several experience blocks",
+    "unclosed experience block",
+    "malformed value tags",
+    "no value",
+    "no operation",
+    "several operations",
+    "unknown operation",
+    "invalid target",
+)
+
+_SYSTEM = """\
+You maintain a memory of reusable lessons for a problem-solving agent. After each attempt you study \
+what happened and either write a new lesson or improve one the agent already had.
+
+Rules for every lesson:
+1. Never reveal the answer of the task, neither directly nor through hints that only fit this task.
+2. Stay general: replace names, numbers, entities and options from the task with variables or \
+categories, so the lesson helps on other tasks of the same kind.
+3. Claim only what the trajectory and the task support; do not invent facts, tools or outcomes.
+4. If the attempt was CORRECT, distil the method that worked into steps another solver can follow.
+5. If the attempt was INCORRECT, name the root cause: the kind of trap or reasoning error that \
+misled the agent and how to detect it next time. Do not write "avoid option X".
+
+Memory operations:
+- ADD: store the lessons as a new entry for this task.
+- UPDATE i: replace the lessons of existing entry i (a number from the list you are shown) with \
+your improved lessons. Use it when entry i covers the same kind of task but is wrong, vague or \
+incomplete; carry over what was still useful, because its old lessons are discarded.
+
+Reply format: first write your analysis in plain text. Then end with exactly one block:
+<experience>
+<value>a lesson</value>
+<value>another lesson (optional; one or more)</value>
+<operation>ADD</operation>
+</experience>
+The operation is either ADD or UPDATE followed by an entry number, for example UPDATE 0."""
+
+
+@dataclass(frozen=True, slots=True)
+class OptimizerAction:
+    """A parsed Mem-Optimizer decision; ``target`` is the entry number for UPDATE, else None."""
+
+    op: Operation
+    target: int | None
+    values: list[str]
+
+
+class OptimizerParseError(ParseError):
+    """A Mem-Optimizer reply that breaks the format; ``reason`` is one of FORMAT_FAILURE_REASONS."""
+
+    def __init__(self, reason: str, detail: str, *, raw: str) -> None:
+        self.reason = reason
+        super().__init__(f"{reason}: {detail}" if detail else reason, raw=raw)
+
+
+def _render_entries(entries: Sequence[BankEntry]) -> str:
+    if not entries:
+        return "(none: the memory had nothing close to this task, so only ADD is possible)"
+    blocks = []
+    for number, entry in enumerate(entries):
+        lessons = "\n".join(f"  - {value}" for value in entry.values) or "  - (empty)"
+        blocks.append(f"Entry {number}:\n{lessons}")
+    return "\n".join(blocks)
+
+
+def build_optimizer_messages(task: str, entries: Sequence[BankEntry], trajectory: str, success: bool) -> list[Message]:
+    """The Mem-Optimizer prompt for one executed task.
+
+    ``entries`` are the retrieved entries in retrieval order; their position is the number the
+    model must use in ``UPDATE i``. Only values are shown: keys are other tasks' texts, and showing
+    them would tempt the model to copy their specifics.
+    """
+    status = "CORRECT" if success else "INCORRECT"
+    user = (
+        f"## Task\n{task.strip()}\n\n"
+        f"## Lessons the agent was given (existing memory entries)\n{_render_entries(entries)}\n\n"
+        f"## Agent trajectory\n{trajectory.strip()}\n\n"
+        f"## Outcome\n{status}\n\n"
+        "Analyse the attempt, then write your <experience> block."
+    )
+    return [Message("system", _SYSTEM), Message("user", user)]
+
+
+def _tags(text: str, name: str) -> list[re.Match[str]]:
+    return list(re.finditer(r"<\s*(/)?\s*" + name + r"\s*>", text, re.IGNORECASE))
+
+
+def _fail(reason: str, detail: str, raw: str) -> OptimizerParseError:
+    return OptimizerParseError(reason, detail, raw=raw)
+
+
+def _experience_block(text: str, raw: str) -> str:
+    tags = _tags(text, "experience")
+    opens = [t for t in tags if t.group(1) is None]
+    closes = [t for t in tags if t.group(1) is not None]
+    if not opens:
+        raise _fail("no experience block", "expected one <experience>...</experience>", raw)
+    if len(opens) > 1:
+        raise _fail("several experience blocks", f"found {len(opens)} <experience> tags", raw)
+    if len(closes) != 1 or closes[0].start() < opens[0].end():
+        raise _fail("unclosed experience block", "expected exactly one </experience> after <experience>", raw)
+    return text[opens[0].end() : closes[0].start()]
+
+
+def _values(block: str, raw: str) -> list[str]:
+    tags = _tags(block, "value")
+    expect_open = True
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for tag in tags:
+        is_open = tag.group(1) is None
+        if is_open != expect_open:
+            raise _fail("malformed value tags", "<value> tags must open and close in turn, without nesting", raw)
+        if is_open:
+            start = tag.end()
+        else:
+            spans.append((start, tag.start()))
+        expect_open = not expect_open
+    if not expect_open:
+        raise _fail("malformed value tags", "a <value> is never closed", raw)
+    values = clean_values([block[a:b] for a, b in spans])
+    if not values:
+        raise _fail("no value", "the experience block needs at least one non-empty <value>", raw)
+    return values
+
+
+_OP_RE = re.compile(r"(ADD|UPDATE)(?:\s+(\d+))?", re.IGNORECASE)
+
+
+def _operation(block: str, n_entries: int, raw: str) -> tuple[Operation, int | None]:
+    ops = re.findall(r"<\s*operation\s*>(.*?)<\s*/\s*operation\s*>", block, re.IGNORECASE | re.DOTALL)
+    if not ops:
+        raise _fail("no operation", "expected <operation>ADD</operation> or <operation>UPDATE i</operation>", raw)
+    if len(ops) > 1:
+        raise _fail("several operations", f"found {len(ops)} <operation> blocks", raw)
+    text = " ".join(ops[0].split())
+    match = _OP_RE.fullmatch(text)
+    if match is None:
+        # An UPDATE with a target that is not a number is still an UPDATE with an invalid target.
+        if re.match(r"update\b", text, re.IGNORECASE):
+            raise _fail("invalid target", f"{text!r} does not name an entry number", raw)
+        raise _fail("unknown operation", f"{text!r} is neither ADD nor UPDATE i", raw)
+    verb, number = match.group(1).upper(), match.group(2)
+    if verb == "ADD":
+        if number is not None:
+            raise _fail("unknown operation", f"ADD takes no entry number, got {text!r}", raw)
+        return "ADD", None
+    if number is None:
+        raise _fail("invalid target", "UPDATE needs an entry number", raw)
+    target = int(number)
+    if not 0 <= target < n_entries:
+        shown = f"entries 0..{n_entries - 1}" if n_entries else "no entries"
+        raise _fail("invalid target", f"UPDATE {target}, but the prompt showed {shown}", raw)
+    return "UPDATE", target
+
+
+def parse_optimizer_output(text: str, n_entries: int) -> OptimizerAction:
+    """Parse a Mem-Optimizer reply into an action, or raise :class:`OptimizerParseError`.
+
+    Reasoning blocks (``<think>`` and kin) are removed first. Then the reply must hold exactly one
+    ``<experience>`` block with at least one non-empty ``<value>`` and exactly one ``<operation>``
+    reading ``ADD`` or ``UPDATE i`` with ``0 <= i < n_entries`` (case and spacing are free). Blank
+    and repeated values are dropped. Text outside the tags (the analysis) is ignored.
+    """
+    if n_entries < 0:
+        raise ValueError(f"parse_optimizer_output: n_entries must be >= 0, got {n_entries}")
+    visible = strip_reasoning(text)
+    block = _experience_block(visible, text)
+    values = _values(block, text)
+    op, target = _operation(block, n_entries, text)
+    return OptimizerAction(op=op, target=target, values=values)
+
+
+def try_parse_optimizer_output(text: str, n_entries: int) -> OptimizerAction | str:
+    """Like :func:`parse_optimizer_output`, but a format failure comes back as its reason string.
+
+    Reward functions and run reports use this to count failures by reason without try/except.
+    """
+    try:
+        return parse_optimizer_output(text, n_entries)
+    except OptimizerParseError as exc:
+        return exc.reason
+
+
+async def apply_action(
+    bank: InsightBank, task: str, entries: Sequence[BankEntry], action: OptimizerAction
+) -> BankEntry:
+    """Carry out ``action`` on ``bank``: ADD keys the values by ``task``; UPDATE i rewrites entries[i].
+
+    ``entries`` must be the list the prompt numbered, in the same order. A target outside it means
+    the action was parsed against a different list, which is a caller bug, so it raises ValueError
+    rather than falling back to ADD.
+    """
+    if action.op == "ADD":
+        return await bank.add(task, action.values)
+    if action.target is None or not 0 <= action.target < len(entries):
+        raise ValueError(f"apply_action: UPDATE {action.target} but only {len(entries)} entries were retrieved")
+    return await bank.update(entries[action.target].id, action.values)
