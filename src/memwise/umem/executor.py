@@ -1,0 +1,183 @@
+"""Executors: a frozen model solving a task with the top-K insights shown as past experiences.
+
+Two kinds share one result shape:
+- :class:`QAExecutor` answers a single-turn task (MMLU, AIME, GPQA, HotpotQA) and is scored by the
+  suite's final-answer check;
+- :class:`EnvExecutor` plays a multi-turn environment (ALFWorld and the like) through the small
+  :class:`Environment` protocol, choosing among the admissible actions each turn, up to a step cap.
+
+The trajectory length in tokens is what the marginal-utility reward compares, so both count the
+completion tokens the model produced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from memwise.llm.base import ChatModel, ChatRequest, Message
+from memwise.tasks.types import Task
+
+Scorer = Callable[[Task, str], tuple[str | None, bool]]
+"""(task, model output) -> (extracted final answer or None, success)."""
+
+_SYSTEM = (
+    "You solve tasks carefully. Lessons from similar past tasks may be listed; use them when they "
+    "apply and ignore them when they do not."
+)
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """One executor run: what was said and done, the final answer, and whether it succeeded."""
+
+    task_id: str
+    trajectory: str
+    answer: str | None
+    success: bool
+    length: int
+    steps: int = 1
+    progress: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def render_insights(insights: Sequence[str]) -> str:
+    """Past experiences as the executor sees them (values only, one bullet each)."""
+    return "\n".join(f"- {value}" for value in insights)
+
+
+def build_executor_messages(task: Task, insights: Sequence[str]) -> list[Message]:
+    """The single-turn prompt: past experiences (if any), the task, and how to state the answer.
+
+    Example:
+        >>> msgs = build_executor_messages(Task("t1", "mmlu", "2+2? A) 3 B) 4", "B"), ["Check arithmetic twice."])
+        >>> "- Check arithmetic twice." in msgs[-1].content and msgs[-1].content.rstrip().endswith("Answer: <answer>")
+        True
+    """
+    parts = []
+    if insights:
+        parts.append("Lessons from similar past tasks:\n" + render_insights(insights))
+    parts.append(f"Task:\n{task.prompt}")
+    parts.append("Think step by step, then finish with one line of the form\nAnswer: <answer>")
+    return [Message("system", _SYSTEM), Message("user", "\n\n".join(parts))]
+
+
+class QAExecutor:
+    """Solves single-turn tasks with a frozen model (greedy by default, as the paper's executor)."""
+
+    def __init__(self, llm: ChatModel, scorer: Scorer, *, max_tokens: int = 1024, temperature: float = 0.0) -> None:
+        self.llm = llm
+        self.scorer = scorer
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+
+    async def run(self, task: Task, insights: Sequence[str] = ()) -> ExecutionResult:
+        request = ChatRequest(
+            messages=tuple(build_executor_messages(task, insights)),
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            seed=0,
+        )
+        reply = await self.llm.complete(request)
+        sample = reply.samples[0]
+        answer, success = self.scorer(task, sample.text)
+        return ExecutionResult(
+            task_id=task.id,
+            trajectory=sample.text,
+            answer=answer,
+            success=success,
+            length=sample.usage.completion_tokens,
+            metadata={"finish_reason": sample.finish_reason},
+        )
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What an environment shows after a reset or a step."""
+
+    text: str
+    admissible: tuple[str, ...]
+    done: bool = False
+    won: bool = False
+    progress: float | None = None
+
+
+class Environment(Protocol):
+    """A multi-turn environment, as small as an executor needs."""
+
+    def reset(self, task: Task) -> Observation: ...
+
+    def step(self, action: str) -> Observation: ...
+
+
+def build_env_messages(
+    goal: str, history: Sequence[tuple[str, str]], obs: Observation, insights: Sequence[str]
+) -> list[Message]:
+    """The per-turn prompt: lessons, the goal, the recent history, the observation, the admissible actions."""
+    parts = []
+    if insights:
+        parts.append("Lessons from similar past tasks:\n" + render_insights(insights))
+    parts.append(f"Goal: {goal}")
+    if history:
+        recent = history[-8:]
+        parts.append("Recent steps:\n" + "\n".join(f"> {a}\n{o}" for a, o in recent))
+    parts.append(f"Now: {obs.text}")
+    parts.append("Admissible actions:\n" + "\n".join(f"{i + 1}. {a}" for i, a in enumerate(obs.admissible)))
+    parts.append("Reply with the number of the action to take.")
+    return [Message("system", _SYSTEM), Message("user", "\n\n".join(parts))]
+
+
+def choose_action(reply: str, admissible: Sequence[str]) -> str:
+    """The admissible action a reply names: by number, else by exact text, else the first one.
+
+    Falling back to the first action keeps an episode moving when a small model answers off-format;
+    callers count those fallbacks.
+    """
+    text = reply.strip()
+    for token in text.replace(".", " ").split():
+        if token.isdigit() and 1 <= int(token) <= len(admissible):
+            return admissible[int(token) - 1]
+    lowered = text.lower()
+    for action in sorted(admissible, key=len, reverse=True):
+        if action.lower() in lowered:
+            return action
+    return admissible[0]
+
+
+class EnvExecutor:
+    """Plays an :class:`Environment` to the end or to ``max_steps`` (30 for ALFWorld, as the paper)."""
+
+    def __init__(self, llm: ChatModel, env_factory: Callable[[], Environment], *, max_steps: int = 30) -> None:
+        self.llm = llm
+        self.env_factory = env_factory
+        self.max_steps = max_steps
+
+    async def run(self, task: Task, insights: Sequence[str] = ()) -> ExecutionResult:
+        env = self.env_factory()
+        obs = env.reset(task)
+        history: list[tuple[str, str]] = []
+        tokens = off_format = 0
+        steps = 0
+        while not obs.done and steps < self.max_steps and obs.admissible:
+            messages = build_env_messages(task.prompt, history, obs, insights)
+            reply = await self.llm.complete(ChatRequest(messages=tuple(messages), max_tokens=16, seed=steps))
+            sample = reply.samples[0]
+            tokens += sample.usage.completion_tokens
+            action = choose_action(sample.text, obs.admissible)
+            if not any(tok.isdigit() for tok in sample.text.split()) and action == obs.admissible[0]:
+                off_format += 1
+            obs = env.step(action)
+            history.append((action, obs.text))
+            steps += 1
+        trajectory = "\n".join(f"> {a}\n{o}" for a, o in history)
+        return ExecutionResult(
+            task_id=task.id,
+            trajectory=trajectory,
+            answer=None,
+            success=obs.won,
+            length=tokens,
+            steps=steps,
+            progress=obs.progress,
+            metadata={"off_format_replies": off_format},
+        )
