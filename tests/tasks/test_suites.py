@@ -1,0 +1,308 @@
+"""Suite loading, option shuffling, answer extraction and scoring."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from memwise.exceptions import ConfigError, DatasetError
+from memwise.tasks.suites import (
+    extract_choice,
+    extract_integer,
+    extract_span,
+    grade,
+    load_suite,
+    normalize_integer_answer,
+    score_answer,
+)
+from memwise.tasks.suites.gpqa import REQUIRED
+
+# --------------------------------------------------------------------------------------------
+# Real shared files
+
+
+def test_mmlu_real_file(shared_data: Path) -> None:
+    tasks = load_suite("mmlu", shared_data / "mmlu" / "mmlu_stem_test.jsonl")
+    assert len(tasks) == 3018
+    assert {t.answer for t in tasks} <= set("ABCD")
+    assert all(len(t.choices) == 4 and t.suite == "mmlu" and t.metadata["subject"] for t in tasks)
+    assert len({t.id for t in tasks}) == len(tasks)
+    first = tasks[0]
+    assert first.text in first.prompt and "\nA) " in first.prompt and "\nD) " in first.prompt
+    assert "A)" not in first.text
+
+
+@pytest.mark.parametrize("name", ["aime24", "aime25"])
+def test_aime_real_files(shared_data: Path, name: str) -> None:
+    tasks = load_suite("aime", shared_data / "aime" / f"{name}.jsonl")
+    assert len(tasks) == 30
+    assert all(0 <= int(t.answer) <= 999 and t.answer == str(int(t.answer)) for t in tasks)
+    assert tasks[0].id == f"{name}-0" and len({t.id for t in tasks}) == 30
+    assert all("Please reason" not in t.text and t.text for t in tasks)
+
+
+def test_limit_and_unknown_suite(shared_data: Path) -> None:
+    path = shared_data / "aime" / "aime24.jsonl"
+    assert [t.id for t in load_suite("AIME", path, limit=3)] == ["aime24-0", "aime24-1", "aime24-2"]
+    assert load_suite("aime", path, limit=0) == []
+    with pytest.raises(ConfigError):
+        load_suite("aime", path, limit=-1)
+    with pytest.raises(ConfigError, match="unknown suite"):
+        load_suite("squad", path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_suite("mmlu", shared_data / "mmlu" / "nope.jsonl")
+
+
+# --------------------------------------------------------------------------------------------
+# Malformed JSONL
+
+
+@pytest.mark.parametrize(
+    ("suite", "bad"),
+    [
+        ("mmlu", '{"question": "q", "choices": ["a", "b"], "answer": 2}'),
+        ("mmlu", '{"question": "q", "choices": "ab", "answer": 0}'),
+        ("mmlu", '{"question": "", "choices": ["a", "b"], "answer": 0}'),
+        ("mmlu", '{"question": "q", "choices": ["a", "b"], "answer": true}'),
+        ("mmlu", "{not json"),
+        ("mmlu", "[1, 2]"),
+        ("aime", '{"problem": "p", "answer": "3/4"}'),
+        ("aime", '{"problem": "p", "answer": "1000"}'),
+        ("aime", '{"answer": "5"}'),
+    ],
+)
+def test_malformed_jsonl_names_file_and_record(tmp_path: Path, suite: str, bad: str) -> None:
+    good = {
+        "mmlu": '{"question": "q", "type": "x", "choices": ["a", "b", "c", "d"], "answer": 1}',
+        "aime": '{"problem": "p", "answer": "005"}',
+    }[suite]
+    path = tmp_path / "data.jsonl"
+    path.write_text(f"{good}\n\n{good}\n{bad}\n", encoding="utf-8")
+    with pytest.raises(DatasetError) as info:
+        load_suite(suite, path)
+    assert info.value.path == str(path) and info.value.index == 2
+    assert str(path) in str(info.value) and "record 2" in str(info.value)
+
+
+def test_aime_answer_forms(tmp_path: Path) -> None:
+    path = tmp_path / "aime.jsonl"
+    rows = [{"problem": "p", "answer": a, "id": i} for i, a in enumerate(["073", "$\\boxed{12}$", 0, "1,0"])]
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    tasks = load_suite("aime", path)
+    assert [t.answer for t in tasks] == ["73", "12", "0", "10"]
+    assert tasks[1].id == "aime-1"
+
+
+# --------------------------------------------------------------------------------------------
+# GPQA (official CSV layout)
+
+
+def _gpqa_row(i: int, record_id: str | None = None) -> dict[str, str]:
+    row = {
+        "Pre-Revision Question": "old",
+        "Question": f"Question {i}?",
+        "Correct Answer": f" right {i}\n",
+        "Incorrect Answer 1": f"wrong {i}a",
+        "Incorrect Answer 2": f"wrong {i}b",
+        "Incorrect Answer 3": f"wrong {i}c",
+        "Record ID": record_id if record_id is not None else f"rec{i:03d}",
+        "High-level domain": "Physics",
+        "Subdomain": "Optics",
+    }
+    return row
+
+
+def _write_gpqa(path: Path, rows: list[dict[str, str]]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_gpqa_shuffle_is_stable_per_seed_and_tracks_correct(tmp_path: Path) -> None:
+    path = _write_gpqa(tmp_path / "gpqa_diamond.csv", [_gpqa_row(i) for i in range(20)])
+    a, b = load_suite("gpqa", path, seed=0), load_suite("gpqa", path, seed=0)
+    c = load_suite("gpqa", path, seed=1)
+    assert [t.choices for t in a] == [t.choices for t in b]
+    assert [t.choices for t in a] != [t.choices for t in c]
+    assert len({t.answer for t in a}) > 1  # the correct answer is not always in one place
+    for i, task in enumerate(a + c):
+        i %= 20
+        assert task.choices["ABCD".index(task.answer)] == f"right {i}"
+        assert sorted(task.choices) == sorted([f"right {i}", f"wrong {i}a", f"wrong {i}b", f"wrong {i}c"])
+        assert f"{task.answer}) right {i}" in task.prompt
+        assert task.id == f"gpqa-rec{i:03d}" and task.metadata["domain"] == "Physics"
+    # the order of a task depends on its record id, not on which other rows the file holds
+    alone = load_suite("gpqa", _write_gpqa(tmp_path / "one.csv", [_gpqa_row(7)]), seed=0)
+    assert alone[0].choices == a[7].choices
+
+
+def test_gpqa_without_record_id_uses_index(tmp_path: Path) -> None:
+    path = _write_gpqa(tmp_path / "g.csv", [_gpqa_row(i, record_id="") for i in range(3)])
+    assert [t.id for t in load_suite("gpqa", path)] == ["gpqa-0", "gpqa-1", "gpqa-2"]
+
+
+def test_gpqa_malformed(tmp_path: Path) -> None:
+    rows = [_gpqa_row(0), _gpqa_row(1)]
+    rows[1]["Incorrect Answer 2"] = "  "
+    path = _write_gpqa(tmp_path / "bad.csv", rows)
+    with pytest.raises(DatasetError) as info:
+        load_suite("gpqa", path)
+    assert info.value.index == 1 and "Incorrect Answer 2" in str(info.value) and str(path) in str(info.value)
+    missing = _write_gpqa(tmp_path / "cols.csv", [{k: v for k, v in _gpqa_row(0).items() if k != "Correct Answer"}])
+    with pytest.raises(DatasetError, match="missing GPQA columns"):
+        load_suite("gpqa", missing)
+    assert "Correct Answer" in REQUIRED
+
+
+# --------------------------------------------------------------------------------------------
+# HotpotQA (official JSON layout)
+
+
+def _hotpot_record(i: int) -> dict[str, object]:
+    return {
+        "_id": f"5a8b57f25542995d1e6f{i:04d}",
+        "question": f"Were Scott Derrickson and Ed Wood of the same nationality ({i})?",
+        "answer": "yes" if i % 2 == 0 else "The United States",
+        "type": "comparison",
+        "level": "hard",
+        "supporting_facts": [["Scott Derrickson", 0], ["Ed Wood", 0]],
+        "context": [
+            ["Scott Derrickson", ["Scott Derrickson is an American director.", " He lives in LA."]],
+            ["Ed Wood", ["Edward Wood Jr. was an American filmmaker."]],
+        ],
+    }
+
+
+def test_hotpotqa_load_and_score(tmp_path: Path) -> None:
+    path = tmp_path / "hotpot_dev_distractor_v1.json"
+    path.write_text(json.dumps([_hotpot_record(i) for i in range(4)]), encoding="utf-8")
+    tasks = load_suite("hotpotqa", path, limit=2)
+    assert [t.id for t in tasks] == ["5a8b57f25542995d1e6f0000", "5a8b57f25542995d1e6f0001"]
+    task = tasks[1]
+    assert task.text.startswith("Were Scott") and task.prompt.endswith(f"Question: {task.text}")
+    assert "Ed Wood: Edward Wood Jr. was an American filmmaker." in task.prompt
+    assert task.metadata["level"] == "hard" and task.metadata["titles"] == ["Scott Derrickson", "Ed Wood"]
+    assert score_answer("hotpotqa", "the united states.", task)
+    assert not score_answer("hotpotqa", "United States of America", task)
+    assert not score_answer("hotpotqa", None, task)
+    assert grade("hotpotqa", "Both are American.\nAnswer: The United States", task) == ("The United States", True)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda r: r.pop("answer"),
+        lambda r: r.update(question=3),
+        lambda r: r.update(context=[["title only"]]),
+    ],
+)
+def test_hotpotqa_malformed(tmp_path: Path, mutate: Callable[[dict[str, object]], object]) -> None:
+    records = [_hotpot_record(i) for i in range(3)]
+    mutate(records[2])
+    path = tmp_path / "hotpot.json"
+    path.write_text(json.dumps(records), encoding="utf-8")
+    with pytest.raises(DatasetError) as info:
+        load_suite("hotpotqa", path)
+    assert info.value.index == 2 and info.value.path == str(path)
+
+
+def test_hotpotqa_not_a_list(tmp_path: Path) -> None:
+    path = tmp_path / "hotpot.json"
+    path.write_text('{"_id": "x"}', encoding="utf-8")
+    with pytest.raises(DatasetError, match="JSON array"):
+        load_suite("hotpotqa", path)
+    path.write_text("[{", encoding="utf-8")
+    with pytest.raises(DatasetError, match="invalid JSON"):
+        load_suite("hotpotqa", path)
+
+
+# --------------------------------------------------------------------------------------------
+# Answer extraction
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Answer: C", "C"),
+        ("I think B is tempting. However, the answer is (C).", "C"),
+        ("The final answer is **D**.", "D"),
+        ("Reasoning...\n**B**", "B"),
+        ("Long reasoning about option A.\n\n(A)", "A"),
+        ("Reasoning.\nC", "C"),
+        ("Answer: A\nWait, re-checking. Answer: B", "B"),
+        ("The correct option is D) because...", "D"),
+        ("\\boxed{\\text{C}}", "C"),
+        ("The answer is a function of x.", None),
+        ("Answer: Carbon dioxide", None),
+        ("Option B is wrong and option A is wrong.", None),
+        ("Answer: E", None),  # only A-D in a four-option question
+        ("", None),
+        ("I am not sure.", None),
+    ],
+)
+def test_extract_choice(text: str, expected: str | None) -> None:
+    assert extract_choice(text) == expected
+
+
+def test_extract_choice_more_options() -> None:
+    assert extract_choice("Answer: E", n_choices=5) == "E"
+    with pytest.raises(ValueError):
+        extract_choice("A", n_choices=0)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("so the result is \\boxed{204}.", "204"),
+        ("first \\boxed{12}, then corrected: $\\boxed{073}$", "73"),
+        ("\\boxed{\\text{113}}", "113"),
+        ("\\boxed{\\frac{1}{2}}", None),
+        ("Thus m+n = 25. The answer is 25.", "25"),
+        ("Final answer: 1,000", "1000"),
+        ("answer is 3/4", None),
+        ("No idea.", None),
+        ("\\boxed{", None),
+    ],
+)
+def test_extract_integer(text: str, expected: str | None) -> None:
+    assert extract_integer(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Both are American.\nAnswer: yes", "yes"),
+        ("Answer: no\nHmm.\nFinal Answer: **Paris**\n", "Paris"),
+        ("answer:\nThe Eiffel Tower", "The Eiffel Tower"),
+        ("Some reasoning.\n\nLondon\n", "London"),
+        ("   \n", None),
+    ],
+)
+def test_extract_span(text: str, expected: str | None) -> None:
+    assert extract_span(text) == expected
+
+
+def test_normalize_integer_answer() -> None:
+    assert normalize_integer_answer(" 007 ") == "7"
+    assert normalize_integer_answer("12.0") == "12"
+    assert normalize_integer_answer(True) is None
+    assert normalize_integer_answer(None) is None
+
+
+def test_score_and_grade_choices_and_integers(shared_data: Path) -> None:
+    mmlu = load_suite("mmlu", shared_data / "mmlu" / "mmlu_stem_test.jsonl", limit=1)[0]
+    assert mmlu.answer == "C"
+    assert score_answer("mmlu", "(c)", mmlu) and not score_answer("mmlu", "B", mmlu)
+    assert grade("mmlu", "Hmm.\nAnswer: C", mmlu) == ("C", True)
+    assert grade("mmlu", "no idea", mmlu) == (None, False)
+    aime = load_suite("aime", shared_data / "aime" / "aime24.jsonl", limit=1)[0]
+    assert score_answer("aime", "0204", aime) and not score_answer("aime", "205", aime)
+    assert grade("aime", "... \\boxed{204}", aime) == ("204", True)
+    with pytest.raises(ConfigError):
+        score_answer("nope", "A", mmlu)
