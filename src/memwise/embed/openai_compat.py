@@ -21,7 +21,7 @@ import numpy as np
 from memwise.config import EmbedConfig
 from memwise.embed.base import Vectors, normalise
 from memwise.exceptions import ConfigError, EmbeddingError
-from memwise.llm._http import Endpoint, Timeouts, build_http_client, json_headers
+from memwise.llm._http import Endpoint, Timeouts, build_http_client, json_headers, post_body
 from memwise.llm._retry import Failure, HTTPStatusFailure, MalformedReply, RetryPolicy, retry_call
 from memwise.llm.openai_compat import resolve_api_key
 
@@ -167,19 +167,12 @@ class OpenAICompatEmbedder:
         payload = {"model": self.model, "input": batch, "encoding_format": "float"}
         body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
         async with self._slots:
-            if self._direct is not None:
-                endpoint = self._endpoint
-                raw = await self._direct.send_raw(
-                    endpoint.host, endpoint.port, endpoint.payload(body), timeouts=self._timeouts
-                )
-                status, content = raw.status, raw.body
-                headers = raw.header_map() if status >= 400 else {}
-            else:
-                response = await self._http.post(self._endpoint.url, content=body, headers=self._headers)
-                status, content, headers = response.status_code, response.content, response.headers
-        if status >= 400:
-            raise HTTPStatusFailure(status, content.decode("utf-8", "replace"), headers)
-        return _parse_embeddings(content, len(batch))
+            reply = await post_body(
+                self._http, self._direct, self._endpoint, body, headers=self._headers, timeouts=self._timeouts
+            )
+        if reply.status >= 400:
+            raise HTTPStatusFailure(reply.status, reply.body.decode("utf-8", "replace"), reply.headers)
+        return _parse_embeddings(reply.body, len(batch))
 
     def _give_up(self, message: str, failure: Failure, attempts: int) -> EmbeddingError:
         status = f"status={failure.status}" if failure.status is not None else "no status"

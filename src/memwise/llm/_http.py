@@ -333,3 +333,32 @@ def json_headers(api_key: str, user_agent: str) -> dict[str, str]:
         "Accept": "application/json",
         "User-Agent": user_agent,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    """One HTTP reply, however it was fetched (keep-alive transport, httpx, or the SDK)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+async def post_body(
+    http: httpx.AsyncClient,
+    direct: KeepAliveTransport | None,
+    endpoint: Endpoint,
+    body: bytes,
+    *,
+    headers: Mapping[str, str],
+    timeouts: Timeouts,
+) -> HttpReply:
+    """POST ``body`` to ``endpoint``: straight onto the keep-alive pool when there is one, else via httpx.
+
+    Headers of a successful direct reply are not parsed: only error replies (Retry-After) need them.
+    """
+    if direct is not None:
+        raw = await direct.send_raw(endpoint.host, endpoint.port, endpoint.payload(body), timeouts=timeouts)
+        return HttpReply(raw.status, raw.header_map() if raw.status >= 400 else {}, raw.body)
+    response = await http.post(endpoint.url, content=body, headers=dict(headers))
+    return HttpReply(response.status_code, response.headers, response.content)

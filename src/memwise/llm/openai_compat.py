@@ -27,8 +27,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any, Self
 from urllib.parse import urlsplit
 
@@ -38,11 +37,13 @@ from memwise.config import ModelConfig
 from memwise.exceptions import ConfigError, LLMError
 from memwise.llm._http import (
     Endpoint,
+    HttpReply,
     KeepAliveTransport,
     RawReply,
     Timeouts,
     build_http_client,
     json_headers,
+    post_body,
 )
 from memwise.llm._retry import Failure, HTTPStatusFailure, MalformedReply, RetryPolicy, httpx, retry_call
 from memwise.llm.base import ChatRequest, ChatResponse, Sample, Usage
@@ -99,15 +100,6 @@ def resolve_api_key(base_url: str, api_key: str | None, api_key_env: str) -> str
 
 
 # -------------------------------------------------------------------------------------------- backend
-
-
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    """One HTTP reply, however it was fetched."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
 
 
 class OpenAICompatLLM:
@@ -278,26 +270,21 @@ class OpenAICompatLLM:
             raise HTTPStatusFailure(reply.status, reply.body.decode("utf-8", "replace"), reply.headers)
         return _parse_chat(reply.body)
 
-    async def _post(self, body: bytes) -> _Reply:
+    async def _post(self, body: bytes) -> HttpReply:
         async with self._slots:
             if self.sdk_requests:
                 return await self._post_sdk(body)
-            if self._direct is not None:
-                endpoint = self._endpoint
-                raw = await self._direct.send_raw(
-                    endpoint.host, endpoint.port, endpoint.payload(body), timeouts=self._timeouts
-                )
-                return _Reply(raw.status, raw.header_map() if raw.status >= 400 else {}, raw.body)
-            response = await self._http.post(self._endpoint.url, content=body, headers=self._headers)
-            return _Reply(response.status_code, response.headers, response.content)
+            return await post_body(
+                self._http, self._direct, self._endpoint, body, headers=self._headers, timeouts=self._timeouts
+            )
 
-    async def _post_sdk(self, body: bytes) -> _Reply:
+    async def _post_sdk(self, body: bytes) -> HttpReply:
         """The same POST through the SDK's request pipeline; its status errors become plain replies."""
         try:
             response = await self._client.post("/chat/completions", cast_to=httpx.Response, content=body)
         except openai.APIStatusError as exc:
-            return _Reply(exc.status_code, exc.response.headers, exc.response.content)
-        return _Reply(response.status_code, response.headers, response.content)
+            return HttpReply(exc.status_code, exc.response.headers, exc.response.content)
+        return HttpReply(response.status_code, response.headers, response.content)
 
     def _give_up(self, message: str, failure: Failure, attempts: int) -> LLMError:
         return LLMError(
