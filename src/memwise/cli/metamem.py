@@ -18,7 +18,7 @@ from memwise.config import Settings
 from memwise.exceptions import ConfigError
 from memwise.metamem.data import MetaQuestion, load_questions, save_questions
 from memwise.metamem.evaluate import EvalResult
-from memwise.metamem.rules import diff, render, render_diff
+from memwise.metamem.rules import RuleHistory, RuleSet, diff, render, render_diff
 from memwise.metamem.trainer import StepRecord, TrainConfig
 
 metamem_app = typer.Typer(help="MetaMem: learn rules on how to use retrieved memory.", no_args_is_help=True)
@@ -244,9 +244,8 @@ async def _evaluate(
     from memwise.llm.registry import ModelSet
     from memwise.metamem.evaluate import evaluate_rules
     from memwise.metamem.pipeline import load_history, load_result_rules
-    from memwise.metamem.rules import RuleSet
     from memwise.metamem.scoring import make_scorer
-    from memwise.metamem.trainer import _Gate
+    from memwise.metamem.trainer import Gate
     from memwise.runs.rundir import RunDir
 
     rules = load_result_rules(run_dir) if step is None else _rules_at(load_history(run_dir), step)
@@ -254,8 +253,8 @@ async def _evaluate(
     models = ModelSet(settings)
     gate = asyncio.Semaphore(concurrency)
     try:
-        policy = run.record(_Gate(models.get("policy"), gate), "eval")  # type: ignore[arg-type]
-        judge = run.record(_Gate(models.get("judge"), gate), "eval_judge")  # type: ignore[arg-type]
+        policy = run.record(Gate(models.get("policy"), gate), "eval")  # type: ignore[arg-type]
+        judge = run.record(Gate(models.get("judge"), gate), "eval_judge")  # type: ignore[arg-type]
         scorer = make_scorer(metric, judge, run.ledger)
         with_rules, without = await asyncio.gather(
             evaluate_rules(qs, rules, policy=policy, scorer=scorer, max_tokens=max_tokens),
@@ -267,14 +266,11 @@ async def _evaluate(
     _print_test(Console(), without, with_rules)
 
 
-def _rules_at(history: object, step: int):  # type: ignore[no-untyped-def]
-    from memwise.metamem.rules import RuleHistory
-
-    assert isinstance(history, RuleHistory)
-    for version in history.versions:
-        if version.step == step:
-            return version.rules
-    raise ConfigError(f"no step {step} in this run; steps: {[v.step for v in history.versions]}")
+def _rules_at(history: RuleHistory, step: int) -> RuleSet:
+    try:
+        return history.at_step(step)
+    except KeyError as exc:
+        raise ConfigError(str(exc.args[0])) from exc
 
 
 @metamem_app.command("show")

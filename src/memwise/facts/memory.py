@@ -87,7 +87,7 @@ class AsyncMemory:
         >>> mem = AsyncMemory(store=SQLiteStore(pathlib.Path(tempfile.mkdtemp()) / "m.db"), embedder=FakeEmbedder())
         >>> _ = asyncio.run(mem.add(["I adopted a beagle called Pepper."], user_id="alice"))
         >>> [h.record.text for h in asyncio.run(mem.search("dog Pepper", user_id="alice", top_k=1))]
-        ['I adopted a beagle called Pepper.']
+        ['user: I adopted a beagle called Pepper.']
         >>> asyncio.run(mem.search("dog Pepper", user_id="bob"))
         []
     """
@@ -351,25 +351,20 @@ class Memory:
         >>> mem = Memory(store=SQLiteStore(pathlib.Path(tempfile.mkdtemp()) / "m.db"), embedder=FakeEmbedder())
         >>> _ = mem.add([{"role": "user", "content": "My sister lives in Lisbon."}], user_id="alice")
         >>> [r.text for r in mem.get_all(user_id="alice")]
-        ['My sister lives in Lisbon.']
+        ['user: My sister lives in Lisbon.']
         >>> mem.close()
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, inner: AsyncMemory | None = None, **kwargs: Any) -> None:
+        self.inner = inner if inner is not None else AsyncMemory(**kwargs)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="memwise-memory", daemon=True)
         self._thread.start()
-        self.inner = AsyncMemory(**kwargs)
 
     @classmethod
     def wrap(cls, inner: AsyncMemory) -> Memory:
         """A sync view of an existing :class:`AsyncMemory`."""
-        self = cls.__new__(cls)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="memwise-memory", daemon=True)
-        self._thread.start()
-        self.inner = inner
-        return self
+        return cls(inner=inner)
 
     @classmethod
     def from_settings(cls, settings: Settings, path: str | Path, **kwargs: Any) -> Memory:

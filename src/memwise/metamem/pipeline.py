@@ -35,7 +35,7 @@ class MetaMemResult:
     @property
     def rules(self) -> RuleSet:
         """The chosen rule set (the best validation step's)."""
-        return next(v.rules for v in self.history.versions if v.step == self.best_step)
+        return self.history.at_step(self.best_step)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,7 +105,7 @@ async def train_and_select(
         else {}
     )
     best = select_best({step: r.accuracy for step, r in validation.items()}) if validation else history.latest.step
-    chosen = next(v.rules for v in history.versions if v.step == best)
+    chosen = history.at_step(best)
     with_rules = without_rules = None
     if test:
         with_rules = await evaluate_rules(

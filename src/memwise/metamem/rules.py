@@ -561,6 +561,17 @@ class RuleHistory:
                 return item
         raise KeyError(f"version {version} is not in the history ({[v.version for v in self.versions]})")
 
+    def at_step(self, step: int) -> RuleSet:
+        """The rules as they stood after training step ``step`` (0: the initial rules).
+
+        Raises:
+            KeyError: the run has no such step; the message lists the steps it has.
+        """
+        for item in self.versions:
+            if item.step == step:
+                return item.rules
+        raise KeyError(f"step {step} is not in the history (steps: {[v.step for v in self.versions]})")
+
     def append(self, version: RuleSetVersion) -> RuleHistory:
         return RuleHistory((*self.versions, version))
 

@@ -115,7 +115,7 @@ class StepRecord:
     train_mean_score: float | None
 
 
-class _Gate:
+class Gate:
     """A chat model whose calls wait on a shared semaphore: one bound over every stage.
 
     ``on_done(stage)`` is told of every paid call that returned (progress bars per stage).
@@ -214,7 +214,7 @@ class MetaMemTrainer:
         gate = asyncio.Semaphore(self.config.concurrency)
         # Every stage's calls share one gate; the ledger sits outside it, so replays never wait.
         self.models = {
-            stage: run.record(_Gate(model, gate, stage, on_call), stage)  # type: ignore[arg-type]
+            stage: run.record(Gate(model, gate, stage, on_call), stage)  # type: ignore[arg-type]
             for stage, model in (
                 ("rollout", policy),
                 ("judge", judge or policy),
