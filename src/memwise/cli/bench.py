@@ -17,6 +17,7 @@ from memwise.cli._options import GlobalOptions
 from memwise.cli.app import app
 from memwise.config import Settings
 from memwise.exceptions import ConfigError
+from memwise.runs.files import write_text_atomic
 
 bench_app = typer.Typer(help="Benchmarks: retrieval recall and question answering.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -25,10 +26,7 @@ app.add_typer(bench_app, name="bench")
 def _write_json(path: Path | None, payload: dict[str, object]) -> None:
     if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     typer.echo(f"wrote {path}")
 
 

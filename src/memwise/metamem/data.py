@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +29,7 @@ from typing import Any
 
 from memwise.exceptions import ConfigError, DatasetError
 from memwise.facts.readers import parse_datetime
+from memwise.runs.files import write_text_atomic
 from memwise.tasks.question_types import GENERIC, canonical_question_type
 
 PathLike = str | os.PathLike[str]
@@ -323,18 +323,5 @@ def save_questions(path: PathLike, questions: Sequence[MetaQuestion]) -> Path:
     """
     target = Path(path)
     check_unique_ids(questions, path=os.fspath(target))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
-            for question in questions:
-                handle.write(json.dumps(question.to_dict(), ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, target)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-    return target
+    lines = "".join(json.dumps(question.to_dict(), ensure_ascii=False) + "\n" for question in questions)
+    return write_text_atomic(target, lines)

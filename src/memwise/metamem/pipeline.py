@@ -18,6 +18,7 @@ from memwise.metamem.data import MetaQuestion
 from memwise.metamem.evaluate import EvalResult, evaluate_rules, select_best, validate_history
 from memwise.metamem.rules import RuleHistory, RuleSet
 from memwise.metamem.trainer import MetaMemTrainer, StepRecord, TrainConfig
+from memwise.runs.files import write_text_atomic
 from memwise.runs.rundir import RunDir
 
 
@@ -122,8 +123,5 @@ async def train_and_select(
         test_with_rules=with_rules,
         test_without_rules=without_rules,
     )
-    path = result_path(run.path)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result.to_dict(), indent=1, ensure_ascii=False, default=str))
-    tmp.replace(path)
+    write_text_atomic(result_path(run.path), json.dumps(result.to_dict(), indent=1, ensure_ascii=False, default=str))
     return result

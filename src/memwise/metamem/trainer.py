@@ -50,6 +50,7 @@ from memwise.metamem.prompts import (
 )
 from memwise.metamem.rules import ApplyResult, Operation, RuleHistory, RuleSet, fallback_subset
 from memwise.metamem.scoring import Scorer, make_scorer
+from memwise.runs.files import write_text_atomic
 from memwise.runs.rundir import RunDir
 
 
@@ -437,9 +438,8 @@ class MetaMemTrainer:
             "history": history.to_dict(),
             "steps": [asdict(r) for r in records],
         }
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False))
-        tmp.replace(path)  # atomic: a kill leaves the previous checkpoint or the new one, never half of one
+        # Atomic: a kill leaves the previous checkpoint or the new one, never half of one.
+        write_text_atomic(path, json.dumps(payload, indent=1, ensure_ascii=False))
 
     def step_records(self) -> list[StepRecord]:
         """The records of the steps done so far in this run (from the checkpoint)."""

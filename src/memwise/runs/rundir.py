@@ -12,6 +12,7 @@ from typing import Any
 from memwise import __version__
 from memwise.llm.base import ChatModel
 from memwise.llm.recorded import RecordedLLM
+from memwise.runs.files import write_text_atomic
 from memwise.runs.ledger import Ledger
 
 
@@ -47,10 +48,8 @@ class RunDir:
         }
         history = previous.get("history", [])
         history.append(entry)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"latest": entry, "history": history}, indent=2, default=str))
-        tmp.replace(path)  # atomic: a crash never leaves a half-written manifest
-        return path
+        # Atomic: a crash never leaves a half-written manifest.
+        return write_text_atomic(path, json.dumps({"latest": entry, "history": history}, indent=2, default=str))
 
     def close(self) -> None:
         self.ledger.close()
