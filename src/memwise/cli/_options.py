@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from memwise.config import Settings, load_settings
+from memwise.exceptions import ConfigError
+from memwise.facts.readers import parse_datetime
 
 
 @dataclass(frozen=True)
@@ -43,3 +46,13 @@ class GlobalOptions:
                 },
             },
         )
+
+
+def parse_when(value: str | None, flag: str) -> datetime | None:
+    """A date given on the command line (LoCoMo, LongMemEval or ISO form), or a clear error naming the flag."""
+    if value is None:
+        return None
+    try:
+        return parse_datetime(value)
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: cannot read {value!r} as a date ({exc})") from exc

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -12,25 +11,15 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from memwise.cli._options import GlobalOptions
+from memwise.cli._options import GlobalOptions, parse_when
 from memwise.cli.app import app
 from memwise.exceptions import ConfigError
 from memwise.facts.memory import AsyncMemory, Mode, default_store_path
 from memwise.facts.readers import iter_conversations
-from memwise.facts.readers._dates import parse_datetime
 from memwise.facts.units import render_for_prompt
 
 DbOption = Annotated[Path | None, typer.Option(help="memory database (default: $MEMWISE_HOME/memory.sqlite3)")]
 RunDirOption = Annotated[Path | None, typer.Option(help="run directory: model calls recorded and replayed")]
-
-
-def _parse_when(value: str | None, flag: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return parse_datetime(value)
-    except Exception as exc:  # the parser names the value it could not read
-        raise ConfigError(f"{flag}: cannot read {value!r} as a date ({exc})") from exc
 
 
 @app.command()
@@ -117,8 +106,8 @@ def search(
                 query,
                 user_id=user_id,
                 top_k=top_k,
-                since=_parse_when(since, "--since"),
-                until=_parse_when(until, "--until"),
+                since=parse_when(since, "--since"),
+                until=parse_when(until, "--until"),
             )
         finally:
             await mem.aclose()
@@ -145,7 +134,7 @@ def answer(
 ) -> None:
     """Answer a question from one user's memory, with the question date in the prompt."""
     opts: GlobalOptions = ctx.obj
-    when = _parse_when(question_date, "--question-date")
+    when = parse_when(question_date, "--question-date")
 
     async def run() -> None:
         mem = AsyncMemory.from_settings(opts.settings(), db or default_store_path(), mode="turns", run_dir=run_dir)

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from memwise.cli._options import GlobalOptions
+from memwise.cli._options import GlobalOptions, parse_when
 from memwise.cli.app import app
 from memwise.config import Settings
 from memwise.exceptions import ConfigError
@@ -313,13 +313,12 @@ def answer(
     top_k: Annotated[int, typer.Option()] = 20,
 ) -> None:
     """Answer from the factual memory with the learned rules; the question date reaches the prompt."""
-    from memwise.cli.memory import _parse_when
     from memwise.facts.memory import AsyncMemory
     from memwise.metamem.pipeline import load_result_rules
 
     opts: GlobalOptions = ctx.obj
     rules = load_result_rules(run_dir)
-    when = _parse_when(question_date, "--question-date")
+    when = parse_when(question_date, "--question-date")
 
     async def run() -> str:
         mem = AsyncMemory.from_settings(opts.settings(), db)
