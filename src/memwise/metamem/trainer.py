@@ -116,6 +116,19 @@ class StepRecord:
     train_mean_score: float | None
 
 
+@dataclass
+class _QuestionOutcome:
+    """What one question's pipeline produced within a step."""
+
+    question_id: str
+    rollouts: list[Rollout]
+    kept: bool = False
+    reflections: int = 0
+    reflection_failures: int = 0
+    ops: list[Operation] = field(default_factory=list)
+    proposal_failed: bool = False
+
+
 class Gate:
     """A chat model whose calls wait on a shared semaphore: one bound over every stage.
 
@@ -270,21 +283,22 @@ class MetaMemTrainer:
         """One step on one batch; returns the applied result and the step's record."""
         rule_map = {r.id: r.text for r in rules.rules}
         outcomes = await asyncio.gather(*(self._question(q, rule_map, step) for q in batch))
-        proposals = {q.question_id: ops for q, (_, _, ops, _) in zip(batch, outcomes, strict=True) if ops}
+        proposals = {o.question_id: o.ops for o in outcomes if o.ops}
         note, ops = await self._consolidate(rule_map, proposals, rules, step)
         result = rules.apply(ops, step=step)
-        scores = [r.score for rolls, _, _, _ in outcomes for r in rolls if r.score is not None]
+        rollouts = [r for o in outcomes for r in o.rollouts]
+        scores = [r.score for r in rollouts if r.score is not None]
         record = StepRecord(
             step=step,
             epoch=epoch,
             question_ids=tuple(q.question_id for q in batch),
-            rollouts=sum(len(rolls) for rolls, _, _, _ in outcomes),
-            score_failures=sum(1 for rolls, _, _, _ in outcomes for r in rolls if r.score is None),
-            kept_questions=tuple(q.question_id for q, o in zip(batch, outcomes, strict=True) if o[1] is not None),
-            reflections=sum(len(o[1] or ()) for o in outcomes),
-            reflection_failures=sum(o[3][0] for o in outcomes),
+            rollouts=len(rollouts),
+            score_failures=len(rollouts) - len(scores),
+            kept_questions=tuple(o.question_id for o in outcomes if o.kept),
+            reflections=sum(o.reflections for o in outcomes),
+            reflection_failures=sum(o.reflection_failures for o in outcomes),
             proposals=len(proposals),
-            proposal_failures=sum(o[3][1] for o in outcomes),
+            proposal_failures=sum(o.proposal_failed for o in outcomes),
             consolidation=note,
             applied=len(result.applied),
             rejected=len(result.rejected),
@@ -296,21 +310,23 @@ class MetaMemTrainer:
 
     # -- per question: rollouts -> scores -> reflections -> proposal --------------------------
 
-    async def _question(
-        self, q: MetaQuestion, rule_map: dict[str, str], step: int
-    ) -> tuple[list[Rollout], list[tuple[Rollout, Reflection]] | None, list[Operation], tuple[int, int]]:
+    async def _question(self, q: MetaQuestion, rule_map: dict[str, str], step: int) -> _QuestionOutcome:
         cfg = self.config
         rollouts = list(await asyncio.gather(*(self._rollout(q, rule_map, i) for i in range(cfg.samples))))
+        outcome = _QuestionOutcome(q.question_id, rollouts)
         if not keep_question(rollouts, cfg.samples):
-            return rollouts, None, [], (0, 0)
+            return outcome
+        outcome.kept = True
         judged = [r for r in rollouts if r.score is not None]
         reflected = await asyncio.gather(*(self._reflect(q, r) for r in judged))
         pairs = [(r, ref) for r, ref in zip(judged, reflected, strict=True) if ref is not None]
-        failures = len(judged) - len(pairs)
-        if not pairs:
-            return rollouts, pairs, [], (failures, 0)
-        ops = await self._propose(q, rule_map, pairs, step)
-        return rollouts, pairs, ops or [], (failures, 1 if ops is None else 0)
+        outcome.reflections = len(pairs)
+        outcome.reflection_failures = len(judged) - len(pairs)
+        if pairs:
+            ops = await self._propose(q, rule_map, pairs, step)
+            outcome.ops = ops or []
+            outcome.proposal_failed = ops is None
+        return outcome
 
     async def _rollout(self, q: MetaQuestion, rule_map: dict[str, str], index: int) -> Rollout:
         cfg = self.config
