@@ -209,16 +209,23 @@ class InsightBank:
         """One entry by id. Raises StoreError when this bank has none by that id."""
         return _entry(self._own_record(entry_id))
 
-    async def retrieve(self, task: str) -> Retrieval:
+    async def retrieve(self, task: str, *, count_usage: bool = True) -> Retrieval:
         """The top-K entries whose keys are most like ``task``, minus those under the floor.
 
         Returned entries have their usage incremented (the entries carry the new count), since
-        usage decides eviction.
+        usage decides eviction. Reward computation passes ``count_usage=False``: looking at what a
+        neighbour *would* retrieve is not a use, and must not change which entries get evicted.
         """
         vector = await self._embed_one(task)
         hits = self._search(vector, self.top_k)
         kept = [hit for hit in hits if hit.score >= self.similarity_floor]
         dropped = len(hits) - len(kept)
+        if not count_usage:
+            return Retrieval(
+                entries=[_entry(hit.record) for hit in kept],
+                dropped_by_floor=dropped,
+                similarities=[hit.score for hit in kept],
+            )
         entries: list[BankEntry] = []
         with self.store.transaction():
             for hit in kept:

@@ -1,0 +1,312 @@
+"""The UMEM step both training and online evolution share: attempt a task, then score or apply memory.
+
+- :func:`attempt` retrieves the top-K entries for a task, runs the executor with their values as past
+  experiences, and builds the Mem-Optimizer prompt from what happened.
+- :class:`UtilityScorer` turns Mem-Optimizer candidates into rewards: format check, then the
+  marginal utility of the candidate's memory on the task's semantic neighbours. Reference runs are
+  cached by *what the executor was shown*, so one reference run serves every candidate, every task
+  sharing the neighbour, and every later step in which that neighbour retrieves the same insights.
+- :func:`commit_best` is the paper's training-time bank evolution: keep the best candidate of a group
+  when its utility gain is positive.
+
+The paper form of the reward compares the reference bank with "the bank after the candidate action".
+Applying every candidate to the real bank and undoing it would serialise the whole group on one
+SQLite bank; instead :meth:`UtilityScorer.view_after` computes what a neighbour would retrieve from
+the changed bank, which is exact because an action only adds one key or rewrites one entry's values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from memwise.llm.base import Message
+from memwise.tasks.types import Task
+from memwise.umem.bank import BankEntry, InsightBank, Retrieval, clean_values
+from memwise.umem.executor import ExecutionResult
+from memwise.umem.neighbours import Neighbourhoods
+from memwise.umem.optimizer import (
+    OptimizerAction,
+    apply_action,
+    build_optimizer_messages,
+    try_parse_optimizer_output,
+)
+from memwise.umem.refcache import NO_MEMORY, ReferenceCache, RefKey
+from memwise.umem.rewards import ExecResult, GainForm, paper_gain, released_gain, total_reward
+
+__all__ = [
+    "Attempt",
+    "CandidateScore",
+    "Executor",
+    "ExecutorCost",
+    "UtilityScorer",
+    "attempt",
+    "commit_best",
+    "insight_digest",
+    "insights_of",
+]
+
+
+class Executor(Protocol):
+    """Anything that solves a task given past experiences (`QAExecutor`, `EnvExecutor`, test doubles)."""
+
+    async def run(self, task: Task, insights: Sequence[str] = ()) -> ExecutionResult: ...
+
+
+def insights_of(entries: Sequence[BankEntry]) -> list[str]:
+    """The values the executor is shown for ``entries``: flattened, in order, repeats removed."""
+    return clean_values([value for entry in entries for value in entry.values])
+
+
+def insight_digest(insights: Sequence[str]) -> str:
+    """A short stable name for a list of shown insights; no insights is :data:`NO_MEMORY`.
+
+    Reference runs are cached under ``(task id, digest)``: with a greedy executor the run depends
+    only on the task and what it was shown, so the cache never needs invalidating when the bank
+    changes elsewhere.
+    """
+    if not insights:
+        return NO_MEMORY
+    blob = json.dumps(list(insights), ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One task tried with the current bank, and the Mem-Optimizer prompt that follows from it."""
+
+    task: Task
+    retrieval: Retrieval
+    result: ExecutionResult
+    messages: list[Message]
+
+    @property
+    def entries(self) -> list[BankEntry]:
+        """The retrieved entries, in the order the optimizer prompt numbers them."""
+        return self.retrieval.entries
+
+
+async def attempt(bank: InsightBank, executor: Executor, task: Task, *, count_usage: bool = True) -> Attempt:
+    """Retrieve, execute and build the optimizer prompt for ``task`` (one executor run)."""
+    retrieval = await bank.retrieve(task.key(), count_usage=count_usage)
+    result = await executor.run(task, insights_of(retrieval.entries))
+    messages = build_optimizer_messages(task.prompt, retrieval.entries, result.trajectory, result.success)
+    return Attempt(task=task, retrieval=retrieval, result=result, messages=messages)
+
+
+@dataclass(frozen=True)
+class CandidateScore:
+    """The reward of one Mem-Optimizer output and what it was made of.
+
+    ``reason`` names the format failure (see ``FORMAT_FAILURE_REASONS``) when ``format_ok`` is False;
+    ``gains`` are per neighbour, in neighbourhood order.
+    """
+
+    format_ok: bool
+    reward: float
+    action: OptimizerAction | None = None
+    reason: str | None = None
+    gains: tuple[float, ...] = ()
+
+    @property
+    def utility(self) -> float:
+        """Mean gain over the neighbours (0 without neighbours or for a malformed output)."""
+        return sum(self.gains) / len(self.gains) if self.gains else 0.0
+
+
+@dataclass
+class ExecutorCost:
+    """Executor work spent on rewards, for per-step cost reports."""
+
+    reference_runs: int = 0
+    candidate_runs: int = 0
+    cache_hits: int = 0
+    tokens: int = 0
+    format_failures: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def executor_runs(self) -> int:
+        return self.reference_runs + self.candidate_runs
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "executor_runs": self.executor_runs,
+            "reference_runs": self.reference_runs,
+            "candidate_runs": self.candidate_runs,
+            "cache_hits": self.cache_hits,
+            "executor_tokens": self.tokens,
+            "format_failures": dict(self.format_failures),
+        }
+
+
+class UtilityScorer:
+    """Rewards Mem-Optimizer candidates by their marginal utility on neighbouring tasks.
+
+    Args:
+        bank: the reference bank (read only here; :func:`commit_best` writes to it).
+        executor: the frozen executor; it must be deterministic (greedy) for caching to be sound.
+        tasks: every task a neighbourhood may name, by id.
+        neighbourhoods: precomputed neighbour ids per task (self excluded).
+        form: ``"paper"`` (reference bank vs. bank after the action) or ``"released"`` (no memory vs.
+            only the candidate's values).
+        cache: shared reference cache; pass one to share it between scorers.
+    """
+
+    def __init__(
+        self,
+        bank: InsightBank,
+        executor: Executor,
+        tasks: Mapping[str, Task],
+        neighbourhoods: Neighbourhoods,
+        *,
+        form: GainForm = "paper",
+        cache: ReferenceCache | None = None,
+    ) -> None:
+        if form not in ("paper", "released"):
+            raise ValueError(f"form must be 'paper' or 'released', got {form!r}")
+        self.bank = bank
+        self.executor = executor
+        self.tasks = dict(tasks)
+        self.neighbourhoods = neighbourhoods
+        self.form: GainForm = form
+        self.cache = cache if cache is not None else ReferenceCache()
+        self.cost = ExecutorCost()
+
+    def neighbours(self, task: Task) -> list[Task]:
+        """The neighbour tasks of ``task`` (raises KeyError naming an id the task set lacks)."""
+        ids = self.neighbourhoods.of(task.id)
+        missing = [i for i in ids if i not in self.tasks]
+        if missing:
+            raise KeyError(f"neighbours {missing!r} of task {task.id!r} are not in the scorer's task set")
+        return [self.tasks[i] for i in ids]
+
+    async def _execute(self, task: Task, insights: Sequence[str], *, reference: bool) -> ExecResult:
+        result = await self.executor.run(task, list(insights))
+        if reference:
+            self.cost.reference_runs += 1
+        else:
+            self.cost.candidate_runs += 1
+        self.cost.tokens += result.length
+        return ExecResult(success=result.success, length=result.length)
+
+    async def _reference_insights(self, neighbour: Task) -> tuple[list[str], Retrieval | None]:
+        if self.form == "released":
+            return [], None
+        retrieval = await self.bank.retrieve(neighbour.key(), count_usage=False)
+        return insights_of(retrieval.entries), retrieval
+
+    async def reference(self, neighbour: Task) -> ExecResult:
+        """The reference run on ``neighbour``, from the cache when it was run before."""
+        insights, _ = await self._reference_insights(neighbour)
+        return await self._cached_reference(neighbour, insights)
+
+    async def _cached_reference(self, neighbour: Task, insights: Sequence[str]) -> ExecResult:
+        return await self._cached(neighbour, insights, reference=True)
+
+    async def _cached(self, task: Task, insights: Sequence[str], *, reference: bool) -> ExecResult:
+        # A greedy run depends only on the task and what it was shown, so candidate runs share the
+        # cache too: candidates that write the same memory (common in a group) pay for one run.
+        key = RefKey(task.id, insight_digest(insights))
+        misses = self.cache.misses
+        result = await self.cache.get_or_run(key, lambda: self._execute(task, insights, reference=reference))
+        if self.cache.misses == misses:
+            self.cost.cache_hits += 1
+        return result
+
+    async def view_after(
+        self, neighbour: Task, task: Task, entries: Sequence[BankEntry], action: OptimizerAction
+    ) -> list[str]:
+        """The insights ``neighbour`` would be shown once ``action`` (written for ``task``) is applied.
+
+        Released form: only the candidate's values. Paper form: the neighbour's retrieval from the bank
+        with the action applied: an ADD competes for the top-K with the key ``task.key()`` (or grows
+        the entry with that key), an UPDATE rewrites the values of the entry it targets.
+        """
+        if self.form == "released":
+            return clean_values(action.values)
+        retrieval = await self.bank.retrieve(neighbour.key(), count_usage=False)
+        return await self._after(neighbour, task, entries, action, retrieval)
+
+    async def _after(
+        self,
+        neighbour: Task,
+        task: Task,
+        entries: Sequence[BankEntry],
+        action: OptimizerAction,
+        retrieval: Retrieval,
+    ) -> list[str]:
+        ranked = list(zip(retrieval.similarities, retrieval.entries, strict=True))
+        if action.op == "UPDATE":
+            assert action.target is not None
+            target = entries[action.target].id
+            ranked = [
+                (sim, BankEntry(e.id, e.key, clean_values(action.values), e.usage, e.score) if e.id == target else e)
+                for sim, e in ranked
+            ]
+        else:
+            key = task.key().strip()
+            same_key = [i for i, (_, e) in enumerate(ranked) if e.key.strip() == key]
+            if same_key:
+                sim, e = ranked[same_key[0]]
+                merged = BankEntry(e.id, e.key, clean_values([*e.values, *action.values]), e.usage, e.score)
+                ranked[same_key[0]] = (sim, merged)
+            else:
+                vectors = await self.bank.embedder.embed([neighbour.key(), key])
+                sim = float(vectors[0] @ vectors[1])
+                if sim >= self.bank.similarity_floor:
+                    ranked.append((sim, BankEntry("candidate", key, clean_values(action.values))))
+                    # stable sort: an existing entry keeps its place on a tie, as the store's ranking would
+                    ranked.sort(key=lambda pair: -pair[0])
+                    ranked = ranked[: self.bank.top_k]
+        return insights_of([e for _, e in ranked])
+
+    async def _gain(self, neighbour: Task, task: Task, entries: Sequence[BankEntry], action: OptimizerAction) -> float:
+        ref_insights, retrieval = await self._reference_insights(neighbour)
+        if self.form == "released":
+            test_insights = clean_values(action.values)
+        else:
+            assert retrieval is not None
+            test_insights = await self._after(neighbour, task, entries, action, retrieval)
+        reference = await self._cached_reference(neighbour, ref_insights)
+        if test_insights == ref_insights:
+            # The action does not change what this neighbour sees: same greedy run, gain 0 by definition.
+            test = reference
+        else:
+            test = await self._cached(neighbour, test_insights, reference=False)
+        return paper_gain(reference, test) if self.form == "paper" else released_gain(reference, test)
+
+    async def score(self, task: Task, entries: Sequence[BankEntry], completions: Sequence[str]) -> list[CandidateScore]:
+        """Score a group of Mem-Optimizer outputs for ``task`` (whose prompt numbered ``entries``)."""
+        neighbours = self.neighbours(task)
+
+        async def one(text: str) -> CandidateScore:
+            parsed = try_parse_optimizer_output(text, len(entries))
+            if isinstance(parsed, str):
+                self.cost.format_failures[parsed] = self.cost.format_failures.get(parsed, 0) + 1
+                return CandidateScore(format_ok=False, reward=0.0, reason=parsed)
+            gains = await asyncio.gather(*(self._gain(nb, task, entries, parsed) for nb in neighbours))
+            return CandidateScore(format_ok=True, reward=total_reward(True, gains), action=parsed, gains=tuple(gains))
+
+        return list(await asyncio.gather(*(one(text) for text in completions)))
+
+
+async def commit_best(
+    bank: InsightBank, task: Task, entries: Sequence[BankEntry], scores: Sequence[CandidateScore]
+) -> BankEntry | None:
+    """Apply the group's best well-formed candidate if its utility gain is positive (paper, training).
+
+    Ties go to the earlier candidate. ``entries`` must be the list the prompt numbered. Returns the
+    written entry, or None when no candidate earned a positive gain.
+    """
+    best: CandidateScore | None = None
+    for score in scores:
+        if score.format_ok and score.utility > 0 and (best is None or score.utility > best.utility):
+            best = score
+    if best is None or best.action is None:
+        return None
+    written = await apply_action(bank, task.key(), entries, best.action)
+    return await bank.set_score(written.id, best.utility)
