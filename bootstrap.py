@@ -9,6 +9,8 @@ Why a script and not a bare `pip install`: two packages need care on CPU machine
   so it is installed first and pinned.
 - llama-cpp-python: a native (-march=native) build crashes on some CPUs, so it is built portable once,
   kept as a wheel in ~/.cache/memwise/wheels, and reused by later environments.
+- ALFWorld's engine (jericho and fast-downward-textworld) exists only as source and takes about ten
+  minutes to compile, so those wheels are built once into the same cache too.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ WHEELS = Path(os.environ.get("MEMWISE_WHEEL_CACHE", Path.home() / ".cache" / "me
 TORCH = "torch==2.13.0"
 LLAMA = "llama-cpp-python==0.3.36"
 LLAMA_CMAKE_ARGS = "-DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF"
+# Source-only dependencies of the alfworld extra: compiled once per machine, then installed from the cache.
+SOURCE_ONLY = ("jericho==3.3.1", "fast-downward-textworld==20.6.4")
 STAMP = VENV / ".memwise-installed"
 
 
@@ -51,6 +55,17 @@ def llama_wheel() -> Path:
     return sorted(WHEELS.glob(f"llama_cpp_python-{name}-*.whl"))[-1]
 
 
+def source_wheels() -> None:
+    """Build the wheels of SOURCE_ONLY packages that the cache lacks (pip finds them via --find-links)."""
+    WHEELS.mkdir(parents=True, exist_ok=True)
+    for spec in SOURCE_ONLY:
+        name, version = spec.split("==")
+        if sorted(WHEELS.glob(f"{name.replace('-', '_')}-{version}-*.whl")):
+            continue
+        print(f"building {spec} (compiled from source, once per machine)", flush=True)
+        run(BIN / "python", "-m", "pip", "wheel", "--no-deps", "--quiet", spec, "-w", WHEELS)
+
+
 def install(extras: str) -> None:
     signature = f"{extras}\n{(ROOT / 'pyproject.toml').read_text()}"
     if STAMP.exists() and STAMP.read_text() == signature:
@@ -61,7 +76,8 @@ def install(extras: str) -> None:
     pip("--upgrade", "pip")
     pip(TORCH)
     pip("--no-deps", llama_wheel())
-    pip("-e", f".[{extras}]")
+    source_wheels()
+    pip("--find-links", WHEELS, TORCH, "-e", f".[{extras}]")
     STAMP.write_text(signature)
 
 
