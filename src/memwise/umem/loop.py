@@ -211,11 +211,9 @@ class UtilityScorer:
         # A greedy run depends only on the task and what it was shown, so candidate runs share the
         # cache too: candidates that write the same memory (common in a group) pay for one run.
         key = RefKey(task.id, insight_digest(insights))
-        misses = self.cache.misses
-        result = await self.cache.get_or_run(key, lambda: self._execute(task, insights, reference=reference))
-        if self.cache.misses == misses:
+        if self.cache.known(key):  # no await before get_or_run, so this cannot go stale
             self.cost.cache_hits += 1
-        return result
+        return await self.cache.get_or_run(key, lambda: self._execute(task, insights, reference=reference))
 
     async def view_after(
         self, neighbour: Task, task: Task, entries: Sequence[BankEntry], action: OptimizerAction

@@ -62,6 +62,10 @@ class ReferenceCache:
     def __contains__(self, key: object) -> bool:
         return key in self._results
 
+    def known(self, key: RefKey) -> bool:
+        """Whether ``key`` is finished or in flight, i.e. whether `get_or_run` would start no run."""
+        return key in self._results or key in self._pending
+
     async def get_or_run(self, key: RefKey, run: Callable[[], Awaitable[ExecResult]]) -> ExecResult:
         """Return the cached result for ``key``, or start ``run()`` once and share it.
 

@@ -1,0 +1,765 @@
+"""GRPO training of the Mem-Optimizer with trl, the insight bank evolving while it trains.
+
+What the paper's training loop needs, and where each piece lives:
+
+- :class:`GRPOSettings`: the paper's hyper-parameters (G=8, 128 tasks per step, KL 0.001, clip 0.2,
+  constant lr 1e-6, 3 epochs, rollout temperature 1.0), turned into a trl ``GRPOConfig``.
+- :class:`AsyncBridge`: trl calls reward functions synchronously, memwise executors are async. One
+  private event loop runs in a background thread for the whole run, so every executor, embedder and
+  HTTP client is used from one loop (async clients are bound to the loop they first ran on).
+- :class:`MemoryEvolution`: builds each task's prompt from the *live* bank (retrieval plus an
+  executor attempt), is the reward function (format + marginal utility on neighbours), commits the
+  best candidate of each group when its gain is positive, and writes one JSONL record per step.
+- :class:`UMEMGRPOTrainer`: a ``GRPOTrainer`` that asks :class:`MemoryEvolution` for fresh prompts
+  right before each generation.
+- :func:`train_mem_optimizer`: the entry point.
+
+Why prompts are rebuilt inside ``_generate_and_score_completions``: a prompt must show the bank as
+it is when the task is sampled, after the previous step's commits. trl 1.16 offers no public hook
+at that moment. A map-style dataset that builds prompts in ``__getitem__`` is called G times per
+task (trl's ``RepeatSampler`` repeats each index) and one batch early (accelerate's
+``DataLoaderShard`` prefetches the next batch before yielding the current one), so its prompts
+would miss the previous step's commits. ``environment_factory.reset`` runs at the right time but
+once per rollout, only appends to the last user message, and switches on trl's tool-calling path.
+``rollout_func`` would mean re-implementing generation. ``_generate_and_score_completions(inputs)``
+is called exactly once per generation batch, with the raw dataset rows, right before generating:
+overriding it to rewrite ``prompt`` and add ``entry_ids`` is the smallest change. It is private, so
+trl is pinned (``trl==1.16.0``) and a test checks that the method still exists with that signature.
+
+The retrieved entry ids travel as a row column (``entry_ids``) to the reward function, which maps
+``UPDATE i`` to ``entry_ids[i]`` and so to the entry the prompt numbered ``i``.
+
+Single process only: trl may split a prompt group across processes, and each process would then
+score and commit partial groups against one shared bank.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from memwise.exceptions import StoreError
+from memwise.umem.bank import BankEntry, InsightBank
+from memwise.umem.loop import (
+    Attempt,
+    CandidateScore,
+    ExecutorCost,
+    UtilityScorer,
+    attempt,
+    commit_best,
+    insight_digest,
+    insights_of,
+)
+from memwise.umem.refcache import RefKey
+from memwise.umem.rewards import ExecResult
+from memwise.umem.trainset import TrainSet
+
+try:
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "memwise.umem.grpo needs the training extra: pip install 'memwise[train]' (trl, peft, datasets, pyarrow)"
+    ) from exc
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = [
+    "STEP_LOG",
+    "AsyncBridge",
+    "GRPOSettings",
+    "LoRASettings",
+    "MemoryEvolution",
+    "StepRecord",
+    "TrainResult",
+    "UMEMGRPOTrainer",
+    "grpo_dataset",
+    "train_mem_optimizer",
+]
+
+T = TypeVar("T")
+
+STEP_LOG = "umem_steps.jsonl"
+"""Per-step records, one JSON object a line, in the output directory."""
+
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")
+
+
+# -- settings -----------------------------------------------------------------------------------
+
+
+@dataclass
+class LoRASettings:
+    """Train a LoRA adapter instead of the full model (opt-in; the paper trains the full model)."""
+
+    r: int = field(default=16, metadata={"help": "LoRA rank."})
+    alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (lora_alpha)."})
+    dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    target_modules: tuple[str, ...] = field(
+        default=("q_proj", "k_proj", "v_proj", "o_proj"),
+        metadata={"help": "Module names to adapt; Llama/Qwen attention projections by default. Never lm_head."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"LoRASettings.r must be at least 1, got {self.r}")
+        if self.alpha < 1:
+            raise ValueError(f"LoRASettings.alpha must be at least 1, got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"LoRASettings.dropout must be in [0, 1), got {self.dropout}")
+        self.target_modules = tuple(self.target_modules)
+        if not self.target_modules:
+            raise ValueError(
+                "LoRASettings.target_modules is empty; name the modules to adapt, e.g. ('q_proj', 'v_proj')"
+            )
+        if "lm_head" in self.target_modules:
+            raise ValueError("LoRASettings: trl computes log-probs from lm_head.weight directly; remove 'lm_head'")
+
+    def to_peft_config(self) -> LoraConfig:
+        """The peft ``LoraConfig`` (peft is imported here, so LoRA stays an optional dependency)."""
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.target_modules),
+            task_type="CAUSAL_LM",
+        )
+
+
+@dataclass
+class GRPOSettings:
+    """GRPO hyper-parameters for the Mem-Optimizer; defaults are the paper's.
+
+    Example:
+        >>> s = GRPOSettings(batch_tasks=4, group_size=4, micro_batch_size=8, max_steps=2)
+        >>> s.gradient_accumulation_steps
+        2
+    """
+
+    group_size: int = field(default=8, metadata={"help": "Completions per task (G); rewards are normalised per group."})
+    batch_tasks: int = field(default=128, metadata={"help": "Tasks per optimizer step."})
+    micro_batch_size: int = field(
+        default=8,
+        metadata={"help": "Completions per forward/backward pass; a memory knob that must divide G * batch_tasks."},
+    )
+    beta: float = field(default=0.001, metadata={"help": "KL coefficient (k3 estimator, as a loss term)."})
+    epsilon: float = field(default=0.2, metadata={"help": "PPO clip range."})
+    learning_rate: float = field(default=1e-6, metadata={"help": "Constant learning rate."})
+    epochs: float = field(default=3.0, metadata={"help": "Passes over the training tasks."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (-1: run all epochs)."})
+    temperature: float = field(default=1.0, metadata={"help": "Rollout sampling temperature."})
+    max_completion_length: int = field(default=1024, metadata={"help": "Token cap of one Mem-Optimizer output."})
+    loss_type: str = field(
+        default="dapo",
+        metadata={"help": "trl loss aggregation; 'dapo' is verl's default token-mean over the batch."},
+    )
+    gradient_checkpointing: bool = field(default=True, metadata={"help": "Trade compute for activation memory."})
+    model_dtype: str | None = field(
+        default=None,
+        metadata={"help": "dtype to load a model path in (e.g. 'bfloat16'); None keeps trl's float32."},
+    )
+    use_cpu: bool | None = field(default=None, metadata={"help": "Train on CPU; None: only when CUDA is absent."})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; None: when the GPU has it."})
+    seed: int = field(default=0, metadata={"help": "Seeds trl, sampling and the task order."})
+    logging_steps: int = field(default=1, metadata={"help": "trl's own logging interval (memwise logs every step)."})
+    report_to: str = field(default="none", metadata={"help": "trl/transformers trackers, e.g. 'wandb'."})
+    attempt_concurrency: int = field(
+        default=32, metadata={"help": "Executor runs in flight while building a step's prompts."}
+    )
+    save_model: bool = field(default=True, metadata={"help": "Save the trained model and tokenizer to <out>/final."})
+    lora: LoRASettings | None = field(default=None, metadata={"help": "Train a LoRA adapter instead (opt-in)."})
+
+    def __post_init__(self) -> None:
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be at least 2 (GRPO normalises within a group), got {self.group_size}")
+        if self.batch_tasks < 1:
+            raise ValueError(f"batch_tasks must be at least 1, got {self.batch_tasks}")
+        if self.micro_batch_size < 1 or (self.group_size * self.batch_tasks) % self.micro_batch_size:
+            raise ValueError(
+                f"micro_batch_size ({self.micro_batch_size}) must divide group_size * batch_tasks "
+                f"({self.group_size * self.batch_tasks}); pick a divisor such as {self.group_size}"
+            )
+        if self.beta < 0:
+            raise ValueError(f"beta is a KL coefficient and must be >= 0, got {self.beta}")
+        if self.epsilon <= 0:
+            raise ValueError(f"epsilon (clip range) must be > 0, got {self.epsilon}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.epochs <= 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be positive, or -1 to run all epochs; got {self.max_steps}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (GRPO needs diverse samples), got {self.temperature}")
+        if self.max_completion_length < 1:
+            raise ValueError(f"max_completion_length must be at least 1, got {self.max_completion_length}")
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
+        if self.logging_steps < 1:
+            raise ValueError(f"logging_steps must be at least 1, got {self.logging_steps}")
+        if self.attempt_concurrency < 1:
+            raise ValueError(f"attempt_concurrency must be at least 1, got {self.attempt_concurrency}")
+
+    @property
+    def gradient_accumulation_steps(self) -> int:
+        """Micro-batches per optimizer step: one optimizer step per batch of ``batch_tasks`` tasks."""
+        return self.group_size * self.batch_tasks // self.micro_batch_size
+
+    def resolved_device(self) -> tuple[bool, bool]:
+        """``(use_cpu, bf16)`` with the automatic choices made: CPU without CUDA, bf16 where supported."""
+        import torch
+
+        cuda = torch.cuda.is_available()
+        use_cpu = (not cuda) if self.use_cpu is None else self.use_cpu
+        if self.bf16 is None:
+            bf16 = (not use_cpu) and cuda and torch.cuda.is_bf16_supported()
+        else:
+            bf16 = self.bf16
+        return use_cpu, bf16
+
+    def to_grpo_config(self, output_dir: str | Path) -> GRPOConfig:
+        """The trl ``GRPOConfig`` for these settings (vLLM off: generation uses the trained model)."""
+        use_cpu, bf16 = self.resolved_device()
+        return GRPOConfig(
+            output_dir=str(output_dir),
+            num_generations=self.group_size,
+            per_device_train_batch_size=self.micro_batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            learning_rate=self.learning_rate,
+            lr_scheduler_type="constant",
+            num_train_epochs=self.epochs,
+            max_steps=self.max_steps,
+            beta=self.beta,
+            epsilon=self.epsilon,
+            temperature=self.temperature,
+            max_completion_length=self.max_completion_length,
+            loss_type=self.loss_type,
+            scale_rewards="group",
+            # Set under its new name: trl's `gradient_checkpointing` default is a deprecated alias.
+            activation_checkpointing=self.gradient_checkpointing,
+            use_cpu=use_cpu,
+            bf16=bf16,
+            model_init_kwargs={"dtype": self.model_dtype} if self.model_dtype else None,
+            remove_unused_columns=False,  # the reward needs task_id and entry_ids
+            report_to=self.report_to,
+            logging_steps=self.logging_steps,
+            save_strategy="no",
+            seed=self.seed,
+        )
+
+
+# -- the sync -> async bridge ---------------------------------------------------------------------
+
+
+class AsyncBridge:
+    """One private asyncio event loop in a background thread, for sync callers such as trl.
+
+    Everything async a training run touches (executor, embedder, their HTTP clients, the reference
+    cache's in-flight futures) then lives on one loop for the whole run. ``asyncio.run`` per call
+    would make a new loop each time and break clients bound to the first one.
+
+    Example:
+        >>> async def double(x: int) -> int:
+        ...     return 2 * x
+        >>> with AsyncBridge() as bridge:
+        ...     bridge.run(double(21))
+        42
+    """
+
+    def __init__(self, name: str = "memwise-umem-bridge") -> None:
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._closed = False
+        self._thread.start()
+        self._ready.wait()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.call_soon(self._ready.set)
+        self._loop.run_forever()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The private loop (for callers that schedule on it themselves)."""
+        return self._loop
+
+    @property
+    def thread(self) -> threading.Thread:
+        """The thread the loop runs in."""
+        return self._thread
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
+        """Run ``coro`` on the private loop and block until it returns (or raise what it raised)."""
+        if self._closed:
+            coro.close()
+            raise RuntimeError("AsyncBridge is closed; create a new one")
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("AsyncBridge.run called from its own loop; await the coroutine instead")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    async def _drain(self) -> None:
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await self._loop.shutdown_asyncgens()
+        await self._loop.shutdown_default_executor()
+
+    def close(self) -> None:
+        """Cancel what is still pending, stop the loop, join the thread and close the loop (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        asyncio.run_coroutine_threadsafe(self._drain(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> AsyncBridge:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+# -- bank evolution, rewards and the step log -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one GRPO step cost and did to the bank (one line of :data:`STEP_LOG`).
+
+    Rewards are over all completions; ``utility_mean`` only over well-formed ones (None when there
+    were none). ``executor_*`` count reward work (scorer cost deltas); ``prompt_executor_*`` count
+    the attempts that built the step's prompts, whose success rate is the executor's accuracy on
+    the step's tasks under the bank of that moment.
+    """
+
+    step: int
+    tasks: int
+    completions: int
+    reward_mean: float
+    reward_std: float
+    format_ok_rate: float
+    utility_mean: float | None
+    format_failures: dict[str, int]
+    executor_runs: int
+    reference_runs: int
+    candidate_runs: int
+    executor_tokens: int
+    cache_hits: int
+    prompt_executor_runs: int
+    prompt_executor_tokens: int
+    prompt_success_rate: float | None
+    commits: int
+    commit_conflicts: int
+    bank_changes: dict[str, int]
+    bank_size: int
+    wall_time_s: float
+    step_time_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _PromptBatch:
+    runs: int = 0
+    tokens: int = 0
+    successes: int = 0
+
+
+def _snapshot(cost: ExecutorCost) -> ExecutorCost:
+    return ExecutorCost(
+        cost.reference_runs, cost.candidate_runs, cost.cache_hits, cost.tokens, dict(cost.format_failures)
+    )
+
+
+def _completion_text(completion: Any) -> str:
+    """A trl completion as text: conversational completions are a list with one assistant message."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(str(message["content"]) for message in completion)
+
+
+def _groups(task_ids: Sequence[str], entry_ids: Sequence[Sequence[str]]) -> list[tuple[int, int]]:
+    """``[start, stop)`` spans of consecutive rows of one task; trl lays each group out contiguously."""
+    if len(task_ids) != len(entry_ids):
+        raise ValueError(f"got {len(task_ids)} task ids but {len(entry_ids)} entry id lists")
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for i in range(1, len(task_ids) + 1):
+        if i == len(task_ids) or task_ids[i] != task_ids[start]:
+            spans.append((start, i))
+            start = i
+        elif list(entry_ids[i]) != list(entry_ids[start]):
+            raise ValueError(f"rows of task {task_ids[start]!r} carry different entry ids; one prompt per group")
+    return spans
+
+
+class MemoryEvolution:
+    """The bank's side of training: prompts from the live bank, rewards, commits and the step log.
+
+    Args:
+        trainset: the training tasks (their neighbourhoods must be the scorer's).
+        scorer: rewards candidates; its bank is the bank that evolves (the paper starts it empty).
+        bridge: the loop every async call runs on.
+        log_path: where to append one :class:`StepRecord` per step as JSON (None: keep them in memory only).
+        attempt_concurrency: executor runs in flight while building prompts.
+
+    :meth:`utility_reward` is a trl reward function: ``(prompts, completions, task_id, entry_ids, ...)``.
+    """
+
+    def __init__(
+        self,
+        trainset: TrainSet,
+        scorer: UtilityScorer,
+        bridge: AsyncBridge,
+        *,
+        log_path: str | Path | None = None,
+        attempt_concurrency: int = 32,
+    ) -> None:
+        missing = [task.id for task in trainset.tasks if task.id not in scorer.tasks]
+        if missing:
+            raise ValueError(
+                f"the scorer does not know training tasks {missing[:5]!r}; build it with trainset.scorer()"
+            )
+        known = set(scorer.neighbourhoods.task_ids)
+        if any(task.id not in known for task in trainset.tasks):
+            raise ValueError(
+                "the scorer's neighbourhoods do not cover the training set; build it with trainset.scorer()"
+            )
+        if attempt_concurrency < 1:
+            raise ValueError(f"attempt_concurrency must be at least 1, got {attempt_concurrency}")
+        self.trainset = trainset
+        self.scorer = scorer
+        self.bridge = bridge
+        self.log_path = Path(log_path) if log_path is not None else None
+        self.attempt_concurrency = attempt_concurrency
+        self.records: list[StepRecord] = []
+        self._batch = _PromptBatch()
+        self._cost = _snapshot(scorer.cost)
+        self._bank_stats = asdict(scorer.bank.stats)
+        self._started = time.monotonic()
+        self._last = self._started
+        self._calls = 0
+
+    @property
+    def bank(self) -> InsightBank:
+        return self.scorer.bank
+
+    # prompts
+
+    def refresh_prompts(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Rows with ``prompt`` rebuilt from the live bank and ``entry_ids`` added (one attempt per task).
+
+        The input rows are not modified. Rows of the same task share one attempt, so a group of G
+        rows costs one executor run.
+        """
+        order = list(dict.fromkeys(str(row["task_id"]) for row in rows))
+        attempts = self.bridge.run(self._attempt_all(order))
+        refreshed = []
+        for row in rows:
+            tried = attempts[str(row["task_id"])]
+            refreshed.append(
+                {
+                    **row,
+                    "prompt": [message.to_dict() for message in tried.messages],
+                    "entry_ids": [entry.id for entry in tried.entries],
+                }
+            )
+        return refreshed
+
+    async def _attempt_all(self, task_ids: Sequence[str]) -> dict[str, Attempt]:
+        limit = asyncio.Semaphore(self.attempt_concurrency)
+
+        async def one(task_id: str) -> Attempt:
+            async with limit:
+                return await attempt(self.bank, self.scorer.executor, self.trainset.task(task_id))
+
+        done = await asyncio.gather(*(one(task_id) for task_id in task_ids))
+        for tried in done:
+            self._batch.runs += 1
+            self._batch.tokens += tried.result.length
+            self._batch.successes += int(tried.result.success)
+            await self._remember(tried)
+        return {tried.task.id: tried for tried in done}
+
+    async def _remember(self, tried: Attempt) -> None:
+        # The attempt is the greedy run of this task under what it was shown: exactly the reference
+        # run a neighbour's candidate would otherwise pay for, so the cache keeps it.
+        key = RefKey(tried.task.id, insight_digest(insights_of(tried.entries)))
+        result = ExecResult(success=tried.result.success, length=tried.result.length)
+
+        async def ready() -> ExecResult:
+            return result
+
+        await self.scorer.cache.get_or_run(key, ready)
+
+    # rewards
+
+    def utility_reward(
+        self,
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        task_id: Sequence[str],
+        entry_ids: Sequence[Sequence[str]],
+        *,
+        trainer_state: Any = None,
+        log_metric: Callable[[str, float], None] | None = None,
+        **kwargs: Any,
+    ) -> list[float | None]:
+        """trl reward function: ``format_ok + mean gain on the neighbours`` per completion.
+
+        Scores every group against the bank as the prompts showed it, then commits each group's
+        best candidate (positive gain only) in batch order, then appends the step's record. Other
+        trl keyword arguments (``completion_ids``, ``log_extra``...) are accepted and unused.
+        """
+        if len(prompts) != len(completions) or len(task_id) != len(completions):
+            raise ValueError(
+                f"got {len(prompts)} prompts, {len(completions)} completions and {len(task_id)} task ids; "
+                "trl passes one of each per completion"
+            )
+        texts = [_completion_text(c) for c in completions]
+        spans = _groups([str(t) for t in task_id], entry_ids)
+        scores, commits, conflicts = self.bridge.run(self._score_and_commit(spans, task_id, entry_ids, texts))
+        self._calls += 1
+        step = int(trainer_state.global_step) + 1 if trainer_state is not None else self._calls
+        record = self._record(step, len(spans), scores, commits, conflicts)
+        if log_metric is not None:
+            log_metric("umem/format_ok_rate", record.format_ok_rate)
+            log_metric("umem/utility", record.utility_mean if record.utility_mean is not None else 0.0)
+            log_metric("umem/executor_runs", float(record.executor_runs + record.prompt_executor_runs))
+            log_metric("umem/commits", float(record.commits))
+            log_metric("umem/bank_size", float(record.bank_size))
+        return [score.reward for score in scores]
+
+    async def _score_and_commit(
+        self,
+        spans: Sequence[tuple[int, int]],
+        task_ids: Sequence[str],
+        entry_ids: Sequence[Sequence[str]],
+        texts: Sequence[str],
+    ) -> tuple[list[CandidateScore], int, int]:
+        tasks = [self.trainset.task(str(task_ids[a])) for a, _ in spans]
+        # By id, in prompt order: entry_ids[i] is the entry the prompt numbered i.
+        entries = [[self.bank.get(eid) for eid in entry_ids[a]] for a, _ in spans]
+        grouped = await asyncio.gather(
+            *(
+                self.scorer.score(task, group_entries, texts[a:b])
+                for task, group_entries, (a, b) in zip(tasks, entries, spans, strict=True)
+            )
+        )
+        commits = conflicts = 0
+        for task, group_entries, scores in zip(tasks, entries, grouped, strict=True):
+            try:
+                written = await commit_best(self.bank, task, group_entries, scores)
+            except StoreError:
+                # An earlier commit of this step may have evicted the entry this group's UPDATE targets.
+                if all(self._exists(entry) for entry in group_entries):
+                    raise
+                conflicts += 1
+                continue
+            commits += written is not None
+        return [score for scores in grouped for score in scores], commits, conflicts
+
+    def _exists(self, entry: BankEntry) -> bool:
+        try:
+            self.bank.get(entry.id)
+        except StoreError:
+            return False
+        return True
+
+    def _record(
+        self, step: int, tasks: int, scores: Sequence[CandidateScore], commits: int, conflicts: int
+    ) -> StepRecord:
+        now = time.monotonic()
+        cost = _snapshot(self.scorer.cost)
+        before, self._cost = self._cost, cost
+        stats = asdict(self.bank.stats)
+        old_stats, self._bank_stats = self._bank_stats, stats
+        batch, self._batch = self._batch, _PromptBatch()
+        rewards = [score.reward for score in scores]
+        ok = [score for score in scores if score.format_ok]
+        mean = sum(rewards) / len(rewards) if rewards else 0.0
+        failures = {
+            reason: count - before.format_failures.get(reason, 0)
+            for reason, count in cost.format_failures.items()
+            if count != before.format_failures.get(reason, 0)
+        }
+        record = StepRecord(
+            step=step,
+            tasks=tasks,
+            completions=len(scores),
+            reward_mean=mean,
+            reward_std=math.sqrt(sum((r - mean) ** 2 for r in rewards) / len(rewards)) if rewards else 0.0,
+            format_ok_rate=len(ok) / len(scores) if scores else 0.0,
+            utility_mean=sum(score.utility for score in ok) / len(ok) if ok else None,
+            format_failures=failures,
+            executor_runs=cost.executor_runs - before.executor_runs,
+            reference_runs=cost.reference_runs - before.reference_runs,
+            candidate_runs=cost.candidate_runs - before.candidate_runs,
+            executor_tokens=cost.tokens - before.tokens,
+            cache_hits=cost.cache_hits - before.cache_hits,
+            prompt_executor_runs=batch.runs,
+            prompt_executor_tokens=batch.tokens,
+            prompt_success_rate=batch.successes / batch.runs if batch.runs else None,
+            commits=commits,
+            commit_conflicts=conflicts,
+            bank_changes={k: stats[k] - old_stats[k] for k in ("added", "merged", "updated", "evicted")},
+            bank_size=self.bank.count(),
+            wall_time_s=round(now - self._started, 3),
+            step_time_s=round(now - self._last, 3),
+        )
+        self._last = now
+        self.records.append(record)
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.log_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+        return record
+
+
+# -- trainer ----------------------------------------------------------------------------------------
+
+
+class UMEMGRPOTrainer(GRPOTrainer):
+    """A ``GRPOTrainer`` whose prompts are rebuilt from the live bank right before each generation.
+
+    Pass ``evolution`` (a :class:`MemoryEvolution`) and ``reward_funcs=evolution.utility_reward``;
+    every other argument is ``GRPOTrainer``'s. See the module docstring for why this hook.
+    """
+
+    def __init__(self, *args: Any, evolution: MemoryEvolution, **kwargs: Any) -> None:
+        self.evolution = evolution
+        super().__init__(*args, **kwargs)
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        return super()._generate_and_score_completions(self.evolution.refresh_prompts(inputs))
+
+
+def grpo_dataset(trainset: TrainSet) -> Dataset:
+    """The trl training dataset: ``task_id`` plus a placeholder ``prompt`` (the task alone).
+
+    trl requires a ``prompt`` column; :class:`UMEMGRPOTrainer` replaces it at generation time with
+    the Mem-Optimizer prompt built from the bank of that moment, so the placeholder is never trained on.
+    """
+    return Dataset.from_dict(
+        {
+            "prompt": [[{"role": "user", "content": task.prompt}] for task in trainset.tasks],
+            "task_id": [task.id for task in trainset.tasks],
+        }
+    )
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced: where things are, the step records and the reward cost."""
+
+    output_dir: Path
+    model_dir: Path | None
+    steps: int
+    records: tuple[StepRecord, ...]
+    bank_size: int
+    cost: dict[str, object]
+    metrics: dict[str, float]
+
+
+def train_mem_optimizer(
+    model: str | PreTrainedModel,
+    trainset: TrainSet,
+    scorer: UtilityScorer,
+    *,
+    output_dir: str | Path,
+    settings: GRPOSettings | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    bridge: AsyncBridge | None = None,
+) -> TrainResult:
+    """Train a Mem-Optimizer with GRPO while its memory evolves (UMEM, section "GRPO training").
+
+    Args:
+        model: a Hugging Face causal LM path or id, or a built model (then pass ``tokenizer``; with
+            ``beta > 0`` and no LoRA trl loads the frozen reference from the model's config path).
+        trainset: tasks and neighbourhoods (:func:`~memwise.umem.trainset.build_trainset`).
+        scorer: ``trainset.scorer(bank, executor, form=...)``; its bank evolves and is the result.
+        output_dir: receives ``settings.json``, :data:`STEP_LOG` and ``final/`` (the trained model).
+        settings: hyper-parameters (None: the paper's).
+        tokenizer: the model's tokenizer, left-padded; None loads it from ``model``.
+        bridge: the event loop the executor's clients live on; None makes one and closes it at the end.
+
+    Example:
+        >>> # bank, executor and tasks built elsewhere (see the CLI)
+        >>> # trainset = bridge.run(build_trainset(tasks, embedder))
+        >>> # train_mem_optimizer("Qwen/Qwen3-4B-Instruct-2507", trainset, trainset.scorer(bank, executor),
+        >>> #                     output_dir="runs/umem", bridge=bridge)
+    """
+    settings = settings if settings is not None else GRPOSettings()
+    if len(trainset) < settings.batch_tasks:
+        raise ValueError(
+            f"the training set has {len(trainset)} tasks but a step takes batch_tasks={settings.batch_tasks}; "
+            "lower batch_tasks or add tasks"
+        )
+    if tokenizer is not None and tokenizer.padding_side != "left":
+        raise ValueError("trl generates from left-padded prompts: set tokenizer.padding_side = 'left'")
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    config = settings.to_grpo_config(output)
+    if config.world_size > 1:
+        raise ValueError(
+            "train_mem_optimizer runs in one process: trl may split a group across processes, which would "
+            "score and commit partial groups against one shared bank"
+        )
+    (output / "settings.json").write_text(json.dumps(asdict(settings), indent=1) + "\n", encoding="utf-8")
+    log_path = output / STEP_LOG
+    log_path.unlink(missing_ok=True)
+
+    owned = bridge is None
+    active = AsyncBridge() if bridge is None else bridge
+    try:
+        evolution = MemoryEvolution(
+            trainset, scorer, active, log_path=log_path, attempt_concurrency=settings.attempt_concurrency
+        )
+        trainer = UMEMGRPOTrainer(
+            model=model,
+            reward_funcs=evolution.utility_reward,
+            args=config,
+            train_dataset=grpo_dataset(trainset),
+            processing_class=tokenizer,
+            peft_config=settings.lora.to_peft_config() if settings.lora is not None else None,
+            evolution=evolution,
+        )
+        output_metrics = trainer.train().metrics
+        model_dir = None
+        if settings.save_model:
+            model_dir = output / "final"
+            trainer.save_model(str(model_dir))
+        return TrainResult(
+            output_dir=output,
+            model_dir=model_dir,
+            steps=trainer.state.global_step,
+            records=tuple(evolution.records),
+            bank_size=scorer.bank.count(),
+            cost=scorer.cost.as_dict(),
+            metrics={k: float(v) for k, v in output_metrics.items()},
+        )
+    finally:
+        if owned:
+            active.close()
