@@ -1,0 +1,799 @@
+"""Online memory evolution (UMEM at test time): stream tasks, apply the Mem-Optimizer's action at once.
+
+For each task, in file order, for K epochs, with one bank that is never reset:
+
+1. :func:`~memwise.umem.loop.attempt`: retrieve the top-K entries, run the executor greedily with
+   their values as past experiences;
+2. the Mem-Optimizer, greedily (temperature 0), reads the task, the numbered entries, the trajectory
+   and CORRECT/INCORRECT;
+3. its reply is parsed strictly; a well-formed ADD or UPDATE i is applied to the bank immediately. A
+   malformed reply (including ``UPDATE i`` naming no retrieved entry) changes nothing and is counted
+   by its reason in the task's record: it is never turned into an ADD.
+
+Everything lives in the run directory::
+
+    evolve.json              settings and task stream the run was started with (checked on resume)
+    records.jsonl            one TaskRecord per finished task, appended as each finishes
+    bank.sqlite3             the live insight bank
+    bank.ckpt-<n>.sqlite3    the bank as it was after the first n records
+    ledger.sqlite3           every model call (RunDir), replayed on resume
+
+**Resuming.** Running again on the same directory continues after the last complete record. A
+task killed part-way may already have touched the live bank (retrieval counts usage; the action may
+have been applied before its record was written), so the bank is first restored from the checkpoint
+taken after the last record, and the task is run again from the start. Its model calls that did
+finish are in the ledger, so they are replayed rather than paid for again, and with greedy decoding
+the resumed stream, records and bank equal an uninterrupted run's. The only trace of the killed
+attempt is a duplicate optimizer format failure in the ledger's ``failures`` table, if it had logged
+one; the summary counts failures from the records, so it is not affected. A torn last line of
+``records.jsonl`` is an unfinished record and is dropped. Epochs may be raised on a later run to
+continue a finished stream; any other changed setting or task stream is refused.
+
+Pure parts (:func:`build_record`, :func:`summarise`, :func:`cumulative_accuracy`,
+:func:`build_markdown`) are kept apart from the I/O (:func:`evolve`, :func:`write_report`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import closing
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from memwise.embed.base import Embedder
+from memwise.exceptions import ConfigError, StoreError
+from memwise.llm.base import ChatModel, ChatRequest
+from memwise.runs.files import write_text_atomic
+from memwise.runs.ledger import Ledger, StageStats
+from memwise.runs.rundir import RunDir
+from memwise.store.sqlite import SQLiteStore
+from memwise.tasks.types import Task
+from memwise.umem.bank import BankEntry, BankStats, InsightBank
+from memwise.umem.loop import Attempt, Executor, attempt
+from memwise.umem.optimizer import OptimizerAction, apply_action, try_parse_optimizer_output
+
+__all__ = [
+    "AGENT_ID",
+    "EXECUTOR_STAGE",
+    "OPTIMIZER_STAGE",
+    "EpochSummary",
+    "EvolveConfig",
+    "EvolvePaths",
+    "EvolveProgress",
+    "EvolveResult",
+    "EvolveSummary",
+    "ReportFiles",
+    "TaskRecord",
+    "append_record",
+    "build_markdown",
+    "build_record",
+    "cumulative_accuracy",
+    "evolve",
+    "evolve_step",
+    "read_records",
+    "summarise",
+    "write_report",
+]
+
+AGENT_ID = "umem-evolve"
+EXECUTOR_STAGE = "executor"
+OPTIMIZER_STAGE = "optimizer"
+_WRITE_COUNTERS = ("added", "merged", "updated", "evicted")
+
+
+@dataclass(frozen=True)
+class EvolveConfig:
+    """Settings of one online evolution run (defaults from the paper and its released code)."""
+
+    suite: str = field(metadata={"help": "suite name, used for labels and the resume check"})
+    epochs: int = field(default=1, metadata={"help": "passes over the task stream; the bank carries over"})
+    top_k: int = field(default=3, metadata={"help": "entries retrieved per task (paper: 3)"})
+    similarity_floor: float = field(default=0.5, metadata={"help": "drop hits below this cosine (released: 0.5)"})
+    max_entries: int = field(default=10_000, metadata={"help": "bank cap, least used evicted (released: 10,000)"})
+    max_tokens: int = field(default=1024, metadata={"help": "executor completion budget (QA suites)"})
+    optimizer_max_tokens: int = field(default=1024, metadata={"help": "Mem-Optimizer completion budget"})
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"EvolveConfig: epochs must be at least 1, got {self.epochs}")
+        if self.top_k < 1:
+            raise ValueError(f"EvolveConfig: top_k must be at least 1, got {self.top_k}")
+        if not -1.0 <= self.similarity_floor <= 1.0:
+            raise ValueError(f"EvolveConfig: similarity_floor is a cosine, so in [-1, 1]; got {self.similarity_floor}")
+        if self.max_entries < 1:
+            raise ValueError(f"EvolveConfig: max_entries must be at least 1, got {self.max_entries}")
+        if self.max_tokens < 1 or self.optimizer_max_tokens < 1:
+            raise ValueError("EvolveConfig: max_tokens and optimizer_max_tokens must be at least 1")
+
+    def fixed(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the run it continues (all but ``epochs``)."""
+        return {k: v for k, v in asdict(self).items() if k != "epochs"}
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """What happened on one task of the stream: one line of ``records.jsonl``.
+
+    ``epoch`` counts from 1, ``index`` is the task's place in the file (from 0) and ``position``
+    its place in the whole stream (from 0). ``tokens`` are the executor's completion tokens,
+    ``optimizer_tokens`` the Mem-Optimizer's. ``action`` is ``"ADD"`` or ``"UPDATE i"`` when the
+    reply was well formed, else None with the reason in ``format_failure``. ``bank_changes`` counts
+    the bank writes the task caused (added, merged, updated, evicted) and ``bank_size`` is the size
+    after it. ``progress`` is set for environment tasks only.
+    """
+
+    epoch: int
+    index: int
+    position: int
+    task_id: str
+    success: bool
+    answer: str | None
+    gold: str
+    tokens: int
+    steps: int
+    progress: float | None
+    retrieved: int
+    retrieved_ids: tuple[str, ...]
+    similarities: tuple[float, ...]
+    dropped_by_floor: int
+    optimizer_tokens: int
+    action: str | None
+    format_failure: str | None
+    written_id: str | None
+    bank_size: int
+    bank_changes: dict[str, int] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["retrieved_ids"] = list(self.retrieved_ids)
+        out["similarities"] = list(self.similarities)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskRecord:
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["retrieved_ids"] = tuple(values.get("retrieved_ids", ()))
+        values["similarities"] = tuple(values.get("similarities", ()))
+        return cls(**values)
+
+
+# -- pure: one record ---------------------------------------------------------------------------
+
+
+def bank_changes(before: BankStats, after: BankStats) -> dict[str, int]:
+    """The bank writes between two snapshots of :attr:`InsightBank.stats`."""
+    return {name: getattr(after, name) - getattr(before, name) for name in _WRITE_COUNTERS}
+
+
+def describe_action(action: OptimizerAction) -> str:
+    """``"ADD"`` or ``"UPDATE i"``, as the Mem-Optimizer wrote it."""
+    return "ADD" if action.op == "ADD" else f"UPDATE {action.target}"
+
+
+def build_record(
+    tried: Attempt,
+    parsed: OptimizerAction | str,
+    written: BankEntry | None,
+    *,
+    epoch: int,
+    index: int,
+    position: int,
+    optimizer_tokens: int,
+    bank_size: int,
+    changes: Mapping[str, int],
+) -> TaskRecord:
+    """The record of one task from its attempt and the parsed optimizer reply (a str is a failure reason)."""
+    result = tried.result
+    action, failure = (None, parsed) if isinstance(parsed, str) else (describe_action(parsed), None)
+    return TaskRecord(
+        epoch=epoch,
+        index=index,
+        position=position,
+        task_id=tried.task.id,
+        success=result.success,
+        answer=result.answer,
+        gold=tried.task.answer,
+        tokens=result.length,
+        steps=result.steps,
+        progress=result.progress,
+        retrieved=len(tried.entries),
+        retrieved_ids=tuple(e.id for e in tried.entries),
+        similarities=tuple(round(s, 6) for s in tried.retrieval.similarities),
+        dropped_by_floor=tried.retrieval.dropped_by_floor,
+        optimizer_tokens=optimizer_tokens,
+        action=action,
+        format_failure=failure,
+        written_id=None if written is None else written.id,
+        bank_size=bank_size,
+        bank_changes=dict(changes),
+        metadata=dict(result.metadata),
+    )
+
+
+# -- pure: summary ------------------------------------------------------------------------------
+
+
+def cumulative_accuracy(records: Sequence[TaskRecord]) -> list[float]:
+    """Success rate of the first 1, 2, ..., n records: the paper's curve over a task stream.
+
+    Example:
+        >>> rec = lambda ok: TaskRecord(1, 0, 0, "t", ok, None, "", 0, 1, None, 0, (), (), 0, 0, None, None, None, 0)
+        >>> cumulative_accuracy([rec(True), rec(False), rec(True), rec(True)])
+        [1.0, 0.5, 0.6666666666666666, 0.75]
+    """
+    out: list[float] = []
+    wins = 0
+    for n, record in enumerate(records, start=1):
+        wins += record.success
+        out.append(wins / n)
+    return out
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+@dataclass(frozen=True)
+class EpochSummary:
+    """One epoch's figures; ``complete`` is False for an epoch the run stopped inside."""
+
+    epoch: int
+    tasks: int
+    complete: bool
+    successes: int
+    accuracy: float
+    mean_progress: float | None
+    mean_steps: float
+    mean_tokens: float
+    adds: int
+    updates: int
+    format_failures: int
+    bank_size: int
+
+
+@dataclass(frozen=True)
+class EvolveSummary:
+    """The figures of a run so far: per epoch, along the stream, the optimizer's output and the bank.
+
+    ``epoch_curves`` holds the cumulative accuracy within each epoch (one list per epoch);
+    ``cumulative_accuracy`` runs over the whole stream. ``format_failures`` counts malformed optimizer
+    replies by reason; ``actions`` counts ADD, UPDATE and malformed (``"none"``). ``bank`` is the
+    bank's counters rebuilt from the records, so they hold across resumed processes.
+    """
+
+    suite: str
+    tasks_per_epoch: int
+    epochs_planned: int
+    completed: int
+    total: int
+    accuracy: float | None
+    epochs: list[EpochSummary]
+    cumulative_accuracy: list[float]
+    epoch_curves: list[list[float]]
+    format_failures: dict[str, int]
+    actions: dict[str, int]
+    bank: BankStats
+    bank_size: int
+    stages: dict[str, StageStats] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.completed == self.total
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["finished"] = self.finished
+        return out
+
+
+def summarise(
+    records: Sequence[TaskRecord],
+    *,
+    suite: str,
+    tasks_per_epoch: int,
+    epochs: int,
+    stages: Mapping[str, StageStats] | None = None,
+) -> EvolveSummary:
+    """The run summary from its records (pure); ``stages`` are the ledger's per-stage call totals."""
+    if tasks_per_epoch < 1:
+        raise ValueError(f"summarise: tasks_per_epoch must be at least 1, got {tasks_per_epoch}")
+    by_epoch: dict[int, list[TaskRecord]] = {}
+    for record in records:
+        by_epoch.setdefault(record.epoch, []).append(record)
+    epoch_rows = []
+    for epoch, rows in sorted(by_epoch.items()):
+        progress = [r.progress for r in rows if r.progress is not None]
+        epoch_rows.append(
+            EpochSummary(
+                epoch=epoch,
+                tasks=len(rows),
+                complete=len(rows) == tasks_per_epoch,
+                successes=sum(r.success for r in rows),
+                accuracy=sum(r.success for r in rows) / len(rows),
+                mean_progress=_mean(progress),
+                mean_steps=sum(r.steps for r in rows) / len(rows),
+                mean_tokens=sum(r.tokens for r in rows) / len(rows),
+                adds=sum(1 for r in rows if r.action == "ADD"),
+                updates=sum(1 for r in rows if r.action is not None and r.action.startswith("UPDATE")),
+                format_failures=sum(1 for r in rows if r.format_failure is not None),
+                bank_size=rows[-1].bank_size,
+            )
+        )
+    failures = Counter(r.format_failure for r in records if r.format_failure is not None)
+    actions = Counter("none" if r.action is None else r.action.split()[0] for r in records)
+    bank = BankStats(
+        retrievals=len(records),
+        hits=sum(r.retrieved for r in records),
+        dropped_by_floor=sum(r.dropped_by_floor for r in records),
+        **{name: sum(r.bank_changes.get(name, 0) for r in records) for name in _WRITE_COUNTERS},
+    )
+    curve = cumulative_accuracy(records)
+    return EvolveSummary(
+        suite=suite,
+        tasks_per_epoch=tasks_per_epoch,
+        epochs_planned=epochs,
+        completed=len(records),
+        total=tasks_per_epoch * epochs,
+        accuracy=curve[-1] if curve else None,
+        epochs=epoch_rows,
+        cumulative_accuracy=curve,
+        epoch_curves=[cumulative_accuracy(rows) for _, rows in sorted(by_epoch.items())],
+        format_failures=dict(sorted(failures.items())),
+        actions={key: actions.get(key, 0) for key in ("ADD", "UPDATE", "none")},
+        bank=bank,
+        bank_size=records[-1].bank_size if records else 0,
+        stages=dict(stages or {}),
+    )
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def build_markdown(summary: EvolveSummary, *, plots: Sequence[str] = (), plot_note: str | None = None) -> str:
+    """The report text (pure): per-epoch table, curve, optimizer format failures, bank, model calls."""
+    state = "finished" if summary.finished else f"stopped after {summary.completed} of {summary.total} tasks"
+    lines = [
+        f"# UMEM online evolution: {summary.suite}",
+        "",
+        f"{summary.tasks_per_epoch} tasks per epoch, {summary.epochs_planned} epoch(s), {state}. "
+        f"Stream accuracy {_fmt(summary.accuracy)}.",
+        "",
+        "## Accuracy by epoch",
+        "",
+        "| epoch | tasks | accuracy | mean progress | mean steps | mean tokens | ADD | UPDATE | malformed | bank |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in summary.epochs:
+        label = f"{e.epoch}" if e.complete else f"{e.epoch} (partial)"
+        lines.append(
+            f"| {label} | {e.tasks} | {_fmt(e.accuracy)} | {_fmt(e.mean_progress)} | {_fmt(e.mean_steps, 1)} | "
+            f"{_fmt(e.mean_tokens, 1)} | {e.adds} | {e.updates} | {e.format_failures} | {e.bank_size} |"
+        )
+    lines.append("")
+    if plots:
+        lines += [f"![{Path(name).stem.replace('_', ' ')}]({name})" for name in plots] + [""]
+    if plot_note:
+        lines += [plot_note, ""]
+    lines += ["## Mem-Optimizer replies", ""]
+    lines.append(", ".join(f"{k}: {v}" for k, v in summary.actions.items()) + " (none = malformed, bank unchanged)")
+    lines.append("")
+    if summary.format_failures:
+        lines += ["| format failure | count |", "|---|---|"]
+        lines += [f"| {reason} | {n} |" for reason, n in summary.format_failures.items()]
+        lines.append("")
+    b = summary.bank
+    lines += [
+        "## Insight bank",
+        "",
+        f"{summary.bank_size} entries at the end; {b.added} added, {b.merged} merged into an entry with the same "
+        f"key, {b.updated} updated, {b.evicted} evicted. Retrievals returned {b.hits} entries over "
+        f"{b.retrievals} tasks; {b.dropped_by_floor} top-K hits fell under the similarity floor.",
+        "",
+        "## Model calls by stage",
+        "",
+        "| stage | calls | prompt tokens | completion tokens | latency s | errors | failures |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, st in summary.stages.items():
+        lines.append(
+            f"| {name} | {st.calls} | {st.prompt_tokens} | {st.completion_tokens} | {st.latency_s:.1f} | "
+            f"{st.errors} | {st.failures} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# -- I/O: records, state, bank checkpoints ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvolvePaths:
+    """Where a run directory keeps each part of an evolution run."""
+
+    root: Path
+
+    @property
+    def state(self) -> Path:
+        return self.root / "evolve.json"
+
+    @property
+    def records(self) -> Path:
+        return self.root / "records.jsonl"
+
+    @property
+    def bank(self) -> Path:
+        return self.root / "bank.sqlite3"
+
+    def checkpoint(self, done: int) -> Path:
+        return self.root / f"bank.ckpt-{done:06d}.sqlite3"
+
+    def checkpoints(self) -> list[Path]:
+        return sorted(self.root.glob("bank.ckpt-*.sqlite3"))
+
+
+def append_record(path: Path, record: TaskRecord) -> None:
+    """Append one record as a JSON line, flushed to disk before returning: this is the task's commit."""
+    line = json.dumps(record.to_dict(), ensure_ascii=False, sort_keys=True) + "\n"
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_records(path: Path) -> list[TaskRecord]:
+    """The complete records of ``records.jsonl``; a torn last line (a write cut short) is removed.
+
+    Only the last line can be torn, since records are appended one at a time; a bad line anywhere
+    else means the file was edited, which is refused rather than guessed around.
+    """
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    complete, tail = lines[:-1], lines[-1]  # text after the last newline was never committed
+    records: list[TaskRecord] = []
+    for number, line in enumerate(complete, start=1):
+        try:
+            records.append(TaskRecord.from_dict(json.loads(line)))
+        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+            raise StoreError(f"{path}: line {number} is not a task record ({exc}); use a fresh --run-dir") from exc
+    if tail:
+        with path.open("r+b") as fh:
+            fh.truncate(len(raw) - len(tail))
+    return records
+
+
+def _stream_digest(tasks: Sequence[Task]) -> str:
+    blob = json.dumps([[t.id, t.prompt, t.answer] for t in tasks], ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
+
+
+def _check_state(paths: EvolvePaths, config: EvolveConfig, tasks: Sequence[Task]) -> None:
+    """Write the run's fixed settings on first use; refuse to continue a run started differently."""
+    expected = {**config.fixed(), "tasks": len(tasks), "stream": _stream_digest(tasks)}
+    if not paths.state.exists():
+        write_text_atomic(paths.state, json.dumps(expected, indent=2) + "\n")
+        return
+    found = json.loads(paths.state.read_text(encoding="utf-8"))
+    changed = [f"{k} was {found.get(k)!r}, now {v!r}" for k, v in expected.items() if found.get(k) != v]
+    if changed:
+        raise ConfigError(
+            f"run directory {paths.root} holds an evolution run started differently ({'; '.join(changed)}): "
+            "resume with the same settings and tasks, or use a fresh --run-dir"
+        )
+
+
+def _check_records(records: Sequence[TaskRecord], tasks: Sequence[Task], total: int, root: Path) -> None:
+    if len(records) > total:
+        raise ConfigError(
+            f"run directory {root} already holds {len(records)} task records, more than the {total} asked for: "
+            "raise --epochs or use a fresh --run-dir"
+        )
+    for position, record in enumerate(records):
+        epoch, index = divmod(position, len(tasks))
+        if (record.epoch, record.index, record.task_id) != (epoch + 1, index, tasks[index].id):
+            raise ConfigError(
+                f"{root}: record {position} is task {record.task_id!r} (epoch {record.epoch}, index {record.index}), "
+                f"expected {tasks[index].id!r} (epoch {epoch + 1}, index {index}): use a fresh --run-dir"
+            )
+
+
+def _remove_db(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+
+
+def _snapshot(src: Path, dest: Path) -> None:
+    """Copy a live (WAL) SQLite file's committed state to ``dest`` atomically, via SQLite's backup API."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    _remove_db(tmp)
+    with closing(sqlite3.connect(src)) as source, closing(sqlite3.connect(tmp)) as target:
+        source.backup(target)
+    os.replace(tmp, dest)
+
+
+def _checkpoint(paths: EvolvePaths, done: int) -> None:
+    """Snapshot the bank as it is after ``done`` records, then drop older snapshots."""
+    keep = paths.checkpoint(done)
+    _snapshot(paths.bank, keep)
+    for old in paths.checkpoints():
+        if old != keep:
+            old.unlink(missing_ok=True)
+
+
+def _restore_bank(paths: EvolvePaths, done: int) -> None:
+    """Bring the live bank to its state after ``done`` records (see the module docstring)."""
+    if done == 0:
+        _remove_db(paths.bank)  # whatever a killed first task wrote
+        for old in paths.checkpoints():
+            old.unlink(missing_ok=True)
+        return
+    saved = paths.checkpoint(done)
+    if saved.exists():
+        _remove_db(paths.bank)
+        tmp = paths.bank.with_name(f".{paths.bank.name}.tmp")
+        shutil.copyfile(saved, tmp)
+        os.replace(tmp, paths.bank)
+        return
+    # No snapshot for the last record: the run stopped between writing that record and the snapshot,
+    # and the live bank has not been touched since. Anything else means files were removed by hand.
+    if not paths.bank.exists():
+        raise StoreError(f"{paths.root}: {done} task records but neither a bank nor its checkpoint; use a fresh run")
+    _checkpoint(paths, done)
+
+
+# -- the loop -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvolveProgress:
+    """Reported before the first task and after each one: for progress bars."""
+
+    done: int
+    total: int
+    epoch: int
+    epoch_accuracy: float | None
+    stream_accuracy: float | None
+    record: TaskRecord | None = None
+
+
+@dataclass(frozen=True)
+class EvolveResult:
+    """Every record of the run (resumed ones included), its summary, and where the files are."""
+
+    records: list[TaskRecord]
+    summary: EvolveSummary
+    resumed_from: int
+    paths: EvolvePaths
+
+
+async def evolve_step(
+    bank: InsightBank,
+    executor: Executor,
+    optimizer: ChatModel,
+    task: Task,
+    *,
+    epoch: int,
+    index: int,
+    position: int,
+    optimizer_max_tokens: int = 1024,
+    ledger: Ledger | None = None,
+) -> TaskRecord:
+    """One task of the stream: attempt, Mem-Optimizer (greedy), apply a well-formed action, record it.
+
+    A malformed reply leaves the bank as it was; with ``ledger`` it is also logged as a failure of the
+    optimizer stage, raw reply included, so a report can show what the model wrote.
+    """
+    before = replace(bank.stats)
+    tried = await attempt(bank, executor, task)
+    request = ChatRequest(messages=tuple(tried.messages), temperature=0.0, max_tokens=optimizer_max_tokens, seed=0)
+    reply = await optimizer.complete(request)
+    parsed = try_parse_optimizer_output(reply.text, len(tried.entries))
+    written: BankEntry | None = None
+    if isinstance(parsed, str):
+        if ledger is not None:
+            detail = f"task {task.id} (epoch {epoch}, index {index}), {len(tried.entries)} entries shown"
+            ledger.record_failure(stage=OPTIMIZER_STAGE, kind=parsed, detail=detail, raw=reply.text)
+    else:
+        written = await apply_action(bank, task.key(), tried.entries, parsed)
+    return build_record(
+        tried,
+        parsed,
+        written,
+        epoch=epoch,
+        index=index,
+        position=position,
+        optimizer_tokens=reply.usage.completion_tokens,
+        bank_size=bank.count(),
+        changes=bank_changes(before, bank.stats),
+    )
+
+
+def _progress(records: Sequence[TaskRecord], total: int) -> EvolveProgress:
+    done = len(records)
+    epoch = records[-1].epoch if records else 1
+    current = [r for r in records if r.epoch == epoch]
+    return EvolveProgress(
+        done=done,
+        total=total,
+        epoch=epoch,
+        epoch_accuracy=sum(r.success for r in current) / len(current) if current else None,
+        stream_accuracy=sum(r.success for r in records) / done if done else None,
+        record=records[-1] if records else None,
+    )
+
+
+async def evolve(
+    tasks: Sequence[Task],
+    *,
+    executor: Executor,
+    optimizer: ChatModel,
+    embedder: Embedder,
+    run: RunDir,
+    config: EvolveConfig,
+    on_progress: Callable[[EvolveProgress], None] | None = None,
+) -> EvolveResult:
+    """Run (or resume) online memory evolution over ``tasks`` for ``config.epochs`` epochs.
+
+    Args:
+        tasks: the stream, in order; every epoch replays it.
+        executor: solves a task with insights (its model should be recorded: ``run.record(m, "executor")``).
+        optimizer: the Mem-Optimizer model (``run.record(m, "optimizer")``), called at temperature 0.
+        embedder: embeds bank keys and tasks.
+        run: the run directory; the bank, records and checkpoints live there beside the ledger.
+        config: run settings.
+        on_progress: called before the first task and after each one.
+
+    Raises:
+        ConfigError: no tasks, or a run directory started with other settings or tasks.
+
+    Example:
+        >>> import asyncio, tempfile
+        >>> from memwise.testing import FakeEmbedder, ScriptedLLM
+        >>> from memwise.umem.executors import make_executor
+        >>> reply = lambda req: "<experience><value>Eliminate options.</value><operation>ADD</operation></experience>"
+        >>> llm = ScriptedLLM(lambda req: reply(req) if "<experience>" in req.messages[0].content else "Answer: B")
+        >>> task = Task("q0", "mmlu", "2+2?\\nA) 3\\nB) 4", "B", text="2+2?")
+        >>> run = RunDir(tempfile.mkdtemp())
+        >>> result = asyncio.run(evolve([task], executor=make_executor("mmlu", llm), optimizer=llm,
+        ...     embedder=FakeEmbedder(), run=run, config=EvolveConfig(suite="mmlu", epochs=2)))
+        >>> run.close()
+        >>> [e.accuracy for e in result.summary.epochs], result.summary.bank_size
+        ([1.0, 1.0], 1)
+    """
+    if not tasks:
+        raise ConfigError("online evolution needs at least one task")
+    paths = EvolvePaths(run.path)
+    _check_state(paths, config, tasks)
+    records = read_records(paths.records)
+    total = config.epochs * len(tasks)
+    _check_records(records, tasks, total, paths.root)
+    resumed_from = len(records)
+    _restore_bank(paths, resumed_from)
+    store = SQLiteStore(paths.bank, space=embedder.name)
+    try:
+        bank = InsightBank(
+            store,
+            embedder,
+            agent_id=AGENT_ID,
+            top_k=config.top_k,
+            similarity_floor=config.similarity_floor,
+            max_entries=config.max_entries,
+        )
+        if on_progress is not None:
+            on_progress(_progress(records, total))
+        for position in range(resumed_from, total):
+            epoch, index = divmod(position, len(tasks))
+            record = await evolve_step(
+                bank,
+                executor,
+                optimizer,
+                tasks[index],
+                epoch=epoch + 1,
+                index=index,
+                position=position,
+                optimizer_max_tokens=config.optimizer_max_tokens,
+                ledger=run.ledger,
+            )
+            append_record(paths.records, record)
+            _checkpoint(paths, position + 1)
+            records.append(record)
+            if on_progress is not None:
+                on_progress(_progress(records, total))
+    finally:
+        store.close()
+    summary = summarise(
+        records, suite=config.suite, tasks_per_epoch=len(tasks), epochs=config.epochs, stages=run.ledger.stats()
+    )
+    return EvolveResult(records=records, summary=summary, resumed_from=resumed_from, paths=paths)
+
+
+# -- I/O: report --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What :func:`write_report` wrote; ``plot_note`` says why plots are missing, when they are."""
+
+    summary_json: Path
+    report_md: Path
+    plots: list[Path]
+    plot_note: str | None = None
+
+
+def _plot(summary: EvolveSummary, folder: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    written: list[Path] = []
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for epoch, curve in zip(summary.epochs, summary.epoch_curves, strict=True):
+        ax.plot(range(1, len(curve) + 1), curve, marker="." if len(curve) < 60 else None, label=f"epoch {epoch.epoch}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("tasks seen in the epoch")
+    ax.set_ylabel("cumulative accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{summary.suite}: cumulative accuracy along the stream")
+    ax.grid(alpha=0.3)
+    if len(summary.epochs) > 1:
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    path = folder / "cumulative_accuracy.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    written.append(path)
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    xs = [e.epoch for e in summary.epochs]
+    ax.plot(xs, [e.accuracy for e in summary.epochs], marker="o", label="success rate")
+    progress = [(e.epoch, e.mean_progress) for e in summary.epochs if e.mean_progress is not None]
+    if progress:
+        ax.plot([p[0] for p in progress], [p[1] for p in progress], marker="s", label="progress rate")
+        ax.legend(fontsize="small")
+    ax.set_xticks(xs)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{summary.suite}: accuracy per epoch")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = folder / "epoch_accuracy.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    written.append(path)
+    return written
+
+
+def write_report(folder: Path, summary: EvolveSummary) -> ReportFiles:
+    """Write ``summary.json``, the two PNG plots and ``report.md`` into ``folder``.
+
+    Plots need matplotlib (``memwise[plots]``); without it the JSON and Markdown are still written
+    and the report says the plots were skipped.
+    """
+    summary_json = write_text_atomic(
+        folder / "summary.json", json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    )
+    note: str | None = None
+    plots: list[Path] = []
+    if summary.completed:
+        try:
+            plots = _plot(summary, folder)
+        except ImportError:
+            note = "Plots skipped: matplotlib is not installed (`pip install 'memwise[plots]'`)."
+    else:
+        note = "No task finished yet: nothing to plot."
+    text = build_markdown(summary, plots=[p.name for p in plots], plot_note=note)
+    report_md = write_text_atomic(folder / "report.md", text)
+    return ReportFiles(summary_json=summary_json, report_md=report_md, plots=plots, plot_note=note)

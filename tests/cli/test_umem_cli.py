@@ -1,0 +1,97 @@
+"""memwise umem evolve against a fake OpenAI-compatible server on loopback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from memwise.cli import app
+from memwise.testing import FakeOpenAIServer
+from memwise.testing.fake_openai import ChatCall
+
+runner = CliRunner()
+
+MMLU = [
+    {"question": "Which gas do plants absorb for photosynthesis?", "type": "biology", "choices": ["O2", "CO2"]},
+    {"question": "What is the derivative of x squared?", "type": "calculus", "choices": ["x", "2x", "x/2"]},
+    {"question": "Which planet is known as the red planet?", "type": "astronomy", "choices": ["Venus", "Mars"]},
+]
+
+
+def _responder(call: ChatCall) -> str:
+    system, user = call.messages[0]["content"], call.messages[-1]["content"]
+    if "<experience>" not in system:
+        # The executor: right on the first two questions only when it was shown a lesson.
+        shown = "Lessons from similar past tasks" in user
+        return "Answer: B" if shown or "red planet" in user else "Answer: A"
+    if "red planet" in user:
+        return "Nothing to add here."  # malformed: no <experience> block
+    op = "UPDATE 0" if "Entry 0:" in user else "ADD"
+    return (
+        f"Analysis.\n<experience><value>Recall the defining fact first.</value><operation>{op}</operation></experience>"
+    )
+
+
+def test_evolve_writes_records_summary_and_plots_then_resumes_for_free(tmp_path: Path) -> None:
+    data = tmp_path / "mmlu.jsonl"
+    data.write_text("".join(json.dumps({**r, "answer": 1}) + "\n" for r in MMLU))
+    run_dir = tmp_path / "run"
+    with FakeOpenAIServer(responder=_responder).in_thread() as srv:
+        args = [
+            "--base-url",
+            srv.base_url,
+            "--model",
+            "m",
+            "--embed-backend",
+            "openai",
+            "--embed-base-url",
+            srv.base_url,
+            "umem",
+            "evolve",
+            "--suite",
+            "mmlu",
+            "--path",
+            str(data),
+            "--epochs",
+            "2",
+            "--run-dir",
+            str(run_dir),
+            "--max-tokens",
+            "64",
+        ]
+        first = runner.invoke(app, args)
+        assert first.exit_code == 0, first.output
+        calls = srv.stats().completions
+        # 3 tasks x 2 epochs x (executor + Mem-Optimizer), but the third task is shown no lesson in either
+        # epoch, so its second-epoch prompts are the first's and are replayed from the ledger.
+        assert calls == 10
+
+        records = [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
+        assert [(r["epoch"], r["task_id"]) for r in records] == [(e, f"mmlu-{i}") for e in (1, 2) for i in range(3)]
+        assert [r["action"] for r in records] == ["ADD", "ADD", None, "UPDATE 0", "UPDATE 0", None]
+        assert [r["format_failure"] for r in records if r["action"] is None] == ["no experience block"] * 2
+        assert [r["bank_size"] for r in records] == [1, 2, 2, 2, 2, 2]
+
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["finished"] and summary["completed"] == 6
+        assert [e["accuracy"] for e in summary["epochs"]] == [1 / 3, 1.0]
+        assert summary["format_failures"] == {"no experience block": 2}
+        assert summary["stages"]["executor"]["calls"] == 5 and summary["stages"]["optimizer"]["calls"] == 5
+        for name in ("cumulative_accuracy.png", "epoch_accuracy.png"):
+            assert (run_dir / name).read_bytes()[:4] == b"\x89PNG"
+        report = (run_dir / "report.md").read_text()
+        assert "| no experience block | 2 |" in report and "![epoch accuracy](epoch_accuracy.png)" in report
+        assert "no experience block: 2" in first.output and str(run_dir / "summary.json") in first.output
+
+        again = runner.invoke(app, args)
+        assert again.exit_code == 0, again.output
+        assert "resumed after 6 recorded tasks" in again.output
+        assert srv.stats().completions == calls  # nothing asked of the model twice
+
+
+def test_evolve_refuses_an_unknown_suite(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["umem", "evolve", "--suite", "chess", "--path", str(tmp_path / "x.jsonl")])
+    assert result.exit_code != 0
+    assert "known suites: aime, gpqa, hotpotqa, mmlu, alfworld" in str(result.exception)
