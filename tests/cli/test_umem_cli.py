@@ -64,9 +64,10 @@ def test_evolve_writes_records_summary_and_plots_then_resumes_for_free(tmp_path:
         first = runner.invoke(app, args)
         assert first.exit_code == 0, first.output
         calls = srv.stats().completions
-        # 3 tasks x 2 epochs x (executor + Mem-Optimizer), but the third task is shown no lesson in either
-        # epoch, so its second-epoch prompts are the first's and are replayed from the ledger.
-        assert calls == 10
+        # 3 tasks x 2 epochs x (executor + Mem-Optimizer), plus one schema-constrained repair request for the
+        # third task's malformed reply; that task is shown no lesson in either epoch, so its second-epoch
+        # prompts are the first's and are replayed from the ledger: 7 + 4.
+        assert calls == 11
 
         records = [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
         assert [(r["epoch"], r["task_id"]) for r in records] == [(e, f"mmlu-{i}") for e in (1, 2) for i in range(3)]
@@ -78,7 +79,7 @@ def test_evolve_writes_records_summary_and_plots_then_resumes_for_free(tmp_path:
         assert summary["finished"] and summary["completed"] == 6
         assert [e["accuracy"] for e in summary["epochs"]] == [1 / 3, 1.0]
         assert summary["format_failures"] == {"no experience block": 2}
-        assert summary["stages"]["executor"]["calls"] == 5 and summary["stages"]["optimizer"]["calls"] == 5
+        assert summary["stages"]["executor"]["calls"] == 5 and summary["stages"]["optimizer"]["calls"] == 6
         for name in ("cumulative_accuracy.png", "epoch_accuracy.png"):
             assert (run_dir / name).read_bytes()[:4] == b"\x89PNG"
         report = (run_dir / "report.md").read_text()

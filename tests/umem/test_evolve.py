@@ -181,11 +181,43 @@ async def test_a_malformed_reply_is_counted_by_reason_and_leaves_the_bank_alone(
     assert [k for k, _, _ in bank_state(tmp_path)] == [Q_X]
     run = RunDir(tmp_path)
     try:
-        (failure,) = run.ledger.failures("optimizer")
+        failure, repair = run.ledger.failures("optimizer")
     finally:
         run.close()
     assert failure["kind"] == "no experience block" and "forgot the tags" in failure["raw"]
     assert "mmlu-1" in failure["detail"]
+    assert repair["kind"] == "repair failed: no JSON"  # the repair request got the same prose back
+    assert not poem.repaired
+
+
+async def test_a_schema_constrained_repair_applies_its_action_but_keeps_the_failure_on_record(tmp_path: Path) -> None:
+    repairs: list[ChatRequest] = []
+
+    def handler(req: ChatRequest) -> str:
+        if is_optimizer(req) and req.json_schema is not None:
+            repairs.append(req)
+            return '{"lessons": ["Name the defining property first."], "operation": "UPDATE 0"}'
+        if is_optimizer(req) and task_of(req) == Q_Y:
+            return "Lesson: name the property. (no tags)"
+        return adder(req)
+
+    result = await run_evolution(tmp_path, [mc_task(0, Q_X), mc_task(1, Q_Y)], scripted(handler))
+    first, second = result.records
+    assert not first.repaired and first.format_failure is None
+    assert second.repaired and second.format_failure == "no experience block" and second.action == "UPDATE 0"
+    assert bank_state(tmp_path)[0][1] == ["Name the defining property first."]
+    assert result.summary.repaired == 1 and result.summary.format_failures == {"no experience block": 1}
+    (repair,) = repairs
+    # the schema only lets the model name an entry the prompt showed
+    assert repair.json_schema is not None
+    assert repair.json_schema["properties"]["operation"]["enum"] == ["ADD", "UPDATE 0"]
+
+
+async def test_without_repair_a_malformed_reply_costs_one_call(tmp_path: Path) -> None:
+    llm = scripted(lambda req: "no tags at all" if is_optimizer(req) else executor_reply(req))
+    result = await run_evolution(tmp_path, [mc_task(0, Q_X)], llm, repair=False)
+    assert result.records[0].format_failure == "no experience block" and not result.records[0].repaired
+    assert llm.calls == 2  # executor + one optimizer call
 
 
 async def test_an_update_of_an_entry_that_was_not_shown_is_an_invalid_target(tmp_path: Path) -> None:

@@ -41,6 +41,9 @@ def evolve_command(
     floor: Annotated[float, typer.Option(help="drop retrieved entries under this cosine")] = 0.5,
     max_tokens: Annotated[int, typer.Option(help="executor completion budget")] = 1024,
     optimizer_max_tokens: Annotated[int, typer.Option(help="Mem-Optimizer completion budget")] = 1024,
+    repair: Annotated[
+        bool, typer.Option(help="ask again for schema-constrained JSON after a malformed Mem-Optimizer reply")
+    ] = True,
 ) -> None:
     """Stream the tasks for K epochs: retrieve, execute, let the Mem-Optimizer ADD or UPDATE; resumes a run dir."""
     # The executor is the policy model, the Mem-Optimizer the optimizer model (the policy model when no
@@ -59,6 +62,7 @@ def evolve_command(
             similarity_floor=floor,
             max_tokens=max_tokens,
             optimizer_max_tokens=optimizer_max_tokens,
+            repair=repair,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc

@@ -57,7 +57,17 @@ from memwise.store.sqlite import SQLiteStore
 from memwise.tasks.types import Task
 from memwise.umem.bank import BankEntry, BankStats, InsightBank
 from memwise.umem.loop import Attempt, Executor, attempt
-from memwise.umem.optimizer import OptimizerAction, apply_action, try_parse_optimizer_output
+from memwise.umem.optimizer import (
+    OptimizerAction,
+    apply_action,
+    build_repair_messages,
+    parse_repair,
+    repair_schema,
+    try_parse_optimizer_output,
+)
+
+REPAIR_MAX_TOKENS = 192
+"""Budget of the schema-constrained repair reply: two lessons of at most 200 characters fit."""
 
 __all__ = [
     "AGENT_ID",
@@ -99,6 +109,13 @@ class EvolveConfig:
     max_entries: int = field(default=10_000, metadata={"help": "bank cap, least used evicted (released: 10,000)"})
     max_tokens: int = field(default=1024, metadata={"help": "executor completion budget (QA suites)"})
     optimizer_max_tokens: int = field(default=1024, metadata={"help": "Mem-Optimizer completion budget"})
+    repair: bool = field(
+        default=True,
+        metadata={
+            "help": "after a malformed reply, ask once more for the decision as schema-constrained JSON; the "
+            "first reply's failure is still recorded (small models rarely hold the tag format)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -124,7 +141,9 @@ class TaskRecord:
     ``epoch`` counts from 1, ``index`` is the task's place in the file (from 0) and ``position``
     its place in the whole stream (from 0). ``tokens`` are the executor's completion tokens,
     ``optimizer_tokens`` the Mem-Optimizer's. ``action`` is ``"ADD"`` or ``"UPDATE i"`` when the
-    reply was well formed, else None with the reason in ``format_failure``. ``bank_changes`` counts
+    reply was well formed, else None with the reason in ``format_failure``. ``repaired`` is True when
+    the first reply was malformed (its reason stays in ``format_failure``) and the schema-constrained
+    second request gave the action that was applied. ``bank_changes`` counts
     the bank writes the task caused (added, merged, updated, evicted) and ``bank_size`` is the size
     after it. ``progress`` is set for environment tasks only.
     """
@@ -150,6 +169,7 @@ class TaskRecord:
     bank_size: int
     bank_changes: dict[str, int] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    repaired: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -190,10 +210,17 @@ def build_record(
     optimizer_tokens: int,
     bank_size: int,
     changes: Mapping[str, int],
+    first_failure: str | None = None,
 ) -> TaskRecord:
-    """The record of one task from its attempt and the parsed optimizer reply (a str is a failure reason)."""
+    """The record of one task from its attempt and the parsed optimizer reply (a str is a failure reason).
+
+    ``first_failure`` is the reason the first reply was malformed when ``parsed`` comes from the repair
+    request; it is what ``format_failure`` keeps, so repairs never hide a format failure.
+    """
     result = tried.result
     action, failure = (None, parsed) if isinstance(parsed, str) else (describe_action(parsed), None)
+    if first_failure is not None:
+        failure = first_failure
     return TaskRecord(
         epoch=epoch,
         index=index,
@@ -216,6 +243,7 @@ def build_record(
         bank_size=bank_size,
         bank_changes=dict(changes),
         metadata=dict(result.metadata),
+        repaired=first_failure is not None and action is not None,
     )
 
 
@@ -284,6 +312,7 @@ class EvolveSummary:
     bank: BankStats
     bank_size: int
     stages: dict[str, StageStats] = field(default_factory=dict)
+    repaired: int = 0
 
     @property
     def finished(self) -> bool:
@@ -352,6 +381,7 @@ def summarise(
         bank=bank,
         bank_size=records[-1].bank_size if records else 0,
         stages=dict(stages or {}),
+        repaired=sum(1 for r in records if r.repaired),
     )
 
 
@@ -386,6 +416,11 @@ def build_markdown(summary: EvolveSummary, *, plots: Sequence[str] = (), plot_no
         lines += [plot_note, ""]
     lines += ["## Mem-Optimizer replies", ""]
     lines.append(", ".join(f"{k}: {v}" for k, v in summary.actions.items()) + " (none = malformed, bank unchanged)")
+    if summary.repaired:
+        lines.append(
+            f"{summary.repaired} malformed replies were repaired by a schema-constrained second request "
+            "(still counted as format failures below)."
+        )
     lines.append("")
     if summary.format_failures:
         lines += ["| format failure | count |", "|---|---|"]
@@ -587,23 +622,45 @@ async def evolve_step(
     position: int,
     optimizer_max_tokens: int = 1024,
     ledger: Ledger | None = None,
+    repair: bool = False,
 ) -> TaskRecord:
     """One task of the stream: attempt, Mem-Optimizer (greedy), apply a well-formed action, record it.
 
     A malformed reply leaves the bank as it was; with ``ledger`` it is also logged as a failure of the
-    optimizer stage, raw reply included, so a report can show what the model wrote.
+    optimizer stage, raw reply included, so a report can show what the model wrote. With ``repair``
+    the optimizer gets one more request whose output a JSON schema constrains; its action is applied
+    if valid, and the record still carries the first reply's failure.
     """
     before = replace(bank.stats)
     tried = await attempt(bank, executor, task)
+    n = len(tried.entries)
     request = ChatRequest(messages=tuple(tried.messages), temperature=0.0, max_tokens=optimizer_max_tokens, seed=0)
     reply = await optimizer.complete(request)
-    parsed = try_parse_optimizer_output(reply.text, len(tried.entries))
-    written: BankEntry | None = None
+    tokens = reply.usage.completion_tokens
+    parsed: OptimizerAction | str = try_parse_optimizer_output(reply.text, n)
+    first_failure: str | None = None
     if isinstance(parsed, str):
+        first_failure = parsed
         if ledger is not None:
-            detail = f"task {task.id} (epoch {epoch}, index {index}), {len(tried.entries)} entries shown"
+            detail = f"task {task.id} (epoch {epoch}, index {index}), {n} entries shown"
             ledger.record_failure(stage=OPTIMIZER_STAGE, kind=parsed, detail=detail, raw=reply.text)
-    else:
+        if repair:
+            second = await optimizer.complete(
+                ChatRequest(
+                    messages=tuple(build_repair_messages(tried.messages, n)),
+                    temperature=0.0,
+                    max_tokens=REPAIR_MAX_TOKENS,
+                    seed=0,
+                    json_schema=repair_schema(n),
+                    schema_name="MemoryDecision",
+                )
+            )
+            tokens += second.usage.completion_tokens
+            parsed = parse_repair(second.text, n)
+            if isinstance(parsed, str) and ledger is not None:
+                ledger.record_failure(stage=OPTIMIZER_STAGE, kind=parsed, detail=f"task {task.id}", raw=second.text)
+    written: BankEntry | None = None
+    if not isinstance(parsed, str):
         written = await apply_action(bank, task.key(), tried.entries, parsed)
     return build_record(
         tried,
@@ -612,9 +669,10 @@ async def evolve_step(
         epoch=epoch,
         index=index,
         position=position,
-        optimizer_tokens=reply.usage.completion_tokens,
+        optimizer_tokens=tokens,
         bank_size=bank.count(),
         changes=bank_changes(before, bank.stats),
+        first_failure=first_failure,
     )
 
 
@@ -703,6 +761,7 @@ async def evolve(
                 position=position,
                 optimizer_max_tokens=config.optimizer_max_tokens,
                 ledger=run.ledger,
+                repair=config.repair,
             )
             append_record(paths.records, record)
             _checkpoint(paths, position + 1)

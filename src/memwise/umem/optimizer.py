@@ -16,11 +16,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from memwise.exceptions import ParseError
 from memwise.llm.base import Message
-from memwise.llm.structured import strip_reasoning
+from memwise.llm.structured import extract_json, strip_reasoning
 from memwise.umem.bank import BankEntry, InsightBank, clean_values
 
 Operation = Literal["ADD", "UPDATE"]
@@ -226,3 +226,76 @@ async def apply_action(
     if action.target is None or not 0 <= action.target < len(entries):
         raise ValueError(f"apply_action: UPDATE {action.target} but only {len(entries)} entries were retrieved")
     return await bank.update(entries[action.target].id, action.values)
+
+
+# -- repair: a second, schema-constrained chance for models that cannot hold the tag format -----------
+
+REPAIR_LESSON_CHARS = 200
+REPAIR_MAX_LESSONS = 2
+
+
+def repair_schema(n_entries: int) -> dict[str, Any]:
+    """JSON schema for a repaired reply: 1-2 bounded lessons and an operation naming a shown entry.
+
+    The bounds matter for small local models under grammar-constrained decoding: an unbounded string
+    lets them loop until the token budget runs out. The operation is an enum, so ``UPDATE i`` can
+    only name an entry the prompt showed.
+    """
+    ops = ["ADD", *(f"UPDATE {i}" for i in range(n_entries))]
+    return {
+        "type": "object",
+        "properties": {
+            "lessons": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "maxLength": REPAIR_LESSON_CHARS},
+                "minItems": 1,
+                "maxItems": REPAIR_MAX_LESSONS,
+            },
+            "operation": {"type": "string", "enum": ops},
+        },
+        "required": ["lessons", "operation"],
+        "additionalProperties": False,
+    }
+
+
+def build_repair_messages(messages: Sequence[Message], n_entries: int) -> list[Message]:
+    """The optimizer prompt again, asking for the decision as JSON instead of tags.
+
+    The malformed reply is not shown back: from a small model it is often a long loop that would only
+    crowd the context and invite more of the same.
+    """
+    ops = "ADD" + "".join(f", UPDATE {i}" for i in range(n_entries))
+    ask = (
+        "\n\nReply with JSON only, no analysis: "
+        f'{{"lessons": [one or two short general lessons], "operation": one of {ops}}}.'
+    )
+    *head, last = messages
+    return [*head, Message(last.role, last.content + ask)]
+
+
+def parse_repair(text: str, n_entries: int) -> OptimizerAction | str:
+    """A repaired reply as an action, or a failure reason (``"repair failed: ..."``)."""
+    try:
+        data = extract_json(text)
+    except ParseError:
+        return "repair failed: no JSON"
+    if not isinstance(data, dict):
+        return "repair failed: not a JSON object"
+    lessons = data.get("lessons")
+    if isinstance(lessons, str):
+        lessons = [lessons]
+    if not isinstance(lessons, list) or not all(isinstance(x, str) for x in lessons):
+        return "repair failed: lessons is not a list of strings"
+    values = clean_values(lessons)
+    if not values:
+        return "repair failed: no lesson"
+    op = " ".join(str(data.get("operation", "")).split()).upper()
+    if op == "ADD":
+        return OptimizerAction("ADD", None, values)
+    match = re.fullmatch(r"UPDATE (\d+)", op)
+    if match is None:
+        return f"repair failed: unknown operation {op!r}"
+    target = int(match.group(1))
+    if not 0 <= target < n_entries:
+        return f"repair failed: UPDATE {target} names no shown entry"
+    return OptimizerAction("UPDATE", target, values)
