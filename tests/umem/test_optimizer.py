@@ -189,3 +189,23 @@ async def test_apply_rejects_target_outside_entries(bank: InsightBank) -> None:
     with pytest.raises(ValueError, match="UPDATE 3"):
         await apply_action(bank, "t", ENTRIES, OptimizerAction("UPDATE", 3, ["x"]))
     assert bank.count() == 0
+
+
+def test_repair_replies_parse_strictly() -> None:
+    from memwise.umem.optimizer import OptimizerAction, parse_repair, repair_schema
+
+    assert parse_repair('{"lessons": ["Check units."], "operation": "add"}', 0) == OptimizerAction(
+        "ADD", None, ["Check units."]
+    )
+    assert parse_repair('```json\n{"lessons": "One lesson", "operation": "UPDATE 1"}\n```', 2) == OptimizerAction(
+        "UPDATE", 1, ["One lesson"]
+    )
+    out_of_range = parse_repair('{"lessons": ["x"], "operation": "UPDATE 3"}', 2)
+    assert out_of_range == "repair failed: UPDATE 3 names no shown entry"
+    assert parse_repair('{"lessons": ["  "], "operation": "ADD"}', 0) == "repair failed: no lesson"
+    assert parse_repair('{"lessons": [1], "operation": "ADD"}', 0) == "repair failed: lessons is not a list of strings"
+    assert parse_repair("I cannot.", 0) == "repair failed: no JSON"
+    assert parse_repair('{"lessons": ["x"], "operation": "DELETE"}', 0) == "repair failed: unknown operation 'DELETE'"
+    schema = repair_schema(2)
+    assert schema["properties"]["operation"]["enum"] == ["ADD", "UPDATE 0", "UPDATE 1"]
+    assert schema["properties"]["lessons"]["items"]["maxLength"] == 200
