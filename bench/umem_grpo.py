@@ -43,8 +43,9 @@ from memwise.store.sqlite import SQLiteStore
 from memwise.tasks.types import Task
 from memwise.testing import FakeEmbedder
 from memwise.umem.bank import InsightBank
+from memwise.umem.bridge import AsyncBridge
 from memwise.umem.executor import ExecutionResult
-from memwise.umem.grpo import AsyncBridge, GRPOSettings, train_mem_optimizer
+from memwise.umem.grpo import GRPOSettings, train_mem_optimizer
 from memwise.umem.optimizer import build_optimizer_messages
 from memwise.umem.trainset import build_trainset
 

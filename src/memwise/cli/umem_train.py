@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from memwise.llm.registry import ModelSet
     from memwise.runs.rundir import RunDir
     from memwise.umem.bank import InsightBank
-    from memwise.umem.grpo import AsyncBridge
+    from memwise.umem.bridge import AsyncBridge
     from memwise.umem.loop import Executor
     from memwise.umem.trainset import TrainSet
 
@@ -142,7 +142,8 @@ def train_command(
     max_tokens: Annotated[int, typer.Option(help="executor completion budget")] = 1024,
 ) -> None:
     """GRPO-train a Mem-Optimizer on a suite, rewarded by marginal utility on neighbouring tasks."""
-    from memwise.umem.grpo import AsyncBridge, GRPOSettings, LoRASettings, train_mem_optimizer
+    from memwise.umem.bridge import AsyncBridge
+    from memwise.umem.grpo import GRPOSettings, LoRASettings, train_mem_optimizer
 
     opts: GlobalOptions = ctx.obj
     key = check_suite(suite)
@@ -221,7 +222,7 @@ def export_verl_command(
     max_tokens: Annotated[int, typer.Option(help="executor completion budget")] = 1024,
 ) -> None:
     """Write the suite as verl parquet: Mem-Optimizer prompt, gold answer, neighbours in extra_info."""
-    from memwise.umem.grpo import AsyncBridge
+    from memwise.umem.bridge import AsyncBridge
     from memwise.umem.verl_export import export_verl
 
     opts: GlobalOptions = ctx.obj

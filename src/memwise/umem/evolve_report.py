@@ -1,0 +1,317 @@
+"""Summaries and reports of an online evolution run: per-epoch figures, curves, Markdown and plots.
+
+Everything here works from the per-task records alone, so a report can be rebuilt from
+``records.jsonl`` after the fact, and resumed runs report the same figures as uninterrupted ones.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from memwise.runs.files import write_text_atomic
+from memwise.runs.ledger import StageStats
+from memwise.umem.bank import BankStats
+
+if TYPE_CHECKING:
+    from memwise.umem.evolve import TaskRecord
+
+__all__ = [
+    "EpochSummary",
+    "EvolveSummary",
+    "ReportFiles",
+    "build_markdown",
+    "cumulative_accuracy",
+    "summarise",
+    "write_report",
+]
+
+WRITE_COUNTERS = ("added", "merged", "updated", "evicted")
+"""The bank counters a task's writes change (the others count reads)."""
+
+
+# -- pure: summary ------------------------------------------------------------------------------
+
+
+def cumulative_accuracy(records: Sequence[TaskRecord]) -> list[float]:
+    """Success rate of the first 1, 2, ..., n records: the paper's curve over a task stream.
+
+    Example:
+        >>> from memwise.umem.evolve import TaskRecord
+        >>> rec = lambda ok: TaskRecord(1, 0, 0, "t", ok, None, "", 0, 1, None, 0, (), (), 0, 0, None, None, None, 0)
+        >>> cumulative_accuracy([rec(True), rec(False), rec(True), rec(True)])
+        [1.0, 0.5, 0.6666666666666666, 0.75]
+    """
+    out: list[float] = []
+    wins = 0
+    for n, record in enumerate(records, start=1):
+        wins += record.success
+        out.append(wins / n)
+    return out
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+@dataclass(frozen=True)
+class EpochSummary:
+    """One epoch's figures; ``complete`` is False for an epoch the run stopped inside."""
+
+    epoch: int
+    tasks: int
+    complete: bool
+    successes: int
+    accuracy: float
+    mean_progress: float | None
+    mean_steps: float
+    mean_tokens: float
+    adds: int
+    updates: int
+    format_failures: int
+    bank_size: int
+
+
+@dataclass(frozen=True)
+class EvolveSummary:
+    """The figures of a run so far: per epoch, along the stream, the optimizer's output and the bank.
+
+    ``epoch_curves`` holds the cumulative accuracy within each epoch (one list per epoch);
+    ``cumulative_accuracy`` runs over the whole stream. ``format_failures`` counts malformed optimizer
+    replies by reason; ``actions`` counts ADD, UPDATE and malformed (``"none"``). ``bank`` is the
+    bank's counters rebuilt from the records, so they hold across resumed processes.
+    """
+
+    suite: str
+    tasks_per_epoch: int
+    epochs_planned: int
+    completed: int
+    total: int
+    accuracy: float | None
+    epochs: list[EpochSummary]
+    cumulative_accuracy: list[float]
+    epoch_curves: list[list[float]]
+    format_failures: dict[str, int]
+    actions: dict[str, int]
+    bank: BankStats
+    bank_size: int
+    stages: dict[str, StageStats] = field(default_factory=dict)
+    repaired: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.completed == self.total
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["finished"] = self.finished
+        return out
+
+
+def summarise(
+    records: Sequence[TaskRecord],
+    *,
+    suite: str,
+    tasks_per_epoch: int,
+    epochs: int,
+    stages: Mapping[str, StageStats] | None = None,
+) -> EvolveSummary:
+    """The run summary from its records (pure); ``stages`` are the ledger's per-stage call totals."""
+    if tasks_per_epoch < 1:
+        raise ValueError(f"summarise: tasks_per_epoch must be at least 1, got {tasks_per_epoch}")
+    by_epoch: dict[int, list[TaskRecord]] = {}
+    for record in records:
+        by_epoch.setdefault(record.epoch, []).append(record)
+    epoch_rows = []
+    for epoch, rows in sorted(by_epoch.items()):
+        progress = [r.progress for r in rows if r.progress is not None]
+        epoch_rows.append(
+            EpochSummary(
+                epoch=epoch,
+                tasks=len(rows),
+                complete=len(rows) == tasks_per_epoch,
+                successes=sum(r.success for r in rows),
+                accuracy=sum(r.success for r in rows) / len(rows),
+                mean_progress=_mean(progress),
+                mean_steps=sum(r.steps for r in rows) / len(rows),
+                mean_tokens=sum(r.tokens for r in rows) / len(rows),
+                adds=sum(1 for r in rows if r.action == "ADD"),
+                updates=sum(1 for r in rows if r.action is not None and r.action.startswith("UPDATE")),
+                format_failures=sum(1 for r in rows if r.format_failure is not None),
+                bank_size=rows[-1].bank_size,
+            )
+        )
+    failures = Counter(r.format_failure for r in records if r.format_failure is not None)
+    actions = Counter("none" if r.action is None else r.action.split()[0] for r in records)
+    bank = BankStats(
+        retrievals=len(records),
+        hits=sum(r.retrieved for r in records),
+        dropped_by_floor=sum(r.dropped_by_floor for r in records),
+        **{name: sum(r.bank_changes.get(name, 0) for r in records) for name in WRITE_COUNTERS},
+    )
+    curve = cumulative_accuracy(records)
+    return EvolveSummary(
+        suite=suite,
+        tasks_per_epoch=tasks_per_epoch,
+        epochs_planned=epochs,
+        completed=len(records),
+        total=tasks_per_epoch * epochs,
+        accuracy=curve[-1] if curve else None,
+        epochs=epoch_rows,
+        cumulative_accuracy=curve,
+        epoch_curves=[cumulative_accuracy(rows) for _, rows in sorted(by_epoch.items())],
+        format_failures=dict(sorted(failures.items())),
+        actions={key: actions.get(key, 0) for key in ("ADD", "UPDATE", "none")},
+        bank=bank,
+        bank_size=records[-1].bank_size if records else 0,
+        stages=dict(stages or {}),
+        repaired=sum(1 for r in records if r.repaired),
+    )
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def build_markdown(summary: EvolveSummary, *, plots: Sequence[str] = (), plot_note: str | None = None) -> str:
+    """The report text (pure): per-epoch table, curve, optimizer format failures, bank, model calls."""
+    state = "finished" if summary.finished else f"stopped after {summary.completed} of {summary.total} tasks"
+    lines = [
+        f"# UMEM online evolution: {summary.suite}",
+        "",
+        f"{summary.tasks_per_epoch} tasks per epoch, {summary.epochs_planned} epoch(s), {state}. "
+        f"Stream accuracy {_fmt(summary.accuracy)}.",
+        "",
+        "## Accuracy by epoch",
+        "",
+        "| epoch | tasks | accuracy | mean progress | mean steps | mean tokens | ADD | UPDATE | malformed | bank |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in summary.epochs:
+        label = f"{e.epoch}" if e.complete else f"{e.epoch} (partial)"
+        lines.append(
+            f"| {label} | {e.tasks} | {_fmt(e.accuracy)} | {_fmt(e.mean_progress)} | {_fmt(e.mean_steps, 1)} | "
+            f"{_fmt(e.mean_tokens, 1)} | {e.adds} | {e.updates} | {e.format_failures} | {e.bank_size} |"
+        )
+    lines.append("")
+    if plots:
+        lines += [f"![{Path(name).stem.replace('_', ' ')}]({name})" for name in plots] + [""]
+    if plot_note:
+        lines += [plot_note, ""]
+    lines += ["## Mem-Optimizer replies", ""]
+    lines.append(", ".join(f"{k}: {v}" for k, v in summary.actions.items()) + " (none = malformed, bank unchanged)")
+    if summary.repaired:
+        lines.append(
+            f"{summary.repaired} malformed replies were repaired by a schema-constrained second request "
+            "(still counted as format failures below)."
+        )
+    lines.append("")
+    if summary.format_failures:
+        lines += ["| format failure | count |", "|---|---|"]
+        lines += [f"| {reason} | {n} |" for reason, n in summary.format_failures.items()]
+        lines.append("")
+    b = summary.bank
+    lines += [
+        "## Insight bank",
+        "",
+        f"{summary.bank_size} entries at the end; {b.added} added, {b.merged} merged into an entry with the same "
+        f"key, {b.updated} updated, {b.evicted} evicted. Retrievals returned {b.hits} entries over "
+        f"{b.retrievals} tasks; {b.dropped_by_floor} top-K hits fell under the similarity floor.",
+        "",
+        "## Model calls by stage",
+        "",
+        "| stage | calls | prompt tokens | completion tokens | latency s | errors | failures |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, st in summary.stages.items():
+        lines.append(
+            f"| {name} | {st.calls} | {st.prompt_tokens} | {st.completion_tokens} | {st.latency_s:.1f} | "
+            f"{st.errors} | {st.failures} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# -- I/O: report --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What :func:`write_report` wrote; ``plot_note`` says why plots are missing, when they are."""
+
+    summary_json: Path
+    report_md: Path
+    plots: list[Path]
+    plot_note: str | None = None
+
+
+def _plot(summary: EvolveSummary, folder: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    written: list[Path] = []
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for epoch, curve in zip(summary.epochs, summary.epoch_curves, strict=True):
+        ax.plot(range(1, len(curve) + 1), curve, marker="." if len(curve) < 60 else None, label=f"epoch {epoch.epoch}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("tasks seen in the epoch")
+    ax.set_ylabel("cumulative accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{summary.suite}: cumulative accuracy along the stream")
+    ax.grid(alpha=0.3)
+    if len(summary.epochs) > 1:
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    path = folder / "cumulative_accuracy.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    written.append(path)
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    xs = [e.epoch for e in summary.epochs]
+    ax.plot(xs, [e.accuracy for e in summary.epochs], marker="o", label="success rate")
+    progress = [(e.epoch, e.mean_progress) for e in summary.epochs if e.mean_progress is not None]
+    if progress:
+        ax.plot([p[0] for p in progress], [p[1] for p in progress], marker="s", label="progress rate")
+        ax.legend(fontsize="small")
+    ax.set_xticks(xs)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{summary.suite}: accuracy per epoch")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = folder / "epoch_accuracy.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    written.append(path)
+    return written
+
+
+def write_report(folder: Path, summary: EvolveSummary) -> ReportFiles:
+    """Write ``summary.json``, the two PNG plots and ``report.md`` into ``folder``.
+
+    Plots need matplotlib (``memwise[plots]``); without it the JSON and Markdown are still written
+    and the report says the plots were skipped.
+    """
+    summary_json = write_text_atomic(
+        folder / "summary.json", json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    )
+    note: str | None = None
+    plots: list[Path] = []
+    if summary.completed:
+        try:
+            plots = _plot(summary, folder)
+        except ImportError:
+            note = "Plots skipped: matplotlib is not installed (`pip install 'memwise[plots]'`)."
+    else:
+        note = "No task finished yet: nothing to plot."
+    text = build_markdown(summary, plots=[p.name for p in plots], plot_note=note)
+    report_md = write_text_atomic(folder / "report.md", text)
+    return ReportFiles(summary_json=summary_json, report_md=report_md, plots=plots, plot_note=note)
