@@ -224,11 +224,11 @@ def plot(records: Sequence[dict[str, Any]], before: float, after: float, path: P
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=40, help="GRPO steps")
+    parser.add_argument("--steps", type=int, default=50, help="GRPO steps")
     parser.add_argument("--tasks-per-kind", type=int, default=12)
     parser.add_argument("--group", type=int, default=8, help="completions per task (G)")
     parser.add_argument("--batch", type=int, default=4, help="tasks per GRPO step")
-    parser.add_argument("--lr", type=float, default=3e-4, help="GRPO learning rate (tiny model from scratch)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="GRPO learning rate (tiny model from scratch)")
     parser.add_argument("--warm-steps", type=int, default=100)
     parser.add_argument("--eval-samples", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
