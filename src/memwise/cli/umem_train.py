@@ -10,6 +10,8 @@ trains; ``export-verl`` writes the same tasks as a verl parquet file for cluster
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -103,10 +105,19 @@ async def _build(settings: Settings, src: _Source) -> _Parts:
     return _Parts(run, models, embedder, executor, trainset, bank)
 
 
-def _close(parts: _Parts, bridge: AsyncBridge) -> None:
-    bridge.run(parts.aclose())
-    parts.bank.store.close()
-    parts.run.close()
+@contextmanager
+def _session(settings: Settings, src: _Source) -> Iterator[tuple[AsyncBridge, _Parts]]:
+    """One event loop for the whole command, the parts built on it, and everything closed on the way out."""
+    from memwise.umem.bridge import AsyncBridge
+
+    with AsyncBridge() as bridge:
+        parts = bridge.run(_build(settings, src))
+        try:
+            yield bridge, parts
+        finally:
+            bridge.run(parts.aclose())
+            parts.bank.store.close()
+            parts.run.close()
 
 
 Suite = Annotated[str, typer.Option(help=f"task suite: {', '.join(KNOWN_SUITES)}")]
@@ -142,7 +153,6 @@ def train_command(
     max_tokens: Annotated[int, typer.Option(help="executor completion budget")] = 1024,
 ) -> None:
     """GRPO-train a Mem-Optimizer on a suite, rewarded by marginal utility on neighbouring tasks."""
-    from memwise.umem.bridge import AsyncBridge
     from memwise.umem.grpo import GRPOSettings, LoRASettings, train_mem_optimizer
 
     opts: GlobalOptions = ctx.obj
@@ -166,32 +176,28 @@ def train_command(
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     console = Console()
-    with AsyncBridge() as bridge:
-        src = _Source(key, path, run_dir, limit, seed, neighbours, top_k, floor, max_tokens)
-        parts = bridge.run(_build(opts.settings(), src))
+    src = _Source(key, path, run_dir, limit, seed, neighbours, top_k, floor, max_tokens)
+    with _session(opts.settings(), src) as (bridge, parts):
+        parts.run.write_manifest(
+            f"memwise umem train --suite {key}",
+            {"grpo": settings, "form": form, "path": str(path), "tasks": len(parts.trainset)},
+        )
+        console.print(
+            f"{key}: {len(parts.trainset)} tasks, N={neighbours}; "
+            f"executor {parts.models.get('policy').describe()}; "
+            f"training {optimizer_model}"
+        )
         try:
-            parts.run.write_manifest(
-                f"memwise umem train --suite {key}",
-                {"grpo": settings, "form": form, "path": str(path), "tasks": len(parts.trainset)},
+            result = train_mem_optimizer(
+                optimizer_model,
+                parts.trainset,
+                parts.trainset.scorer(parts.bank, parts.executor, form=form),  # type: ignore[arg-type]
+                output_dir=run_dir / "grpo",
+                settings=settings,
+                bridge=bridge,
             )
-            console.print(
-                f"{key}: {len(parts.trainset)} tasks, N={neighbours}; "
-                f"executor {parts.models.get('policy').describe()}; "
-                f"training {optimizer_model}"
-            )
-            try:
-                result = train_mem_optimizer(
-                    optimizer_model,
-                    parts.trainset,
-                    parts.trainset.scorer(parts.bank, parts.executor, form=form),  # type: ignore[arg-type]
-                    output_dir=run_dir / "grpo",
-                    settings=settings,
-                    bridge=bridge,
-                )
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from exc
-        finally:
-            _close(parts, bridge)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
     table = Table(title=f"UMEM GRPO: {result.steps} steps")
     for column in ("step", "reward", "format ok", "utility", "executor runs", "commits", "bank"):
         table.add_column(column, justify="right")
@@ -222,16 +228,11 @@ def export_verl_command(
     max_tokens: Annotated[int, typer.Option(help="executor completion budget")] = 1024,
 ) -> None:
     """Write the suite as verl parquet: Mem-Optimizer prompt, gold answer, neighbours in extra_info."""
-    from memwise.umem.bridge import AsyncBridge
     from memwise.umem.verl_export import export_verl
 
     opts: GlobalOptions = ctx.obj
     key = check_suite(suite)
-    with AsyncBridge() as bridge:
-        src = _Source(key, path, run_dir, limit, seed, neighbours, top_k, floor, max_tokens)
-        parts = bridge.run(_build(opts.settings(), src))
-        try:
-            written = bridge.run(export_verl(parts.trainset, parts.bank, parts.executor, out, split=split))
-        finally:
-            _close(parts, bridge)
+    src = _Source(key, path, run_dir, limit, seed, neighbours, top_k, floor, max_tokens)
+    with _session(opts.settings(), src) as (bridge, parts):
+        written = bridge.run(export_verl(parts.trainset, parts.bank, parts.executor, out, split=split))
     typer.echo(f"wrote {len(parts.trainset)} rows to {written}")
