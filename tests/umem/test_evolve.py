@@ -213,6 +213,14 @@ async def test_a_schema_constrained_repair_applies_its_action_but_keeps_the_fail
     assert repair.json_schema["properties"]["operation"]["enum"] == ["ADD", "UPDATE 0"]
 
 
+async def test_a_lesson_that_is_only_the_answer_never_enters_the_bank(tmp_path: Path) -> None:
+    llm = scripted(lambda req: block(["B", "two"], "ADD") if is_optimizer(req) else executor_reply(req))
+    result = await run_evolution(tmp_path, [mc_task(0, Q_X)], llm)
+    (record,) = result.records
+    assert record.action is None and record.format_failure == "answer leak" and record.bank_size == 0
+    assert bank_state(tmp_path) == []
+
+
 async def test_without_repair_a_malformed_reply_costs_one_call(tmp_path: Path) -> None:
     llm = scripted(lambda req: "no tags at all" if is_optimizer(req) else executor_reply(req))
     result = await run_evolution(tmp_path, [mc_task(0, Q_X)], llm, repair=False)

@@ -209,3 +209,18 @@ def test_repair_replies_parse_strictly() -> None:
     schema = repair_schema(2)
     assert schema["properties"]["operation"]["enum"] == ["ADD", "UPDATE 0", "UPDATE 1"]
     assert schema["properties"]["lessons"]["items"]["maxLength"] == 200
+
+
+def test_lessons_that_only_restate_the_answer_or_an_option_are_screened_out() -> None:
+    from memwise.umem.optimizer import OptimizerAction, screen_leaks
+
+    choices = ("The amnion", "Allantois", "Chorion")
+    action = OptimizerAction("UPDATE", 0, ["(B)", "2. Allantois", "Name the membrane's function before its name."])
+    assert screen_leaks(action, "B", choices) == OptimizerAction(
+        "UPDATE", 0, ["Name the membrane's function before its name."]
+    )
+    assert screen_leaks(OptimizerAction("ADD", None, ["the amnion!", "b"]), "B", choices) == "answer leak"
+    # AIME-style: the gold integer alone is a leak; a sentence that uses numbers is not
+    assert screen_leaks(OptimizerAction("ADD", None, ["204"]), "204") == "answer leak"
+    kept = OptimizerAction("ADD", None, ["Reduce modulo 1000 at the end."])
+    assert screen_leaks(kept, "204") is kept

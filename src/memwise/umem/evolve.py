@@ -72,6 +72,7 @@ from memwise.umem.optimizer import (
     build_repair_messages,
     parse_repair,
     repair_schema,
+    screen_leaks,
     try_parse_optimizer_output,
 )
 
@@ -437,7 +438,9 @@ async def evolve_step(
     A malformed reply leaves the bank as it was; with ``ledger`` it is also logged as a failure of the
     optimizer stage, raw reply included, so a report can show what the model wrote. With ``repair``
     the optimizer gets one more request whose output a JSON schema constrains; its action is applied
-    if valid, and the record still carries the first reply's failure.
+    if valid, and the record still carries the first reply's failure. Lessons that merely restate the
+    answer or an option are dropped (:func:`screen_leaks`); an action left with none is recorded as an
+    "answer leak" and not applied.
     """
     before = replace(bank.stats)
     tried = await attempt(bank, executor, task)
@@ -467,6 +470,10 @@ async def evolve_step(
             parsed = parse_repair(second.text, n)
             if isinstance(parsed, str) and ledger is not None:
                 ledger.record_failure(stage=OPTIMIZER_STAGE, kind=parsed, detail=f"task {task.id}", raw=second.text)
+    if not isinstance(parsed, str):
+        parsed = screen_leaks(parsed, task.answer, task.choices)
+        if isinstance(parsed, str) and ledger is not None:
+            ledger.record_failure(stage=OPTIMIZER_STAGE, kind=parsed, detail=f"task {task.id}", raw=reply.text)
     written: BankEntry | None = None
     if not isinstance(parsed, str):
         written = await apply_action(bank, task.key(), tried.entries, parsed)

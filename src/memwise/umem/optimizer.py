@@ -299,3 +299,35 @@ def parse_repair(text: str, n_entries: int) -> OptimizerAction | str:
     if not 0 <= target < n_entries:
         return f"repair failed: UPDATE {target} names no shown entry"
     return OptimizerAction("UPDATE", target, values)
+
+
+# -- answer-leak screen -----------------------------------------------------------------------------
+
+_ENUMERATOR = re.compile(r"^\s*(?:[(\[]?[A-Za-z0-9][)\].:]\s+|[-*]\s+)")
+
+
+def _norm(text: str) -> str:
+    text = _ENUMERATOR.sub("", text.strip())
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def screen_leaks(action: OptimizerAction, answer: str, choices: Sequence[str] = ()) -> OptimizerAction | str:
+    """Drop lessons that are just the task's answer or one of its options; "answer leak" if none remain.
+
+    The prompt forbids answer leakage, but small models often "remember" the answer itself ("B", or
+    an option's text). Such a value helps no other task and would mislead the next one that shares
+    its options, so it never enters the bank. Only exact (normalised) copies are caught: a lesson
+    that mentions the answer inside a sentence passes, as the screen cannot judge intent.
+
+    Example:
+        >>> screen_leaks(OptimizerAction("ADD", None, ["B", "Check the sign of each term."]), "B", ("2x", "x"))
+        OptimizerAction(op='ADD', target=None, values=['Check the sign of each term.'])
+        >>> screen_leaks(OptimizerAction("ADD", None, ["1. 2x"]), "A", ("2x", "x"))
+        'answer leak'
+    """
+    letters = {chr(ord("a") + i) for i in range(len(choices))}
+    banned = {_norm(answer), *(_norm(c) for c in choices), *letters} - {""}
+    kept = [v for v in action.values if _norm(v) not in banned]
+    if not kept:
+        return "answer leak"
+    return action if len(kept) == len(action.values) else OptimizerAction(action.op, action.target, kept)
