@@ -214,7 +214,7 @@ def test_repair_replies_parse_strictly() -> None:
 def test_lessons_that_only_restate_the_answer_or_an_option_are_screened_out() -> None:
     from memwise.umem.optimizer import OptimizerAction, screen_leaks
 
-    choices = ("The amnion", "Allantois", "Chorion")
+    choices = ("amnion", "Allantois", "Chorion")
     action = OptimizerAction("UPDATE", 0, ["(B)", "2. Allantois", "Name the membrane's function before its name."])
     assert screen_leaks(action, "B", choices) == OptimizerAction(
         "UPDATE", 0, ["Name the membrane's function before its name."]

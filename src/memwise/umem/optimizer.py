@@ -308,7 +308,10 @@ _ENUMERATOR = re.compile(r"^\s*(?:[(\[]?[A-Za-z0-9][)\].:]\s+|[-*]\s+)")
 
 def _norm(text: str) -> str:
     text = _ENUMERATOR.sub("", text.strip())
-    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+    words = re.sub(r"[^\w\s]", " ", text.lower()).split()
+    if len(words) > 1 and words[0] in ("the", "a", "an"):
+        words = words[1:]  # "The amnion" copies the option "amnion"
+    return " ".join(words)
 
 
 def screen_leaks(action: OptimizerAction, answer: str, choices: Sequence[str] = ()) -> OptimizerAction | str:
