@@ -87,6 +87,41 @@ def test_train_runs_grpo_steps_and_writes_the_step_log_and_model(tmp_path: Path)
     assert "UMEM GRPO: 2 steps" in result.output
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning:transformers.modeling_utils")
+def test_a_rerun_resumes_from_the_latest_checkpoint_with_that_steps_bank(tmp_path: Path) -> None:
+    data, model_dir, run_dir = tmp_path / "mmlu.jsonl", tmp_path / "tiny", tmp_path / "run"
+    data.write_text("".join(json.dumps(r) + "\n" for r in MMLU))
+    _save_tiny_model(model_dir)
+
+    def train(max_steps: int) -> str:
+        with FakeOpenAIServer(responder=_executor).in_thread() as srv:
+            result = runner.invoke(
+                app,
+                [
+                    *_global(srv), "umem", "train", "--suite", "mmlu", "--path", str(data),
+                    "--optimizer-model", str(model_dir), "--run-dir", str(run_dir), "--group-size", "4",
+                    "--batch-tasks", "2", "--micro-batch-size", "8", "--max-steps", str(max_steps), "--beta", "0",
+                    "--learning-rate", "0.01", "--max-completion-length", "4", "--max-tokens", "16",
+                    "--form", "released", "--floor", "0", "--save-steps", "1",
+                ],
+            )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "resuming" not in train(2)
+    grpo = run_dir / "grpo"
+    assert sorted(p.name for p in grpo.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert (grpo / "checkpoint-2" / "umem_bank.sqlite3").exists()
+    # A step that ran after the checkpoint (as if the process died then) must not survive the resume.
+    with (grpo / "umem_steps.jsonl").open("a") as log:
+        log.write(json.dumps({"step": 3, "tasks": 99}) + "\n" + '{"step": 4, "trunc')
+    output = train(3)
+    assert "resuming from" in output and "checkpoint-2" in output
+    steps = [json.loads(line) for line in (grpo / "umem_steps.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == [1, 2, 3] and steps[2]["tasks"] == 2
+    assert "UMEM GRPO: 3 steps" in output
+
+
 def test_export_verl_writes_one_row_per_task_with_neighbours(tmp_path: Path) -> None:
     data, out = tmp_path / "mmlu.jsonl", tmp_path / "train.parquet"
     data.write_text("".join(json.dumps(r) + "\n" for r in MMLU))

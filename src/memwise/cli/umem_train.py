@@ -70,7 +70,7 @@ class _Source:
     max_tokens: int
 
 
-async def _build(settings: Settings, src: _Source) -> _Parts:
+async def _build(settings: Settings, src: _Source, bank_from: Path | None = None) -> _Parts:
     from memwise.embed.registry import build_embedder
     from memwise.llm.registry import ModelSet
     from memwise.runs.rundir import RunDir
@@ -98,6 +98,10 @@ async def _build(settings: Settings, src: _Source) -> _Parts:
         trainset.save(stored)
     llm = run.record(models.get("policy"), EXECUTOR_STAGE)
     executor = make_executor(src.suite, llm, max_tokens=src.max_tokens)
+    if bank_from is not None:
+        from memwise.umem.grpo import restore_bank
+
+        restore_bank(bank_from, src.run_dir / "bank.db")  # before the store opens it
     bank = InsightBank(
         SQLiteStore(src.run_dir / "bank.db"), embedder, agent_id=BANK_SCOPE, top_k=src.top_k,
         similarity_floor=src.floor,
@@ -106,12 +110,12 @@ async def _build(settings: Settings, src: _Source) -> _Parts:
 
 
 @contextmanager
-def _session(settings: Settings, src: _Source) -> Iterator[tuple[AsyncBridge, _Parts]]:
+def _session(settings: Settings, src: _Source, bank_from: Path | None = None) -> Iterator[tuple[AsyncBridge, _Parts]]:
     """One event loop for the whole command, the parts built on it, and everything closed on the way out."""
     from memwise.umem.bridge import AsyncBridge
 
     with AsyncBridge() as bridge:
-        parts = bridge.run(_build(settings, src))
+        parts = bridge.run(_build(settings, src, bank_from))
         try:
             yield bridge, parts
         finally:
@@ -151,9 +155,13 @@ def train_command(
     top_k: Annotated[int, typer.Option(help="insight entries retrieved per task")] = 3,
     floor: Annotated[float, typer.Option(help="drop retrieved entries under this cosine")] = 0.5,
     max_tokens: Annotated[int, typer.Option(help="executor completion budget")] = 1024,
+    save_steps: Annotated[int, typer.Option(help="checkpoint (model, optimizer, bank) every N steps; 0: never")] = 25,
 ) -> None:
-    """GRPO-train a Mem-Optimizer on a suite, rewarded by marginal utility on neighbouring tasks."""
-    from memwise.umem.grpo import GRPOSettings, LoRASettings, train_mem_optimizer
+    """GRPO-train a Mem-Optimizer on a suite, rewarded by marginal utility on neighbouring tasks.
+
+    Re-running the command on the same run directory resumes from its latest checkpoint, bank included.
+    """
+    from memwise.umem.grpo import GRPOSettings, LoRASettings, latest_checkpoint, train_mem_optimizer
 
     opts: GlobalOptions = ctx.obj
     key = check_suite(suite)
@@ -172,12 +180,16 @@ def train_command(
             model_dtype=model_dtype,
             seed=seed,
             lora=LoRASettings(r=lora_r, alpha=2 * lora_r) if lora_r > 0 else None,
+            save_steps=save_steps,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     console = Console()
     src = _Source(key, path, run_dir, limit, seed, neighbours, top_k, floor, max_tokens)
-    with _session(opts.settings(), src) as (bridge, parts):
+    checkpoint = latest_checkpoint(run_dir / "grpo")
+    if checkpoint is not None:
+        console.print(f"resuming from {checkpoint} (model, optimizer state and bank of that step)", soft_wrap=True)
+    with _session(opts.settings(), src, checkpoint) as (bridge, parts):
         parts.run.write_manifest(
             f"memwise umem train --suite {key}",
             {"grpo": settings, "form": form, "path": str(path), "tasks": len(parts.trainset)},
@@ -195,6 +207,7 @@ def train_command(
                 output_dir=run_dir / "grpo",
                 settings=settings,
                 bridge=bridge,
+                resume_from=checkpoint,
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -34,3 +35,37 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
         Path(handle.name).unlink(missing_ok=True)
         raise
     return target
+
+
+def remove_sqlite(path: str | os.PathLike[str]) -> None:
+    """Delete a SQLite database file with its WAL, shared-memory and journal side files."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+
+
+def snapshot_sqlite(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+    """Copy a live (WAL) SQLite database's committed state to ``dest`` atomically, via SQLite's backup API.
+
+    A plain file copy of a WAL database can miss the pages still in the ``-wal`` file, or catch a
+    checkpoint half done; the backup API reads a consistent snapshot while writers carry on.
+    """
+    import sqlite3
+    from contextlib import closing
+
+    target = Path(dest)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    remove_sqlite(tmp)
+    with closing(sqlite3.connect(src)) as source, closing(sqlite3.connect(tmp)) as copy:
+        source.backup(copy)
+    os.replace(tmp, target)
+    return target
+
+
+def restore_sqlite(snapshot: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+    """Replace the database at ``dest`` (closed by every user) with a snapshot, side files included."""
+    target = Path(dest)
+    remove_sqlite(target)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(snapshot, tmp)
+    os.replace(tmp, target)

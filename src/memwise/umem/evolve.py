@@ -38,10 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import closing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -49,7 +46,7 @@ from typing import Any
 from memwise.embed.base import Embedder
 from memwise.exceptions import ConfigError, StoreError
 from memwise.llm.base import ChatModel, ChatRequest
-from memwise.runs.files import write_text_atomic
+from memwise.runs.files import remove_sqlite, restore_sqlite, snapshot_sqlite, write_text_atomic
 from memwise.runs.ledger import Ledger
 from memwise.runs.rundir import RunDir
 from memwise.store.sqlite import SQLiteStore
@@ -351,24 +348,10 @@ def _check_records(records: Sequence[TaskRecord], tasks: Sequence[Task], total: 
             )
 
 
-def _remove_db(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
-
-
-def _snapshot(src: Path, dest: Path) -> None:
-    """Copy a live (WAL) SQLite file's committed state to ``dest`` atomically, via SQLite's backup API."""
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    _remove_db(tmp)
-    with closing(sqlite3.connect(src)) as source, closing(sqlite3.connect(tmp)) as target:
-        source.backup(target)
-    os.replace(tmp, dest)
-
-
 def _checkpoint(paths: EvolvePaths, done: int) -> None:
     """Snapshot the bank as it is after ``done`` records, then drop older snapshots."""
     keep = paths.checkpoint(done)
-    _snapshot(paths.bank, keep)
+    snapshot_sqlite(paths.bank, keep)
     for old in paths.checkpoints():
         if old != keep:
             old.unlink(missing_ok=True)
@@ -377,16 +360,13 @@ def _checkpoint(paths: EvolvePaths, done: int) -> None:
 def _restore_bank(paths: EvolvePaths, done: int) -> None:
     """Bring the live bank to its state after ``done`` records (see the module docstring)."""
     if done == 0:
-        _remove_db(paths.bank)  # whatever a killed first task wrote
+        remove_sqlite(paths.bank)  # whatever a killed first task wrote
         for old in paths.checkpoints():
             old.unlink(missing_ok=True)
         return
     saved = paths.checkpoint(done)
     if saved.exists():
-        _remove_db(paths.bank)
-        tmp = paths.bank.with_name(f".{paths.bank.name}.tmp")
-        shutil.copyfile(saved, tmp)
-        os.replace(tmp, paths.bank)
+        restore_sqlite(saved, paths.bank)
         return
     # No snapshot for the last record: the run stopped between writing that record and the snapshot,
     # and the live bank has not been touched since. Anything else means files were removed by hand.

@@ -40,11 +40,12 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memwise.exceptions import StoreError
+from memwise.runs.files import restore_sqlite, snapshot_sqlite, write_text_atomic
 from memwise.umem.bank import BankEntry, InsightBank
 from memwise.umem.bridge import AsyncBridge
 from memwise.umem.loop import (
@@ -63,6 +64,7 @@ from memwise.umem.trainset import TrainSet
 
 try:
     from datasets import Dataset
+    from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
@@ -74,7 +76,9 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
+    "BANK_SNAPSHOT",
     "STEP_LOG",
+    "BankCheckpoint",
     "AsyncBridge",
     "GRPOSettings",
     "LoRASettings",
@@ -83,6 +87,8 @@ __all__ = [
     "TrainResult",
     "UMEMGRPOTrainer",
     "grpo_dataset",
+    "latest_checkpoint",
+    "restore_bank",
     "train_mem_optimizer",
 ]
 
@@ -176,6 +182,11 @@ class GRPOSettings:
         default=32, metadata={"help": "Executor runs in flight while building a step's prompts."}
     )
     save_model: bool = field(default=True, metadata={"help": "Save the trained model and tokenizer to <out>/final."})
+    save_steps: int = field(
+        default=0,
+        metadata={"help": "Write a resumable checkpoint (model, optimizer, bank) every N steps; 0: none."},
+    )
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept; older ones are deleted."})
     lora: LoRASettings | None = field(default=None, metadata={"help": "Train a LoRA adapter instead (opt-in)."})
 
     def __post_init__(self) -> None:
@@ -206,6 +217,8 @@ class GRPOSettings:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
         if self.logging_steps < 1:
             raise ValueError(f"logging_steps must be at least 1, got {self.logging_steps}")
+        if self.save_steps < 0 or self.save_total_limit < 1:
+            raise ValueError("save_steps must be >= 0 and save_total_limit >= 1")
         if self.attempt_concurrency < 1:
             raise ValueError(f"attempt_concurrency must be at least 1, got {self.attempt_concurrency}")
 
@@ -252,7 +265,9 @@ class GRPOSettings:
             remove_unused_columns=False,  # the reward needs task_id and entry_ids
             report_to=self.report_to,
             logging_steps=self.logging_steps,
-            save_strategy="no",
+            save_strategy="steps" if self.save_steps else "no",
+            save_steps=self.save_steps or 500,
+            save_total_limit=self.save_total_limit,
             seed=self.seed,
         )
 
@@ -555,6 +570,62 @@ class MemoryEvolution:
         return record
 
 
+# -- checkpoints ------------------------------------------------------------------------------------
+
+BANK_SNAPSHOT = "umem_bank.sqlite3"
+"""The bank as it was at a checkpoint's step, saved inside trl's ``checkpoint-N`` folder."""
+
+
+class BankCheckpoint(TrainerCallback):
+    """Saves the bank beside each trl checkpoint, so a resumed run continues with that step's bank.
+
+    Without it a resumed run would pair the checkpoint's model with the bank of whatever step the
+    process died at: commits made after the checkpoint would be kept but their steps re-run.
+    """
+
+    def __init__(self, bank_path: Path) -> None:
+        self.bank_path = bank_path
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        snapshot_sqlite(self.bank_path, Path(args.output_dir) / f"checkpoint-{state.global_step}" / BANK_SNAPSHOT)
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest trl checkpoint under ``output_dir`` that also holds a bank snapshot, or None."""
+    found = []
+    for path in Path(output_dir).glob("checkpoint-*"):
+        suffix = path.name.removeprefix("checkpoint-")
+        if suffix.isdigit() and (path / BANK_SNAPSHOT).exists():
+            found.append((int(suffix), path))
+    return max(found)[1] if found else None
+
+
+def restore_bank(checkpoint: str | Path, bank_path: str | Path) -> None:
+    """Put a checkpoint's bank back at ``bank_path``; call it before the bank's store is opened."""
+    restore_sqlite(Path(checkpoint) / BANK_SNAPSHOT, bank_path)
+
+
+def _checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.removeprefix("checkpoint-"))
+
+
+def _keep_records(log_path: Path, up_to: int) -> list[StepRecord]:
+    """The step log's records up to a checkpoint's step; later lines belong to steps that will re-run."""
+    if not log_path.exists():
+        return []
+    names = {f.name for f in fields(StepRecord)}
+    kept = []
+    for line in log_path.read_text(encoding="utf-8").splitlines():
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by the kill
+        if isinstance(data, dict) and int(data.get("step", 0)) <= up_to:
+            kept.append(StepRecord(**{k: v for k, v in data.items() if k in names}))
+    write_text_atomic(log_path, "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in kept))
+    return kept
+
+
 # -- trainer ----------------------------------------------------------------------------------------
 
 
@@ -609,6 +680,7 @@ def train_mem_optimizer(
     settings: GRPOSettings | None = None,
     tokenizer: PreTrainedTokenizerBase | None = None,
     bridge: AsyncBridge | None = None,
+    resume_from: str | Path | None = None,
 ) -> TrainResult:
     """Train a Mem-Optimizer with GRPO while its memory evolves (UMEM, section "GRPO training").
 
@@ -621,6 +693,9 @@ def train_mem_optimizer(
         settings: hyper-parameters (None: the paper's).
         tokenizer: the model's tokenizer, left-padded; None loads it from ``model``.
         bridge: the event loop the executor's clients live on; None makes one and closes it at the end.
+        resume_from: a ``checkpoint-N`` folder (see :func:`latest_checkpoint`) to continue from. The
+            bank must already be restored from it (:func:`restore_bank`, before its store was opened);
+            the step log keeps steps up to N and the model, optimizer and data order resume at N.
 
     Example:
         >>> # bank, executor and tasks built elsewhere (see the CLI)
@@ -646,7 +721,11 @@ def train_mem_optimizer(
         )
     (output / "settings.json").write_text(json.dumps(asdict(settings), indent=1) + "\n", encoding="utf-8")
     log_path = output / STEP_LOG
-    log_path.unlink(missing_ok=True)
+    if resume_from is None:
+        log_path.unlink(missing_ok=True)
+        earlier: list[StepRecord] = []
+    else:
+        earlier = _keep_records(log_path, _checkpoint_step(Path(resume_from)))
 
     owned = bridge is None
     active = AsyncBridge() if bridge is None else bridge
@@ -662,8 +741,10 @@ def train_mem_optimizer(
             processing_class=tokenizer,
             peft_config=settings.lora.to_peft_config() if settings.lora is not None else None,
             evolution=evolution,
+            callbacks=[BankCheckpoint(scorer.bank.store.path)] if settings.save_steps else None,
         )
-        output_metrics = trainer.train().metrics
+        evolution.records.extend(earlier)
+        output_metrics = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None).metrics
         model_dir = None
         if settings.save_model:
             model_dir = output / "final"
