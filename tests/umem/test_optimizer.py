@@ -212,15 +212,17 @@ def test_repair_replies_parse_strictly() -> None:
 
 
 def test_lessons_that_only_restate_the_answer_or_an_option_are_screened_out() -> None:
-    from memwise.umem.optimizer import OptimizerAction, screen_leaks
+    from memwise.umem.optimizer import OptimizerAction, screen_lessons
 
     choices = ("amnion", "Allantois", "Chorion")
     action = OptimizerAction("UPDATE", 0, ["(B)", "2. Allantois", "Name the membrane's function before its name."])
-    assert screen_leaks(action, "B", choices) == OptimizerAction(
+    assert screen_lessons(action, "B", choices) == OptimizerAction(
         "UPDATE", 0, ["Name the membrane's function before its name."]
     )
-    assert screen_leaks(OptimizerAction("ADD", None, ["the amnion!", "b"]), "B", choices) == "answer leak"
+    assert screen_lessons(OptimizerAction("ADD", None, ["the amnion!", "b"]), "B", choices) == "answer leak"
     # AIME-style: the gold integer alone is a leak; a sentence that uses numbers is not
-    assert screen_leaks(OptimizerAction("ADD", None, ["204"]), "204") == "answer leak"
+    assert screen_lessons(OptimizerAction("ADD", None, ["204"]), "204") == "answer leak"
     kept = OptimizerAction("ADD", None, ["Reduce modulo 1000 at the end."])
-    assert screen_leaks(kept, "204") is kept
+    assert screen_lessons(kept, "204") is kept
+    # a token loop or a lone word is no lesson
+    assert screen_lessons(OptimizerAction("ADD", None, ["1.1.1.1.1.1", "Think"]), "204") == "not a lesson"

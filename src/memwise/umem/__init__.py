@@ -9,7 +9,8 @@ The pieces, in the order a run uses them:
   block, and ADD / UPDATE i on the bank.
 - :func:`build_trainset` and :class:`UtilityScorer`: neighbourhoods and the marginal-utility reward.
 - :func:`train_mem_optimizer` (needs ``memwise[train]``; imported on first use): GRPO with trl.
-- :func:`evolve`: online evolution over a task stream.
+- :func:`memwise.umem.evolve.evolve`: online evolution over a task stream (a submodule and a
+  function of the same name, so it is not re-exported here).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from memwise.umem.bank import BankEntry, InsightBank, Retrieval
-from memwise.umem.evolve import EvolveConfig, EvolveResult, evolve
+from memwise.umem.evolve import EvolveConfig, EvolveResult
 from memwise.umem.executor import EnvExecutor, Environment, ExecutionResult, Observation, QAExecutor
 from memwise.umem.executors import make_executor
 from memwise.umem.loop import Attempt, CandidateScore, UtilityScorer, attempt, commit_best
@@ -60,7 +61,6 @@ __all__ = [
     "build_optimizer_messages",
     "build_trainset",
     "commit_best",
-    "evolve",
     "make_executor",
     "paper_gain",
     "parse_optimizer_output",

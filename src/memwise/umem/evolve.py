@@ -69,12 +69,12 @@ from memwise.umem.optimizer import (
     build_repair_messages,
     parse_repair,
     repair_schema,
-    screen_leaks,
+    screen_lessons,
     try_parse_optimizer_output,
 )
 
-REPAIR_MAX_TOKENS = 192
-"""Budget of the schema-constrained repair reply: two lessons of at most 200 characters fit."""
+REPAIR_MAX_TOKENS = 320
+"""Budget of the schema-constrained repair reply: two lessons of 200 characters fit even in math text."""
 
 __all__ = [
     "AGENT_ID",
@@ -419,7 +419,7 @@ async def evolve_step(
     optimizer stage, raw reply included, so a report can show what the model wrote. With ``repair``
     the optimizer gets one more request whose output a JSON schema constrains; its action is applied
     if valid, and the record still carries the first reply's failure. Lessons that merely restate the
-    answer or an option are dropped (:func:`screen_leaks`); an action left with none is recorded as an
+    answer or an option are dropped (:func:`screen_lessons`); an action left with none is recorded as an
     "answer leak" and not applied.
     """
     before = replace(bank.stats)
@@ -451,7 +451,7 @@ async def evolve_step(
             if isinstance(parsed, str) and ledger is not None:
                 ledger.record_failure(stage=OPTIMIZER_STAGE, kind=parsed, detail=f"task {task.id}", raw=second.text)
     if not isinstance(parsed, str):
-        parsed = screen_leaks(parsed, task.answer, task.choices)
+        parsed = screen_lessons(parsed, task.answer, task.choices)
         if isinstance(parsed, str) and ledger is not None:
             ledger.record_failure(stage=OPTIMIZER_STAGE, kind=parsed, detail=f"task {task.id}", raw=reply.text)
     written: BankEntry | None = None

@@ -301,9 +301,11 @@ def parse_repair(text: str, n_entries: int) -> OptimizerAction | str:
     return OptimizerAction("UPDATE", target, values)
 
 
-# -- answer-leak screen -----------------------------------------------------------------------------
+# -- lesson screen ----------------------------------------------------------------------------------
 
 _ENUMERATOR = re.compile(r"^\s*(?:[(\[]?[A-Za-z0-9][)\].:]\s+|[-*]\s+)")
+MIN_LESSON_WORDS = 2
+"""A lesson is a sentence: fewer words with letters ("B", "1.1.1.1", "...") guide no one."""
 
 
 def _norm(text: str) -> str:
@@ -314,23 +316,30 @@ def _norm(text: str) -> str:
     return " ".join(words)
 
 
-def screen_leaks(action: OptimizerAction, answer: str, choices: Sequence[str] = ()) -> OptimizerAction | str:
-    """Drop lessons that are just the task's answer or one of its options; "answer leak" if none remain.
+def screen_lessons(action: OptimizerAction, answer: str, choices: Sequence[str] = ()) -> OptimizerAction | str:
+    """Drop lessons that are no sentence, or just the task's answer or one of its options.
 
     The prompt forbids answer leakage, but small models often "remember" the answer itself ("B", or
-    an option's text). Such a value helps no other task and would mislead the next one that shares
-    its options, so it never enters the bank. Only exact (normalised) copies are caught: a lesson
-    that mentions the answer inside a sentence passes, as the screen cannot judge intent.
+    an option's text) or loop on a token ("1.1.1.1"). Such a value helps no other task and would
+    mislead the next one that shares its options, so it never enters the bank. Only exact
+    (normalised) copies of the answer or an option are caught: a lesson that mentions the answer
+    inside a sentence passes, as the screen cannot judge intent. When nothing is left the reason is
+    ``"answer leak"`` if any value was a leak, else ``"not a lesson"``.
 
     Example:
-        >>> screen_leaks(OptimizerAction("ADD", None, ["B", "Check the sign of each term."]), "B", ("2x", "x"))
+        >>> screen_lessons(OptimizerAction("ADD", None, ["B", "Check the sign of each term."]), "B", ("2x", "x"))
         OptimizerAction(op='ADD', target=None, values=['Check the sign of each term.'])
-        >>> screen_leaks(OptimizerAction("ADD", None, ["1. 2x"]), "A", ("2x", "x"))
+        >>> screen_lessons(OptimizerAction("ADD", None, ["1. 2x"]), "A", ("2x", "x"))
         'answer leak'
     """
     letters = {chr(ord("a") + i) for i in range(len(choices))}
     banned = {_norm(answer), *(_norm(c) for c in choices), *letters} - {""}
-    kept = [v for v in action.values if _norm(v) not in banned]
+    leaks = [v for v in action.values if _norm(v) in banned]
+    kept = [
+        v
+        for v in action.values
+        if v not in leaks and sum(any(ch.isalpha() for ch in w) for w in v.split()) >= MIN_LESSON_WORDS
+    ]
     if not kept:
-        return "answer leak"
+        return "answer leak" if leaks else "not a lesson"
     return action if len(kept) == len(action.values) else OptimizerAction(action.op, action.target, kept)
