@@ -1,10 +1,12 @@
 """Benchmark suites as lists of :class:`~memwise.tasks.types.Task`: loading and scoring by suite name.
 
 - :func:`load_suite` reads a suite's file in its official format ("mmlu", "aime": JSONL; "gpqa":
-  the GPQA CSV; "hotpotqa": the HotpotQA JSON) and checks every record, so a malformed file fails at
-  load time with a :class:`~memwise.exceptions.DatasetError` naming the file and record.
+  the GPQA CSV; "hotpotqa": the HotpotQA JSON; "alfworld": a split directory of games) and checks
+  every record, so a malformed file fails at load time with a
+  :class:`~memwise.exceptions.DatasetError` naming the file and record.
 - :mod:`memwise.tasks.suites.answers` pulls the final answer out of an executor's free text.
-- :func:`score_answer` compares such an extracted answer with a task's gold answer.
+- :func:`score_answer` compares such an extracted answer with a task's gold answer. ALFWorld has no
+  answer to compare: its games are scored by the environment (:mod:`memwise.tasks.envs`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from memwise.exceptions import ConfigError
 from memwise.tasks.suites.aime import load_aime, normalize_integer_answer
+from memwise.tasks.suites.alfworld import load_alfworld
 from memwise.tasks.suites.answers import extract_answer, extract_choice, extract_integer, extract_span
 from memwise.tasks.suites.gpqa import load_gpqa
 from memwise.tasks.suites.hotpotqa import load_hotpotqa, score_hotpotqa
@@ -28,6 +31,7 @@ __all__ = [
     "extract_span",
     "grade",
     "load_aime",
+    "load_alfworld",
     "load_gpqa",
     "load_hotpotqa",
     "load_mmlu",
@@ -41,13 +45,27 @@ SUITES: dict[str, Callable[..., list[Task]]] = {
     "aime": load_aime,
     "gpqa": load_gpqa,
     "hotpotqa": load_hotpotqa,
+    "alfworld": load_alfworld,
 }
+
+_ENV_SCORED = frozenset({"alfworld"})
+"""Suites whose tasks are games, scored by the environment (won, progress) rather than an answer."""
 
 
 def _suite_name(name: str) -> str:
     key = name.strip().lower()
     if key not in SUITES:
         raise ConfigError(f"unknown suite {name!r}; known: {', '.join(sorted(SUITES))}")
+    return key
+
+
+def _answer_suite(name: str) -> str:
+    key = _suite_name(name)
+    if key in _ENV_SCORED:
+        raise ConfigError(
+            f"suite {key!r} has no final answer to grade: its games are scored by the environment "
+            "(won and progress from memwise.tasks.envs), through an EnvExecutor"
+        )
     return key
 
 
@@ -70,7 +88,7 @@ def score_answer(suite: str, prediction: str | None, task: Task) -> bool:
     Choices compare as letters, AIME answers as integers, HotpotQA spans by SQuAD-normalised exact
     match. ``None`` (no answer found) is always wrong.
     """
-    key = _suite_name(suite)
+    key = _answer_suite(suite)
     if prediction is None:
         return False
     if key in ("mmlu", "gpqa"):
@@ -82,6 +100,6 @@ def score_answer(suite: str, prediction: str | None, task: Task) -> bool:
 
 def grade(suite: str, response: str, task: Task) -> tuple[str | None, bool]:
     """Extract the final answer from a raw ``response`` and score it: ``(answer or None, correct)``."""
-    key = _suite_name(suite)
+    key = _answer_suite(suite)
     answer = extract_answer(key, response, n_choices=max(len(task.choices), 1) if task.choices else 4)
     return answer, score_answer(key, answer, task)
