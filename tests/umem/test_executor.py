@@ -70,3 +70,15 @@ def test_choose_action_by_number_text_or_fallback() -> None:
     assert choose_action("I will open drawer 2 now", actions) == "open drawer 2"
     assert choose_action("hmm", actions) == "go to desk 1"
     assert choose_action("7", actions) == "go to desk 1"
+
+
+async def test_env_executor_closes_each_environment_it_made() -> None:
+    closed: list[bool] = []
+
+    class Closable(Counter):
+        def close(self) -> None:
+            closed.append(True)
+
+    llm = ScriptedLLM(lambda req: "2")
+    await EnvExecutor(llm, Closable, max_steps=3).run(Task("t", "toy", "count to 2", "2"))
+    assert closed == [True]

@@ -155,6 +155,15 @@ class EnvExecutor:
 
     async def run(self, task: Task, insights: Sequence[str] = ()) -> ExecutionResult:
         env = self.env_factory()
+        try:
+            return await self._play(env, task, insights)
+        finally:
+            # Environments that hold engines or processes (ALFWorld's) release them here, not at GC time.
+            close = getattr(env, "close", None)
+            if callable(close):
+                close()
+
+    async def _play(self, env: Environment, task: Task, insights: Sequence[str]) -> ExecutionResult:
         obs = env.reset(task)
         history: list[tuple[str, str]] = []
         tokens = off_format = 0
