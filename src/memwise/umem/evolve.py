@@ -429,6 +429,7 @@ async def evolve_step(
     reply = await optimizer.complete(request)
     tokens = reply.usage.completion_tokens
     parsed: OptimizerAction | str = try_parse_optimizer_output(reply.text, n)
+    source = reply.text  # the reply the action (or its failure) came from
     first_failure: str | None = None
     if isinstance(parsed, str):
         first_failure = parsed
@@ -447,13 +448,14 @@ async def evolve_step(
                 )
             )
             tokens += second.usage.completion_tokens
+            source = second.text
             parsed = parse_repair(second.text, n)
             if isinstance(parsed, str) and ledger is not None:
                 ledger.record_failure(stage=OPTIMIZER_STAGE, kind=parsed, detail=f"task {task.id}", raw=second.text)
     if not isinstance(parsed, str):
         parsed = screen_lessons(parsed, task.answer, task.choices)
         if isinstance(parsed, str) and ledger is not None:
-            ledger.record_failure(stage=OPTIMIZER_STAGE, kind=parsed, detail=f"task {task.id}", raw=reply.text)
+            ledger.record_failure(stage=OPTIMIZER_STAGE, kind=parsed, detail=f"task {task.id}", raw=source)
     written: BankEntry | None = None
     if not isinstance(parsed, str):
         written = await apply_action(bank, task.key(), tried.entries, parsed)
