@@ -96,3 +96,24 @@ def test_evolve_refuses_an_unknown_suite(tmp_path: Path) -> None:
     result = runner.invoke(app, ["umem", "evolve", "--suite", "chess", "--path", str(tmp_path / "x.jsonl")])
     assert result.exit_code != 0
     assert "known suites: aime, gpqa, hotpotqa, mmlu, alfworld" in str(result.exception)
+
+
+def test_the_mem_optimizer_can_live_on_its_own_server(tmp_path: Path) -> None:
+    data = tmp_path / "mmlu.jsonl"
+    data.write_text("".join(json.dumps({**r, "answer": 1}) + "\n" for r in MMLU[:2]))
+    with (
+        FakeOpenAIServer(responder=_responder).in_thread() as policy,
+        FakeOpenAIServer(responder=_responder).in_thread() as optimizer,
+    ):
+        result = runner.invoke(
+            app,
+            [
+                "--base-url", policy.base_url, "--model", "executor", "--optimizer-base-url", optimizer.base_url,
+                "--optimizer-model", "mem-optimizer", "--embed-backend", "openai", "--embed-base-url", policy.base_url,
+                "umem", "evolve", "--suite", "mmlu", "--path", str(data), "--run-dir", str(tmp_path / "run"),
+                "--max-tokens", "64",
+            ],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        # two executor calls on the policy server; two Mem-Optimizer calls (both ADD) on the other
+        assert policy.stats().completions == 2 and optimizer.stats().completions == 2

@@ -23,6 +23,8 @@ class GlobalOptions:
     concurrency: int | None = None
     judge_base_url: str | None = None
     judge_model: str | None = None
+    optimizer_base_url: str | None = None
+    optimizer_model: str | None = None
     embed_backend: str | None = None
     embed_base_url: str | None = None
     embed_model: str | None = None
@@ -39,6 +41,7 @@ class GlobalOptions:
                     "max_concurrency": self.concurrency,
                 },
                 "judge": {"base_url": self.judge_base_url, "model": self.judge_model},
+                "optimizer": {"base_url": self.optimizer_base_url, "model": self.optimizer_model},
                 "embedding": {
                     "backend": self.embed_backend,
                     "base_url": self.embed_base_url,

@@ -33,6 +33,10 @@ def _global(
     concurrency: Annotated[int | None, typer.Option(help="model calls in flight at once")] = None,
     judge_base_url: Annotated[str | None, typer.Option(help="base URL for the judge model")] = None,
     judge_model: Annotated[str | None, typer.Option(help="judge model name")] = None,
+    optimizer_base_url: Annotated[
+        str | None, typer.Option(help="base URL for the UMEM Mem-Optimizer served by a model server")
+    ] = None,
+    optimizer_model: Annotated[str | None, typer.Option(help="Mem-Optimizer model name (served)")] = None,
     embed_backend: Annotated[str | None, typer.Option(help="embedding backend: minilm or openai")] = None,
     embed_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL for /embeddings")] = None,
     embed_model: Annotated[str | None, typer.Option(help="embedding model name")] = None,
@@ -46,6 +50,8 @@ def _global(
         concurrency=concurrency,
         judge_base_url=judge_base_url,
         judge_model=judge_model,
+        optimizer_base_url=optimizer_base_url,
+        optimizer_model=optimizer_model,
         embed_backend=embed_backend,
         embed_base_url=embed_base_url,
         embed_model=embed_model,
