@@ -106,13 +106,13 @@ def build_tokenizer(tasks: Sequence[Task]) -> PreTrainedTokenizerFast:
     return tok
 
 
-def build_model(tok: PreTrainedTokenizerFast, seed: int) -> LlamaForCausalLM:
+def build_model(tok: PreTrainedTokenizerFast, seed: int, hidden: int = 64, layers: int = 2) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=4,
         max_position_embeddings=1024,
@@ -231,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3, help="GRPO learning rate (tiny model from scratch)")
     parser.add_argument("--warm-steps", type=int, default=100)
     parser.add_argument("--eval-samples", type=int, default=8)
+    parser.add_argument("--hidden", type=int, default=64, help="policy width")
+    parser.add_argument("--layers", type=int, default=2, help="policy depth")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=Path("bench/results/umem_grpo.json"))
     args = parser.parse_args(argv)
@@ -239,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     held_out = make_tasks(3, args.seed + 1)
     held_out = [Task(f"eval-{t.id}", t.suite, t.prompt, t.answer, t.text, metadata=t.metadata) for t in held_out]
     tok = build_tokenizer(tasks + held_out)
-    model = build_model(tok, args.seed)
+    model = build_model(tok, args.seed, args.hidden, args.layers)
     t0 = time.perf_counter()
     warm_loss = warm_start(model, tok, tasks, args.warm_steps, args.seed)
     warm_s = time.perf_counter() - t0
