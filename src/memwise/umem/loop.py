@@ -118,6 +118,16 @@ class CandidateScore:
         return sum(self.gains) / len(self.gains) if self.gains else 0.0
 
 
+@dataclass(frozen=True)
+class _NeighbourView:
+    """One neighbour as the reference bank shows it: its shown insights, ranked hits and closeness to the task."""
+
+    task: Task
+    insights: list[str]
+    ranked: list[tuple[float, BankEntry]]
+    similarity: float
+
+
 @dataclass
 class ExecutorCost:
     """Executor work spent on rewards, for per-step cost reports."""
@@ -193,19 +203,30 @@ class UtilityScorer:
         self.cost.tokens += result.length
         return ExecResult(success=result.success, length=result.length)
 
-    async def _reference_insights(self, neighbour: Task) -> tuple[list[str], Retrieval | None]:
+    async def _views(self, task: Task, neighbours: Sequence[Task]) -> list[_NeighbourView]:
+        """What each neighbour retrieves from the reference bank, and how close its key is to ``task``'s.
+
+        None of it depends on the candidate, so :meth:`score` computes it once per group, not once per
+        candidate: one retrieval per neighbour and one embedding call for the whole group.
+        """
         if self.form == "released":
-            return [], None
-        retrieval = await self.bank.retrieve(neighbour.key(), count_usage=False)
-        return insights_of(retrieval.entries), retrieval
+            return [_NeighbourView(nb, [], [], 0.0) for nb in neighbours]
+        retrievals = await asyncio.gather(*(self.bank.retrieve(nb.key(), count_usage=False) for nb in neighbours))
+        vectors = await self.bank.embedder.embed([task.key().strip(), *(nb.key() for nb in neighbours)])
+        return [
+            _NeighbourView(
+                nb,
+                insights_of(r.entries),
+                list(zip(r.similarities, r.entries, strict=True)),
+                float(vectors[i + 1] @ vectors[0]),
+            )
+            for i, (nb, r) in enumerate(zip(neighbours, retrievals, strict=True))
+        ]
 
     async def reference(self, neighbour: Task) -> ExecResult:
         """The reference run on ``neighbour``, from the cache when it was run before."""
-        insights, _ = await self._reference_insights(neighbour)
-        return await self._cached_reference(neighbour, insights)
-
-    async def _cached_reference(self, neighbour: Task, insights: Sequence[str]) -> ExecResult:
-        return await self._cached(neighbour, insights, reference=True)
+        (view,) = await self._views(neighbour, [neighbour])
+        return await self._cached(neighbour, view.insights, reference=True)
 
     async def _cached(self, task: Task, insights: Sequence[str], *, reference: bool) -> ExecResult:
         # A greedy run depends only on the task and what it was shown, so candidate runs share the
@@ -224,20 +245,15 @@ class UtilityScorer:
         with the action applied: an ADD competes for the top-K with the key ``task.key()`` (or grows
         the entry with that key), an UPDATE rewrites the values of the entry it targets.
         """
+        (view,) = await self._views(task, [neighbour])
+        return self._after(view, task, entries, action)
+
+    def _after(
+        self, view: _NeighbourView, task: Task, entries: Sequence[BankEntry], action: OptimizerAction
+    ) -> list[str]:
         if self.form == "released":
             return clean_values(action.values)
-        retrieval = await self.bank.retrieve(neighbour.key(), count_usage=False)
-        return await self._after(neighbour, task, entries, action, retrieval)
-
-    async def _after(
-        self,
-        neighbour: Task,
-        task: Task,
-        entries: Sequence[BankEntry],
-        action: OptimizerAction,
-        retrieval: Retrieval,
-    ) -> list[str]:
-        ranked = list(zip(retrieval.similarities, retrieval.entries, strict=True))
+        ranked = list(view.ranked)
         if action.op == "UPDATE":
             assert action.target is not None
             target = entries[action.target].id
@@ -252,44 +268,38 @@ class UtilityScorer:
                 sim, e = ranked[same_key[0]]
                 merged = BankEntry(e.id, e.key, clean_values([*e.values, *action.values]), e.usage, e.score)
                 ranked[same_key[0]] = (sim, merged)
-            else:
-                vectors = await self.bank.embedder.embed([neighbour.key(), key])
-                sim = float(vectors[0] @ vectors[1])
-                if sim >= self.bank.similarity_floor:
-                    ranked.append((sim, BankEntry("candidate", key, clean_values(action.values))))
-                    # stable sort: an existing entry keeps its place on a tie, as the store's ranking would
-                    ranked.sort(key=lambda pair: -pair[0])
-                    ranked = ranked[: self.bank.top_k]
+            elif view.similarity >= self.bank.similarity_floor:
+                ranked.append((view.similarity, BankEntry("candidate", key, clean_values(action.values))))
+                # stable sort: an existing entry keeps its place on a tie, as the store's ranking would
+                ranked.sort(key=lambda pair: -pair[0])
+                ranked = ranked[: self.bank.top_k]
         return insights_of([e for _, e in ranked])
 
-    async def _gain(self, neighbour: Task, task: Task, entries: Sequence[BankEntry], action: OptimizerAction) -> float:
-        ref_insights, retrieval = await self._reference_insights(neighbour)
-        if self.form == "released":
-            test_insights = clean_values(action.values)
-        else:
-            assert retrieval is not None
-            test_insights = await self._after(neighbour, task, entries, action, retrieval)
-        reference = await self._cached_reference(neighbour, ref_insights)
-        if test_insights == ref_insights:
+    async def _gain(
+        self, view: _NeighbourView, task: Task, entries: Sequence[BankEntry], action: OptimizerAction
+    ) -> float:
+        test_insights = self._after(view, task, entries, action)
+        reference = await self._cached(view.task, view.insights, reference=True)
+        if test_insights == view.insights:
             # The action does not change what this neighbour sees: same greedy run, gain 0 by definition.
             test = reference
         else:
-            test = await self._cached(neighbour, test_insights, reference=False)
+            test = await self._cached(view.task, test_insights, reference=False)
         return paper_gain(reference, test) if self.form == "paper" else released_gain(reference, test)
 
     async def score(self, task: Task, entries: Sequence[BankEntry], completions: Sequence[str]) -> list[CandidateScore]:
         """Score a group of Mem-Optimizer outputs for ``task`` (whose prompt numbered ``entries``)."""
-        neighbours = self.neighbours(task)
+        parsed = [try_parse_optimizer_output(text, len(entries)) for text in completions]
+        views = await self._views(task, self.neighbours(task)) if any(not isinstance(p, str) for p in parsed) else []
 
-        async def one(text: str) -> CandidateScore:
-            parsed = try_parse_optimizer_output(text, len(entries))
-            if isinstance(parsed, str):
-                self.cost.format_failures[parsed] = self.cost.format_failures.get(parsed, 0) + 1
-                return CandidateScore(format_ok=False, reward=0.0, reason=parsed)
-            gains = await asyncio.gather(*(self._gain(nb, task, entries, parsed) for nb in neighbours))
-            return CandidateScore(format_ok=True, reward=total_reward(True, gains), action=parsed, gains=tuple(gains))
+        async def one(action: OptimizerAction | str) -> CandidateScore:
+            if isinstance(action, str):
+                self.cost.format_failures[action] = self.cost.format_failures.get(action, 0) + 1
+                return CandidateScore(format_ok=False, reward=0.0, reason=action)
+            gains = await asyncio.gather(*(self._gain(view, task, entries, action) for view in views))
+            return CandidateScore(format_ok=True, reward=total_reward(True, gains), action=action, gains=tuple(gains))
 
-        return list(await asyncio.gather(*(one(text) for text in completions)))
+        return list(await asyncio.gather(*(one(p) for p in parsed)))
 
 
 async def commit_best(
