@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from memwise.exceptions import StoreError
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
@@ -69,3 +74,37 @@ def restore_sqlite(snapshot: str | os.PathLike[str], dest: str | os.PathLike[str
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.copyfile(snapshot, tmp)
     os.replace(tmp, target)
+
+
+def append_jsonl(path: str | os.PathLike[str], row: Mapping[str, Any]) -> None:
+    """Append one JSON line, flushed to disk before returning: for logs whose lines are commits."""
+    line = json.dumps(dict(row), ensure_ascii=False, sort_keys=True) + "\n"
+    with Path(path).open("a", encoding="utf-8") as fh:
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
+    """The complete lines of an append-only JSONL log; a torn last line (a write cut short) is removed.
+
+    Only the last line can be torn, since lines are appended one at a time; a bad line anywhere
+    else means the file was edited, which is refused (:class:`StoreError` naming the line) rather
+    than guessed around.
+    """
+    target = Path(path)
+    if not target.exists():
+        return []
+    raw = target.read_bytes()
+    lines = raw.split(b"\n")
+    complete, tail = lines[:-1], lines[-1]  # text after the last newline was never committed
+    rows: list[Any] = []
+    for number, line in enumerate(complete, start=1):
+        try:
+            rows.append(json.loads(line))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StoreError(f"{target}: line {number} is not JSON ({exc}); the log was edited or damaged") from exc
+    if tail:
+        with target.open("r+b") as fh:
+            fh.truncate(len(raw) - len(tail))
+    return rows

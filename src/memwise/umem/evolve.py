@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -46,7 +45,14 @@ from typing import Any
 from memwise.embed.base import Embedder
 from memwise.exceptions import ConfigError, StoreError
 from memwise.llm.base import ChatModel, ChatRequest
-from memwise.runs.files import remove_sqlite, restore_sqlite, snapshot_sqlite, write_text_atomic
+from memwise.runs.files import (
+    append_jsonl,
+    read_jsonl,
+    remove_sqlite,
+    restore_sqlite,
+    snapshot_sqlite,
+    write_text_atomic,
+)
 from memwise.runs.ledger import Ledger
 from memwise.runs.rundir import RunDir
 from memwise.store.sqlite import SQLiteStore
@@ -283,33 +289,20 @@ class EvolvePaths:
 
 def append_record(path: Path, record: TaskRecord) -> None:
     """Append one record as a JSON line, flushed to disk before returning: this is the task's commit."""
-    line = json.dumps(record.to_dict(), ensure_ascii=False, sort_keys=True) + "\n"
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
+    append_jsonl(path, record.to_dict())
 
 
 def read_records(path: Path) -> list[TaskRecord]:
     """The complete records of ``records.jsonl``; a torn last line (a write cut short) is removed.
 
-    Only the last line can be torn, since records are appended one at a time; a bad line anywhere
-    else means the file was edited, which is refused rather than guessed around.
+    A line that is not a task record means the file was edited, which is refused rather than guessed around.
     """
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    complete, tail = lines[:-1], lines[-1]  # text after the last newline was never committed
     records: list[TaskRecord] = []
-    for number, line in enumerate(complete, start=1):
+    for number, row in enumerate(read_jsonl(path), start=1):
         try:
-            records.append(TaskRecord.from_dict(json.loads(line)))
-        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+            records.append(TaskRecord.from_dict(row))
+        except (TypeError, AttributeError) as exc:
             raise StoreError(f"{path}: line {number} is not a task record ({exc}); use a fresh --run-dir") from exc
-    if tail:
-        with path.open("r+b") as fh:
-            fh.truncate(len(raw) - len(tail))
     return records
 
 

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memwise.exceptions import StoreError
-from memwise.runs.files import restore_sqlite, snapshot_sqlite, write_text_atomic
+from memwise.runs.files import append_jsonl, read_jsonl, restore_sqlite, snapshot_sqlite, write_text_atomic
 from memwise.umem.bank import BankEntry, InsightBank
 from memwise.umem.bridge import AsyncBridge
 from memwise.umem.loop import (
@@ -565,8 +565,7 @@ class MemoryEvolution:
         self.records.append(record)
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with self.log_path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+            append_jsonl(self.log_path, record.to_dict())
         return record
 
 
@@ -611,17 +610,12 @@ def _checkpoint_step(checkpoint: Path) -> int:
 
 def _keep_records(log_path: Path, up_to: int) -> list[StepRecord]:
     """The step log's records up to a checkpoint's step; later lines belong to steps that will re-run."""
-    if not log_path.exists():
-        return []
     names = {f.name for f in fields(StepRecord)}
-    kept = []
-    for line in log_path.read_text(encoding="utf-8").splitlines():
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by the kill
-        if isinstance(data, dict) and int(data.get("step", 0)) <= up_to:
-            kept.append(StepRecord(**{k: v for k, v in data.items() if k in names}))
+    kept = [
+        StepRecord(**{k: v for k, v in row.items() if k in names})
+        for row in read_jsonl(log_path)
+        if int(row.get("step", 0)) <= up_to
+    ]
     write_text_atomic(log_path, "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in kept))
     return kept
 
