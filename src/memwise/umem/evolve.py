@@ -424,11 +424,15 @@ async def evolve_step(
     parsed: OptimizerAction | str = try_parse_optimizer_output(reply.text, n)
     source = reply.text  # the reply the action (or its failure) came from
     first_failure: str | None = None
+    detail = f"task {task.id} (epoch {epoch}, index {index}), {n} entries shown"
+
+    def log_failure(kind: str, raw: str) -> None:
+        if ledger is not None:
+            ledger.record_failure(stage=OPTIMIZER_STAGE, kind=kind, detail=detail, raw=raw)
+
     if isinstance(parsed, str):
         first_failure = parsed
-        if ledger is not None:
-            detail = f"task {task.id} (epoch {epoch}, index {index}), {n} entries shown"
-            ledger.record_failure(stage=OPTIMIZER_STAGE, kind=parsed, detail=detail, raw=reply.text)
+        log_failure(parsed, reply.text)
         if repair:
             second = await optimizer.complete(
                 ChatRequest(
@@ -443,12 +447,12 @@ async def evolve_step(
             tokens += second.usage.completion_tokens
             source = second.text
             parsed = parse_repair(second.text, n)
-            if isinstance(parsed, str) and ledger is not None:
-                ledger.record_failure(stage=OPTIMIZER_STAGE, kind=parsed, detail=f"task {task.id}", raw=second.text)
+            if isinstance(parsed, str):
+                log_failure(parsed, second.text)
     if not isinstance(parsed, str):
         parsed = screen_lessons(parsed, task.answer, task.choices)
-        if isinstance(parsed, str) and ledger is not None:
-            ledger.record_failure(stage=OPTIMIZER_STAGE, kind=parsed, detail=f"task {task.id}", raw=source)
+        if isinstance(parsed, str):
+            log_failure(parsed, source)
     written: BankEntry | None = None
     if not isinstance(parsed, str):
         written = await apply_action(bank, task.key(), tried.entries, parsed)
