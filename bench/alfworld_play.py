@@ -21,50 +21,22 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from memwise.config import ModelConfig
-from memwise.llm.base import ChatModel, ChatRequest, ChatResponse
 from memwise.llm.registry import build_llm
+from memwise.runs.files import write_text_atomic
+from memwise.runs.rundir import RunDir
 from memwise.tasks.envs.alfworld import AlfworldEnv
 from memwise.tasks.suites.alfworld import load_alfworld
 from memwise.tasks.types import Task
 from memwise.umem.executor import EnvExecutor, Observation
 
 DEFAULT_SPLIT = Path(__file__).resolve().parents[2] / "shared" / "data" / "alfworld" / "valid_unseen"
-
-
-@dataclass
-class CountingLLM:
-    """Passes calls through and adds up tokens and model time (the executor reports completion tokens only)."""
-
-    inner: ChatModel
-    calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    model_s: float = 0.0
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    def describe(self) -> str:
-        return self.inner.describe()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        start = time.perf_counter()
-        response = await self.inner.complete(request)
-        self.model_s += time.perf_counter() - start
-        self.calls += 1
-        self.prompt_tokens += response.usage.prompt_tokens
-        self.completion_tokens += response.usage.completion_tokens
-        return response
 
 
 @dataclass
@@ -116,42 +88,47 @@ async def play(args: argparse.Namespace) -> dict[str, Any]:
         config = ModelConfig(backend="openai", base_url=args.base_url, model=args.model)
     else:
         config = ModelConfig(backend="local", n_threads=args.n_threads)
-    llm = CountingLLM(build_llm(config))
+    llm = build_llm(config)
     rows: list[dict[str, Any]] = []
     wall = time.perf_counter()
-    try:
-        with AlfworldEnv() as engine:
-            env = TimedEnv(engine)
-            executor = EnvExecutor(llm, lambda: env, max_steps=args.max_steps)
-            for task in games:
-                before = (llm.calls, llm.prompt_tokens, llm.completion_tokens, llm.model_s, env.engine_s)
-                start = time.perf_counter()
-                result = await executor.run(task)
-                row = {
-                    "id": task.id,
-                    "task_type": task.metadata["task_type"],
-                    "goal": task.prompt,
-                    "won": result.success,
-                    "progress": result.progress,
-                    "steps": result.steps,
-                    "calls": llm.calls - before[0],
-                    "prompt_tokens": llm.prompt_tokens - before[1],
-                    "completion_tokens": llm.completion_tokens - before[2],
-                    "off_format_replies": result.metadata["off_format_replies"],
-                    "model_s": round(llm.model_s - before[3], 2),
-                    "engine_s": round(env.engine_s - before[4], 2),
-                    "reset_s": round(env.reset_s[-1], 2),
-                    "wall_s": round(time.perf_counter() - start, 2),
-                    "actions": [line[2:] for line in result.trajectory.splitlines() if line.startswith("> ")],
-                }
-                rows.append(row)
-                print(
-                    f"{task.id}: won={row['won']} progress={row['progress']:.2f} steps={row['steps']} "
-                    f"tokens={row['prompt_tokens']}+{row['completion_tokens']} wall={row['wall_s']:.1f}s",
-                    flush=True,
-                )
-    finally:
-        await llm.aclose()
+    # Calls, tokens and model time per game come from a throwaway run ledger, one stage per game.
+    with tempfile.TemporaryDirectory() as tmp:
+        run = RunDir(Path(tmp))
+        try:
+            with AlfworldEnv() as engine:
+                env = TimedEnv(engine)
+                for i, task in enumerate(games):
+                    executor = EnvExecutor(run.record(llm, f"game-{i}"), lambda: env, max_steps=args.max_steps)
+                    engine_before = env.engine_s
+                    start = time.perf_counter()
+                    result = await executor.run(task)
+                    cost = run.ledger.stats()[f"game-{i}"]
+                    row = {
+                        "id": task.id,
+                        "task_type": task.metadata["task_type"],
+                        "goal": task.prompt,
+                        "won": result.success,
+                        "progress": result.progress,
+                        "steps": result.steps,
+                        "calls": cost.calls,
+                        "prompt_tokens": cost.prompt_tokens,
+                        "completion_tokens": cost.completion_tokens,
+                        "off_format_replies": result.metadata["off_format_replies"],
+                        "model_s": round(cost.latency_s, 2),
+                        "engine_s": round(env.engine_s - engine_before, 2),
+                        "reset_s": round(env.reset_s[-1], 2),
+                        "wall_s": round(time.perf_counter() - start, 2),
+                        "actions": [line[2:] for line in result.trajectory.splitlines() if line.startswith("> ")],
+                    }
+                    rows.append(row)
+                    print(
+                        f"{task.id}: won={row['won']} progress={row['progress']:.2f} steps={row['steps']} "
+                        f"tokens={row['prompt_tokens']}+{row['completion_tokens']} wall={row['wall_s']:.1f}s",
+                        flush=True,
+                    )
+        finally:
+            run.close()
+            await llm.aclose()
     n = len(rows)
     return {
         "benchmark": "alfworld_play",
@@ -162,11 +139,11 @@ async def play(args: argparse.Namespace) -> dict[str, Any]:
         "success_rate": sum(r["won"] for r in rows) / n,
         "mean_progress": sum(r["progress"] or 0.0 for r in rows) / n,
         "mean_steps": sum(r["steps"] for r in rows) / n,
-        "prompt_tokens": llm.prompt_tokens,
-        "completion_tokens": llm.completion_tokens,
-        "calls": llm.calls,
+        "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
+        "completion_tokens": sum(r["completion_tokens"] for r in rows),
+        "calls": sum(r["calls"] for r in rows),
         "off_format_replies": sum(r["off_format_replies"] for r in rows),
-        "model_s": round(llm.model_s, 2),
+        "model_s": round(sum(r["model_s"] for r in rows), 2),
         "engine_s": round(env.engine_s, 2),
         "mean_reset_s": round(sum(env.reset_s) / n, 2),
         "wall_s": round(time.perf_counter() - wall, 2),
@@ -188,8 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         f"off-format {report['off_format_replies']}, model {report['model_s']:.0f}s, "
         f"engine {report['engine_s']:.0f}s, wall {report['wall_s']:.0f}s"
     )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.json}")
     return 0
 
