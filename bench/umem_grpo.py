@@ -36,12 +36,13 @@ from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from memwise.runs.files import write_text_atomic
 from memwise.store.sqlite import SQLiteStore
 from memwise.tasks.types import Task
 from memwise.testing import FakeEmbedder
+from memwise.testing.tiny_lm import tiny_llama
 from memwise.umem.bank import InsightBank
 from memwise.umem.bridge import AsyncBridge
 from memwise.umem.executor import ExecutionResult
@@ -107,20 +108,7 @@ def build_tokenizer(tasks: Sequence[Task]) -> PreTrainedTokenizerFast:
 
 
 def build_model(tok: PreTrainedTokenizerFast, seed: int, hidden: int = 64, layers: int = 2) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=1024,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-        bos_token_id=None,
-    )
-    return LlamaForCausalLM(config)
+    return tiny_llama(tok, hidden=hidden, layers=layers, heads=4, max_positions=1024, seed=seed)
 
 
 def completion(method: str) -> str:

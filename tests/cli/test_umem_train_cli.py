@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import torch
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 from typer.testing import CliRunner
 
 from memwise.cli import app
 from memwise.exceptions import ConfigError
 from memwise.testing import FakeOpenAIServer
 from memwise.testing.fake_openai import ChatCall
+from memwise.testing.tiny_lm import tiny_llama
 
 runner = CliRunner()
 
@@ -45,13 +45,7 @@ def _save_tiny_model(path: Path) -> None:
         "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} {% endfor %}"
         "{% if add_generation_prompt %}<|assistant|>{% endif %}"
     )
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=2048, pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-    )  # fmt: skip
-    LlamaForCausalLM(config).save_pretrained(path)
+    tiny_llama(tok).save_pretrained(path)
     tok.save_pretrained(path)
 
 

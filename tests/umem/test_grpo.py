@@ -22,13 +22,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 from trl import GRPOTrainer
 
 from memwise.llm.base import ChatRequest
 from memwise.store.sqlite import SQLiteStore
 from memwise.tasks.types import Task
 from memwise.testing import FakeEmbedder, ScriptedLLM
+from memwise.testing.tiny_lm import tiny_llama
 from memwise.umem.bank import BankEntry, InsightBank
 from memwise.umem.executor import ExecutionResult, QAExecutor
 from memwise.umem.grpo import (
@@ -134,21 +135,7 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def tiny_model(tok: PreTrainedTokenizerFast) -> LlamaForCausalLM:
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    return LlamaForCausalLM(config)
+    return tiny_llama(tok)
 
 
 @pytest.fixture
