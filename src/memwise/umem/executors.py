@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from memwise.exceptions import ConfigError
 from memwise.llm.base import ChatModel
+from memwise.tasks import suites
 from memwise.tasks.suites import grade
 from memwise.tasks.types import Task
 from memwise.umem.executor import EnvExecutor, Environment, QAExecutor, Scorer
@@ -19,8 +20,9 @@ from memwise.umem.loop import Executor
 
 __all__ = ["ENV_SUITES", "KNOWN_SUITES", "QA_SUITES", "check_suite", "is_env_suite", "make_executor"]
 
-QA_SUITES = ("aime", "gpqa", "hotpotqa", "mmlu")
-ENV_SUITES = ("alfworld",)
+# Derived from the suite registry, so a suite added there gets an executor (or a clear error) here.
+QA_SUITES = tuple(sorted(name for name in suites.SUITES if name not in suites.ENV_SUITES))
+ENV_SUITES = tuple(sorted(suites.ENV_SUITES))
 KNOWN_SUITES = QA_SUITES + ENV_SUITES
 
 ALFWORLD_MAX_STEPS = 30

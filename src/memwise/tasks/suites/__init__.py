@@ -24,6 +24,7 @@ from memwise.tasks.suites.mmlu import load_mmlu
 from memwise.tasks.types import Task
 
 __all__ = [
+    "ENV_SUITES",
     "SUITES",
     "extract_answer",
     "extract_choice",
@@ -48,7 +49,7 @@ SUITES: dict[str, Callable[..., list[Task]]] = {
     "alfworld": load_alfworld,
 }
 
-_ENV_SCORED = frozenset({"alfworld"})
+ENV_SUITES = frozenset({"alfworld"})
 """Suites whose tasks are games, scored by the environment (won, progress) rather than an answer."""
 
 
@@ -61,7 +62,7 @@ def _suite_name(name: str) -> str:
 
 def _answer_suite(name: str) -> str:
     key = _suite_name(name)
-    if key in _ENV_SCORED:
+    if key in ENV_SUITES:
         raise ConfigError(
             f"suite {key!r} has no final answer to grade: its games are scored by the environment "
             "(won and progress from memwise.tasks.envs), through an EnvExecutor"
