@@ -9,6 +9,7 @@ family at once and still tell misuse from backend trouble from a misbehaving mod
     ├── ParseError         a model replied, but not in the shape asked for; carries the raw reply
     ├── EmbeddingError     an embedding backend failed
     ├── StoreError         the SQLite store could not read or write
+    │   └── RunDirBusyError    another writer holds the run directory's lock
     └── DatasetError       an input file is malformed; names the file and the record
 """
 
@@ -66,6 +67,23 @@ class EmbeddingError(MemwiseError):
 
 class StoreError(MemwiseError):
     """The store could not complete a read or write."""
+
+
+class RunDirBusyError(StoreError):
+    """A run directory is locked by another writer (another process, or another open ``RunDir``).
+
+    Args:
+        message: who holds it and what to do.
+        directory: the run directory.
+        pid: the holder's pid, when the lock file names one.
+        command: the holder's command line, when the lock file names one.
+    """
+
+    def __init__(self, message: str, *, directory: str, pid: int | None = None, command: str | None = None) -> None:
+        self.directory = directory
+        self.pid = pid
+        self.command = command
+        super().__init__(message)
 
 
 class DatasetError(MemwiseError):
