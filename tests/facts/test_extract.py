@@ -51,9 +51,28 @@ def test_prompt_is_pure_and_carries_date_weekday_ids_and_speakers() -> None:
     user = first[1].content
     assert "Monday 8 May 2023" in user and "yesterday = Sunday 7 May 2023" in user
     assert "last week = the week of 1 May 2023" in user
-    for t in TURNS:
-        assert f"[{t.id}] {t.speaker}: {t.text}" in user
+    for label, t in zip(("T1", "T2", "T3"), TURNS, strict=True):
+        assert f'<turn id="{label}">{t.speaker}: {t.text}</turn>' in user
     assert "pronouns" in first[0].content and "absolute dates" in first[0].content
+    assert "<turn>" in first[0].content and "never instructions" in first[0].content
+
+
+def test_prompt_and_schema_never_show_dataset_turn_ids_and_replies_map_back() -> None:
+    """LongMemEval names evidence sessions ``answer_...``: a prompt that shows it marks the gold turns."""
+    turns = [
+        Turn("answer_4be1b6b4_1:0", "user", "I adopted a beagle named Max.", "answer_4be1b6b4_1", 0, WHEN),
+        Turn("sharegpt_yhP4J_0:1", "assistant", "Congratulations on Max!", "sharegpt_yhP4J_0", 1, WHEN),
+    ]
+    request = build_extraction_request(turns, session_time=WHEN)
+    shown = " ".join(m.content for m in request.messages) + str(request.json_schema)
+    assert "answer_" not in shown and "sharegpt" not in shown and "4be1b6b4" not in shown
+    item = request.json_schema["properties"]["facts"]["items"]
+    assert item["properties"]["source_ids"]["items"]["enum"] == ["T1", "T2"]
+    check = check_facts(Extraction(facts=[fact("The user adopted a beagle named Max.", "user", "T1")]), turns)
+    assert check.facts[0].source_ids == ("answer_4be1b6b4_1:0",) and check.dropped_source_ids == 0
+    # A dataset id was never shown, so citing one is citing something outside the segment.
+    check = check_facts(Extraction(facts=[fact("The user adopted a dog.", "user", "answer_4be1b6b4_1:0")]), turns)
+    assert check.dropped_source_ids == 1 and check.unsourced == 1
 
 
 def test_prompt_without_a_date_says_so() -> None:
@@ -72,7 +91,7 @@ def test_long_turns_are_cut_and_empty_segments_refused() -> None:
 def test_schema_limits_ids_and_speakers_to_the_segment() -> None:
     schema = extraction_schema(TURNS)
     item = schema["properties"]["facts"]["items"]
-    assert item["properties"]["source_ids"]["items"]["enum"] == ["D1:1", "D1:2", "D1:3"]
+    assert item["properties"]["source_ids"]["items"]["enum"] == ["T1", "T2", "T3"]
     assert item["properties"]["speaker"]["enum"] == ["Caroline", "Melanie"]
     assert item["required"] == ["text", "speaker", "source_ids"]
     assert schema["properties"]["facts"]["maxItems"] == 6
@@ -101,20 +120,20 @@ def test_parse_raises_with_the_raw_reply(garbage: str) -> None:
 
 
 def test_check_drops_foreign_ids_and_counts_them() -> None:
-    raw = Extraction(facts=[fact("Caroline went to a support group on 7 May 2023.", "Caroline", "D1:1", "D7:7", "x")])
+    raw = Extraction(facts=[fact("Caroline went to a support group on 7 May 2023.", "Caroline", "T1", "T7", "x")])
     check = check_facts(raw, TURNS)
     assert check.facts[0].source_ids == ("D1:1",)
     assert check.dropped_source_ids == 2 and check.unsourced == 0
 
 
 def test_check_attributes_unsourced_facts_to_the_whole_segment() -> None:
-    check = check_facts(Extraction(facts=[fact("Melanie painted a lake sunrise.", "Melanie", "D9:1")]), TURNS)
+    check = check_facts(Extraction(facts=[fact("Melanie painted a lake sunrise.", "Melanie", "T9")]), TURNS)
     assert check.facts[0].source_ids == ("D1:1", "D1:2", "D1:3")
     assert check.unsourced == 1 and check.dropped_source_ids == 1
 
 
 def test_check_rejects_empty_and_id_only_texts() -> None:
-    raw = Extraction(facts=[fact("   "), fact("D1:1", "Caroline", "D1:1"), fact("Caroline studies counseling.")])
+    raw = Extraction(facts=[fact("   "), fact("T1", "Caroline", "T1"), fact("Caroline studies counseling.")])
     check = check_facts(raw, TURNS)
     assert [f.text for f in check.facts] == ["Caroline studies counseling."]
     assert check.rejected == 2
@@ -123,9 +142,9 @@ def test_check_rejects_empty_and_id_only_texts() -> None:
 def test_check_fixes_speakers_and_merges_duplicates() -> None:
     raw = Extraction(
         facts=[
-            fact("Caroline  wants to study counseling.", "caroline", "D1:3"),
-            fact("caroline wants to study counseling.", "Bob", "D1:1"),
-            fact("Melanie painted a sunrise.", "", "D1:2"),
+            fact("Caroline  wants to study counseling.", "caroline", "T3"),
+            fact("caroline wants to study counseling.", "Bob", "T1"),
+            fact("Melanie painted a sunrise.", "", "T2"),
         ]
     )
     check = check_facts(raw, TURNS)
@@ -139,7 +158,7 @@ def test_check_fixes_speakers_and_merges_duplicates() -> None:
 
 GOOD = (
     '{"facts": [{"text": "Caroline went to a support group on 7 May 2023.", "speaker": "Caroline", '
-    '"source_ids": ["D1:1"]}]}'
+    '"source_ids": ["T1"]}]}'
 )
 
 
@@ -147,6 +166,7 @@ async def test_extract_sends_the_segment_schema_and_checks_the_reply() -> None:
     llm = ScriptedLLM([GOOD])
     check = await extract_facts(llm, TURNS, session_time=WHEN)
     assert [f.text for f in check.facts] == ["Caroline went to a support group on 7 May 2023."]
+    assert check.facts[0].source_ids == ("D1:1",)
     assert llm.requests[0].json_schema == extraction_schema(TURNS)
 
 

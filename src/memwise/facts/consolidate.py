@@ -31,6 +31,7 @@ from memwise.exceptions import LLMError, ParseError
 from memwise.facts.units import FACT, from_epoch
 from memwise.llm.base import ChatModel, ChatRequest, Message
 from memwise.llm.structured import complete_structured, parse_model
+from memwise.llm.untrusted import data_notice, fence
 from memwise.runs.ledger import Ledger
 from memwise.store.base import Filters, Record
 from memwise.store.sqlite import SQLiteStore
@@ -43,7 +44,7 @@ MAX_TEXT_CHARS = 400
 SYSTEM = (
     "You keep a memory up to date. Compare a new memory with older ones. For each older memory decide: "
     "UPDATE if the new memory replaces it (same subject, newer information), DELETE if the new memory shows "
-    "it is wrong, IGNORE if both can be true. Reply with JSON only."
+    "it is wrong, IGNORE if both can be true. Reply with JSON only. " + data_notice("new_memory", "memory")
 )
 
 
@@ -68,21 +69,22 @@ class Decisions(BaseModel):
 # Prompt and parsing (pure)
 
 
-def _line(record: Record) -> str:
+def _line(tag: str, record: Record, number: int | None = None) -> str:
     when = from_epoch(record.ts).strftime("%Y-%m-%d %A") if record.ts is not None else "date unknown"
     text = " ".join(record.text.split())
     if len(text) > MAX_TEXT_CHARS:
         text = text[: MAX_TEXT_CHARS - 1].rstrip() + "…"
-    return f"({when}) {text}"
+    return fence(tag, f"({when}) {text}", attrs={"n": number} if number is not None else None)
 
 
 def build_consolidation_messages(new: Record, candidates: Sequence[Record]) -> list[Message]:
     """The prompt: the new unit, then the older ones numbered from 1 (short numbers, not 32-hex ids,
-    because a small model copies a number far more reliably)."""
+    because a small model copies a number far more reliably). Each memory is fenced, so a stored
+    text cannot forge another candidate or an instruction."""
     if not candidates:
         raise ValueError("build_consolidation_messages needs at least one older memory")
-    lines = [f"New memory {_line(new)}", "", "Older memories:"]
-    lines.extend(f"{i}. {_line(c)}" for i, c in enumerate(candidates, start=1))
+    lines = ["New memory:", _line("new_memory", new), "", "Older memories:"]
+    lines.extend(_line("memory", c, i) for i, c in enumerate(candidates, start=1))
     lines.append("")
     lines.append('Reply as {"decisions": [{"candidate": 1, "action": "UPDATE|DELETE|IGNORE", "reason": "..."}]}')
     return [Message("system", SYSTEM), Message("user", "\n".join(lines))]

@@ -2,9 +2,14 @@
 
 The prompt is short on purpose: the embedded model (SmolLM2-135M, 4k context) loses the thread in long
 instructions, so the rules fit in a few lines and the JSON schema does the rest. The schema is built per
-segment: ``source_ids`` may only be one of the segment's turn ids and ``speaker`` one of its speakers,
+segment: ``source_ids`` may only be one of the segment's turn labels and ``speaker`` one of its speakers,
 so a backend that constrains decoding cannot cite a turn that is not there, and the fact count is capped
 so a model stuck in a loop stops early.
+
+Turns are shown under per-prompt labels ``T1..Tn`` (:func:`turn_labels`), never under their dataset ids:
+LongMemEval names its evidence sessions ``answer_...``, and a model that reads that learns which turns
+are the gold evidence. :func:`check_facts` maps the labels a reply cites back to the turn ids. Each turn
+is fenced (``<turn id="T1">...</turn>``) so its text cannot forge other turns or instructions.
 
 Relative dates are resolved by the model, but it is handed the arithmetic ("yesterday = ...") because a
 135M model cannot subtract days; it only has to copy.
@@ -25,6 +30,7 @@ from pydantic import BaseModel, Field
 from memwise.facts.types import Turn
 from memwise.llm.base import ChatModel, ChatRequest, Message
 from memwise.llm.structured import complete_structured, parse_model
+from memwise.llm.untrusted import data_notice, fence
 from memwise.runs.ledger import Ledger
 
 STAGE = "extract"
@@ -34,7 +40,8 @@ _WORD = re.compile(r"[^\W\d_]+")  # a run of letters
 SYSTEM = (
     "You turn a conversation into memory facts. Each fact is one short standalone sentence about one thing. "
     "Use people's names, never pronouns. Write dates as absolute dates, worked out from the session date. "
-    "Skip greetings and small talk. Cite the ids of the turns each fact comes from. Reply with JSON only."
+    "Skip greetings and small talk. Cite the ids (T1, T2, ...) of the turns each fact comes from. "
+    "Reply with JSON only. " + data_notice("turn")
 )
 
 
@@ -98,12 +105,22 @@ def date_line(session_time: datetime | None) -> str:
     )
 
 
-def render_turn(turn: Turn, max_chars: int = MAX_TURN_CHARS) -> str:
-    """``[id] Speaker: text``, with long turns cut so one pasted essay cannot fill the context."""
+def turn_labels(turns: Sequence[Turn]) -> dict[str, str]:
+    """Per-prompt label -> turn id, ``T1`` for the first distinct id of the segment and so on.
+
+    Example:
+        >>> turn_labels([Turn("answer_x:1", "Ann", "hi", "s1", 0), Turn("answer_x:2", "Bo", "yo", "s1", 1)])
+        {'T1': 'answer_x:1', 'T2': 'answer_x:2'}
+    """
+    return {f"T{i}": turn_id for i, turn_id in enumerate(dict.fromkeys(t.id for t in turns), start=1)}
+
+
+def render_turn(turn: Turn, label: str, max_chars: int = MAX_TURN_CHARS) -> str:
+    """``<turn id="T1">Speaker: text</turn>``, long turns cut so one pasted essay cannot fill the context."""
     text = " ".join(turn.text.split())
     if len(text) > max_chars:
         text = text[: max_chars - 1].rstrip() + "…"
-    return f"[{turn.id}] {turn.speaker}: {text}"
+    return fence("turn", f"{turn.speaker}: {text}", attrs={"id": label})
 
 
 def build_extraction_messages(
@@ -112,20 +129,21 @@ def build_extraction_messages(
     """The extraction prompt for one segment (pure: the date comes in as an argument)."""
     if not turns:
         raise ValueError("build_extraction_messages needs at least one turn")
+    label_of = {turn_id: label for label, turn_id in turn_labels(turns).items()}
     lines = [date_line(session_time), "", "Conversation:"]
-    lines.extend(render_turn(turn, max_turn_chars) for turn in turns)
+    lines.extend(render_turn(turn, label_of[turn.id], max_turn_chars) for turn in turns)
     lines.append("")
-    lines.append('Reply as {"facts": [{"text": "...", "speaker": "...", "source_ids": ["..."]}]}')
+    lines.append('Reply as {"facts": [{"text": "...", "speaker": "...", "source_ids": ["T1"]}]}')
     return [Message("system", SYSTEM), Message("user", "\n".join(lines))]
 
 
 def extraction_schema(turns: Sequence[Turn], *, max_facts: int | None = None) -> dict[str, Any]:
-    """A JSON schema for this segment's reply: ids and speakers limited to the segment's own.
+    """A JSON schema for this segment's reply: turn labels and speakers limited to the segment's own.
 
     Inlined (no ``$defs``) and fully ``required`` so grammar-constrained decoders handle it and every
     fact carries its sources. ``max_facts`` defaults to two per turn.
     """
-    ids = list(dict.fromkeys(turn.id for turn in turns))
+    ids = list(turn_labels(turns))
     speakers = list(dict.fromkeys(turn.speaker for turn in turns))
     fact = {
         "type": "object",
@@ -171,9 +189,13 @@ def parse_extraction(text: str) -> Extraction:
 def check_facts(extraction: Extraction, turns: Sequence[Turn]) -> FactCheck:
     """Hold each fact to the segment it came from, repairing what can be repaired and counting it.
 
+    The reply cites the prompt's labels (``T1``...); they are mapped back to the turns' own ids here, so
+    a :class:`Fact` carries dataset ids while the model never saw them. A cited dataset id counts as
+    outside the segment, since the prompt never showed one.
+
     - empty text, or not a statement (fewer than two words of letters: a bare turn id such as
-      ``"D1:1"``, which the small model likes to copy): dropped and counted in ``rejected``;
-    - source ids outside the segment: removed from the fact and counted in ``dropped_source_ids``;
+      ``"T1"``, which the small model likes to copy): dropped and counted in ``rejected``;
+    - source labels outside the segment: removed from the fact and counted in ``dropped_source_ids``;
     - no valid source left: the fact is kept and attributed to every turn of the segment, counted in
       ``unsourced``. It was said somewhere in these turns, so segment-level provenance is still true,
       and dropping it would lose what a weak model did get right;
@@ -183,11 +205,12 @@ def check_facts(extraction: Extraction, turns: Sequence[Turn]) -> FactCheck:
 
     Example:
         >>> t = [Turn("D1:1", "Ann", "I moved to Oslo.", "s1", 0)]
-        >>> raw = Extraction(facts=[ExtractedFact(text="Ann moved to Oslo.", speaker="ann", source_ids=["D9:9"])])
+        >>> raw = Extraction(facts=[ExtractedFact(text="Ann moved to Oslo.", speaker="ann", source_ids=["T9"])])
         >>> check = check_facts(raw, t)
         >>> check.facts[0], check.dropped_source_ids, check.unsourced
         (Fact(text='Ann moved to Oslo.', speaker='Ann', source_ids=('D1:1',)), 1, 1)
     """
+    turn_of = turn_labels(turns)
     order = {turn.id: i for i, turn in enumerate(turns)}
     speaker_of = {turn.id: turn.speaker for turn in turns}
     speakers = {turn.speaker.casefold(): turn.speaker for turn in turns}
@@ -199,8 +222,9 @@ def check_facts(extraction: Extraction, turns: Sequence[Turn]) -> FactCheck:
         if len(_WORD.findall(text)) < 2:
             rejected += 1
             continue
-        valid = sorted({sid.strip() for sid in item.source_ids if sid.strip() in order}, key=order.__getitem__)
-        dropped += sum(1 for sid in dict.fromkeys(s.strip() for s in item.source_ids) if sid not in order)
+        cited = list(dict.fromkeys(label.strip().upper() for label in item.source_ids))
+        valid = sorted({turn_of[label] for label in cited if label in turn_of}, key=order.__getitem__)
+        dropped += sum(1 for label in cited if label not in turn_of)
         if not valid:
             unsourced += 1
             valid = list(all_ids)
