@@ -49,14 +49,28 @@ def conv(workers: types.ModuleType) -> Conversation:
     return workers.conversation()
 
 
+_PROMPT_TURN = re.compile(r'^<turn id="(T\d+)">(\w+): session (\d+) remark (\d+) ', flags=re.MULTILINE)
+
+
+def prompt_turns(request: ChatRequest) -> list[tuple[str, str, str]]:
+    """(dataset turn id, speaker, prompt label) of each turn in an extraction prompt.
+
+    The prompt shows only per-prompt labels (T1..), never dataset ids, so the id is read back from the
+    turn's text (``session s remark i`` is turn ``D{s+1}:{i+1}`` of ``_ingest_workers.conversation``).
+    """
+    found = _PROMPT_TURN.findall(request.messages[1].content)
+    return [(f"D{int(s) + 1}:{int(i) + 1}", who, label) for label, who, s, i in found]
+
+
 def segment_ids(request: ChatRequest) -> list[tuple[str, str]]:
-    """(turn id, speaker) of each turn in an extraction prompt."""
-    return re.findall(r"^\[([^\]]+)\] (\w+):", request.messages[1].content, flags=re.MULTILINE)
+    """(dataset turn id, speaker) of each turn in an extraction prompt."""
+    return [(tid, who) for tid, who, _ in prompt_turns(request)]
 
 
 def one_fact_per_turn(request: ChatRequest) -> str:
     facts = [
-        {"text": f"{who} made remark {tid}.", "speaker": who, "source_ids": [tid]} for tid, who in segment_ids(request)
+        {"text": f"{who} made remark {tid}.", "speaker": who, "source_ids": [label]}
+        for tid, who, label in prompt_turns(request)
     ]
     return json.dumps({"facts": facts})
 
@@ -78,7 +92,7 @@ async def test_turns_mode_stores_every_turn_with_speaker_time_and_source(
     assert first.metadata["context_after"] == [units[1].id, units[2].id]  # links for the retriever
     assert (
         render_for_prompt(first)
-        == "2023-05-08 13:56 Monday Caroline: session 0 remark 0 about topic 0 of conv-1 [D1:1]"
+        == "2023-05-08 13:56 Monday Caroline: session 0 remark 0 about topic 0 of conv-1"
     )
     assert store.get_vector(first.id) is not None
     # The receipt is bookkeeping: no user, no vector, only found by its own kind.
@@ -223,7 +237,7 @@ async def test_facts_mode_stores_sourced_dated_facts(store: SQLiteStore, conv: C
     facts = store.list(Filters(user_id="u1", kind="fact"))
     assert len(facts) == 12
     by_source = {f.metadata["source_ids"][0]: f for f in facts}
-    assert render_for_prompt(by_source["D2:3"]) == "2023-05-15 13:56 Monday Caroline made remark D2:3. [D2:3]"
+    assert render_for_prompt(by_source["D2:3"]) == "2023-05-15 13:56 Monday Caroline made remark D2:3."
     assert by_source["D2:4"].metadata["speaker"] == "Melanie"
     assert all(store.get_vector(f.id) is not None for f in facts)
     # Every fact cites only turns of the segment it was extracted from.
@@ -246,7 +260,7 @@ async def test_malformed_extraction_is_repaired_or_falls_back_counted(
         if first == "D2:4":
             raise LLMError("backend down", backend="scripted")
         if first == "D3:1":  # parses, but nothing usable in it
-            return '{"facts": [{"text": "D3:1", "speaker": "Melanie", "source_ids": ["D3:1"]}]}'
+            return '{"facts": [{"text": "T1", "speaker": "Melanie", "source_ids": ["T1"]}]}'
         return one_fact_per_turn(request)
 
     ledger = Ledger(tmp_path / "ledger.db")

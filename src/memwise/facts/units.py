@@ -121,20 +121,21 @@ def fact_record(
     )
 
 
-def render_for_prompt(record: Record, *, with_sources: bool = True) -> str:
-    """``<timestamp> <weekday> <text>`` and the source ids, as answer prompts show a memory.
+def render_for_prompt(record: Record) -> str:
+    """``<timestamp> <weekday> <text>``, as answer prompts show a memory.
+
+    Source ids are never shown: they are the dataset's own (LongMemEval names its evidence sessions
+    ``answer_...``), so printing them would tell the model which fragments are the gold evidence. A
+    prompt numbers its fragments instead and the caller keeps each number's record id.
 
     Example:
         >>> r = Record(text="Caroline: I went to a support group.", ts=to_epoch(datetime(2023, 5, 8, 13, 56)),
-        ...            metadata={"source_ids": ["D1:3"]})
+        ...            metadata={"source_ids": ["answer_ab12_1:3"]})
         >>> render_for_prompt(r)
-        '2023-05-08 13:56 Monday Caroline: I went to a support group. [D1:3]'
+        '2023-05-08 13:56 Monday Caroline: I went to a support group.'
     """
     parts: list[str] = []
     if record.ts is not None:
         parts.append(from_epoch(record.ts).strftime("%Y-%m-%d %H:%M %A"))
     parts.append(record.text)
-    sources = record.metadata.get("source_ids") if with_sources else None
-    if sources:
-        parts.append("[" + ", ".join(sources) + "]")
     return " ".join(parts)
