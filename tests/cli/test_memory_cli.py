@@ -50,7 +50,7 @@ def _responder(call: ChatCall) -> str:
     prompt = call.prompt
     if "Reply with one word: yes or no" in prompt:  # the judge
         return "yes" if "Pepper" in prompt.split("Response")[-1] else "no"
-    if "Question: What is the name of my dog?" in prompt:
+    if "Question: <question>What is the name of my dog?</question>" in prompt:
         return "Your dog is called Pepper."
     return "I don't know."
 
@@ -105,6 +105,14 @@ def test_ingest_search_answer(tmp_path: Path, server: FakeOpenAIServer) -> None:
     )
     assert answered.exit_code == 0, answered.output
     assert "Your dog is called Pepper." in answered.stdout
+
+    # Asked on the evening of the first session: the next day's session does not exist yet.
+    early = [*base, "answer", "What is the name of my dog?", "--user-id", "q1", "--db", str(db), "--show-memories"]
+    before = runner.invoke(app, [*early, "--question-date", "2023/05/08 (Mon) 23:00"])
+    assert before.exit_code == 0, before.output
+    assert "called Pepper" in before.stdout and "running shoes" not in before.stdout
+    unbounded = runner.invoke(app, early)
+    assert "running shoes" in unbounded.stdout
 
 
 def test_bench_qa_scores_and_resumes(tmp_path: Path, server: FakeOpenAIServer) -> None:

@@ -126,7 +126,10 @@ def answer(
     ctx: typer.Context,
     question: Annotated[str, typer.Argument()],
     user_id: Annotated[str, typer.Option(help="whose memory")],
-    question_date: Annotated[str | None, typer.Option(help="'today' for the question, e.g. 2023-07-01")] = None,
+    question_date: Annotated[
+        str | None,
+        typer.Option(help="'today' for the question, e.g. 2023-07-01; memories dated after it are left out"),
+    ] = None,
     top_k: Annotated[int, typer.Option()] = 20,
     db: DbOption = None,
     run_dir: RunDirOption = None,

@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from memwise.config import Settings
 from memwise.embed.base import Embedder
 from memwise.exceptions import ConfigError, StoreError
-from memwise.facts.answer import Answer, build_answer_messages, format_question_date
+from memwise.facts.answer import Answer, build_answer_messages, format_question_date, question_time_bound
 from memwise.facts.consolidate import ConsolidationReport
 from memwise.facts.consolidate import consolidate as consolidate_units
 from memwise.facts.consolidate import history as history_of
@@ -315,10 +315,22 @@ class AsyncMemory:
         rules: Sequence[str] = (),
         max_tokens: int = 256,
     ) -> Answer:
-        """Retrieve ``top_k`` memories of ``user_id`` and answer, with the question date in the prompt."""
+        """Retrieve ``top_k`` memories of ``user_id`` and answer, with the question date in the prompt.
+
+        With a ``question_date`` only memories dated at or before it are retrieved: from the question's
+        point of view later ones do not exist yet, and showing them lets an answer (or a benchmark score)
+        rest on the future. A memory without a date cannot be placed before the question, so it is left
+        out too. Without a question date (LoCoMo gives none) nothing is filtered.
+
+        Raises:
+            ConfigError: no chat model, or a ``question_date`` string that does not read as a date.
+        """
         if self.llm is None:
             raise ConfigError("answer() needs a chat model: pass llm= to Memory")
-        hits = await self.search(question, user_id=user_id, top_k=top_k)
+        _require_user(user_id)
+        until = question_time_bound(question_date)
+        filters = Filters(user_id=user_id, until=until, time_field="ts")
+        hits = await self.retriever.search(question, filters=filters, top_k=top_k)
         messages = build_answer_messages(question, [h.record for h in hits], question_date=question_date, rules=rules)
         reply = await self.llm.complete(ChatRequest(messages=tuple(messages), max_tokens=max_tokens))
         return Answer(
