@@ -123,11 +123,41 @@ async def test_longmemeval_questions_get_scoped_memories_dates_and_types(tmp_pat
     assert first.question_type == "temporal-reasoning"
     assert first.question_date == "2023/05/30 (Tue) 23:40"
     assert first.question_datetime == datetime(2023, 5, 30, 23, 40)
-    # Rendered "<timestamp> <weekday> <text> [source ids]", oldest first.
-    assert first.memories[0] == "2023-05-20 10:00 Saturday user: I adopted a dog named Pepper today. [a1:0]"
+    # Rendered "<timestamp> <weekday> <text>", oldest first; source ids kept beside, never in the text.
+    assert first.memories[0] == "2023-05-20 10:00 Saturday user: I adopted a dog named Pepper today."
+    assert first.metadata["source_ids"][0] == ["a1:0"]
+    assert len(first.metadata["source_ids"]) == len(first.memories)
     stamps = [m[:16] for m in first.memories]
     assert stamps == sorted(stamps)
     assert questions[2].metadata["abstention"] is True
+
+
+async def test_fragments_carry_no_evidence_ids_and_nothing_after_the_question_date(
+    tmp_path: Path, memory: AsyncMemory
+) -> None:
+    """LongMemEval's evidence sessions are named ``answer_...``; a later session does not exist yet."""
+    record = _longmemeval_record(
+        "lme_9",
+        "knowledge-update",
+        "Where does my dog Pepper live?",
+        "Oslo",
+        "2023/06/01 (Thu) 12:00",
+        [
+            _session("answer_4be1b6b4_1", "2023/06/01 (Thu) 12:00", ["My dog Pepper lives in Oslo.", "Nice."], 0),
+            _session("sharegpt_a1", "2023/05/01 (Mon) 09:00", ["My dog Pepper likes walks.", "Good."]),
+            _session("sharegpt_b2", "2023/06/20 (Tue) 09:00", ["My dog Pepper now lives in Bergen.", "Ok."]),
+        ],
+    )
+    path = tmp_path / "lme9.json"
+    path.write_text(json.dumps([record]), encoding="utf-8")
+    convs = read_longmemeval(path)
+    await _ingest(memory, convs)
+    (q,) = await prepare_questions(convs, memory=memory, top_k=20)
+    shown = " ".join(q.memories)
+    assert "answer_" not in shown and "sharegpt" not in shown and "4be1b6b4" not in shown
+    assert "Oslo" in shown and "walks" in shown  # at the question time and before it: kept
+    assert "Bergen" not in shown and len(q.memories) == 4
+    assert ["answer_4be1b6b4_1:0"] in q.metadata["source_ids"]
 
 
 async def test_prepared_questions_survive_a_save_and_load(tmp_path: Path, memory: AsyncMemory) -> None:

@@ -9,8 +9,13 @@ Choices:
   question searches only that user's memory. A conversation with no memory at all is an error rather
   than a silent run of questions with no fragments.
 * Fragments: the ``top_k`` hits, shown oldest first (undated last) and rendered with
-  :func:`~memwise.facts.units.render_for_prompt`, as the answer prompt orders them; their store ids,
-  in the same order, go to ``metadata["memory_ids"]``.
+  :func:`~memwise.facts.units.render_for_prompt`, as the answer prompt orders them. A fragment shows
+  no dataset id (LongMemEval names its evidence sessions ``answer_...``); the mapping stays in the
+  record instead: per fragment, in the same order, its store id in ``metadata["memory_ids"]`` and its
+  source turn ids in ``metadata["source_ids"]``.
+* Retrieval bound: when the dataset gives a question date, only memories dated at or before it are
+  retrieved (later ones do not exist from the question's point of view). LoCoMo gives none, and its
+  stand-in date (below) bounds nothing.
 * Question date: LongMemEval gives one; it is written in LongMemEval's own form
   (``2023/05/30 (Tue) 23:40``). LoCoMo gives none, and a temporal question still needs a "today":
   the latest session date is used, as that session's own text, and
@@ -30,11 +35,12 @@ from datetime import datetime
 from typing import Any
 
 from memwise.exceptions import ConfigError, DatasetError
+from memwise.facts.answer import question_time_bound
 from memwise.facts.memory import AsyncMemory
 from memwise.facts.types import Conversation, Question
 from memwise.facts.units import render_for_prompt
 from memwise.metamem.data import MetaQuestion
-from memwise.store.base import ScoredRecord
+from memwise.store.base import Filters, ScoredRecord
 from memwise.tasks.question_types import canonical_question_type
 
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -91,6 +97,7 @@ def build_meta_question(conv: Conversation, question: Question, hits: list[Score
         "question_date_source": date_source,
         "evidence": list(question.evidence),
         "memory_ids": [h.record.id for h in ordered],
+        "source_ids": [list(h.record.metadata.get("source_ids") or []) for h in ordered],
         "abstention": bool(question.metadata.get("abstention") or question.metadata.get("adversarial")),
     }
     return MetaQuestion(
@@ -150,8 +157,10 @@ async def prepare_questions(
     gate = asyncio.Semaphore(concurrency)
 
     async def one(conv: Conversation, question: Question) -> MetaQuestion:
+        # Only the dataset's own question date bounds retrieval: LoCoMo's stand-in (the last session) does not.
+        filters = Filters(user_id=conv.id, until=question_time_bound(question.question_date), time_field="ts")
         async with gate:
-            hits = await memory.search(question.question, user_id=conv.id, top_k=top_k)
+            hits = await memory.retriever.search(question.question, filters=filters, top_k=top_k)
         return build_meta_question(conv, question, hits)
 
     return list(await asyncio.gather(*(one(conv, q) for conv, q in items)))
