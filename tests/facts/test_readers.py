@@ -451,3 +451,141 @@ def test_detect_format_and_misuse(tmp_path: Path) -> None:
         iter_sessions_jsonl(write_lines(tmp_path / "x.jsonl", [session("s")]), errors="ignore")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="unknown dataset format"):
         iter_conversations(tmp_path / "x.jsonl", "csv")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- bad bytes, wrong paths, size limits
+
+ALL_READERS = [iter_locomo, iter_longmemeval, iter_sessions_jsonl, iter_conversations]
+PNG_HEAD = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
+
+
+@pytest.mark.parametrize("reader", ALL_READERS, ids=lambda f: f.__name__)
+def test_binary_file_is_a_dataset_error_naming_file_and_byte(tmp_path: Path, reader: Any) -> None:
+    path = tmp_path / "photo.png"
+    path.write_bytes(PNG_HEAD * 100)
+    with pytest.raises(DatasetError) as info:
+        list(reader(path))
+    assert info.value.path == str(path)
+    assert "not valid UTF-8 text at byte offset 0 (line 1): 0x89" in str(info.value)
+
+
+def test_latin1_byte_in_a_json_array_is_located(tmp_path: Path) -> None:
+    good = json.dumps([lme_question("q1"), lme_question("q2", question="Where is caf\u00e9 X?")], ensure_ascii=False)
+    data = good.encode("utf-8").replace("caf\u00e9".encode(), b"caf\xe9")
+    path = tmp_path / "latin1.json"
+    path.write_bytes(data)
+    offset = data.index(b"\xe9")
+    with pytest.raises(DatasetError, match=rf"byte offset {offset} \(line 1\): 0xe9"):
+        read_longmemeval(path)
+
+
+def test_jsonl_bad_line_names_line_and_offset_and_collect_skips_it(tmp_path: Path) -> None:
+    lines = [json.dumps(session("s1", conversation_id="c1")).encode(), b'{"session_id": "s2", "x": "\xff"}']
+    lines.append(json.dumps(session("s3", conversation_id="c3")).encode())
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    offset = len(lines[0]) + 1 + lines[1].index(b"\xff")
+    with pytest.raises(DatasetError, match=rf"line 2: not valid UTF-8 text at byte offset {offset} \(line 2\)"):
+        read_sessions_jsonl(path)
+    with iter_sessions_jsonl(path, errors="collect") as stream:
+        assert [c.id for c in stream] == ["c1", "c3"]
+    assert [e.index for e in stream.errors] == [1]
+
+
+@pytest.mark.parametrize("reader", [*ALL_READERS, detect_format], ids=lambda f: f.__name__)
+def test_directory_and_missing_paths_say_which(tmp_path: Path, reader: Any) -> None:
+    with pytest.raises(ConfigError, match="is a directory; give the path of a file inside it"):
+        reader(tmp_path)
+    with pytest.raises(ConfigError, match="not found: .* does not exist"):
+        reader(tmp_path / "missing.json")
+
+
+def _write_single_line(path: Path, size: int) -> Path:
+    head = b'{"session_id": "s1", "turns": [{"speaker": "a", "content": "'
+    with path.open("wb") as handle:
+        handle.write(head)
+        handle.write(b"x" * (size - len(head) - 4))
+        handle.write(b'"}]}')
+    return path
+
+
+@pytest.mark.parametrize("reader", [iter_sessions_jsonl, iter_conversations], ids=lambda f: f.__name__)
+def test_50mb_single_line_fails_fast_in_bounded_memory(tmp_path: Path, reader: Any) -> None:
+    import time
+    import tracemalloc
+
+    path = _write_single_line(tmp_path / "huge.jsonl", 50 * 2**20)
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(DatasetError) as info:
+            list(reader(path))
+        elapsed = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    message = str(info.value)
+    assert info.value.path == str(path) and info.value.index == 0
+    assert "line 1 is longer than" in message and "limit of 32 MiB" in message and "MEMWISE_MAX_RECORD_MB" in message
+    assert elapsed < 3.0
+    assert peak < 80 * 2**20  # the 32 MiB limit plus reading slack; the file itself is 50 MiB
+
+
+def test_record_limit_is_raised_by_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    turns = [{"speaker": "a", "content": "x" * 1000}] * 2000  # about 2 MiB in one line, every turn short
+    path = write_lines(tmp_path / "big.jsonl", [{"session_id": "s1", "turns": turns}])
+    monkeypatch.setenv("MEMWISE_MAX_RECORD_MB", "1")
+    with pytest.raises(DatasetError, match="limit of 1 MiB per record"):
+        read_sessions_jsonl(path)
+    monkeypatch.setenv("MEMWISE_MAX_RECORD_MB", "3")
+    assert [c.id for c in read_sessions_jsonl(path)] == ["s1"]
+    monkeypatch.setenv("MEMWISE_MAX_RECORD_MB", "lots")
+    with pytest.raises(ConfigError, match="MEMWISE_MAX_RECORD_MB must be a positive number"):
+        read_sessions_jsonl(path)
+
+
+def test_json_array_record_over_the_limit_is_refused_early() -> None:
+    import tracemalloc
+
+    big = json.dumps({"text": "y" * (20 * 2**20)})
+    handle = io.StringIO(f'[{{"a": 1}}, {big}, {{"b": 2}}]')
+    records = iter_json_array(handle, path="big.json", limit=2**20)
+    assert next(records) == (0, {"a": 1})
+    tracemalloc.start()
+    try:
+        with pytest.raises(DatasetError, match=r"record 1 does not end within .* limit of 1 MiB") as info:
+            next(records)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.value.index == 1 and "MEMWISE_MAX_RECORD_MB" in str(info.value)
+    assert handle.tell() < 4 * 2**20 and peak < 8 * 2**20
+
+
+def test_malformed_json_array_element_is_reported_without_reading_the_rest() -> None:
+    handle = io.StringIO('[{"a": 1 "b": 2}, ' + ",".join(['{"c": "' + "z" * 1000 + '"}'] * 5000) + "]")
+    with pytest.raises(DatasetError, match="or it is malformed: Expecting ',' delimiter"):
+        list(iter_json_array(handle, path="bad.json", limit=64 * 1024))
+    assert handle.tell() < 256 * 1024
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "field"),
+    [
+        ("lc.json", [locomo_sample("a")], "conversation.session_1[0].text"),
+        ("lme.json", [lme_question("q1")], "haystack_sessions[0][0].content"),
+        ("s.jsonl", None, "turns[0].content"),
+    ],
+)
+def test_turn_over_the_limit_names_the_field_and_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, content: Any, field: str
+) -> None:
+    path = write_json(tmp_path / name, content) if content else write_lines(tmp_path / name, [session("s1")])
+    monkeypatch.setenv("MEMWISE_MAX_TURN_CHARS", "10")
+    with pytest.raises(DatasetError) as info:
+        read_conversations(path)
+    message = str(info.value)
+    assert info.value.index == 0 and field in message
+    assert "over the limit of 10 per turn" in message and "MEMWISE_MAX_TURN_CHARS" in message
+    monkeypatch.setenv("MEMWISE_MAX_TURN_CHARS", "1000")
+    assert len(read_conversations(path)) == 1

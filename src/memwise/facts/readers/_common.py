@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Literal
 
+from memwise._datafile import MAX_TURN_ENV, existing_file
 from memwise.exceptions import ConfigError, DatasetError
 from memwise.facts.readers._dates import parse_datetime
 from memwise.facts.types import Conversation
@@ -88,9 +89,8 @@ class ConversationStream(Iterator[Conversation]):
 
 
 def check_readable(path: PathLike) -> None:
-    """Fail at call time, not at the first ``next()``, when the file is missing."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"dataset file not found: {os.fspath(path)}")
+    """Fail at call time, not at the first ``next()``, when the path is missing or is a directory."""
+    existing_file(path)
 
 
 def require(record: dict[str, Any], key: str, where: str) -> Any:
@@ -139,6 +139,18 @@ def as_text(value: Any, where: str) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise RecordError(where, f"expected a string or number, got {_type_name(value)}")
     return str(value)
+
+
+def as_turn_text(value: Any, where: str, limit: int) -> str:
+    """A turn's text, refused past ``limit`` characters: one runaway turn would stall embedding for minutes."""
+    text = as_str(value, where)
+    if len(text) > limit:
+        raise RecordError(
+            where,
+            f"turn text is {len(text)} characters, over the limit of {limit} per turn; if the turns really "
+            f"are this long, raise the limit with {MAX_TURN_ENV}=<characters>",
+        )
+    return text
 
 
 def as_datetime(value: Any, where: str) -> datetime:

@@ -6,7 +6,12 @@ LoCoMo and LongMemEval ship as a single JSON array (LongMemEval-M is gigabytes),
 costs amortised linear time, and the consumed prefix is dropped after each element.
 
 A syntax error cannot be told apart from "not enough data yet" until end of file, so a malformed
-element makes the reader buffer the rest of the file before it reports.
+element would make the reader buffer the rest of the file before it reports. The record limit
+(:func:`memwise._datafile.max_record_bytes`, counted in characters of decoded text) caps that: an
+element still open when the unread text passes the limit is reported then, so neither a huge
+record nor a broken one can hold more than about twice the limit in memory.
+
+Bytes that are not UTF-8 surface as a :class:`DatasetError` naming their offset and line.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from memwise._datafile import max_record_bytes, too_large, utf8_error
 from memwise.exceptions import DatasetError
 
 _WHITESPACE = " \t\n\r"
@@ -24,9 +30,11 @@ DEFAULT_CHUNK = 1 << 16
 class _Buffer:
     """A window on a text file: ``text[pos:]`` is unread; ``offset`` counts characters already dropped."""
 
-    def __init__(self, handle: TextIO, chunk_size: int) -> None:
+    def __init__(self, handle: TextIO, chunk_size: int, *, path: str, limit: int) -> None:
         self.handle = handle
         self.chunk_size = chunk_size
+        self.path = path
+        self.limit = limit
         self.text = ""
         self.pos = 0
         self.offset = 0
@@ -37,7 +45,10 @@ class _Buffer:
         self.offset += self.pos
         self.text = self.text[self.pos :]
         self.pos = 0
-        more = self.handle.read(max(at_least, self.chunk_size))
+        try:
+            more = self.handle.read(max(at_least, self.chunk_size))
+        except UnicodeDecodeError:
+            raise utf8_error(self.path) from None
         if more:
             self.text += more
         else:
@@ -64,24 +75,38 @@ class _Buffer:
                     raise DatasetError(
                         f"invalid or truncated JSON ({exc.msg}) at character {where}", path=path, index=index
                     ) from None
-                self.fill(len(self.text) - self.pos)
+                self._grow(path, index, f"; or it is malformed: {exc.msg} at character {self.offset + exc.pos}")
                 continue
             # A number at the very end of the buffer may continue in the next chunk.
             if end == len(self.text) and not self.eof:
-                self.fill(len(self.text) - self.pos)
+                self._grow(path, index, "")
                 continue
             self.pos = end
             return value
 
+    def _grow(self, path: str, index: int, suspect: str) -> None:
+        """Double the unread text, unless the open element has already reached the record limit."""
+        unread = len(self.text) - self.pos
+        if unread >= self.limit:
+            size = f"record {index} does not end within its first {unread} characters"
+            raise DatasetError(too_large(size, self.limit) + suspect, path=path, index=index)
+        self.fill(min(unread, self.limit - unread + 1))
 
-def iter_json_array(handle: TextIO, *, path: str, chunk_size: int = DEFAULT_CHUNK) -> Iterator[tuple[int, Any]]:
+
+def iter_json_array(
+    handle: TextIO, *, path: str, chunk_size: int = DEFAULT_CHUNK, limit: int | None = None
+) -> Iterator[tuple[int, Any]]:
     """Yield ``(index, element)`` for each element of the JSON array in ``handle``.
 
+    ``limit`` caps one element's size in characters (default :func:`max_record_bytes`).
+
     Raises:
-        DatasetError: when the file is not an array or is malformed; elements before the fault have
-            already been yielded, and ``index`` names the element being read when it broke.
+        DatasetError: when the file is not an array, is malformed, is not UTF-8 or holds an element
+            over the limit; elements before the fault have already been yielded, and ``index`` names
+            the element being read when it broke.
     """
-    buffer = _Buffer(handle, max(1, chunk_size))
+    cap = max_record_bytes() if limit is None else limit
+    buffer = _Buffer(handle, max(1, chunk_size), path=path, limit=cap)
     decoder = json.JSONDecoder()
     first = buffer.peek()
     if first is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+from memwise._datafile import iter_lines, utf8_error
 from memwise.exceptions import ConfigError, DatasetError
 from memwise.facts.readers._common import ConversationStream, ErrorMode, PathLike, check_readable
 from memwise.facts.readers._jsonstream import iter_json_array
@@ -33,6 +34,20 @@ def _format_of_record(record: Any) -> Format | None:
     return None
 
 
+def _first_line(path: PathLike) -> tuple[int, str]:
+    """The first non-blank line and its index, read within the record limit like the JSONL reader."""
+    lines = iter_lines(path)
+    try:
+        for index, line in lines:
+            if isinstance(line, DatasetError):
+                raise line
+            if line.strip():
+                return index, line
+    finally:
+        lines.close()
+    return 0, ""
+
+
 def detect_format(path: PathLike) -> Format:
     """Name the format of ``path``; an empty JSON array reads as LoCoMo (either reader yields nothing).
 
@@ -42,16 +57,18 @@ def detect_format(path: PathLike) -> Format:
     check_readable(path)
     name = str(path)
     with open(path, encoding="utf-8-sig") as handle:
-        start = handle.read(_SNIFF_CHARS).lstrip()
+        try:
+            start = handle.read(_SNIFF_CHARS).lstrip()
+        except UnicodeDecodeError:
+            raise utf8_error(path) from None
         if not start:
             raise DatasetError("empty file; cannot tell its format", path=name)
         if start[0] == "{":
-            handle.seek(0)
-            first_line = next((line for line in handle if line.strip()), "")
+            index, first_line = _first_line(path)
             try:
                 found = _format_of_record(json.loads(first_line))
             except json.JSONDecodeError as exc:
-                raise DatasetError(f"first line is not JSON ({exc.msg})", path=name, index=0) from None
+                raise DatasetError(f"first line is not JSON ({exc.msg})", path=name, index=index) from None
             if found == "jsonl":
                 return found
         elif start[0] == "[":

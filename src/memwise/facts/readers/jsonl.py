@@ -18,7 +18,9 @@ Choices:
   ``index + 1`` is the line an editor shows.
 * A bad line inside a conversation discards that whole conversation (strict mode raises before
   yielding it; collect mode records the error and moves on). A line that is not a JSON object at all
-  cannot be assigned to a conversation, so collect mode skips just that line.
+  cannot be assigned to a conversation, so collect mode skips just that line; so is a line that is
+  not UTF-8 or is longer than the record limit (32 MiB unless ``MEMWISE_MAX_RECORD_MB`` says
+  otherwise), which is never read whole.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from memwise._datafile import DEFAULT_MAX_TURN_CHARS, iter_lines, max_turn_chars
 from memwise.exceptions import DatasetError
 from memwise.facts.readers._common import (
     ConversationStream,
@@ -39,6 +42,7 @@ from memwise.facts.readers._common import (
     as_dict,
     as_list,
     as_str,
+    as_turn_text,
     check_readable,
     join,
     require,
@@ -72,7 +76,7 @@ def _first(record: dict[str, Any], keys: tuple[str, str], where: str) -> str:
     raise RecordError(where, f"missing required field: {keys[0]!r} or {keys[1]!r}")
 
 
-def parse_session(record: dict[str, Any]) -> Session:
+def parse_session(record: dict[str, Any], *, max_turn_chars: int = DEFAULT_MAX_TURN_CHARS) -> Session:
     """Convert one decoded line into a session; raises :class:`RecordError` naming the field at fault."""
     session_id = as_str(require(record, "session_id", ""), "session_id")
     raw_date = _optional_str(record, "timestamp")
@@ -82,7 +86,8 @@ def parse_session(record: dict[str, Any]) -> Session:
         where = join("turns", i)
         turn = as_dict(raw, where)
         speaker = _first(turn, ("speaker", "role"), where)
-        text = _first(turn, ("content", "text"), where)
+        text_key = "content" if turn.get("content") is not None else "text"
+        text = as_turn_text(_first(turn, ("content", "text"), where), join(where, text_key), max_turn_chars)
         own = turn.get("timestamp")
         when = timestamp if own is None else as_datetime(own, join(where, "timestamp"))
         metadata = {key: value for key, value in turn.items() if key not in _TURN_FIELDS}
@@ -114,8 +119,8 @@ def _conversation(group: _Group) -> Conversation:
     return Conversation(name, tuple(group.sessions), (), speakers, metadata)
 
 
-def _add(group: _Group, record: dict[str, Any], user_id: str | None) -> None:
-    session = parse_session(record)
+def _add(group: _Group, record: dict[str, Any], user_id: str | None, max_turn: int) -> None:
+    session = parse_session(record, max_turn_chars=max_turn)
     if any(s.id == session.id for s in group.sessions):
         raise RecordError("session_id", f"duplicate session_id {session.id!r} in this conversation")
     if user_id is not None and group.user_id is not None and user_id != group.user_id:
@@ -133,35 +138,38 @@ def _outcomes(path: PathLike) -> Iterator[Outcome]:
     name = str(path)
     group: _Group | None = None
     finished: set[tuple[str, str]] = set()
-    with open(path, encoding="utf-8-sig") as handle:
-        for index, line in enumerate(handle):
-            if not line.strip():
-                continue
-            try:
-                record, key, user_id = _decode(line)
-            except RecordError as err:
-                yield _error(err, name, index)
-                continue
-            if group is not None and (key is None or key != group.key):
-                if group.key is not None:
-                    finished.add(group.key)
-                if not group.poisoned:
-                    yield _conversation(group)
-                group = None
-            if key is not None and key in finished:
-                problem = RecordError(
-                    key[0] + "_id", f"{key[1]!r} resumes after other lines; keep a conversation's lines together"
-                )
-                yield _error(problem, name, index)
-                continue
-            group = group or _Group(key, index, None)
-            try:
-                _add(group, record, user_id)
-            except RecordError as err:
-                group.poisoned = True
-                yield _error(err, name, index, group)
-        if group is not None and not group.poisoned:
-            yield _conversation(group)
+    max_turn = max_turn_chars()
+    for index, line in iter_lines(path):
+        if isinstance(line, DatasetError):
+            yield line
+            continue
+        if not line.strip():
+            continue
+        try:
+            record, key, user_id = _decode(line)
+        except RecordError as err:
+            yield _error(err, name, index)
+            continue
+        if group is not None and (key is None or key != group.key):
+            if group.key is not None:
+                finished.add(group.key)
+            if not group.poisoned:
+                yield _conversation(group)
+            group = None
+        if key is not None and key in finished:
+            problem = RecordError(
+                key[0] + "_id", f"{key[1]!r} resumes after other lines; keep a conversation's lines together"
+            )
+            yield _error(problem, name, index)
+            continue
+        group = group or _Group(key, index, None)
+        try:
+            _add(group, record, user_id, max_turn)
+        except RecordError as err:
+            group.poisoned = True
+            yield _error(err, name, index, group)
+    if group is not None and not group.poisoned:
+        yield _conversation(group)
 
 
 def iter_sessions_jsonl(path: PathLike, *, errors: ErrorMode = "raise") -> ConversationStream:

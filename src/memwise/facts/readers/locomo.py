@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from memwise._datafile import DEFAULT_MAX_TURN_CHARS, max_turn_chars
 from memwise.exceptions import DatasetError
 from memwise.facts.readers._common import (
     ConversationStream,
@@ -40,6 +41,7 @@ from memwise.facts.readers._common import (
     as_str,
     as_str_list,
     as_text,
+    as_turn_text,
     check_readable,
     dataset_error,
     join,
@@ -71,9 +73,12 @@ def normalise_evidence(refs: list[str]) -> list[str]:
     return out
 
 
-def _turn(raw: Any, where: str, session_id: str, index: int, timestamp: datetime, render: bool) -> Turn:
+def _turn(
+    raw: Any, where: str, session_id: str, index: int, timestamp: datetime, render: bool, max_turn: int
+) -> Turn:
     record = as_dict(raw, where)
-    speaker, dia_id, text = (as_str(require(record, key, where), join(where, key)) for key in _TURN_FIELDS)
+    speaker, dia_id = (as_str(require(record, key, where), join(where, key)) for key in ("speaker", "dia_id"))
+    text = as_turn_text(require(record, "text", where), join(where, "text"), max_turn)
     metadata = {key: value for key, value in record.items() if key not in _TURN_FIELDS}
     caption = metadata.get("blip_caption")
     if caption is not None:
@@ -84,7 +89,7 @@ def _turn(raw: Any, where: str, session_id: str, index: int, timestamp: datetime
     return Turn(dia_id, speaker, text, session_id, index, timestamp, metadata)
 
 
-def _sessions(conversation: dict[str, Any], render: bool) -> tuple[list[Session], int]:
+def _sessions(conversation: dict[str, Any], render: bool, max_turn: int) -> tuple[list[Session], int]:
     numbers = sorted(int(m[1]) for key in conversation if (m := _SESSION_KEY.fullmatch(key)))
     dated = {int(m[1]) for key in conversation if (m := _DATE_KEY.fullmatch(key))}
     sessions: list[Session] = []
@@ -96,7 +101,7 @@ def _sessions(conversation: dict[str, Any], render: bool) -> tuple[list[Session]
         where = join("conversation", key)
         turns = []
         for i, raw in enumerate(as_list(conversation[key], where)):
-            turn = _turn(raw, join(where, i), key, i, timestamp, render)
+            turn = _turn(raw, join(where, i), key, i, timestamp, render, max_turn)
             if turn.id in seen:
                 raise RecordError(join(join(where, i), "dia_id"), f"duplicate dia_id {turn.id!r}")
             seen.add(turn.id)
@@ -129,7 +134,9 @@ def _question(raw: Any, index: int, sample_id: str, turn_ids: set[str]) -> Quest
     return Question(f"{sample_id}:q{index}", text, answer, str(category), evidence, None, metadata)
 
 
-def locomo_conversation(record: Any, *, render_photos: bool = True) -> Conversation:
+def locomo_conversation(
+    record: Any, *, render_photos: bool = True, max_turn_chars: int = DEFAULT_MAX_TURN_CHARS
+) -> Conversation:
     """Convert one decoded LoCoMo sample; raises :class:`RecordError` naming the field at fault."""
     sample = as_dict(record, "record")
     sample_id = as_str(require(sample, "sample_id", ""), "sample_id")
@@ -138,7 +145,7 @@ def locomo_conversation(record: Any, *, render_photos: bool = True) -> Conversat
         as_str(require(conversation, key, "conversation"), join("conversation", key))
         for key in ("speaker_a", "speaker_b")
     )
-    sessions, unused_dates = _sessions(conversation, render_photos)
+    sessions, unused_dates = _sessions(conversation, render_photos, max_turn_chars)
     turn_ids = {turn.id for session in sessions for turn in session.turns}
     questions = tuple(
         _question(raw, i, sample_id, turn_ids) for i, raw in enumerate(as_list(require(sample, "qa", ""), "qa"))
@@ -150,11 +157,12 @@ def locomo_conversation(record: Any, *, render_photos: bool = True) -> Conversat
 
 def _outcomes(path: PathLike, render_photos: bool, chunk_size: int) -> Iterator[Outcome]:
     name = str(path)
+    max_turn = max_turn_chars()
     with open(path, encoding="utf-8-sig") as handle:
         try:
             for index, record in iter_json_array(handle, path=name, chunk_size=chunk_size):
                 try:
-                    yield locomo_conversation(record, render_photos=render_photos)
+                    yield locomo_conversation(record, render_photos=render_photos, max_turn_chars=max_turn)
                 except RecordError as err:
                     sample_id = record.get("sample_id") if isinstance(record, dict) else None
                     yield dataset_error(err, path=name, index=index, record_id=_text_or_none(sample_id))

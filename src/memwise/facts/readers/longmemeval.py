@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from memwise._datafile import DEFAULT_MAX_TURN_CHARS, max_turn_chars
 from memwise.exceptions import DatasetError
 from memwise.facts.readers._common import (
     ConversationStream,
@@ -35,6 +36,7 @@ from memwise.facts.readers._common import (
     as_str,
     as_str_list,
     as_text,
+    as_turn_text,
     check_readable,
     dataset_error,
     join,
@@ -47,13 +49,13 @@ _TURN_FIELDS = ("role", "content", "has_answer")
 _PARALLEL = ("haystack_dates", "haystack_session_ids", "haystack_sessions")
 
 
-def _session(raw: Any, where: str, session_id: str, raw_date: str, timestamp: datetime) -> Session:
+def _session(raw: Any, where: str, session_id: str, raw_date: str, timestamp: datetime, max_turn: int) -> Session:
     turns = []
     for i, raw_turn in enumerate(as_list(raw, where)):
         at = join(where, i)
         turn = as_dict(raw_turn, at)
         role = as_str(require(turn, "role", at), join(at, "role"))
-        content = as_str(require(turn, "content", at), join(at, "content"))
+        content = as_turn_text(require(turn, "content", at), join(at, "content"), max_turn)
         metadata = {key: value for key, value in turn.items() if key not in _TURN_FIELDS}
         if turn.get("has_answer") is not None:
             metadata["has_answer"] = as_flag(turn["has_answer"], join(at, "has_answer"))
@@ -61,7 +63,7 @@ def _session(raw: Any, where: str, session_id: str, raw_date: str, timestamp: da
     return Session(session_id, tuple(turns), timestamp, raw_date)
 
 
-def _haystack(record: dict[str, Any]) -> tuple[list[Session], list[str], list[str]]:
+def _haystack(record: dict[str, Any], max_turn: int) -> tuple[list[Session], list[str], list[str]]:
     """Return the sessions, each session's id as the file gives it, and the ids that repeat."""
     dates = as_str_list(require(record, "haystack_dates", ""), "haystack_dates")
     ids = as_str_list(require(record, "haystack_session_ids", ""), "haystack_session_ids")
@@ -79,11 +81,11 @@ def _haystack(record: dict[str, Any]) -> tuple[list[Session], list[str], list[st
         if seen[original] == 2:
             duplicates.append(original)
         timestamp = as_datetime(raw_date, join("haystack_dates", i))
-        sessions.append(_session(raw, join("haystack_sessions", i), session_id, raw_date, timestamp))
+        sessions.append(_session(raw, join("haystack_sessions", i), session_id, raw_date, timestamp, max_turn))
     return sessions, ids, duplicates
 
 
-def longmemeval_conversation(record: Any) -> Conversation:
+def longmemeval_conversation(record: Any, *, max_turn_chars: int = DEFAULT_MAX_TURN_CHARS) -> Conversation:
     """Convert one decoded LongMemEval question; raises :class:`RecordError` naming the field at fault."""
     item = as_dict(record, "record")
     question_id = as_str(require(item, "question_id", ""), "question_id")
@@ -92,7 +94,7 @@ def longmemeval_conversation(record: Any) -> Conversation:
     answer = as_text(require(item, "answer", ""), "answer")
     question_date = as_datetime(require(item, "question_date", ""), "question_date")
     answer_sessions = as_str_list(require(item, "answer_session_ids", ""), "answer_session_ids")
-    sessions, original_ids, duplicates = _haystack(item)
+    sessions, original_ids, duplicates = _haystack(item, max_turn_chars)
 
     evidence = tuple(t.id for s in sessions for t in s.turns if t.metadata.get("has_answer"))
     source = "has_answer"
@@ -119,11 +121,12 @@ def longmemeval_conversation(record: Any) -> Conversation:
 
 def _outcomes(path: PathLike, chunk_size: int) -> Iterator[Outcome]:
     name = str(path)
+    max_turn = max_turn_chars()
     with open(path, encoding="utf-8-sig") as handle:
         try:
             for index, record in iter_json_array(handle, path=name, chunk_size=chunk_size):
                 try:
-                    yield longmemeval_conversation(record)
+                    yield longmemeval_conversation(record, max_turn_chars=max_turn)
                 except RecordError as err:
                     question_id = record.get("question_id") if isinstance(record, dict) else None
                     record_id = question_id if isinstance(question_id, str) else None
