@@ -14,7 +14,9 @@ from memwise.metamem.prompts import (
     build_reflection_messages,
     build_rollout_messages,
     format_rules,
+    question_labels,
     render_reflection,
+    unlabel_questions,
 )
 from memwise.store.base import Record
 
@@ -33,10 +35,10 @@ def test_rollout_shows_question_date_fragments_and_rules_with_ids() -> None:
     )
     assert system.role == "system" and user.role == "user"
     assert "Today is 2023-07-01 (Saturday)." in user.content
-    assert "1. 2023-05-01 13:00 Monday I moved to Oslo." in user.content
-    assert "2. 2023-06-10 09:00 Saturday I adopted a cat." in user.content
+    assert '<memory n="1">2023-05-01 13:00 Monday I moved to Oslo.</memory>' in user.content
+    assert '<memory n="2">2023-06-10 09:00 Saturday I adopted a cat.</memory>' in user.content
     assert "[R3] Use the question date to resolve relative times.\n[R7] Prefer the newest fragment." in user.content
-    assert user.content.rstrip().endswith("Question: How long ago did I move?\nAnswer briefly.")
+    assert user.content.rstrip().endswith("Question: <question>How long ago did I move?</question>\nAnswer briefly.")
 
 
 def test_rollout_passes_a_string_date_through_and_omits_only_an_unknown_one() -> None:
@@ -88,11 +90,11 @@ def test_reflection_shows_gold_response_verdict_date_and_numbered_fragments() ->
         feedback="off by one month",
     )
     gold_line = next(line for line in user.content.splitlines() if line.startswith("Reference answer:"))
-    assert gold_line.removeprefix("Reference answer:").strip() == "About two months"
-    assert "Response: One month ago." in user.content
-    assert "Judged: wrong" in user.content and "Judge's note: off by one month" in user.content
+    assert gold_line.removeprefix("Reference answer:").strip() == "<reference>About two months</reference>"
+    assert "Response: <response>\nOne month ago.\n</response>" in user.content
+    assert "Judged: wrong" in user.content and "Judge's note: <note>off by one month</note>" in user.content
     assert "2023-07-01" in user.content
-    assert "1. 2023-05-01 13:00 Monday I moved to Oslo." in user.content
+    assert '<memory n="1">2023-05-01 13:00 Monday I moved to Oslo.</memory>' in user.content
     for key in ("used", "ignored", "reasoning", "decisive_point", "lesson"):
         assert f'"{key}"' in user.content
 
@@ -116,8 +118,8 @@ def test_proposal_shows_rules_question_and_both_kinds_of_attempt() -> None:
     good = Reflection(used=[2], lesson="Check the latest fragment.")
     _, user = build_proposal_messages("Where do I live?", rules=RULES, successes=[good], failures=[LESSON])
     text = user.content
-    assert "[R3] Use the question date to resolve relative times." in text and "[R7]" in text
-    assert "Question: Where do I live?" in text
+    assert '<rule id="R3">Use the question date to resolve relative times.</rule>' in text and 'id="R7"' in text
+    assert "Question: <question>Where do I live?</question>" in text
     correct, wrong = text.index("Attempts judged correct"), text.index("Attempts judged wrong")
     assert correct < text.index("Check the latest fragment.") < wrong < text.index("Subtract from the question date.")
     assert '"update"' in text and '"delete"' in text and "at most 30 words" in text
@@ -155,16 +157,32 @@ def test_consolidation_groups_edits_by_rule_and_merges_repeats() -> None:
     }
     _, user = build_consolidation_messages(RULES, proposals, max_rules=30)
     lines = [line for line in user.content.splitlines() if line.startswith("- [")]
+    # Questions show as per-prompt labels in proposal order (q1 -> Q1, q2 -> Q2, ...), never by id.
     assert lines == [
-        "- [q2] delete R3 (reason: too vague)",
-        '- [q3] update R3: "Dates."',
-        '- [q1] update R7: "A."',
-        '- [q1, q4] add: "Count all sessions."',
+        "- [Q2] delete R3 reason: <note>too vague</note>",
+        "- [Q3] update R3: <edit>Dates.</edit>",
+        "- [Q1] update R7: <edit>A.</edit>",
+        "- [Q1, Q4] add: <edit>Count all sessions.</edit>",
     ]
-    assert "[R3] Use the question date" in user.content
+    assert '<rule id="R3">Use the question date' in user.content
     assert "holds 2 rules and may hold at most 30" in user.content
     assert "prefer updating" in user.content.lower() and "delete rarely" in user.content.lower()
-    assert '"question_ids": ["q1"]' in user.content
+    assert '"question_ids": ["Q1"]' in user.content
+
+
+def test_consolidation_never_shows_question_ids_and_labels_map_back() -> None:
+    """LongMemEval ids carry labels (``_abs`` marks abstention); the prompt numbers questions instead."""
+    proposals = {
+        "gpt4_2655b836_abs": [ProposedOp(op="add", text="Say when nothing fits.")],
+        "e47becba": [ProposedOp(op="delete", rule_id="R3")],
+    }
+    system, user = build_consolidation_messages(RULES, proposals)
+    shown = system.content + user.content
+    assert "gpt4" not in shown and "_abs" not in shown and "e47becba" not in shown
+    labels = question_labels(proposals)
+    assert labels == {"Q1": "gpt4_2655b836_abs", "Q2": "e47becba"}
+    reply = [ProposedOp(op="add", text="Say when nothing fits.", question_ids=["Q1", "Q9"])]
+    assert unlabel_questions(reply, labels)[0].question_ids == ("gpt4_2655b836_abs",)
 
 
 def test_consolidation_without_proposals_is_an_error() -> None:

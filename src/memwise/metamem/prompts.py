@@ -9,6 +9,12 @@ refuses an empty gold answer (a gold lost in preprocessing made every reflection
 Rules are passed as a mapping from stable id to text (``{"R3": "..."}``, in display order) and always
 shown as ``[R3] text``, so proposals can name the rule they change and the ids survive between steps.
 Prompts stay short: the default model is a 135M-parameter one with a 4k context.
+
+Everything a prompt shows that came from a dataset or a model (questions, fragments, responses, judge
+notes, reflections, rule texts, proposed edits) is fenced with :func:`~memwise.llm.untrusted.fence`, so
+none of it can forge a section, a rule or a verdict. No prompt shows a dataset identifier: the
+consolidation prompt names proposing questions ``Q1..Qn`` (:func:`question_labels`) rather than by
+their ids, which carry labels such as LongMemEval's ``_abs`` suffix; callers map the labels back.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from datetime import datetime
 
 from memwise.facts.answer import build_fragment_answer_messages, format_question_date
 from memwise.llm.base import Message
+from memwise.llm.untrusted import data_notice, fence, neutralize
 from memwise.metamem.parse import ProposedOp, Reflection, normalize_rule_id
 
 MAX_RULE_WORDS = 30
@@ -36,21 +43,24 @@ _REFLECT_SYSTEM = (
     "You review how an assistant used memory fragments from past conversations to answer a question. "
     "Explain which fragments it relied on or missed, how it reasoned and what decided the outcome, then "
     "draw one lesson about using memory fragments that would help on other questions. The lesson is about "
-    "method, not about this user's facts. Reply with JSON only."
+    "method, not about this user's facts. Reply with JSON only. "
+    + data_notice("question", "memory", "response", "reference", "note")
 )
 
 _PROPOSE_SYSTEM = (
     "You maintain a short list of rules that guide an assistant when it answers from memory fragments. "
     + _RULES_ARE
     + " Compare attempts at one question that succeeded with attempts that failed, and propose edits to "
-    "the rules. Reply with JSON only."
+    "the rules. Reply with JSON only. "
+    + data_notice("rule", "question", "attempt")
 )
 
 _CONSOLIDATE_SYSTEM = (
     "You maintain a short list of rules that guide an assistant when it answers from memory fragments. "
     + _RULES_ARE
     + " Several reviewers each proposed edits after studying one question. Turn all proposals into one "
-    "consistent list of edits. Reply with JSON only."
+    "consistent list of edits. Reply with JSON only. "
+    + data_notice("rule", "edit", "note")
 )
 
 
@@ -59,7 +69,7 @@ _CONSOLIDATE_SYSTEM = (
 
 
 def format_rules(rules: Mapping[str, str]) -> list[str]:
-    """Each rule as ``[R3] text``, in the mapping's order.
+    """Each rule as ``[R3] text``, in the mapping's order, on one line that cannot open a fence.
 
     Raises:
         TypeError: ``rules`` is not a mapping (a list of texts would lose the ids proposals refer to).
@@ -74,16 +84,20 @@ def format_rules(rules: Mapping[str, str]) -> list[str]:
             f"rules must map rule id to text, e.g. {{'R3': '...'}}, got {type(rules).__name__}: "
             "the ids are shown so that proposals can name the rule they change"
         )
-    return [f"[{normalize_rule_id(rule_id)}] {' '.join(text.split())}" for rule_id, text in rules.items()]
+    return [f"[{normalize_rule_id(rule_id)}] {neutralize(' '.join(text.split()))}" for rule_id, text in rules.items()]
 
 
 def _rules_block(rules: Mapping[str, str]) -> str:
-    lines = format_rules(rules)
+    """The rules as data to edit: one fenced ``<rule id="R3">`` line each."""
+    if not isinstance(rules, Mapping):
+        format_rules(rules)  # raises the explanatory TypeError
+    lines = [fence("rule", text, attrs={"id": normalize_rule_id(rule_id)}) for rule_id, text in rules.items()]
     return "Current rules:\n" + ("\n".join(lines) if lines else "(no rules yet)")
 
 
 def _numbered(fragments: Sequence[str]) -> str:
-    return "\n".join(f"{i}. {text}" for i, text in enumerate(fragments, start=1)) or "(no memories found)"
+    lines = [fence("memory", text, attrs={"n": i}) for i, text in enumerate(fragments, start=1)]
+    return "\n".join(lines) or "(no memories found)"
 
 
 def _clip(text: str, limit: int = _MAX_NOTE_CHARS) -> str:
@@ -151,20 +165,20 @@ def build_reflection_messages(
     Example:
         >>> msgs = build_reflection_messages("Where do I live?", ["I moved to Oslo."], gold="Oslo",
         ...                                  response="Bergen", correct=False)
-        >>> "Reference answer: Oslo" in msgs[-1].content and "Judged: wrong" in msgs[-1].content
+        >>> "Reference answer: <reference>Oslo</reference>" in msgs[-1].content and "Judged: wrong" in msgs[-1].content
         True
     """
     gold = " ".join(gold.split())
     if not gold:
         raise ValueError(f"empty gold answer for question {question!r}: was it lost in preprocessing?")
-    parts = [f"Question: {question.strip()}"]
+    parts = [f"Question: {fence('question', question)}"]
     if asked := _asked_on(question_date):
         parts.append(asked)
     parts.append("Memory fragments:\n" + _numbered(fragments))
-    parts.append(f"Response: {response.strip() or '(empty)'}")
-    verdict = f"Reference answer: {gold}\nJudged: {'correct' if correct else 'wrong'}"
+    parts.append(f"Response: {fence('response', response, one_line_text=False)}")
+    verdict = f"Reference answer: {fence('reference', gold)}\nJudged: {'correct' if correct else 'wrong'}"
     if feedback.strip():
-        verdict += f"\nJudge's note: {_clip(feedback)}"
+        verdict += f"\nJudge's note: {fence('note', _clip(feedback))}"
     parts.append(verdict)
     parts.append(
         "Reply as JSON with these keys:\n"
@@ -203,7 +217,7 @@ def render_reflection(reflection: Reflection) -> str:
 
 
 def _attempts(title: str, reflections: Sequence[Reflection]) -> str:
-    lines = [f"- {render_reflection(r)}" for r in reflections] or ["(none)"]
+    lines = [f"- {fence('attempt', render_reflection(r))}" for r in reflections] or ["(none)"]
     return f"{title}:\n" + "\n".join(lines)
 
 
@@ -226,14 +240,16 @@ def build_proposal_messages(
     Example:
         >>> msgs = build_proposal_messages("How many trips?", rules={"R2": "Count every session."},
         ...                                successes=[], failures=[Reflection(lesson="Check all sessions.")])
-        >>> "[R2] Count every session." in msgs[-1].content and "lesson: Check all sessions." in msgs[-1].content
+        >>> '<rule id="R2">Count every session.</rule>' in msgs[-1].content
+        True
+        >>> "<attempt>lesson: Check all sessions.</attempt>" in msgs[-1].content
         True
     """
     if not successes and not failures:
         raise ValueError("a proposal needs at least one reflected attempt")
     parts = [
         _rules_block(rules),
-        f"Question: {question.strip()}",
+        f"Question: {fence('question', question)}",
         _attempts("Attempts judged correct", successes),
         _attempts("Attempts judged wrong", failures),
     ]
@@ -261,17 +277,48 @@ def build_proposal_messages(
 
 def _describe(op: ProposedOp) -> str:
     target = f" {op.rule_id}" if op.rule_id else ""
-    text = f': "{op.text}"' if op.text and op.op != "delete" else ""
-    reason = f" (reason: {_clip(op.reason)})" if op.reason else ""
+    text = f": {fence('edit', op.text)}" if op.text and op.op != "delete" else ""
+    reason = f" reason: {fence('note', _clip(op.reason))}" if op.reason else ""
     return f"{op.op}{target}{text}{reason}"
+
+
+def question_labels(proposals: Mapping[str, Sequence[ProposedOp]]) -> dict[str, str]:
+    """Per-prompt label -> question id of every question that proposed an edit: ``Q1`` for the first.
+
+    The consolidation prompt and its schema use the labels; a reply's ``question_ids`` are labels to
+    map back through this dict. Question ids never reach the model: they are dataset names, and some
+    carry labels (LongMemEval's ``_abs`` marks an abstention question).
+
+    Example:
+        >>> question_labels({"gpt4_2655b836_abs": [ProposedOp(op="delete", rule_id="R1")], "q2": []})
+        {'Q1': 'gpt4_2655b836_abs'}
+    """
+    return {f"Q{i}": qid for i, qid in enumerate((qid for qid, ops in proposals.items() if ops), start=1)}
+
+
+def unlabel_questions(ops: Sequence[ProposedOp], labels: Mapping[str, str]) -> list[ProposedOp]:
+    """``ops`` with each ``question_ids`` label mapped back to its question id; unknown labels dropped.
+
+    A dropped label leaves provenance to the caller's default (every proposer), which is what an op
+    that names no question gets anyway.
+
+    Example:
+        >>> ops = [ProposedOp(op="delete", rule_id="R1", question_ids=["Q1", "Q7"])]
+        >>> unlabel_questions(ops, {"Q1": "gpt4_2655b836_abs"})[0].question_ids
+        ('gpt4_2655b836_abs',)
+    """
+    return [
+        op.model_copy(update={"question_ids": tuple(labels[q] for q in op.question_ids if q in labels)}) for op in ops
+    ]
 
 
 def _grouped(rules: Mapping[str, str], proposals: Mapping[str, Sequence[ProposedOp]]) -> list[str]:
     """One line per distinct edit with every question that proposed it; edits of one rule side by side.
 
     Putting edits of the same rule next to each other is what lets a small model see a conflict, and
-    merging repeats keeps a 50-question step within a small context.
+    merging repeats keeps a 50-question step within a small context. Questions show as their labels.
     """
+    label_of = {qid: label for label, qid in question_labels(proposals).items()}
     order = {normalize_rule_id(rule_id): i for i, rule_id in enumerate(rules)}
     askers: dict[tuple[str, str | None, str], list[str]] = {}
     shown: dict[tuple[str, str | None, str], ProposedOp] = {}
@@ -280,8 +327,8 @@ def _grouped(rules: Mapping[str, str], proposals: Mapping[str, Sequence[Proposed
             key = (op.op, op.rule_id, (op.text or "").casefold() if op.op != "delete" else "")
             shown.setdefault(key, op)
             askers.setdefault(key, [])
-            if question_id not in askers[key]:
-                askers[key].append(question_id)
+            if label_of[question_id] not in askers[key]:
+                askers[key].append(label_of[question_id])
 
     def place(key: tuple[str, str | None, str]) -> tuple[int, int]:
         rule_id = key[1]
@@ -300,10 +347,11 @@ def build_consolidation_messages(
     max_rules: int | None = None,
     max_words: int = MAX_RULE_WORDS,
 ) -> list[Message]:
-    """The step's one consolidation prompt: current rules and every proposal, by proposing question id.
+    """The step's one consolidation prompt: current rules and every proposal, by proposing question label.
 
     ``max_rules`` tells the model the bound on the rule set, when there is one. Answer with
-    :func:`~memwise.metamem.parse.consolidation_schema` of the current rule ids and these question ids.
+    :func:`~memwise.metamem.parse.consolidation_schema` of the current rule ids and the labels of
+    :func:`question_labels`, which also maps the reply's ``question_ids`` back to question ids.
 
     Raises:
         ValueError: no question proposed any edit (there is nothing to consolidate; skip the call).
@@ -312,7 +360,7 @@ def build_consolidation_messages(
         >>> ops = {"q1": [ProposedOp(op="update", rule_id="R1", text="Prefer newer dates.")],
         ...        "q2": [ProposedOp(op="delete", rule_id="R1")]}
         >>> text = build_consolidation_messages({"R1": "Prefer dates."}, ops)[-1].content
-        >>> '- [q1] update R1: "Prefer newer dates."' in text and "- [q2] delete R1" in text
+        >>> '- [Q1] update R1: <edit>Prefer newer dates.</edit>' in text and "- [Q2] delete R1" in text
         True
     """
     lines = _grouped(rules, proposals)
@@ -324,7 +372,7 @@ def build_consolidation_messages(
         "Write the final edits. " + size,
         f"- Merge edits that say the same thing into one, in one sentence of at most {max_words} words.",
     ]
-    first_asker = next(question_id for question_id, ops in proposals.items() if ops)
+    first_asker = next(iter(question_labels(proposals)))
     example: dict[str, object] = {"op": "add", "text": "...", "reason": "...", "question_ids": [first_asker]}
     if rules:
         how += [
@@ -341,7 +389,7 @@ def build_consolidation_messages(
     ]
     parts = [
         _rules_block(rules),
-        "Proposed edits (proposing question ids in brackets):\n" + "\n".join(lines),
+        "Proposed edits (proposing questions in brackets):\n" + "\n".join(lines),
         "\n".join(how),
         "Reply as " + json.dumps({"operations": [example]}),
     ]

@@ -47,6 +47,8 @@ from memwise.metamem.prompts import (
     build_proposal_messages,
     build_reflection_messages,
     build_rollout_messages,
+    question_labels,
+    unlabel_questions,
 )
 from memwise.metamem.rules import ApplyResult, Operation, RuleHistory, RuleSet, fallback_subset
 from memwise.metamem.scoring import Scorer, make_scorer
@@ -408,17 +410,19 @@ class MetaMemTrainer:
         messages = build_consolidation_messages(
             rule_map, shown, max_rules=self.config.max_rules, max_words=self.config.max_words
         )
+        labels = question_labels(shown)  # the prompt names questions Q1..Qn, never by their dataset ids
         request = ChatRequest(
             messages=tuple(messages),
             max_tokens=self.config.max_tokens,
-            json_schema=consolidation_schema(list(rule_map), list(proposals), max_ops=self.config.max_rules),
+            json_schema=consolidation_schema(list(rule_map), list(labels), max_ops=self.config.max_rules),
             schema_name="Consolidation",
             seed=stable_seed(self.config.seed, step, "consolidate"),
         )
         llm = self.models["consolidate"]
         try:
             merged = await complete_structured(llm, request, Consolidation, ledger=self.run.ledger, stage="consolidate")
-            return "ok", to_operations(merged.operations, step=step, question_ids=list(proposals))
+            ops = unlabel_questions(merged.operations, labels)
+            return "ok", to_operations(ops, step=step, question_ids=list(proposals))
         except (ParseError, LLMError, ValueError) as exc:
             subset = fallback_subset(list(proposals.values()), rules, limit=self.config.fallback_limit)
             reason = str(exc).splitlines()[0][:160]
