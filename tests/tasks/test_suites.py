@@ -223,6 +223,65 @@ def test_hotpotqa_not_a_list(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Bad input: binary files, directories, over-long lines
+
+BINARY = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 64
+
+
+@pytest.mark.parametrize("suite", ["mmlu", "aime", "gpqa", "hotpotqa"])
+def test_binary_file_names_file_and_byte_offset(tmp_path: Path, suite: str) -> None:
+    path = tmp_path / "data.bin"
+    path.write_bytes(BINARY)
+    with pytest.raises(DatasetError, match=r"not valid UTF-8 text at byte offset 0 \(line 1\): 0x89") as info:
+        load_suite(suite, path)
+    assert info.value.path == str(path)
+
+
+def test_non_utf8_byte_later_in_a_jsonl_file_is_located(tmp_path: Path) -> None:
+    good = b'{"question": "q", "choices": ["a", "b"], "answer": 0}\n'
+    path = tmp_path / "mmlu.jsonl"
+    path.write_bytes(good * 3 + b'{"question": "caf\xe9", "choices": ["a", "b"], "answer": 0}\n')
+    with pytest.raises(DatasetError, match=rf"byte offset {3 * len(good) + 17} \(line 4\): 0xe9"):
+        load_suite("mmlu", path)
+
+
+@pytest.mark.parametrize("suite", ["mmlu", "aime", "gpqa", "hotpotqa"])
+def test_directory_given_for_a_file_suite_says_so(tmp_path: Path, suite: str) -> None:
+    with pytest.raises(ConfigError, match="is a directory; give the path of a file inside it"):
+        load_suite(suite, tmp_path)
+    with pytest.raises(ConfigError, match="not found: .* does not exist"):
+        load_suite(suite, tmp_path / "missing.jsonl")
+
+
+def test_alfworld_given_a_file_says_a_directory_is_expected(tmp_path: Path) -> None:
+    path = tmp_path / "valid_unseen.json"
+    path.write_text("[]", encoding="utf-8")
+    with pytest.raises(ConfigError, match="ALFWorld split directory .* is a file, but a directory is expected"):
+        load_suite("alfworld", path)
+    with pytest.raises(ConfigError, match="ALFWorld split directory not found: .* does not exist"):
+        load_suite("alfworld", tmp_path / "nope")
+
+
+def test_alfworld_binary_game_file_is_a_dataset_error(tmp_path: Path) -> None:
+    trial = tmp_path / "valid_unseen" / "pick_and_place_simple-Mug-None-Desk-1" / "trial_A"
+    trial.mkdir(parents=True)
+    (trial / "game.tw-pddl").write_bytes(BINARY)
+    with pytest.raises(DatasetError, match="not valid UTF-8 text at byte offset 0") as info:
+        load_suite("alfworld", tmp_path / "valid_unseen")
+    assert info.value.path == str(trial / "game.tw-pddl")
+
+
+def test_jsonl_line_over_the_record_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "mmlu.jsonl"
+    path.write_text(json.dumps({"question": "q" * 3000, "choices": ["a", "b"], "answer": 0}) + "\n", encoding="utf-8")
+    monkeypatch.setenv("MEMWISE_MAX_RECORD_MB", "0.001")
+    with pytest.raises(DatasetError, match="line 1 is longer than 1048 bytes.*MEMWISE_MAX_RECORD_MB"):
+        load_suite("mmlu", path)
+    monkeypatch.delenv("MEMWISE_MAX_RECORD_MB")
+    assert len(load_suite("mmlu", path)) == 1
+
+
+# --------------------------------------------------------------------------------------------
 # Answer extraction
 
 

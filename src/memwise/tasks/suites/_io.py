@@ -1,8 +1,10 @@
 """File reading and record checks shared by the suite loaders.
 
-Every loader reports problems the same way: a missing file is the caller's mistake (``ConfigError``),
-a malformed file or record is the data's fault (``DatasetError`` naming the file and the record), so
-a bad line in a benchmark file is found at load time and not halfway through an expensive run.
+Every loader reports problems the same way: a missing file, or a directory where a file belongs, is
+the caller's mistake (``ConfigError`` saying which), a malformed file or record is the data's fault
+(``DatasetError`` naming the file and the record, or the byte offset of text that is not UTF-8), so
+a bad line in a benchmark file is found at load time and not halfway through an expensive run. The
+opening and decoding are :mod:`memwise._datafile`'s, the same as the conversation readers'.
 """
 
 from __future__ import annotations
@@ -11,31 +13,32 @@ import json
 from pathlib import Path
 from typing import Any
 
-from memwise.exceptions import ConfigError, DatasetError
+from memwise import _datafile
+from memwise.exceptions import DatasetError
 
 LETTERS = "ABCDEFGHIJ"
 
 
 def existing_file(path: str | Path) -> Path:
-    """The path as a ``Path``, or ``ConfigError`` when no such file exists."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"dataset file not found: {p}")
-    return p
+    """The path as a ``Path``, or ``ConfigError`` saying whether it is missing or a directory."""
+    return _datafile.existing_file(path)
 
 
 def read_text(path: Path) -> str:
-    """The file's text; undecodable bytes are a malformed file, not a crash."""
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"not valid UTF-8 ({exc.reason})", path=str(path)) from exc
+    """The file's text; undecodable bytes are a malformed file (named by offset and line), not a crash."""
+    return _datafile.read_text(path)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """One JSON object per non-blank line; record indices count non-blank lines from 0."""
+    """One JSON object per non-blank line; record indices count non-blank lines from 0.
+
+    A line that is not UTF-8 or is over the record limit raises the reader's error as is: it names the
+    physical line, which is what an editor shows.
+    """
     records: list[dict[str, Any]] = []
-    for line in read_text(path).splitlines():
+    for _, line in _datafile.iter_lines(path):
+        if isinstance(line, DatasetError):
+            raise line
         if not line.strip():
             continue
         index = len(records)

@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from memwise._datafile import existing_dir
 from memwise.exceptions import ConfigError, DatasetError
 from memwise.tasks.suites._io import read_text
 from memwise.tasks.types import Task
@@ -53,10 +54,11 @@ _UNSUPPORTED = ("movable", "Sliced")
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:
+    # Inside a split, a missing or misplaced trial file is a defect of the dataset, not a user's typo.
+    if not path.is_file():
+        raise DatasetError("is a directory, not a file" if path.is_dir() else "file is missing", path=str(path))
     try:
         data = json.loads(read_text(path))
-    except FileNotFoundError as exc:
-        raise DatasetError("file is missing", path=str(path)) from exc
     except json.JSONDecodeError as exc:
         raise DatasetError(f"invalid JSON: {exc.msg} (line {exc.lineno})", path=str(path)) from exc
     if not isinstance(data, dict):
@@ -155,7 +157,8 @@ def load_alfworld(path: str | Path, *, seed: int = 0, logic_dir: str | Path | No
     folder beside the split and is only recorded: every game file embeds its own domain and grammar.
 
     Raises:
-        ConfigError: ``path`` is not a directory, or holds no playable game.
+        ConfigError: ``path`` is missing or is a file rather than a split directory, or holds no
+            playable game.
         DatasetError: a trial's ``traj_data.json`` or game file is missing or malformed.
 
     Example:
@@ -164,12 +167,10 @@ def load_alfworld(path: str | Path, *, seed: int = 0, logic_dir: str | Path | No
         (134, 'Your task is to: examine the alarmclock with the desklamp.')
     """
     del seed
-    split = Path(path)
-    if not split.is_dir():
-        raise ConfigError(f"ALFWorld split directory not found: {split}")
+    split = existing_dir(path, "ALFWorld split directory")
     logic = Path(logic_dir) if logic_dir is not None else split.parent / "logic"
-    if logic_dir is not None and not logic.is_dir():
-        raise ConfigError(f"ALFWorld logic directory not found: {logic}")
+    if logic_dir is not None:
+        existing_dir(logic, "ALFWorld logic directory")
     recorded = logic if logic.is_dir() else None
     trials = sorted(p for d in split.iterdir() if d.is_dir() for p in d.iterdir() if p.is_dir())
     parsed = (parse_trial(p, split=split, logic_dir=recorded) for p in trials)
