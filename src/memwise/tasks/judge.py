@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from memwise.exceptions import ParseError
 from memwise.llm.base import ChatModel, ChatRequest, Message
 from memwise.llm.structured import strip_reasoning
+from memwise.llm.untrusted import data_notice, fence, neutralize, one_line
 from memwise.runs.ledger import Ledger
 from memwise.tasks.metrics import Score
 from memwise.tasks.question_types import is_abstention
@@ -34,7 +35,8 @@ _SYSTEM = (
     "You grade the replies of a chat assistant that remembers its earlier conversations with a user. "
     "You get the question the assistant was asked, a reference to grade against, and the assistant's "
     "response. Decide only whether the response is correct under the grading rule you are given: do not "
-    "reward style or length, and do not let your own knowledge overrule the reference."
+    "reward style or length, and do not let your own knowledge overrule the reference. "
+    + data_notice("question", "reference", "response")
 )
 _ASK = "Is the response correct under the rule above? Reply with one word: yes or no."
 
@@ -79,14 +81,16 @@ def build_judge_messages(
     gold = gold.strip()
     if not gold and rubric.name != "abstention":
         raise ValueError(f"empty gold answer for a {rubric.name} question: {question!r}")
-    parts = [f"Grading rule ({rubric.name}): {rubric.instructions}", f"<question>\n{question.strip()}\n</question>"]
+    # The response is another model's reply and the question and gold come from a dataset: each is fenced
+    # so that none can close its block and forge a verdict, a rule or another case.
+    parts = [f"Grading rule ({rubric.name}): {rubric.instructions}", fence("question", question, one_line_text=False)]
     if question_date:
         parts.append(
-            f"The question was asked on {question_date.strip()}; read relative times in the reference "
-            "and the response against this date."
+            f"The question was asked on {neutralize(one_line(question_date))}; read relative times in the "
+            "reference and the response against this date."
         )
-    parts.append(f"{rubric.gold_label}:\n<reference>\n{gold or '(none given)'}\n</reference>")
-    parts.append(f"<response>\n{response.strip()}\n</response>")
+    parts.append(f"{rubric.gold_label}:\n{fence('reference', gold or '(none given)', one_line_text=False)}")
+    parts.append(fence("response", response, one_line_text=False))
     parts.append(_ASK)
     return [Message("system", _SYSTEM), Message("user", "\n\n".join(parts))]
 
