@@ -27,7 +27,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from memwise.exceptions import ConfigError, DatasetError
+from memwise._datafile import read_text
+from memwise.exceptions import DatasetError
 from memwise.facts.readers import parse_datetime
 from memwise.runs.files import write_text_atomic
 from memwise.tasks.question_types import GENERIC, canonical_question_type
@@ -266,9 +267,10 @@ def load_questions(path: PathLike) -> list[MetaQuestion]:
     """Read a JSON or JSONL question file, strictly.
 
     Raises:
-        ConfigError: the file does not exist.
-        DatasetError: a malformed record (naming the file, record index and field), a missing or
-            blank gold answer, spellings of one field that disagree, or a repeated ``question_id``.
+        ConfigError: the file does not exist, or is a directory.
+        DatasetError: text that is not UTF-8 (naming the byte offset and line), a malformed record
+            (naming the file, record index and field), a missing or blank gold answer, spellings of
+            one field that disagree, or a repeated ``question_id``.
 
     Example:
         >>> import tempfile, pathlib
@@ -278,9 +280,7 @@ def load_questions(path: PathLike) -> list[MetaQuestion]:
         [('Who?', 'Ann', 'generic')]
     """
     name = os.fspath(path)
-    if not os.path.isfile(name):
-        raise ConfigError(f"question file not found: {name}")
-    text = Path(path).read_text(encoding="utf-8-sig")
+    text = read_text(name, "question file")
     questions: list[MetaQuestion] = []
     first_seen: dict[str, int] = {}
     for index, record in _records(text, name):
