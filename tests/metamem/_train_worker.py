@@ -19,7 +19,8 @@ from memwise.testing import ScriptedLLM  # noqa: E402
 async def main(run_path: str) -> None:
     llm = ScriptedLLM(world, latency_s=0.01)
     config = TrainConfig(epochs=2, batch_size=4, samples=4, concurrency=4)
-    history = await MetaMemTrainer(policy=llm, run=RunDir(run_path), config=config).compile(questions(8))
+    with RunDir(run_path) as run:
+        history = await MetaMemTrainer(policy=llm, run=run, config=config).compile(questions(8))
     print(json.dumps({"paid": llm.calls, "rules": history.latest.rules.to_dict()}), flush=True)
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from memwise.exceptions import ConfigError
-from memwise.llm.base import ChatRequest
+from memwise.llm.base import ChatModel, ChatRequest
 from memwise.metamem.data import MetaQuestion
 from memwise.metamem.rules import RuleSet
 from memwise.metamem.trainer import MetaMemTrainer, Rollout, TrainConfig, epoch_batches, keep_question
@@ -62,7 +63,7 @@ def world(req: ChatRequest) -> str:
         gold = user.split("<reference>")[-1].split("</reference>")[0].strip()
         return "yes" if gold in response else "no"
     seed = req.seed or 0
-    thing = re.search(r"Question: What is thing (\d+)\?", user)
+    thing = re.search(r"Question: (?:<question>)?What is thing (\d+)\?", user)
     n = thing.group(1) if thing else "?"
     return f"It is answer{n}." if seed % 2 == 0 else "I am not sure."
 
@@ -71,14 +72,27 @@ class Killed(RuntimeError):
     """Stands in for the process dying mid-step."""
 
 
-def _trainer(tmp_path: Path, llm: ScriptedLLM, **cfg: object) -> MetaMemTrainer:
-    config = TrainConfig(**{"epochs": 1, "batch_size": 4, "samples": 4, "concurrency": 8, **cfg})  # type: ignore[arg-type]
-    return MetaMemTrainer(policy=llm, run=RunDir(tmp_path / "run"), config=config)
+MakeTrainer = Callable[..., MetaMemTrainer]
 
 
-async def test_training_adds_rules_with_stable_ids_and_provenance(tmp_path: Path) -> None:
+@pytest.fixture
+def make_trainer() -> Iterator[MakeTrainer]:
+    """Trainers on ``<path>/run``; their run directories are closed (and unlocked) after the test."""
+    runs: list[RunDir] = []
+
+    def make(tmp_path: Path, llm: ChatModel, **cfg: object) -> MetaMemTrainer:
+        config = TrainConfig(**{"epochs": 1, "batch_size": 4, "samples": 4, "concurrency": 8, **cfg})  # type: ignore[arg-type]
+        runs.append(RunDir(tmp_path / "run"))
+        return MetaMemTrainer(policy=llm, run=runs[-1], config=config)
+
+    yield make
+    for run in runs:
+        run.close()
+
+
+async def test_training_adds_rules_with_stable_ids_and_provenance(tmp_path: Path, make_trainer: MakeTrainer) -> None:
     llm = ScriptedLLM(world)
-    history = await _trainer(tmp_path, llm).compile(questions(8))
+    history = await make_trainer(tmp_path, llm).compile(questions(8))
     assert len(history.versions) == 3  # the empty start plus one version per step (8 questions / batch 4)
     final = history.latest.rules
     assert [r.id for r in final.rules] == ["R1", "R2", "R3", "R4"]
@@ -87,11 +101,13 @@ async def test_training_adds_rules_with_stable_ids_and_provenance(tmp_path: Path
     assert all(a.op.question_ids for a in step1.ops_applied)
 
 
-async def test_gold_and_question_date_reach_the_prompts(tmp_path: Path) -> None:
+async def test_gold_and_question_date_reach_the_prompts(tmp_path: Path, make_trainer: MakeTrainer) -> None:
     llm = ScriptedLLM(world)
-    await _trainer(tmp_path, llm).compile(questions(4))
+    await make_trainer(tmp_path, llm).compile(questions(4))
     rollouts = [
-        r for r in llm.requests if r.schema_name == "output" and "Question: What is thing" in r.messages[-1].content
+        r
+        for r in llm.requests
+        if r.schema_name == "output" and re.search(r"Question: (?:<question>)?What is thing", r.messages[-1].content)
     ]
     assert rollouts and all("2023/07/01" in r.messages[-1].content for r in rollouts)
     reflections = [r for r in llm.requests if r.schema_name == "Reflection"]
@@ -114,9 +130,9 @@ def test_epoch_shuffles_are_seeded_per_epoch_and_group_by_id() -> None:
     assert epoch_batches(ids, epoch=0, batch_size=3, seed=7) != epoch_batches(ids, epoch=1, batch_size=3, seed=7)
 
 
-async def test_resume_replays_and_ends_with_the_same_rules(tmp_path: Path) -> None:
+async def test_resume_replays_and_ends_with_the_same_rules(tmp_path: Path, make_trainer: MakeTrainer) -> None:
     full_llm = ScriptedLLM(world)
-    full = await _trainer(tmp_path / "a", full_llm, epochs=2).compile(questions(8))
+    full = await make_trainer(tmp_path / "a", full_llm, epochs=2).compile(questions(8))
     # Interrupted run: stop after the first step by failing every call of step 2, then resume.
     calls = {"n": 0}
 
@@ -127,12 +143,14 @@ async def test_resume_replays_and_ends_with_the_same_rules(tmp_path: Path) -> No
         return world(req)
 
     probe = ScriptedLLM(world)
-    await _trainer(tmp_path / "probe", probe, epochs=1, batch_size=4).train_step(1, 0, questions(8)[:4], RuleSet())
+    await make_trainer(tmp_path / "probe", probe, epochs=1, batch_size=4).train_step(1, 0, questions(8)[:4], RuleSet())
     first_step_calls = probe.calls
+    killed = make_trainer(tmp_path / "b", ScriptedLLM(flaky), epochs=2)
     with pytest.raises(Killed):
-        await _trainer(tmp_path / "b", ScriptedLLM(flaky), epochs=2).compile(questions(8))
+        await killed.compile(questions(8))
+    killed.run.close()  # the process that died gave its lock up
     resumed_llm = ScriptedLLM(world)
-    resumed = await _trainer(tmp_path / "b", resumed_llm, epochs=2).compile(questions(8))
+    resumed = await make_trainer(tmp_path / "b", resumed_llm, epochs=2).compile(questions(8))
     assert resumed.latest.rules.to_dict() == full.latest.rules.to_dict()
     assert [v.to_dict() for v in resumed.versions] == [v.to_dict() for v in full.versions]
     # Paid calls: the interrupted run's successful ones are replayed, not paid again.
@@ -141,11 +159,11 @@ async def test_resume_replays_and_ends_with_the_same_rules(tmp_path: Path) -> No
     assert paid_before_kill + resumed_llm.calls <= full_llm.calls + 8  # at most the calls in flight
 
 
-async def test_consolidation_failure_falls_back_to_a_bounded_subset(tmp_path: Path) -> None:
+async def test_consolidation_failure_falls_back_to_a_bounded_subset(tmp_path: Path, make_trainer: MakeTrainer) -> None:
     def broken_consolidator(req: ChatRequest) -> str:
         return "no json at all" if req.schema_name == "Consolidation" else world(req)
 
-    trainer = _trainer(tmp_path, ScriptedLLM(broken_consolidator), fallback_limit=1)
+    trainer = make_trainer(tmp_path, ScriptedLLM(broken_consolidator), fallback_limit=1)
     history = await trainer.compile(questions(8))
     records = trainer.step_records()
     assert all(r.consolidation.startswith("failed") and "fallback applied 1 of 4" in r.consolidation for r in records)
@@ -154,19 +172,20 @@ async def test_consolidation_failure_falls_back_to_a_bounded_subset(tmp_path: Pa
     assert len(failures) == 2 and all(f["kind"] == "parse" for f in failures)
 
 
-async def test_unreadable_checkpoint_is_an_error_not_a_silent_reset(tmp_path: Path) -> None:
-    trainer = _trainer(tmp_path, ScriptedLLM(world))
+async def test_unreadable_checkpoint_is_an_error_not_a_silent_reset(tmp_path: Path, make_trainer: MakeTrainer) -> None:
+    trainer = make_trainer(tmp_path, ScriptedLLM(world))
     await trainer.compile(questions(4))
     trainer.checkpoint_path.write_text("{ torn")
+    trainer.run.close()
     with pytest.raises(ConfigError, match="unreadable"):
-        await _trainer(tmp_path, ScriptedLLM(world)).compile(questions(4))
+        await make_trainer(tmp_path, ScriptedLLM(world)).compile(questions(4))
 
 
-async def test_judge_without_verdict_is_counted_not_scored_wrong(tmp_path: Path) -> None:
+async def test_judge_without_verdict_is_counted_not_scored_wrong(tmp_path: Path, make_trainer: MakeTrainer) -> None:
     def mute_judge(req: ChatRequest) -> str:
         return "hmm" if "Reply with one word: yes or no" in req.messages[-1].content else world(req)
 
-    trainer = _trainer(tmp_path, ScriptedLLM(mute_judge), samples=2)
+    trainer = make_trainer(tmp_path, ScriptedLLM(mute_judge), samples=2)
     await trainer.compile(questions(4))
     record = trainer.step_records()[0]
     assert record.score_failures == 8 and record.kept_questions == () and record.train_mean_score is None
@@ -178,16 +197,16 @@ async def test_pipeline_validates_every_step_and_ties_go_to_the_earlier(tmp_path
     from memwise.metamem.pipeline import load_result_rules, train_and_select
 
     qs = questions(12)
-    run = RunDir(tmp_path / "run")
     config = TrainConfig(epochs=1, batch_size=4, samples=2, concurrency=8)
-    result = await train_and_select(qs[:8], qs[8:10], qs[10:], policy=ScriptedLLM(world), run=run, config=config)
+    with RunDir(tmp_path / "run") as run:
+        result = await train_and_select(qs[:8], qs[8:10], qs[10:], policy=ScriptedLLM(world), run=run, config=config)
+        stages = run.ledger.stats()
     assert sorted(result.validation) == [0, 1, 2]
     # Greedy answers (seed 0) are always right in this world: every step ties, the earliest wins.
     assert {r.accuracy for r in result.validation.values()} == {1.0}
     assert result.best_step == 0 and result.rules.rules == ()
     assert result.test_with_rules is not None and result.test_with_rules.scored == 2
     assert load_result_rules(tmp_path / "run").to_dict() == result.rules.to_dict()
-    stages = run.ledger.stats()
     assert {"rollout", "judge", "reflect", "propose", "consolidate", "eval", "eval_judge"} <= set(stages)
 
 

@@ -109,11 +109,15 @@ async def _qa(
 
     console = Console(stderr=True)
     conversations = read_conversations(path, dataset)
-    run = RunDir(run_dir)
-    run.write_manifest(f"memwise bench qa --dataset {dataset} --mode {mode}", settings)
-    models = ModelSet(settings)
-    store = SQLiteStore(run_dir / "memory.sqlite3")
-    embedder = build_embedder(settings.embedding, cache_path=run_dir / "embeddings.sqlite3")
+    run = RunDir(run_dir, command=f"memwise bench qa --dataset {dataset}")
+    try:
+        run.write_manifest(f"memwise bench qa --dataset {dataset} --mode {mode}", settings)
+        models = ModelSet(settings)
+        store = SQLiteStore(run_dir / "memory.sqlite3")
+        embedder = build_embedder(settings.embedding, cache_path=run_dir / "embeddings.sqlite3")
+    except BaseException:
+        run.close()
+        raise
     policy = models.get("policy")
     try:
         reports = await ingest_many(

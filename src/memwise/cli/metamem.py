@@ -135,9 +135,13 @@ async def _train(
     console = Console()
     train_qs, val_qs, test_qs = split
     console.print(f"train {len(train_qs)} / validation {len(val_qs)} / test {len(test_qs)} questions")
-    run = RunDir(run_dir)
-    run.write_manifest("memwise metamem train", {"train": config, "metric": metric, "models": settings})
-    models = ModelSet(settings)
+    run = RunDir(run_dir, command="memwise metamem train")
+    try:
+        run.write_manifest("memwise metamem train", {"train": config, "metric": metric, "models": settings})
+        models = ModelSet(settings)
+    except BaseException:
+        run.close()
+        raise
 
     def progress(record: StepRecord) -> None:
         mean = "-" if record.train_mean_score is None else f"{record.train_mean_score:.2f}"
@@ -249,7 +253,7 @@ async def _evaluate(
     from memwise.runs.rundir import RunDir
 
     rules = load_result_rules(run_dir) if step is None else _rules_at(load_history(run_dir), step)
-    run = RunDir(run_dir)
+    run = RunDir(run_dir, command="memwise metamem eval")  # it records eval calls: a writer
     models = ModelSet(settings)
     gate = asyncio.Semaphore(concurrency)
     try:
@@ -342,9 +346,8 @@ def report(run_dir: RunDirArg = Path("runs/metamem")) -> None:
 
     if not result_path(run_dir).exists():
         raise ConfigError(f"no finished MetaMem run in {run_dir}: run `memwise metamem train` first")
-    run = RunDir(run_dir)
-    try:
-        out = write_report(run_dir, run.ledger.stats())
-    finally:
-        run.close()
+    # A reader: no lock, so a report can be made while another process still trains in this folder.
+    with RunDir(run_dir, lock=False) as run:
+        stats = run.ledger.stats()
+    out = write_report(run_dir, stats)
     typer.echo(f"wrote {out}")

@@ -57,10 +57,14 @@ def _epoch(day: str) -> float:
 
 
 async def run_tour(settings: Settings, run_dir: Path, console: Console) -> None:
-    run = RunDir(run_dir)
-    run.write_manifest("memwise tour", settings)
-    models = ModelSet(settings)
-    store = SQLiteStore(run_dir / "memory.sqlite3")
+    run = RunDir(run_dir, command="memwise tour")
+    try:
+        run.write_manifest("memwise tour", settings)
+        models = ModelSet(settings)
+        store = SQLiteStore(run_dir / "memory.sqlite3")
+    except BaseException:
+        run.close()
+        raise
     embedder: Embedder | None = None
     try:
         console.rule("1. models")

@@ -84,13 +84,17 @@ async def _evolve(
     from memwise.umem.evolve import EXECUTOR_STAGE, OPTIMIZER_STAGE, evolve, write_report
     from memwise.umem.executors import make_executor
 
-    run = RunDir(run_dir)
-    run.write_manifest(
-        f"memwise umem evolve --suite {config.suite}",
-        {"evolve": config, "path": source, "tasks": len(tasks), "models": settings},
-    )
-    models = ModelSet(settings)
-    embedder = build_embedder(settings.embedding, cache_path=run_dir / "embeddings.sqlite3")
+    run = RunDir(run_dir, command=f"memwise umem evolve --suite {config.suite}")  # refused if another run has it
+    try:
+        run.write_manifest(
+            f"memwise umem evolve --suite {config.suite}",
+            {"evolve": config, "path": source, "tasks": len(tasks), "models": settings},
+        )
+        models = ModelSet(settings)
+        embedder = build_embedder(settings.embedding, cache_path=run_dir / "embeddings.sqlite3")
+    except BaseException:
+        run.close()
+        raise
     console.print(
         f"{config.suite}: {len(tasks)} tasks x {config.epochs} epoch(s); executor {models.get('policy').describe()}, "
         f"Mem-Optimizer {models.get('optimizer').describe()}"

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from memwise.embed.base import Embedder
     from memwise.llm.registry import ModelSet
     from memwise.runs.rundir import RunDir
+    from memwise.tasks.types import Task
     from memwise.umem.bank import InsightBank
     from memwise.umem.bridge import AsyncBridge
     from memwise.umem.loop import Executor
@@ -71,21 +72,32 @@ class _Source:
 
 
 async def _build(settings: Settings, src: _Source, bank_from: Path | None = None) -> _Parts:
-    from memwise.embed.registry import build_embedder
-    from memwise.llm.registry import ModelSet
     from memwise.runs.rundir import RunDir
-    from memwise.store.sqlite import SQLiteStore
     from memwise.tasks.suites import load_suite
-    from memwise.umem.bank import InsightBank
-    from memwise.umem.executors import make_executor
-    from memwise.umem.trainset import TrainSet, build_trainset
 
     tasks = load_suite(src.suite, src.path, seed=src.seed, limit=src.limit)
     if len(tasks) <= src.neighbours:
         raise ConfigError(
             f"{src.path} gives {len(tasks)} {src.suite} tasks; neighbourhoods of {src.neighbours} need more"
         )
-    run = RunDir(src.run_dir)
+    run = RunDir(src.run_dir, command=f"memwise umem train --suite {src.suite}")
+    try:
+        return await _build_in(run, settings, src, tasks, bank_from)
+    except BaseException:
+        run.close()  # the parts that exist are closed by their owner, the lock here
+        raise
+
+
+async def _build_in(
+    run: RunDir, settings: Settings, src: _Source, tasks: list[Task], bank_from: Path | None
+) -> _Parts:
+    from memwise.embed.registry import build_embedder
+    from memwise.llm.registry import ModelSet
+    from memwise.store.sqlite import SQLiteStore
+    from memwise.umem.bank import InsightBank
+    from memwise.umem.executors import make_executor
+    from memwise.umem.trainset import TrainSet, build_trainset
+
     models = ModelSet(settings)
     embedder = build_embedder(settings.embedding, cache_path=src.run_dir / "embeddings.sqlite3")
     stored = src.run_dir / "trainset.json"

@@ -1,4 +1,11 @@
-"""A run directory: the ledger (model calls, failures) plus a manifest saying what ran and how."""
+"""A run directory: the ledger (model calls, failures) plus a manifest saying what ran and how.
+
+One process writes a run directory at a time: opening one takes its lock (:mod:`memwise.runs.lock`)
+and closing it gives the lock back. Readers of a finished run (``memwise metamem report``, summaries)
+open it with ``lock=False``: the ledger is WAL-journaled, so they read beside a live writer safely, and
+a report is never refused by, nor waits on, a run in progress. ``metamem show``/``diff`` read only
+JSON files and never open a ``RunDir``.
+"""
 
 from __future__ import annotations
 
@@ -14,22 +21,44 @@ from memwise.llm.base import ChatModel
 from memwise.llm.recorded import RecordedLLM
 from memwise.runs.files import write_text_atomic
 from memwise.runs.ledger import Ledger
+from memwise.runs.lock import RunLock
 
 
 class RunDir:
     """One run's folder. Re-opening an existing folder resumes it: recorded calls are replayed.
 
+    Args:
+        path: the folder (created if missing).
+        lock: take the folder's exclusive lock (writers); raises
+            :class:`~memwise.exceptions.RunDirBusyError` naming the holder when another process has it.
+            Pass False only to read a run.
+        command: how the lock file names this process (default: its command line).
+
     Example:
         >>> import tempfile
-        >>> run = RunDir(tempfile.mkdtemp())
-        >>> run.ledger.path.name
+        >>> with RunDir(tempfile.mkdtemp()) as run:
+        ...     run.ledger.path.name
         'ledger.sqlite3'
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, lock: bool = True, command: str | None = None) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self.ledger = Ledger(self.path / "ledger.sqlite3")
+        self._lock = RunLock(self.path, command=command) if lock else None
+        if self._lock is not None:
+            self._lock.acquire()
+        try:
+            self.ledger = Ledger(self.path / "ledger.sqlite3")
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def record(self, model: ChatModel, stage: str) -> RecordedLLM:
         """``model`` with its calls recorded in this run's ledger under ``stage``."""
@@ -52,4 +81,9 @@ class RunDir:
         return write_text_atomic(path, json.dumps({"latest": entry, "history": history}, indent=2, default=str))
 
     def close(self) -> None:
-        self.ledger.close()
+        """Close the ledger, then give the lock back (in that order: no write after the release)."""
+        try:
+            self.ledger.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
