@@ -93,6 +93,9 @@ class Settings:
     models: Mapping[str, ModelConfig] = field(default_factory=lambda: {"policy": ModelConfig()})
     embedding: EmbedConfig = field(default_factory=EmbedConfig)
     source: str = "defaults"
+    # Where memory lives: None (the caller's SQLite file), a SQLite path, or a postgresql:// DSN.
+    # Top-level ``store = "..."`` in TOML or MEMWISE_STORE; memwise.store.registry.build_store opens it.
+    store: str | None = None
 
     def model(self, role: str) -> ModelConfig:
         """The settings for a role; unset roles use the policy model's."""
@@ -154,6 +157,7 @@ def load_settings(
     *,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    store: str | None = None,
 ) -> Settings:
     """Resolve settings from a TOML file, the environment and explicit overrides (highest wins).
 
@@ -161,6 +165,7 @@ def load_settings(
         config_path: a TOML file; if None, ``$MEMWISE_CONFIG`` or ``./memwise.toml`` when present.
         env: the environment to read (defaults to ``os.environ``); tests pass a dict.
         overrides: per-role (``policy``, ``judge``, ``optimizer``) or ``embedding`` settings, as from CLI flags.
+        store: the store setting from a CLI flag (a SQLite path or a postgresql:// DSN); beats TOML and env.
 
     Example:
         >>> s = load_settings(env={"MEMWISE_BASE_URL": "http://127.0.0.1:8000/v1", "MEMWISE_MODEL": "m"})
@@ -171,6 +176,7 @@ def load_settings(
     sources: list[str] = []
     raw_models: dict[str, dict[str, Any]] = {}
     raw_embed: dict[str, Any] = {}
+    store_spec: str | None = None
 
     if config_path is None:
         candidate = env.get("MEMWISE_CONFIG") or ("memwise.toml" if Path("memwise.toml").is_file() else None)
@@ -183,6 +189,10 @@ def load_settings(
                 raise ConfigError(f"{config_path}: unknown model role [models.{role}]; roles are {', '.join(ROLES)}")
             raw_models[role] = _coerce(ModelConfig, values, f"{config_path} [models.{role}]")
         raw_embed = _coerce(EmbedConfig, data.get("embedding") or {}, f"{config_path} [embedding]")
+        if "store" in data:
+            if not isinstance(data["store"], str) or not data["store"].strip():
+                raise ConfigError(f"{config_path}: store must be a SQLite path or a postgresql:// DSN string")
+            store_spec = data["store"]
 
     for role in ROLES:
         prefix = "MEMWISE_" if role == "policy" else f"MEMWISE_{role.upper()}_"
@@ -194,6 +204,13 @@ def load_settings(
     if found:
         sources.append("env:MEMWISE_EMBED_*")
         raw_embed.update(_coerce(EmbedConfig, found, "environment MEMWISE_EMBED_*"))
+
+    if env.get("MEMWISE_STORE"):
+        sources.append("env:MEMWISE_STORE")
+        store_spec = env["MEMWISE_STORE"]
+    if store:
+        sources.append("flags:store")
+        store_spec = store
 
     for section, values in (overrides or {}).items():
         clean = {k: v for k, v in values.items() if v is not None}
@@ -218,4 +235,4 @@ def load_settings(
     embed = EmbedConfig(**raw_embed)
     if embed.backend == "openai" and not embed.model:
         embed = replace(embed, model="text-embedding-3-small")
-    return Settings(models=models, embedding=embed, source=", ".join(sources) or "defaults")
+    return Settings(models=models, embedding=embed, source=", ".join(sources) or "defaults", store=store_spec)

@@ -68,6 +68,7 @@ class Data:
                 opt(self.valid_to[i]),
                 DIM,
                 self.vecs[i].tobytes(),
+                "{}",
             )
             for i in which
         ]

@@ -8,6 +8,7 @@ import sqlite3
 from typing import Any
 
 from memwise.store.base import Filters, Record
+from memwise.store.filters import to_sqlite
 
 SCHEMA_VERSION = 2
 
@@ -186,6 +187,10 @@ def where_clause(filters: Filters, now: float, alias: str = "r") -> tuple[str, l
     if not filters.include_invalid:
         parts.append(f"({alias}.valid_to IS NULL OR {alias}.valid_to > ?)")
         params.append(now)
+    if filters.meta is not None:
+        sql, more = to_sqlite(filters.meta, f"{alias}.metadata")
+        parts.append(sql)
+        params.extend(more)
     return " AND ".join(parts), params
 
 
@@ -209,8 +214,14 @@ def fts_query(text: str) -> str | None:
     unless nothing else is left; only the first MAX_QUERY_TERMS distinct words count. Returns None
     when nothing searchable is left.
     """
-    words = list(dict.fromkeys(match.group(0) for match in _WORD.finditer(text.lower())))
-    content = [word for word in words if word not in STOPWORDS] or words
+    content = query_words(text)
     if not content:
         return None
-    return " OR ".join('"' + word.replace('"', '""') + '"' for word in content[:MAX_QUERY_TERMS])
+    return " OR ".join('"' + word.replace('"', '""') + '"' for word in content)
+
+
+def query_words(text: str) -> list[str]:
+    """The distinct searchable words of a query, as :func:`fts_query` and the Postgres store use them."""
+    words = list(dict.fromkeys(match.group(0) for match in _WORD.finditer(text.lower())))
+    content = [word for word in words if word not in STOPWORDS] or words
+    return content[:MAX_QUERY_TERMS]

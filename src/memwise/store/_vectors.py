@@ -23,6 +23,7 @@ speed.
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 import threading
@@ -34,6 +35,7 @@ import numpy.typing as npt
 
 from memwise.exceptions import StoreError
 from memwise.store.base import Filters
+from memwise.store.filters import matches as match_metadata
 
 # Past this many changed ids (or a quarter of the index, if more), a full scan beats chunked IN-queries.
 _FULL_RELOAD_AFTER = 20_000
@@ -54,11 +56,11 @@ _KIND = 3
 _CREATED, _TS, _VALID_TO = 0, 1, 2
 
 _ROW_SQL = (
-    "SELECT r.id, r.user_id, r.agent_id, r.run_id, r.kind, r.created_at, r.ts, r.valid_to, v.dim, v.vec "
+    "SELECT r.id, r.user_id, r.agent_id, r.run_id, r.kind, r.created_at, r.ts, r.valid_to, v.dim, v.vec, r.metadata "
     "FROM records r JOIN vectors v ON v.record_id = r.id AND v.space = ?"
 )
 
-_Row = tuple[str, str | None, str | None, str | None, str, float, float | None, float | None, int, bytes]
+_Row = tuple[str, str | None, str | None, str | None, str, float, float | None, float | None, int, bytes, str]
 _Ints = npt.NDArray[np.signedinteger[Any]]  # row positions: int32 in row lists, int64 elsewhere
 _Floats = npt.NDArray[np.float32]
 
@@ -167,6 +169,8 @@ class VectorIndex:
         self._dead = 0
         self._pos: dict[str, int] = {}
         self._ids: list[str] = []
+        # Metadata JSON per row (None for '{}'), parsed only for the rows a metadata filter must check.
+        self._meta: list[str | None] = []
         cap = capacity + capacity // 4 + 1024
         # Only rows below _n are ever read, so the buffers need no initial fill. Scope and time
         # columns are stored column-major so that a full-length filter reads contiguous memory.
@@ -263,7 +267,7 @@ class VectorIndex:
         """
         if not rows:
             return
-        ids, users, agents, runs, kinds, created, ts, valid_to, dims, blobs = zip(*rows, strict=True)
+        ids, users, agents, runs, kinds, created, ts, valid_to, dims, blobs, metas = zip(*rows, strict=True)
         if self.dim is None:
             self.dim = int(dims[0])
             self._mat = np.empty((self._alive.shape[0], self.dim), dtype=np.float32)
@@ -287,9 +291,13 @@ class VectorIndex:
         self._grow(first_fresh + len(fresh))
         pos_of.update(zip(fresh, range(first_fresh, first_fresh + len(fresh)), strict=True))
         self._ids.extend(fresh)
+        self._meta.extend([None] * len(fresh))
         self._n += len(fresh)
         if positions.size != len(ids):
             positions = np.fromiter(map(pos_of.__getitem__, ids), dtype=np.int64, count=len(ids))
+        meta = self._meta
+        for pos, text in zip(positions.tolist(), metas, strict=True):
+            meta[pos] = None if text == "{}" else text
         user, agent, run, kind = self._dicts
         codes = np.stack(
             [user.encode_many(users), agent.encode_many(agents), run.encode_many(runs), kind.encode_many(kinds)]
@@ -327,6 +335,7 @@ class VectorIndex:
         self._alive[pos] = False
         self._mat[pos] = 0.0
         self._ids[pos] = ""
+        self._meta[pos] = None
         self._dead += 1
 
     def _maybe_compact(self) -> None:
@@ -339,6 +348,7 @@ class VectorIndex:
         self._scope = np.ascontiguousarray(self._scope[:, keep])
         self._times = np.ascontiguousarray(self._times[:, keep])
         self._ids = [self._ids[i] for i in keep]
+        self._meta = [self._meta[i] for i in keep]
         self._pos = {rid: i for i, rid in enumerate(self._ids)}
         self._n = len(self._ids)
         self._dead = 0
@@ -419,7 +429,14 @@ class VectorIndex:
             if not filters.include_invalid:
                 valid_to = self._times[_VALID_TO, rows]
                 keep &= np.isnan(valid_to) | (valid_to > now)
-        return rows[keep]
+        allowed = rows[keep]
+        meta_filter = filters.meta
+        if meta_filter is not None and allowed.size:
+            # Last, on what the cheap checks left: the same predicate the SQL renderings follow.
+            meta = self._meta
+            ok = [match_metadata(meta_filter, json.loads(meta[pos]) if meta[pos] else {}) for pos in allowed.tolist()]
+            allowed = allowed[np.fromiter(ok, dtype=bool, count=len(ok))]
+        return allowed
 
     def _kind_table(self, filters: Filters) -> npt.NDArray[np.bool_]:
         """Allowed-kind flags indexed by kind code (the last entry, read for code -1, stays False).

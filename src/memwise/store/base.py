@@ -12,10 +12,18 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
 
 from memwise.exceptions import StoreError
+from memwise.store.filters import And, Cmp, In, MetaFilter, Not, Or
+from memwise.store.filters import matches as match_metadata
+from memwise.store.filters import parse as parse_metadata
 
 TimeField = Literal["created_at", "ts"]
 
@@ -95,7 +103,9 @@ class Filters:
     A ``None`` field means "any". ``kind`` takes one kind or a tuple of kinds. ``since``/``until``
     bound ``time_field`` as the half-open range ``[since, until)``; on ``ts``, records without an
     event time are excluded once a bound is set. Invalidated records are hidden unless
-    ``include_invalid`` is set.
+    ``include_invalid`` is set. ``metadata`` takes a mem0-style filter dict (see
+    :mod:`memwise.store.filters`), parsed here once: a malformed one raises StoreError at
+    construction, before any store is asked.
     """
 
     user_id: str | None = None
@@ -106,8 +116,11 @@ class Filters:
     until: float | None = None
     time_field: TimeField = "created_at"
     include_invalid: bool = False
+    metadata: MetaFilter | Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        if self.metadata is not None and not isinstance(self.metadata, Cmp | In | And | Or | Not):
+            object.__setattr__(self, "metadata", parse_metadata(self.metadata))
         if self.time_field not in ("created_at", "ts"):
             raise StoreError(f"Filters.time_field must be 'created_at' or 'ts', got {self.time_field!r}")
         if isinstance(self.kind, list):
@@ -116,6 +129,11 @@ class Filters:
             raise StoreError("Filters.kind is an empty tuple: it would match nothing; use None for any kind")
         if self.since is not None and self.until is not None and self.since > self.until:
             raise StoreError(f"Filters: since ({self.since}) is after until ({self.until})")
+
+    @property
+    def meta(self) -> MetaFilter | None:
+        """The parsed metadata filter (``metadata`` after construction), or None for any metadata."""
+        return self.metadata  # type: ignore[return-value]
 
     @property
     def kinds(self) -> tuple[str, ...] | None:
@@ -141,8 +159,71 @@ class Filters:
                 return False
             if self.until is not None and value >= self.until:
                 return False
+        if self.meta is not None and not match_metadata(self.meta, record.metadata):
+            return False
         return self.include_invalid or record.is_valid(at)
 
 
 ANY = Filters()
 """Filters that let everything valid through."""
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What every memory layer needs from a store; :class:`SQLiteStore` and ``PostgresStore`` both satisfy it.
+
+    Synchronous on purpose: the callers (facts, MetaMem, UMEM) run it in ``asyncio.to_thread`` and
+    group writes in ``transaction()``, which is bound to the calling thread. A server that wants to
+    await store calls wraps any Store in :class:`memwise.store.aio.AsyncStore`.
+
+    Semantics both implementations keep (the shared contract tests check them): ``add`` is atomic,
+    a re-add of the same id and content is a no-op and the same id with other content raises
+    StoreError; scope, time, validity and metadata filters are hard (applied inside the store);
+    ``invalidate`` keeps history; a space's vector dimension is fixed by its first vector.
+    """
+
+    space: str
+
+    def close(self) -> None: ...
+
+    def transaction(self) -> AbstractContextManager[None]: ...
+
+    def add(
+        self, records: Iterable[Record], vectors: npt.ArrayLike | None = None, *, space: str | None = None
+    ) -> list[str]: ...
+
+    def update(
+        self,
+        record_id: str,
+        *,
+        text: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        vector: npt.ArrayLike | None = None,
+        space: str | None = None,
+        index_text: str | None = None,
+    ) -> Record: ...
+
+    def delete(self, record_id: str) -> bool: ...
+
+    def invalidate(self, record_id: str, at: float | None = None) -> Record: ...
+
+    def get(self, record_id: str) -> Record | None: ...
+
+    def get_many(self, ids: Iterable[str]) -> list[Record]: ...
+
+    def get_vector(self, record_id: str, *, space: str | None = None) -> npt.NDArray[np.float32] | None: ...
+
+    def list(self, filters: Filters | None = None, limit: int | None = None, offset: int = 0) -> list[Record]: ...
+
+    def count(self, filters: Filters | None = None) -> int: ...
+
+    def search_text(self, query: str, top_k: int = 10, filters: Filters | None = None) -> list[ScoredRecord]: ...
+
+    def search_vector(
+        self,
+        query_vec: npt.ArrayLike,
+        top_k: int = 10,
+        filters: Filters | None = None,
+        *,
+        space: str | None = None,
+    ) -> list[ScoredRecord]: ...

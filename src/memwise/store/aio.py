@@ -1,0 +1,113 @@
+"""The async face of any :class:`memwise.store.base.Store`, for servers that await their store calls.
+
+The stores are synchronous (their callers in facts/, MetaMem and UMEM run them in worker threads),
+so :class:`AsyncStore` runs each call in a worker thread. ``transaction()`` is the one subtle part:
+both stores bind a transaction to the thread that opened it, so inside ``async with
+store.transaction()`` every call of the same task goes to one dedicated thread, which opened the
+transaction and will close it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from memwise.store.base import Filters, Record, ScoredRecord, Store
+
+T = TypeVar("T")
+
+# The executor of the transaction the current task has open (context-local, so other tasks are unaffected).
+_TX_EXECUTOR: contextvars.ContextVar[ThreadPoolExecutor | None] = contextvars.ContextVar(
+    "memwise_store_tx_executor", default=None
+)
+
+
+class AsyncStore:
+    """Awaitable methods over a synchronous store; ``store`` is the wrapped one (still usable directly)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @property
+    def space(self) -> str:
+        return self.store.space
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        executor = _TX_EXECUTOR.get()
+        if executor is None:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(executor, lambda: fn(*args, **kwargs))
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """Group this task's awaited writes into one atomic unit (nested blocks become savepoints)."""
+        loop = asyncio.get_running_loop()
+        if _TX_EXECUTOR.get() is not None:
+            cm = await self._call(self.store.transaction)
+            await self._call(cm.__enter__)
+            try:
+                yield
+            except BaseException as exc:
+                await self._call(cm.__exit__, type(exc), exc, exc.__traceback__)
+                raise
+            await self._call(cm.__exit__, None, None, None)
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="memwise-store-tx") as executor:
+            cm = await loop.run_in_executor(executor, self.store.transaction)
+            await loop.run_in_executor(executor, cm.__enter__)
+            token = _TX_EXECUTOR.set(executor)
+            try:
+                yield
+            except BaseException as exc:
+                _TX_EXECUTOR.reset(token)
+                await loop.run_in_executor(executor, cm.__exit__, type(exc), exc, exc.__traceback__)
+                raise
+            _TX_EXECUTOR.reset(token)
+            await loop.run_in_executor(executor, cm.__exit__, None, None, None)
+
+    async def close(self) -> None:
+        await self._call(self.store.close)
+
+    async def add(
+        self, records: Iterable[Record], vectors: npt.ArrayLike | None = None, *, space: str | None = None
+    ) -> list[str]:
+        return await self._call(self.store.add, list(records), vectors, space=space)
+
+    async def update(self, record_id: str, **changes: Any) -> Record:
+        return await self._call(self.store.update, record_id, **changes)
+
+    async def delete(self, record_id: str) -> bool:
+        return await self._call(self.store.delete, record_id)
+
+    async def invalidate(self, record_id: str, at: float | None = None) -> Record:
+        return await self._call(self.store.invalidate, record_id, at)
+
+    async def get(self, record_id: str) -> Record | None:
+        return await self._call(self.store.get, record_id)
+
+    async def get_many(self, ids: Iterable[str]) -> list[Record]:
+        return await self._call(self.store.get_many, list(ids))
+
+    async def get_vector(self, record_id: str, *, space: str | None = None) -> npt.NDArray[np.float32] | None:
+        return await self._call(self.store.get_vector, record_id, space=space)
+
+    async def list(self, filters: Filters | None = None, limit: int | None = None, offset: int = 0) -> list[Record]:
+        return await self._call(self.store.list, filters, limit, offset)
+
+    async def count(self, filters: Filters | None = None) -> int:
+        return await self._call(self.store.count, filters)
+
+    async def search_text(self, query: str, top_k: int = 10, filters: Filters | None = None) -> list[ScoredRecord]:
+        return await self._call(self.store.search_text, query, top_k, filters)
+
+    async def search_vector(
+        self, query_vec: npt.ArrayLike, top_k: int = 10, filters: Filters | None = None, *, space: str | None = None
+    ) -> list[ScoredRecord]:
+        return await self._call(self.store.search_vector, query_vec, top_k, filters, space=space)
