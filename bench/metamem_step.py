@@ -93,24 +93,23 @@ async def run(args: argparse.Namespace, policy_url: str, judge_url: str) -> dict
     policy = OpenAICompatLLM(base_url=policy_url, model=args.model, max_concurrency=args.concurrency)
     judge = OpenAICompatLLM(base_url=judge_url, model=args.judge_model, max_concurrency=args.concurrency)
     with tempfile.TemporaryDirectory(prefix="memwise-metamem-bench-") as tmp:
-        run_dir = RunDir(Path(tmp))
-        trainer = MetaMemTrainer(policy=policy, judge=judge, run=run_dir, config=config)
-        per_step: list[dict[str, int]] = []
-        seen: dict[str, int] = dict.fromkeys(STAGES, 0)
+        with RunDir(Path(tmp)) as run_dir:  # closed (and unlocked) on every way out
+            trainer = MetaMemTrainer(policy=policy, judge=judge, run=run_dir, config=config)
+            per_step: list[dict[str, int]] = []
+            seen: dict[str, int] = dict.fromkeys(STAGES, 0)
 
-        def on_step(_: object) -> None:
-            # Calls per stage made during this step: the ledger's running totals minus the last ones.
-            totals = {stage: run_dir.ledger.count_calls(stage) for stage in STAGES}
-            per_step.append({stage: totals[stage] - seen[stage] for stage in STAGES})
-            seen.update(totals)
+            def on_step(_: object) -> None:
+                # Calls per stage made during this step: the ledger's running totals minus the last ones.
+                totals = {stage: run_dir.ledger.count_calls(stage) for stage in STAGES}
+                per_step.append({stage: totals[stage] - seen[stage] for stage in STAGES})
+                seen.update(totals)
 
-        trainer.on_step = on_step
-        start = time.perf_counter()
-        history = await trainer.compile(questions(args.questions))
-        wall = time.perf_counter() - start
-        stats = run_dir.ledger.stats()
-        records = trainer.step_records()
-        run_dir.close()
+            trainer.on_step = on_step
+            start = time.perf_counter()
+            history = await trainer.compile(questions(args.questions))
+            wall = time.perf_counter() - start
+            stats = run_dir.ledger.stats()
+            records = trainer.step_records()
     await policy.aclose()
     await judge.aclose()
     calls = {stage: stats[stage].calls if stage in stats else 0 for stage in STAGES}
