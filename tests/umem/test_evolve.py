@@ -54,8 +54,8 @@ def is_optimizer(req: ChatRequest) -> bool:
 
 
 def task_of(req: ChatRequest) -> str:
-    """The question an optimizer prompt is about (its first line under '## Task')."""
-    return req.messages[-1].content.split("## Task\n", 1)[1].splitlines()[0]
+    """The question an optimizer prompt is about (the first line of its fenced '## Task')."""
+    return req.messages[-1].content.split("## Task\n<task>\n", 1)[1].splitlines()[0]
 
 
 def block(values: Sequence[str], op: str) -> str:

@@ -42,6 +42,10 @@ FENCE_TAGS: frozenset[str] = frozenset(
         "observation",
         "action",
         "step",
+        "lessons",
+        "entries",
+        "history",
+        "actions",
     }
 )
 """Every tag memwise fences untrusted text with; none of them may appear tag-like inside fenced text."""

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from memwise.exceptions import ParseError
 from memwise.llm.base import Message
 from memwise.llm.structured import extract_json, strip_reasoning
+from memwise.llm.untrusted import data_notice, fence, one_line
 from memwise.umem.bank import BankEntry, InsightBank, clean_values
 
 Operation = Literal["ADD", "UPDATE"]
@@ -64,6 +65,7 @@ Reply format: first write your analysis in plain text. Then end with exactly one
 <operation>ADD</operation>
 </experience>
 The operation is either ADD or UPDATE followed by an entry number, for example UPDATE 0."""
+_SYSTEM += "\n\n" + data_notice("task", "entries", "trajectory")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +90,10 @@ def _render_entries(entries: Sequence[BankEntry]) -> str:
         return "(none: the memory had nothing close to this task, so only ADD is possible)"
     blocks = []
     for number, entry in enumerate(entries):
-        lessons = "\n".join(f"  - {value}" for value in entry.values) or "  - (empty)"
+        # One line per lesson: a stored value cannot start a line of its own ("Entry 1:", "## Task").
+        lessons = "\n".join(f"  - {one_line(value)}" for value in entry.values) or "  - (empty)"
         blocks.append(f"Entry {number}:\n{lessons}")
-    return "\n".join(blocks)
+    return fence("entries", "\n".join(blocks), one_line_text=False)
 
 
 def build_optimizer_messages(task: str, entries: Sequence[BankEntry], trajectory: str, success: bool) -> list[Message]:
@@ -98,13 +101,14 @@ def build_optimizer_messages(task: str, entries: Sequence[BankEntry], trajectory
 
     ``entries`` are the retrieved entries in retrieval order; their position is the number the
     model must use in ``UPDATE i``. Only values are shown: keys are other tasks' texts, and showing
-    them would tempt the model to copy their specifics.
+    them would tempt the model to copy their specifics. Task, entries and trajectory are fenced: none
+    can close its block, so a stored value or a trajectory cannot forge a task, an entry or an outcome.
     """
     status = "CORRECT" if success else "INCORRECT"
     user = (
-        f"## Task\n{task.strip()}\n\n"
+        f"## Task\n{fence('task', task, one_line_text=False)}\n\n"
         f"## Lessons the agent was given (existing memory entries)\n{_render_entries(entries)}\n\n"
-        f"## Agent trajectory\n{trajectory.strip()}\n\n"
+        f"## Agent trajectory\n{fence('trajectory', trajectory, one_line_text=False)}\n\n"
         f"## Outcome\n{status}\n\n"
         "Analyse the attempt, then write your <experience> block."
     )
