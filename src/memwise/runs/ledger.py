@@ -5,7 +5,14 @@ in its own transaction the moment it returns, so a process killed at any point l
 in flight, and the WAL journal keeps what was committed intact. A re-run looks each call up first and
 pays only for what is missing. Failed calls are recorded too (in ``errors``) but never replayed.
 
-Parse failures and other per-stage troubles go to ``failures`` so a run report can count them.
+Parse failures and other per-stage troubles go to ``failures`` so a run report can count them, and
+every failed attempt that a backend retried before a call succeeded goes to ``retries`` (with why: an
+HTTP status, a timeout...), so rate limiting and flaky servers show in every report instead of only
+as slowness.
+
+A ledger is checked when it is opened, before any call is made: an empty (0-byte) file or one that
+fails SQLite's ``quick_check`` is refused with a :class:`StoreError` saying what to do, because
+carrying on would either pay for every recorded call again or fail mid-run.
 """
 
 from __future__ import annotations
@@ -14,9 +21,9 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +60,19 @@ CREATE TABLE IF NOT EXISTS failures (
     raw TEXT,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS retries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    model TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
 CREATE INDEX IF NOT EXISTS calls_stage ON calls(stage);
 """
+
+#: Version 1 had no ``retries`` table; opening one adds it (``CREATE TABLE IF NOT EXISTS``) in place.
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +86,33 @@ class StageStats:
     latency_s: float = 0.0
     errors: int = 0
     failures: int = 0
+    retries: int = 0
+    retry_reasons: dict[str, int] = field(default_factory=dict)
+
+    def retries_text(self) -> str:
+        """``"3 (HTTP 429 x2, timeout x1)"``, or ``"0"``.
+
+        Example:
+            >>> StageStats("judge", retries=3, retry_reasons={"HTTP 429": 2, "timeout": 1}).retries_text()
+            '3 (HTTP 429 x2, timeout x1)'
+        """
+        if not self.retries:
+            return "0"
+        reasons = ", ".join(f"{why} x{n}" for why, n in sorted(self.retry_reasons.items(), key=lambda kv: -kv[1]))
+        return f"{self.retries} ({reasons})"
+
+
+def retries_line(stages: Mapping[str, StageStats]) -> str:
+    """One line for a summary: retried attempts per stage and why, or that there were none.
+
+    Example:
+        >>> retries_line({"judge": StageStats("judge", retries=1, retry_reasons={"HTTP 500": 1})})
+        'retries: judge 1 (HTTP 500 x1)'
+        >>> retries_line({"judge": StageStats("judge", calls=4)})
+        'retries: none'
+    """
+    parts = [f"{name} {st.retries_text()}" for name, st in stages.items() if st.retries]
+    return "retries: " + ("; ".join(parts) if parts else "none")
 
 
 class Ledger:
@@ -84,13 +129,49 @@ class Ledger:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        aside = f"move it aside (mv {self.path} {self.path}.broken) to start this run's calls over"
+        if self.path.exists() and self.path.stat().st_size == 0:
+            # SQLite would treat it as a new database and every recorded call would be paid again.
+            raise StoreError(
+                f"run ledger {self.path} is empty (0 bytes): it was truncated, so the calls it recorded are gone; "
+                f"restore it from a copy, or {aside}"
+            )
         try:
             self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open run ledger at {self.path}: {exc}; check the path and permissions") from exc
+        try:
+            self._check_integrity()
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open run ledger at {self.path}: {exc}") from exc
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise StoreError(f"run ledger {self.path} is corrupt ({exc}); restore it from a copy, or {aside}") from exc
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _check_integrity(self) -> None:
+        """Refuse a damaged file now rather than with a raw ``DatabaseError`` mid-run.
+
+        ``quick_check`` reads every page (not the index contents): linear in the ledger's size and run
+        once per open, small next to the calls it guards.
+        """
+        problems = [row[0] for row in self._conn.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError("; ".join(problems))
+
+    def _migrate(self) -> None:
+        version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"run ledger {self.path} has schema version {version}, newer than this memwise reads "
+                f"({SCHEMA_VERSION}); upgrade memwise to open it"
+            )
+        self._conn.executescript(_SCHEMA)
+        if version < SCHEMA_VERSION:
+            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         with self._lock:
@@ -132,9 +213,22 @@ class Ledger:
         )
 
     def record(
-        self, key: str, *, model: str, stage: str, sample_index: int, request: ChatRequest, sample: Sample
+        self,
+        key: str,
+        *,
+        model: str,
+        stage: str,
+        sample_index: int,
+        request: ChatRequest,
+        sample: Sample,
+        retries: Sequence[str] = (),
     ) -> None:
-        """Commit one completed sample (a duplicate key keeps the first record)."""
+        """Commit one completed sample (a duplicate key keeps the first record).
+
+        ``retries`` says why each failed attempt before it was retried (``"HTTP 429"``, ``"timeout"``);
+        they are committed with the sample, in one transaction, and counted even for a duplicate key:
+        they happened and were paid for in time.
+        """
         req = json.dumps(
             {"messages": [m.to_dict() for m in request.messages], "params": request.params()}, ensure_ascii=False
         )
@@ -155,6 +249,11 @@ class Ledger:
                         sample.latency_s,
                         time.time(),
                     ),
+                )
+                now = time.time()
+                conn.executemany(
+                    "INSERT INTO retries(key, model, stage, reason, created_at) VALUES (?,?,?,?,?)",
+                    [(key, model, stage, reason, now) for reason in retries],
                 )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write to run ledger {self.path}: {exc}") from exc
@@ -186,6 +285,12 @@ class Ledger:
         with self._lock:
             return int(self._conn.execute(sql, args).fetchone()[0])
 
+    def count_errors(self, stage: str | None = None) -> int:
+        """Calls that failed for good (after their retries), all stages or one."""
+        sql = "SELECT COUNT(*) FROM errors" + (" WHERE stage = ?" if stage else "")
+        with self._lock:
+            return int(self._conn.execute(sql, (stage,) if stage else ()).fetchone()[0])
+
     def failures(self, stage: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT stage, kind, detail, raw FROM failures" + (" WHERE stage = ?" if stage else "") + " ORDER BY id"
         with self._lock:
@@ -193,7 +298,7 @@ class Ledger:
         return [{"stage": r[0], "kind": r[1], "detail": r[2], "raw": r[3]} for r in rows]
 
     def stats(self) -> dict[str, StageStats]:
-        """Per-stage totals: calls, tokens, latency, errors and failures."""
+        """Per-stage totals: calls, tokens, latency, errors, failures and retried attempts (with why)."""
         out: dict[str, dict[str, Any]] = {}
         with self._lock:
             for stage, calls, pt, ct, lat in self._conn.execute(
@@ -207,4 +312,10 @@ class Ledger:
                 out.setdefault(stage, {})["errors"] = n
             for stage, n in self._conn.execute("SELECT stage, COUNT(*) FROM failures GROUP BY stage"):
                 out.setdefault(stage, {})["failures"] = n
+            for stage, reason, n in self._conn.execute(
+                "SELECT stage, reason, COUNT(*) FROM retries GROUP BY stage, reason"
+            ):
+                vals = out.setdefault(stage, {})
+                vals["retries"] = vals.get("retries", 0) + n
+                vals.setdefault("retry_reasons", {})[reason] = n
         return {stage: StageStats(stage=stage, **vals) for stage, vals in sorted(out.items())}
