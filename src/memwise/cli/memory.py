@@ -55,28 +55,29 @@ async def _ingest(
     run_dir: Path | None,
 ) -> None:
     console = Console(stderr=True)
-    mem = AsyncMemory.from_settings(opts.settings(), db or default_store_path(), mode=mode, run_dir=run_dir)
     written = present = failures = fallbacks = turns = 0
-    try:
-        with (
-            iter_conversations(path, dataset, errors=errors) as stream,
-            Progress(
+    # The input is checked (path, format, first record) before the memory is opened, so a wrong path or
+    # a binary file fails with the reader's one-line error and leaves no new database behind; errors
+    # reach `main`, which prints MemwiseError as one line and exits 1.
+    with iter_conversations(path, dataset, errors=errors) as stream:
+        mem = AsyncMemory.from_settings(opts.settings(), db or default_store_path(), mode=mode, run_dir=run_dir)
+        try:
+            with Progress(
                 TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-            ) as bar,
-        ):
-            task = bar.add_task("ingest", total=None)
-            for conv in stream:
-                owner = user_id or str(conv.metadata.get("user_id") or conv.id)
-                report = await mem.add_conversation(conv, user_id=owner)
-                written += report.units_written
-                present += report.units_present
-                failures += report.extraction_failures
-                fallbacks += report.fallbacks
-                turns += report.turns
-                bar.advance(task)
-            skipped = len(stream.errors)
-    finally:
-        await mem.aclose()
+            ) as bar:
+                task = bar.add_task("ingest", total=None)
+                for conv in stream:
+                    owner = user_id or str(conv.metadata.get("user_id") or conv.id)
+                    report = await mem.add_conversation(conv, user_id=owner)
+                    written += report.units_written
+                    present += report.units_present
+                    failures += report.extraction_failures
+                    fallbacks += report.fallbacks
+                    turns += report.turns
+                    bar.advance(task)
+                skipped = len(stream.errors)
+        finally:
+            await mem.aclose()
     console.print(
         f"{turns} turns -> {written} units written, {present} already present; "
         f"extraction failures {failures}, fallbacks to raw turns {fallbacks}; malformed records skipped {skipped}"

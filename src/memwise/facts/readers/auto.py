@@ -5,10 +5,11 @@ Sniffing decodes only the first array element (or the first line), never the who
 
 from __future__ import annotations
 
+import codecs
 import json
 from typing import Any, Literal
 
-from memwise._datafile import iter_lines, utf8_error
+from memwise._datafile import iter_lines, locate_invalid_utf8
 from memwise.exceptions import ConfigError, DatasetError
 from memwise.facts.readers._common import ConversationStream, ErrorMode, PathLike, check_readable
 from memwise.facts.readers._jsonstream import iter_json_array
@@ -51,36 +52,38 @@ def _first_line(path: PathLike) -> tuple[int, str]:
 def detect_format(path: PathLike) -> Format:
     """Name the format of ``path``; an empty JSON array reads as LoCoMo (either reader yields nothing).
 
+    Only the first non-blank byte is looked at before handing over to the format's own decoding, so
+    a byte that is not UTF-8 is reported by that reader, with its line (JSONL) or offset (JSON).
+
     Raises:
-        DatasetError: when the content matches none of the formats.
+        DatasetError: when the content matches none of the formats, or is not UTF-8 text.
     """
     check_readable(path)
     name = str(path)
-    with open(path, encoding="utf-8-sig") as handle:
+    with open(path, "rb") as raw:
+        start = raw.read(_SNIFF_CHARS).removeprefix(codecs.BOM_UTF8).lstrip()
+    if not start:
+        raise DatasetError("empty file; cannot tell its format", path=name)
+    if start.startswith(b"{"):
+        index, first_line = _first_line(path)
         try:
-            start = handle.read(_SNIFF_CHARS).lstrip()
-        except UnicodeDecodeError:
-            raise utf8_error(path) from None
-        if not start:
-            raise DatasetError("empty file; cannot tell its format", path=name)
-        if start[0] == "{":
-            index, first_line = _first_line(path)
-            try:
-                found = _format_of_record(json.loads(first_line))
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"first line is not JSON ({exc.msg})", path=name, index=index) from None
-            if found == "jsonl":
-                return found
-        elif start[0] == "[":
-            handle.seek(0)
+            found = _format_of_record(json.loads(first_line))
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"first line is not JSON ({exc.msg})", path=name, index=index) from None
+        if found == "jsonl":
+            return found
+    elif start.startswith(b"["):
+        with open(path, encoding="utf-8-sig") as handle:
             records = iter_json_array(handle, path=name)
             first = next(records, None)
             records.close()
-            if first is None:
-                return "locomo"
-            found = _format_of_record(first[1])
-            if found in ("locomo", "longmemeval"):
-                return found
+        if first is None:
+            return "locomo"
+        found = _format_of_record(first[1])
+        if found in ("locomo", "longmemeval"):
+            return found
+    elif (not_text := locate_invalid_utf8(path)) is not None:
+        raise DatasetError(not_text, path=name)
     raise DatasetError("unrecognised format; expected LoCoMo JSON, LongMemEval JSON or JSONL sessions", path=name)
 
 
