@@ -60,7 +60,7 @@ def _global(
 
 def _register() -> None:
     # Command modules attach themselves to `app`; imported here so the app object exists first.
-    from memwise.cli import bench, chat, demo, doctor, memory, metamem, umem, umem_train  # noqa: F401
+    from memwise.cli import bench, chat, demo, doctor, memory, metamem, serve, umem, umem_train  # noqa: F401
 
 
 _register()

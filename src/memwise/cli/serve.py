@@ -1,0 +1,171 @@
+"""`memwise serve` (REST), `memwise mcp` (MCP over stdio or HTTP) and `memwise keys` (API keys).
+
+The server code is imported inside the commands: fastapi, uvicorn and mcp are the ``server`` extra,
+and ``memwise --help`` must work without them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from memwise.cli._options import GlobalOptions
+from memwise.cli.app import app
+from memwise.exceptions import ConfigError
+
+keys_app = typer.Typer(help="API keys for `memwise serve` / `memwise mcp --transport http`.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+DataDirOption = Annotated[
+    Path | None, typer.Option(help="where tenant memories live (default: $MEMWISE_HOME/server)")
+]
+KeysOption = Annotated[
+    Path | None,
+    typer.Option("--keys", help="JSON keys file ($MEMWISE_KEYS_FILE); without one: no auth, loopback only"),
+]
+
+
+def _data_dir(value: Path | None) -> Path:
+    if value is not None:
+        return value
+    home = Path(os.environ.get("MEMWISE_HOME") or Path.home() / ".memwise")
+    return home / "server"
+
+
+def _keys_file(value: Path | None) -> Path | None:
+    if value is not None:
+        return value
+    env = os.environ.get("MEMWISE_KEYS_FILE")
+    return Path(env) if env else None
+
+
+def _require_server_extra() -> None:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"the server needs the 'server' extra: pip install 'memwise[server]' ({exc})") from exc
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="address to listen on (non-loopback needs --keys)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+    data_dir: DataDirOption = None,
+    keys: KeysOption = None,
+    mode: Annotated[str, typer.Option(help="turns (no model) or facts (model extracts facts) for adds")] = "turns",
+    max_body_bytes: Annotated[int, typer.Option(help="413 for request bodies past this size")] = 1_000_000,
+    ingest_dir: Annotated[
+        Path | None, typer.Option(help="ingest jobs may read dataset files under this folder (default: uploads only)")
+    ] = None,
+) -> None:
+    """Serve memory over REST: /v1/memories..., /v1/jobs..., /health, /ready, OpenAPI docs at /docs."""
+    _require_server_extra()
+    import uvicorn
+
+    from memwise.server.app import create_app
+    from memwise.server.config import ServerConfig, check_bind
+
+    opts: GlobalOptions = ctx.obj
+    config = ServerConfig(
+        data_dir=_data_dir(data_dir),
+        keys_file=_keys_file(keys),
+        settings=opts.settings(),
+        mode=mode,  # type: ignore[arg-type]
+        max_body_bytes=max_body_bytes,
+        ingest_dir=ingest_dir,
+    )
+    warning = check_bind(host, config)
+    if warning:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    uvicorn.run(create_app(config), host=host, port=port, log_level="info")
+
+
+@app.command()
+def mcp(
+    ctx: typer.Context,
+    transport: Annotated[str, typer.Option(help="stdio (one local agent) or http (streamable HTTP at /mcp)")] = "stdio",
+    user_id: Annotated[str, typer.Option(help="whose memory the tools read and write")] = "default",
+    tenant: Annotated[str, typer.Option(help="tenant for stdio and keyless HTTP (HTTP with keys: the key's)")] = (
+        "default"
+    ),
+    host: Annotated[str, typer.Option(help="HTTP: address to listen on (non-loopback needs --keys)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP: TCP port")] = 8081,
+    data_dir: DataDirOption = None,
+    keys: KeysOption = None,
+    mode: Annotated[str, typer.Option(help="turns or facts, for the add tool")] = "turns",
+) -> None:
+    """Serve memory tools (add, search, answer, get_all, delete) to MCP clients."""
+    if transport not in ("stdio", "http"):
+        raise ConfigError(f"--transport must be 'stdio' or 'http', got {transport!r}")
+    try:
+        import mcp as _sdk  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"the MCP server needs the 'server' extra: pip install 'memwise[server]' ({exc})") from exc
+    import anyio
+
+    from memwise.server.app import create_state
+    from memwise.server.auth import validate_tenant
+    from memwise.server.config import ServerConfig, check_bind
+    from memwise.server.mcp import build_mcp_server, mcp_http_app
+
+    opts: GlobalOptions = ctx.obj
+    config = ServerConfig(
+        data_dir=_data_dir(data_dir),
+        keys_file=_keys_file(keys) if transport == "http" else None,
+        settings=opts.settings(),
+        mode=mode,  # type: ignore[arg-type]
+        default_tenant=validate_tenant(tenant),
+    )
+    if transport == "http":
+        warning = check_bind(host, config)
+        if warning:
+            typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    state = create_state(config)
+    server = build_mcp_server(state, tenant=config.default_tenant, user_id=user_id)
+
+    async def run() -> None:
+        try:
+            if transport == "stdio":
+                await server.run_stdio_async()
+            else:
+                import uvicorn
+
+                http = uvicorn.Server(uvicorn.Config(mcp_http_app(state, server, host=host), host=host, port=port))
+                await http.serve()
+        finally:
+            await state.aclose()
+
+    anyio.run(run)
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="the tenant this key may reach (and no other)")],
+    keys: KeysOption = None,
+) -> None:
+    """Create an API key for a tenant: printed once, only its sha256 is stored."""
+    from memwise.server.auth import create_key
+
+    path = _keys_file(keys)
+    if path is None:
+        raise ConfigError("give the keys file: --keys FILE (or set MEMWISE_KEYS_FILE)")
+    secret, entry = create_key(path, tenant)
+    typer.secho(f"key {entry.id} for tenant {entry.tenant!r} (shown once; store it now):", err=True)
+    typer.echo(secret)
+
+
+@keys_app.command("list")
+def keys_list(keys: KeysOption = None) -> None:
+    """List key ids and tenants (secrets are never stored, so never shown)."""
+    from memwise.server.auth import list_keys
+
+    path = _keys_file(keys)
+    if path is None:
+        raise ConfigError("give the keys file: --keys FILE (or set MEMWISE_KEYS_FILE)")
+    for entry in list_keys(path):
+        typer.echo(f"{entry.id}\t{entry.tenant}")

@@ -1,0 +1,18 @@
+"""memwise as a service: a REST server (``memwise serve``) and an MCP server (``memwise mcp``).
+
+Both stand on the same parts, one job each:
+
+- :mod:`~memwise.server.config`: what a server is told (data folder, keys file, limits).
+- :mod:`~memwise.server.auth`: API keys (stored hashed) and the tenant each key is bound to.
+- :mod:`~memwise.server.tenants`: where a tenant's memory lives (one store per tenant) and the cache of
+  open ones.
+- :mod:`~memwise.server.service`: the narrow interface the endpoints call (:class:`MemoryService`) and
+  its adapter over :class:`~memwise.facts.memory.AsyncMemory`.
+- :mod:`~memwise.server.memory_extras`: the memory operations AsyncMemory does not have yet (metadata on
+  add, delete_all, JSONL export/import), written over the store so they can move into AsyncMemory.
+- :mod:`~memwise.server.jobs`: long work (ingest, consolidation) as jobs with an id and progress.
+- :mod:`~memwise.server.schemas`, :mod:`~memwise.server.errors`, :mod:`~memwise.server.app`: the REST
+  surface; :mod:`~memwise.server.mcp`: the MCP tools.
+
+Nothing here is imported by ``import memwise``: fastapi, uvicorn and mcp are the ``server`` extra.
+"""

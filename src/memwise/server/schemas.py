@@ -1,0 +1,183 @@
+"""Request and response bodies of the REST API (pydantic; they make the OpenAPI document at /docs).
+
+Sizes that depend on the server's configuration (messages per add, top_k, limit) are checked in the
+routes against :class:`~memwise.server.config.ServerConfig`; the bounds here are the fixed ones.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from memwise.facts.consolidate import ConsolidationReport
+from memwise.facts.ingest import IngestReport
+from memwise.server.jobs import Job
+from memwise.store.base import Record, ScoredRecord
+
+UserId = Field(min_length=1, max_length=256, description="whose memory, inside the caller's tenant")
+MetadataValue = str | int | float | bool | None
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Message(_Body):
+    role: str = Field(default="user", min_length=1, max_length=128, description="speaker or chat role")
+    content: str = Field(min_length=1, max_length=100_000)
+
+
+class AddRequest(_Body):
+    messages: list[Message] = Field(min_length=1)
+    user_id: str = UserId
+    agent_id: str | None = Field(default=None, min_length=1, max_length=256)
+    run_id: str | None = Field(default=None, min_length=1, max_length=256)
+    session_time: datetime | None = Field(default=None, description="when the conversation happened")
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict, description="flat tags, filterable")
+
+
+class MemoryOut(BaseModel):
+    id: str
+    kind: str
+    text: str
+    user_id: str | None
+    agent_id: str | None
+    run_id: str | None
+    metadata: dict[str, Any]
+    ts: float | None = Field(description="event time (epoch seconds), e.g. the session date")
+    created_at: float
+    valid_from: float | None
+    valid_to: float | None = Field(description="set once the memory was updated or deleted")
+
+    @classmethod
+    def of(cls, record: Record) -> MemoryOut:
+        return cls(
+            id=record.id,
+            kind=record.kind,
+            text=record.text,
+            user_id=record.user_id,
+            agent_id=record.agent_id,
+            run_id=record.run_id,
+            metadata=record.metadata,
+            ts=record.ts,
+            created_at=record.created_at,
+            valid_from=record.valid_from,
+            valid_to=record.valid_to,
+        )
+
+
+class AddResponse(BaseModel):
+    memories: list[MemoryOut]
+    report: dict[str, Any]
+
+    @classmethod
+    def of(cls, report: IngestReport, records: list[Record]) -> AddResponse:
+        return cls(memories=[MemoryOut.of(r) for r in records], report=report.to_dict())
+
+
+class SearchRequest(_Body):
+    query: str = Field(min_length=1, max_length=10_000)
+    user_id: str = UserId
+    agent_id: str | None = None
+    run_id: str | None = None
+    top_k: int = Field(default=10, ge=1)
+    since: datetime | None = None
+    until: datetime | None = None
+    include_history: bool = False
+    filters: dict[str, MetadataValue] = Field(default_factory=dict, description="metadata equality filters")
+
+
+class Hit(BaseModel):
+    memory: MemoryOut
+    score: float
+
+    @classmethod
+    def of(cls, hit: ScoredRecord) -> Hit:
+        return cls(memory=MemoryOut.of(hit.record), score=hit.score)
+
+
+class SearchResponse(BaseModel):
+    results: list[Hit]
+
+
+class ListRequest(_Body):
+    user_id: str = UserId
+    agent_id: str | None = None
+    run_id: str | None = None
+    include_history: bool = False
+    limit: int | None = Field(default=None, ge=1)
+    filters: dict[str, MetadataValue] = Field(default_factory=dict, description="metadata equality filters")
+
+
+class MemoriesResponse(BaseModel):
+    results: list[MemoryOut]
+
+
+class UpdateRequest(_Body):
+    text: str = Field(min_length=1, max_length=100_000)
+    user_id: str = UserId
+
+
+class DeletedResponse(BaseModel):
+    deleted: int
+
+
+class AnswerRequest(_Body):
+    question: str = Field(min_length=1, max_length=10_000)
+    user_id: str = UserId
+    question_date: datetime | None = Field(default=None, description="'today' for the question")
+    top_k: int = Field(default=20, ge=1)
+
+
+class AnswerResponse(BaseModel):
+    answer: str
+    memories: list[Hit]
+    question_date: str | None
+
+
+class ImportResponse(BaseModel):
+    imported: int
+    skipped: int
+
+
+class IngestJobRequest(_Body):
+    path: str | None = Field(default=None, description="a dataset file under the server's --ingest-dir")
+    content: str | None = Field(default=None, description="an uploaded JSONL of sessions (memwise's format)")
+    format: Literal["auto", "locomo", "longmemeval", "jsonl"] = "auto"
+    user_id: str | None = Field(default=None, min_length=1, max_length=256, description="default: per conversation")
+
+
+class ConsolidateJobRequest(_Body):
+    user_id: str = UserId
+    threshold: float = Field(default=0.7, gt=0.0, le=1.0)
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    status: Literal["queued", "running", "done", "failed"]
+    progress: dict[str, int | None]
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    created_at: float
+    finished_at: float | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        return cls(
+            id=job.id,
+            kind=job.kind,
+            status=job.status,
+            progress={"done": job.done, "total": job.total},
+            result=job.result,
+            error=job.error,
+            created_at=job.created_at,
+            finished_at=job.finished_at,
+        )
+
+
+def consolidation_result(report: ConsolidationReport) -> dict[str, Any]:
+    """A consolidation report as a job result."""
+    return report.to_dict()

@@ -1,0 +1,240 @@
+"""The narrow interface the REST and MCP endpoints call, and its adapter over today's AsyncMemory.
+
+Endpoints depend on :class:`MemoryService`, not on AsyncMemory, so AsyncMemory can change underneath
+(other methods land there: metadata, delete_all, export/import) without touching a route. Where
+AsyncMemory lacks a method, :class:`AsyncMemoryService` calls :mod:`memwise.server.memory_extras`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from memwise.exceptions import StoreError
+from memwise.facts.answer import Answer
+from memwise.facts.consolidate import ConsolidationReport
+from memwise.facts.ingest import IngestReport
+from memwise.facts.memory import AsyncMemory, MessageLike
+from memwise.facts.types import Conversation
+from memwise.server import memory_extras as extras
+from memwise.store.base import Record, ScoredRecord, new_id
+
+_OVERFETCH = 10
+_OVERFETCH_CAP = 1000
+
+
+class MemoryNotFound(StoreError):
+    """No such memory for this user; another user's memory answers exactly the same."""
+
+
+class MemoryConflict(StoreError):
+    """The request contradicts what is stored (e.g. editing a version that was superseded)."""
+
+
+@dataclass
+class AddResult:
+    """What one add did: the ingest report and the memories it wrote (tagged with the metadata)."""
+
+    report: IngestReport
+    memories: list[Record] = field(default_factory=list)
+
+
+class MemoryService(Protocol):
+    """What the endpoints need from one tenant's memory; every call is scoped to ``user_id``."""
+
+    async def add(
+        self,
+        messages: Sequence[MessageLike],
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        session_time: datetime | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AddResult: ...
+
+    async def add_conversation(self, conv: Conversation, *, user_id: str) -> IngestReport: ...
+
+    async def search(
+        self,
+        query: str,
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        top_k: int = 10,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        include_history: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> list[ScoredRecord]: ...
+
+    async def get(self, memory_id: str, *, user_id: str) -> Record: ...
+
+    async def get_all(
+        self,
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        include_history: bool = False,
+        limit: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> list[Record]: ...
+
+    async def update(self, memory_id: str, text: str, *, user_id: str) -> Record: ...
+
+    async def delete(self, memory_id: str, *, user_id: str) -> None: ...
+
+    async def delete_all(self, *, user_id: str, agent_id: str | None = None, run_id: str | None = None) -> int: ...
+
+    async def history(self, memory_id: str, *, user_id: str) -> list[Record]: ...
+
+    async def answer(
+        self, question: str, *, user_id: str, question_date: datetime | str | None = None, top_k: int = 20
+    ) -> Answer: ...
+
+    async def consolidate(self, *, user_id: str, threshold: float = 0.7) -> ConsolidationReport: ...
+
+    def export_jsonl(self, *, user_id: str) -> Iterator[str]: ...
+
+    async def import_jsonl(self, lines: Iterable[str], *, user_id: str) -> tuple[int, int]: ...
+
+    def check(self) -> None:
+        """Raise if the store cannot be read."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class AsyncMemoryService:
+    """:class:`MemoryService` over an :class:`AsyncMemory` whose embedder and model are shared.
+
+    ``close`` closes the store only: the embedder and model belong to the server and serve every tenant.
+    """
+
+    def __init__(self, memory: AsyncMemory) -> None:
+        self.memory = memory
+
+    def _owned(self, memory_id: str, user_id: str) -> Record:
+        record = self.memory.store.get(memory_id)
+        if record is None or record.user_id != user_id:
+            raise MemoryNotFound(f"no memory {memory_id!r} for user {user_id!r}")
+        return record
+
+    async def add(
+        self,
+        messages: Sequence[MessageLike],
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        session_time: datetime | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AddResult:
+        clean = extras.check_metadata(metadata or {})
+        session_id = new_id()  # fresh per add, so the units of this add can be found again to tag them
+        report = await self.memory.add(
+            messages,
+            user_id=user_id,
+            agent_id=agent_id,
+            run_id=run_id,
+            session_time=session_time,
+            session_id=session_id,
+        )
+        units = extras.tag_session(self.memory.store, user_id=user_id, session_id=session_id, metadata=clean)
+        return AddResult(report=report, memories=units)
+
+    async def add_conversation(self, conv: Conversation, *, user_id: str) -> IngestReport:
+        return await self.memory.add_conversation(conv, user_id=user_id)
+
+    async def search(
+        self,
+        query: str,
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        top_k: int = 10,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        include_history: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> list[ScoredRecord]:
+        # Metadata filters are applied after ranking over a wider pool until the store filters on them.
+        wanted = top_k if not metadata else min(top_k * _OVERFETCH, _OVERFETCH_CAP)
+        hits = await self.memory.search(
+            query,
+            user_id=user_id,
+            agent_id=agent_id,
+            run_id=run_id,
+            top_k=wanted,
+            since=since,
+            until=until,
+            include_history=include_history,
+        )
+        return [h for h in hits if extras.matches_metadata(h.record, metadata)][:top_k]
+
+    async def get(self, memory_id: str, *, user_id: str) -> Record:
+        return self._owned(memory_id, user_id)
+
+    async def get_all(
+        self,
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        include_history: bool = False,
+        limit: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> list[Record]:
+        records = await self.memory.get_all(
+            user_id=user_id,
+            agent_id=agent_id,
+            run_id=run_id,
+            include_history=include_history,
+            limit=None if metadata else limit,
+        )
+        kept = [r for r in records if extras.matches_metadata(r, metadata)]
+        return kept if limit is None else kept[:limit]
+
+    async def update(self, memory_id: str, text: str, *, user_id: str) -> Record:
+        old = self._owned(memory_id, user_id)
+        if old.valid_to is not None and old.valid_to <= time.time():
+            raise MemoryConflict(f"memory {memory_id!r} is no longer current; update its latest version")
+        return await self.memory.update(memory_id, text, user_id=user_id)
+
+    async def delete(self, memory_id: str, *, user_id: str) -> None:
+        self._owned(memory_id, user_id)
+        await self.memory.delete(memory_id, user_id=user_id)
+
+    async def delete_all(self, *, user_id: str, agent_id: str | None = None, run_id: str | None = None) -> int:
+        return extras.delete_all(self.memory.store, user_id=user_id, agent_id=agent_id, run_id=run_id)
+
+    async def history(self, memory_id: str, *, user_id: str) -> list[Record]:
+        self._owned(memory_id, user_id)
+        return await self.memory.history(memory_id, user_id=user_id)
+
+    async def answer(
+        self, question: str, *, user_id: str, question_date: datetime | str | None = None, top_k: int = 20
+    ) -> Answer:
+        return await self.memory.answer(question, user_id=user_id, question_date=question_date, top_k=top_k)
+
+    async def consolidate(self, *, user_id: str, threshold: float = 0.7) -> ConsolidationReport:
+        return await self.memory.consolidate(user_id=user_id, threshold=threshold)
+
+    def export_jsonl(self, *, user_id: str) -> Iterator[str]:
+        return extras.export_lines(self.memory.store, user_id=user_id)
+
+    async def import_jsonl(self, lines: Iterable[str], *, user_id: str) -> tuple[int, int]:
+        records = extras.parse_export(lines, user_id=user_id)
+        return await extras.import_records(self.memory.store, self.memory.embedder, records)
+
+    def check(self) -> None:
+        self.memory.store.count()
+
+    def close(self) -> None:
+        self.memory.store.close()

@@ -1,0 +1,171 @@
+"""The REST API end to end: every endpoint over real HTTP, error bodies, limits."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from memwise.exceptions import ConfigError
+from memwise.server.config import ServerConfig, check_bind
+
+from .conftest import Keys, running
+
+DOG = [{"role": "user", "content": "I adopted a beagle called Pepper."}]
+RUN = [{"role": "user", "content": "I am training for the Lisbon marathon in October."}]
+
+
+def _wait_job(c: httpx.Client, job_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        job = c.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def test_every_endpoint_over_real_http(make_app: Callable[..., Any], keys: Keys, tmp_path: Path) -> None:
+    ingest_dir = tmp_path / "datasets"
+    ingest_dir.mkdir()
+    line = {
+        "session_id": "s1",
+        "conversation_id": "c1",
+        "timestamp": "2024-03-01T09:00:00",
+        "turns": [{"speaker": "bob", "content": "My cat Miso hates the vacuum."}],
+    }
+    (ingest_dir / "sessions.jsonl").write_text(json.dumps(line) + "\n")
+    app = make_app(keys.path, ingest_dir=ingest_dir)
+    with running(app) as url, httpx.Client(base_url=url, headers=Keys.bearer(keys.acme), timeout=10) as c:
+        assert c.get("/health").json() == {"status": "ok"}
+        assert c.get("/ready").json() == {"status": "ready"}
+        assert "/v1/memories/search" in c.get("/openapi.json").json()["paths"]
+        assert c.get("/docs").status_code == 200
+
+        added = c.post("/v1/memories", json={"messages": DOG, "user_id": "alice", "metadata": {"topic": "pets"}})
+        assert added.status_code == 200, added.text
+        dog = added.json()["memories"][0]
+        assert dog["text"] == "user: I adopted a beagle called Pepper." and dog["metadata"]["topic"] == "pets"
+        c.post("/v1/memories", json={"messages": RUN, "user_id": "alice", "metadata": {"topic": "sport"}})
+
+        hits = c.post("/v1/memories/search", json={"query": "beagle Pepper", "user_id": "alice", "top_k": 1}).json()
+        assert [h["memory"]["id"] for h in hits["results"]] == [dog["id"]]
+        filtered = c.post(
+            "/v1/memories/search", json={"query": "beagle Pepper", "user_id": "alice", "filters": {"topic": "sport"}}
+        ).json()
+        assert [h["memory"]["metadata"]["topic"] for h in filtered["results"]] == ["sport"]
+
+        assert c.get(f"/v1/memories/{dog['id']}", params={"user_id": "alice"}).json()["text"] == dog["text"]
+        listed = c.get("/v1/memories", params={"user_id": "alice"}).json()["results"]
+        assert len(listed) == 2
+        pets = c.post("/v1/memories/list", json={"user_id": "alice", "filters": {"topic": "pets"}}).json()
+        assert [m["id"] for m in pets["results"]] == [dog["id"]]
+
+        new = c.put(f"/v1/memories/{dog['id']}", json={"text": "Pepper the beagle is two.", "user_id": "alice"})
+        assert new.status_code == 200, new.text
+        versions = c.get(f"/v1/memories/{new.json()['id']}/history", params={"user_id": "alice"}).json()["results"]
+        assert [v["text"] for v in versions] == [dog["text"], "Pepper the beagle is two."]
+
+        answered = c.post("/v1/memories/answer", json={"question": "What is my dog called?", "user_id": "alice"})
+        assert answered.json()["answer"] == "Pepper"
+
+        exported = c.get("/v1/memories/export", params={"user_id": "alice"})
+        assert exported.headers["content-type"].startswith("application/x-ndjson")
+        assert len(exported.text.splitlines()) == 3  # two current memories and the superseded version
+        imported = c.post("/v1/memories/import", params={"user_id": "alice"}, content=exported.content)
+        assert imported.json() == {"imported": 0, "skipped": 3}
+
+        assert c.delete(f"/v1/memories/{new.json()['id']}", params={"user_id": "alice"}).json() == {"deleted": 1}
+        assert c.delete("/v1/memories", params={"user_id": "alice"}).json() == {"deleted": 1}
+        assert c.get("/v1/memories", params={"user_id": "alice"}).json()["results"] == []
+
+        job = c.post("/v1/jobs/ingest", json={"path": "sessions.jsonl", "user_id": "bob"})
+        assert job.status_code == 202, job.text
+        done = _wait_job(c, job.json()["id"])
+        assert done["status"] == "done" and done["progress"] == {"done": 1, "total": 1}
+        assert done["result"]["units_written"] == 1
+        consolidated = _wait_job(c, c.post("/v1/jobs/consolidate", json={"user_id": "bob"}).json()["id"])
+        assert consolidated["status"] == "done" and consolidated["progress"] == {"done": 1, "total": 1}
+
+
+async def test_missing_or_bad_key_is_401(client: httpx.AsyncClient) -> None:
+    for headers in ({}, {"Authorization": "Bearer mwk_not-a-key"}, {"X-API-Key": "nope"}, {"Authorization": "Basic x"}):
+        r = await client.get("/v1/memories", params={"user_id": "alice"}, headers=headers)
+        assert r.status_code == 401
+        assert r.json()["error"]["code"] == "unauthorized"
+
+
+async def test_x_api_key_header_works(client: httpx.AsyncClient, keys: Keys) -> None:
+    r = await client.get("/v1/memories", params={"user_id": "alice"}, headers={"X-API-Key": keys.acme})
+    assert r.status_code == 200 and r.json() == {"results": []}
+
+
+async def test_error_bodies_have_stable_codes(client: httpx.AsyncClient, keys: Keys) -> None:
+    h = Keys.bearer(keys.acme)
+    missing = await client.get("/v1/memories/nope", params={"user_id": "alice"}, headers=h)
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
+    invalid = await client.post("/v1/memories", json={"messages": [], "user_id": "alice"}, headers=h)
+    assert (invalid.status_code, invalid.json()["error"]["code"]) == (422, "invalid_request")
+    assert "messages" in invalid.json()["error"]["message"]
+    too_many = await client.post("/v1/memories/search", json={"query": "q", "user_id": "a", "top_k": 101}, headers=h)
+    assert (too_many.status_code, too_many.json()["error"]["code"]) == (422, "invalid_request")
+    reserved = await client.post(
+        "/v1/memories", json={"messages": DOG, "user_id": "alice", "metadata": {"session_id": "x"}}, headers=h
+    )
+    assert (reserved.status_code, reserved.json()["error"]["code"]) == (400, "invalid_request")
+    job = await client.get("/v1/jobs/job_nope", headers=h)
+    assert (job.status_code, job.json()["error"]["code"]) == (404, "not_found")
+    added = (await client.post("/v1/memories", json={"messages": DOG, "user_id": "alice"}, headers=h)).json()
+    old = added["memories"][0]["id"]
+    await client.put(f"/v1/memories/{old}", json={"text": "new", "user_id": "alice"}, headers=h)
+    stale = await client.put(f"/v1/memories/{old}", json={"text": "newer", "user_id": "alice"}, headers=h)
+    assert (stale.status_code, stale.json()["error"]["code"]) == (409, "conflict")
+    bad_dataset = await client.post("/v1/memories/import", params={"user_id": "alice"}, content=b"{oops", headers=h)
+    assert (bad_dataset.status_code, bad_dataset.json()["error"]["code"]) == (400, "invalid_dataset")
+    unknown_route = await client.get("/v1/nothing", headers=h)
+    assert unknown_route.json()["error"]["code"] == "not_found"
+
+
+async def test_body_over_the_limit_is_413(make_app: Callable[..., Any], keys: Keys) -> None:
+    app = make_app(keys.path, max_body_bytes=2000)
+    big = {"messages": [{"role": "user", "content": "x" * 3000}], "user_id": "alice"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.post("/v1/memories", json=big, headers=Keys.bearer(keys.acme))
+        assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+
+        async def chunks():  # no Content-Length: counted as it streams
+            for _ in range(5):
+                yield b"x" * 1000
+
+        h = Keys.bearer(keys.acme)
+        r = await c.post("/v1/memories/import", params={"user_id": "a"}, content=chunks(), headers=h)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+        nothing = await c.get("/v1/memories", params={"user_id": "alice"}, headers=Keys.bearer(keys.acme))
+        assert nothing.json()["results"] == []
+
+
+async def test_too_many_messages_per_add(make_app: Callable[..., Any], keys: Keys) -> None:
+    app = make_app(keys.path, max_messages=2)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.post("/v1/memories", json={"messages": DOG * 3, "user_id": "a"}, headers=Keys.bearer(keys.acme))
+        assert r.status_code == 422 and "at most 2" in r.json()["error"]["message"]
+
+
+def test_without_keys_only_loopback(tmp_path: Path) -> None:
+    keyless = ServerConfig(data_dir=tmp_path)
+    assert "loopback only" in (check_bind("127.0.0.1", keyless) or "")
+    with pytest.raises(ConfigError, match="without API keys"):
+        check_bind("0.0.0.0", keyless)
+    assert check_bind("0.0.0.0", ServerConfig(data_dir=tmp_path, keys_file=tmp_path / "k.json")) is None
+
+
+async def test_keyless_server_serves_the_default_tenant(make_app: Callable[..., Any], tmp_path: Path) -> None:
+    app = make_app(None)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        assert (await c.post("/v1/memories", json={"messages": DOG, "user_id": "a"})).status_code == 200
+    assert (tmp_path / "data" / "tenants" / "default.sqlite3").is_file()
