@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -9,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from memwise.exceptions import ConfigError
+from memwise.exceptions import ConfigError, LLMError
 from memwise.llm.base import ChatModel, ChatRequest
+from memwise.llm.openai_compat import OpenAICompatLLM
 from memwise.metamem.data import MetaQuestion
 from memwise.metamem.rules import RuleSet
 from memwise.metamem.trainer import MetaMemTrainer, Rollout, TrainConfig, epoch_batches, keep_question
 from memwise.runs.rundir import RunDir
-from memwise.testing import ScriptedLLM
+from memwise.testing import FakeOpenAIServer, ScriptedLLM
+from memwise.testing.fake_openai import FailurePlan
 
 GOLD = {f"q{i}": f"answer{i}" for i in range(40)}
 
@@ -256,3 +259,55 @@ def test_kill_9_then_rerun_gives_the_rules_of_an_uninterrupted_run(tmp_path: Pat
     assert resumed["rules"] == clean["rules"]
     # Nothing recorded is paid again: only what was missing (the kill lost at most the calls in flight).
     assert resumed["paid"] == int(clean["paid"]) - survived  # type: ignore[call-overload]
+
+
+# -- retries running out mid-run ---------------------------------------------------------------
+
+PERSISTENT_500 = FailurePlan(first_attempts=10**6, kinds=("server_error",))
+
+
+async def test_retries_running_out_stop_the_step_after_every_sibling_settled(tmp_path: Path) -> None:
+    # Two calls in flight: when the first runs out of retries, the other rollouts are still queued or retrying.
+    config = TrainConfig(epochs=1, batch_size=8, samples=1, concurrency=2)
+    with FakeOpenAIServer(failures=PERSISTENT_500).in_thread() as srv:
+        llm = OpenAICompatLLM(base_url=srv.base_url, model="m", max_retries=2, backoff_base_s=0.001, backoff_max_s=0.01)
+        try:
+            with RunDir(tmp_path / "run") as run:
+                trainer = MetaMemTrainer(policy=llm, run=run, metric="em", config=config)
+                with pytest.raises(LLMError, match="MetaMem training stopped in step 1") as info:
+                    await trainer.compile(questions(8))
+                # Nothing of the step is still running to write into the ledger once the caller closes it.
+                current = asyncio.current_task()
+                assert [t for t in asyncio.all_tasks() if t is not current and not t.done()] == []
+                failed = run.ledger.count_errors("rollout")
+                aborted = run.ledger.failures("train")
+        finally:
+            await llm.aclose()
+    assert failed >= 1 and f"{failed} model call(s) failed after their retries" in str(info.value)
+    assert [f["kind"] for f in aborted] == ["step_aborted"]
+
+
+def test_metamem_train_exits_with_one_clear_error_when_retries_run_out(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from memwise.metamem.data import save_questions
+
+    qs = tmp_path / "questions.jsonl"
+    save_questions(qs, questions(8))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "MEMWISE_MAX_RETRIES": "1"}
+    with FakeOpenAIServer(failures=PERSISTENT_500).in_thread() as srv:
+        done = subprocess.run(
+            [sys.executable, "-c", "from memwise.cli import main; main()", "--base-url", srv.base_url, "--model", "m",
+             "metamem", "train", "--questions", str(qs), "--run-dir", str(tmp_path / "run"), "--epochs", "1",
+             "--batch-size", "4", "--samples", "1", "--metric", "em", "--concurrency", "8"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "MetaMem training stopped in step 1" in errors[0], done.stderr
+    assert "closed database" not in done.stderr + done.stdout and "Traceback" not in done.stderr
+    counted = int(re.search(r"(\d+) model call\(s\) failed", errors[0]).group(1))  # type: ignore[union-attr]
+    with RunDir(tmp_path / "run", lock=False) as run:  # the command gave its lock back
+        assert run.ledger.count_errors() == counted >= 1

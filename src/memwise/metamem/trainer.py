@@ -52,6 +52,7 @@ from memwise.metamem.prompts import (
 )
 from memwise.metamem.rules import ApplyResult, Operation, RuleHistory, RuleSet, fallback_subset
 from memwise.metamem.scoring import Scorer, make_scorer
+from memwise.runs.concurrency import gather_or_cancel
 from memwise.runs.files import write_text_atomic
 from memwise.runs.rundir import RunDir
 
@@ -271,7 +272,8 @@ class MetaMemTrainer:
                 step += 1
                 if step <= len(records):
                     continue  # done before the restart: its version is in the checkpoint
-                result, record = await self.train_step(step, epoch, [by_id[i] for i in batch_ids], history.latest.rules)
+                batch = [by_id[i] for i in batch_ids]
+                result, record = await self._checked_step(step, epoch, batch, history.latest.rules)
                 history = history.record(result, note=record.consolidation)
                 records.append(record)
                 self._save_checkpoint(history, records)
@@ -279,12 +281,37 @@ class MetaMemTrainer:
                     self.on_step(record)
         return history
 
+    async def _checked_step(
+        self, step: int, epoch: int, batch: Sequence[MetaQuestion], rules: RuleSet
+    ) -> tuple[ApplyResult, StepRecord]:
+        """A step whose failure is one clear error, raised only once every call of the step has settled.
+
+        A rollout whose retries ran out stops the step: its siblings are cancelled and awaited (see
+        :func:`gather_or_cancel`), so every call that failed has its error in the ledger, counted in the
+        message, before the caller closes the run.
+        """
+        errors_before = self.run.ledger.count_errors()
+        try:
+            return await self.train_step(step, epoch, batch, rules)
+        except LLMError as exc:
+            failed = self.run.ledger.count_errors() - errors_before
+            self.run.ledger.record_failure(stage="train", kind="step_aborted", detail=f"step {step}: {exc}")
+            raise LLMError(
+                f"MetaMem training stopped in step {step}: {failed} model call(s) failed after their retries "
+                f"(recorded in {self.run.ledger.path}; the first: {exc}). Steps done so far and every recorded "
+                "call are kept: fix the model server and re-run the same command to resume",
+                backend=exc.backend,
+                status=exc.status,
+                retry_after=exc.retry_after,
+                attempts=exc.attempts,
+            ) from exc
+
     async def train_step(
         self, step: int, epoch: int, batch: Sequence[MetaQuestion], rules: RuleSet
     ) -> tuple[ApplyResult, StepRecord]:
         """One step on one batch; returns the applied result and the step's record."""
         rule_map = {r.id: r.text for r in rules.rules}
-        outcomes = await asyncio.gather(*(self._question(q, rule_map, step) for q in batch))
+        outcomes = await gather_or_cancel(*(self._question(q, rule_map, step) for q in batch))
         proposals = {o.question_id: o.ops for o in outcomes if o.ops}
         note, ops = await self._consolidate(rule_map, proposals, rules, step)
         result = rules.apply(ops, step=step)
@@ -314,13 +341,13 @@ class MetaMemTrainer:
 
     async def _question(self, q: MetaQuestion, rule_map: dict[str, str], step: int) -> _QuestionOutcome:
         cfg = self.config
-        rollouts = list(await asyncio.gather(*(self._rollout(q, rule_map, i) for i in range(cfg.samples))))
+        rollouts = await gather_or_cancel(*(self._rollout(q, rule_map, i) for i in range(cfg.samples)))
         outcome = _QuestionOutcome(q.question_id, rollouts)
         if not keep_question(rollouts, cfg.samples):
             return outcome
         outcome.kept = True
         judged = [r for r in rollouts if r.score is not None]
-        reflected = await asyncio.gather(*(self._reflect(q, r) for r in judged))
+        reflected = await gather_or_cancel(*(self._reflect(q, r) for r in judged))
         pairs = [(r, ref) for r, ref in zip(judged, reflected, strict=True) if ref is not None]
         outcome.reflections = len(pairs)
         outcome.reflection_failures = len(judged) - len(pairs)
