@@ -1,0 +1,99 @@
+"""A key for tenant A never reads, changes or deletes tenant B's memory: by id, query, user_id or filter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+from typer.testing import CliRunner
+
+from memwise.cli import app as cli_app
+from memwise.server.auth import KeyRing, hash_key
+
+from .conftest import Keys
+
+SECRET = [{"role": "user", "content": "Globex launch code is swordfish."}]
+
+
+async def _globex_memory(client: httpx.AsyncClient, keys: Keys) -> dict[str, object]:
+    r = await client.post(
+        "/v1/memories",
+        json={"messages": SECRET, "user_id": "alice", "metadata": {"tier": "secret"}},
+        headers=Keys.bearer(keys.globex),
+    )
+    assert r.status_code == 200
+    return r.json()["memories"][0]  # type: ignore[no-any-return]
+
+
+async def test_other_tenant_cannot_read_by_id_query_user_or_filter(client: httpx.AsyncClient, keys: Keys) -> None:
+    secret = await _globex_memory(client, keys)
+    a = Keys.bearer(keys.acme)
+    # The same user id in another tenant is another person.
+    assert (await client.get(f"/v1/memories/{secret['id']}", params={"user_id": "alice"}, headers=a)).status_code == 404
+    history = await client.get(f"/v1/memories/{secret['id']}/history", params={"user_id": "alice"}, headers=a)
+    assert history.status_code == 404
+    for query in (
+        {"query": "launch code swordfish", "user_id": "alice"},
+        {"query": "swordfish", "user_id": "alice", "filters": {"tier": "secret"}, "include_history": True},
+    ):
+        assert (await client.post("/v1/memories/search", json=query, headers=a)).json()["results"] == []
+    listed = await client.post("/v1/memories/list", json={"user_id": "alice", "filters": {"tier": "secret"}}, headers=a)
+    assert listed.json()["results"] == []
+    assert (await client.get("/v1/memories", params={"user_id": "alice", "include_history": True}, headers=a)).json()[
+        "results"
+    ] == []
+    assert (await client.get("/v1/memories/export", params={"user_id": "alice"}, headers=a)).text == ""
+    answered = await client.post(
+        "/v1/memories/answer", json={"question": "launch code?", "user_id": "alice"}, headers=a
+    )
+    assert answered.json()["memories"] == []
+
+
+async def test_other_tenant_cannot_change_or_delete(client: httpx.AsyncClient, keys: Keys) -> None:
+    secret = await _globex_memory(client, keys)
+    a, g = Keys.bearer(keys.acme), Keys.bearer(keys.globex)
+    upd = await client.put(f"/v1/memories/{secret['id']}", json={"text": "hacked", "user_id": "alice"}, headers=a)
+    assert (upd.status_code, upd.json()["error"]["code"]) == (404, "not_found")
+    assert (
+        await client.delete(f"/v1/memories/{secret['id']}", params={"user_id": "alice"}, headers=a)
+    ).status_code == 404
+    assert (await client.delete("/v1/memories", params={"user_id": "alice"}, headers=a)).json() == {"deleted": 0}
+    # Importing a record with the victim's id lands in the importer's own tenant, never in the victim's.
+    line = json.dumps({"id": secret["id"], "kind": "turn", "text": "planted", "created_at": 1.0, "scope": {}})
+    assert (await client.post("/v1/memories/import", params={"user_id": "alice"}, content=line, headers=a)).json() == {
+        "imported": 1,
+        "skipped": 0,
+    }
+    still = await client.get(f"/v1/memories/{secret['id']}", params={"user_id": "alice"}, headers=g)
+    assert still.json()["text"] == secret["text"] and still.json()["valid_to"] is None
+
+
+async def test_users_inside_a_tenant_are_apart(client: httpx.AsyncClient, keys: Keys) -> None:
+    secret = await _globex_memory(client, keys)
+    g = Keys.bearer(keys.globex)
+    assert (await client.get(f"/v1/memories/{secret['id']}", params={"user_id": "bob"}, headers=g)).status_code == 404
+    hits = await client.post("/v1/memories/search", json={"query": "swordfish", "user_id": "bob"}, headers=g)
+    assert hits.json()["results"] == []
+
+
+def test_keys_file_stores_only_hashes_and_cli_prints_the_key_once(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    done = CliRunner().invoke(cli_app, ["keys", "create", "--tenant", "acme", "--keys", str(path)])
+    assert done.exit_code == 0, done.output
+    secret = done.stdout.strip().splitlines()[-1]
+    stored = path.read_text()
+    assert secret not in stored and hash_key(secret) in stored
+    assert KeyRing(path).tenant_for(secret) == "acme"
+    bad = CliRunner().invoke(cli_app, ["keys", "create", "--tenant", "../etc", "--keys", str(path)])
+    assert bad.exit_code != 0
+    listed = CliRunner().invoke(cli_app, ["keys", "list", "--keys", str(path)])
+    assert "acme" in listed.stdout and secret not in listed.stdout
+
+
+async def test_a_key_created_while_running_works_at_once(client: httpx.AsyncClient, keys: Keys) -> None:
+    from memwise.server.auth import create_key
+
+    fresh, _ = create_key(keys.path, "initech")
+    r = await client.get("/v1/memories", params={"user_id": "x"}, headers=Keys.bearer(fresh))
+    assert r.status_code == 200
