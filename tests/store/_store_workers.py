@@ -72,3 +72,25 @@ def late_writer(path: str) -> None:
     store = SQLiteStore(path)
     store.add([Record(text="memory late", id="late", user_id="u")], vec_for("late")[None, :])
     store.close()
+
+
+def pg_writer(dsn: str, owner: int, n: int) -> int:
+    """n adds of its own records on a Postgres store, plus re-adds of the other writer's ids."""
+    from memwise.store.postgres import PostgresStore
+
+    with PostgresStore(dsn) as store:
+        for start in range(0, n, 20):
+            recs = [record_for(owner, j) for j in range(start, min(start + 20, n))]
+            store.add(recs, np.stack([vec_for(r.id) for r in recs]))
+        for who in (owner, 1 - owner):  # overlapping writes of identical content: written once
+            recs = [record_for(who, j) for j in range(0, n, 7)]
+            store.add(recs, np.stack([vec_for(r.id) for r in recs]))
+    return n
+
+
+def pg_open(dsn: str) -> int:
+    """Open (and so migrate) a Postgres store; returns how many records it sees."""
+    from memwise.store.postgres import PostgresStore
+
+    with PostgresStore(dsn) as store:
+        return store.count()
