@@ -96,9 +96,9 @@ async def test_turns_mode_stores_every_turn_with_speaker_time_and_source(
     )
     assert store.get_vector(first.id) is not None
     # The receipt is bookkeeping: no user, no vector, only found by its own kind.
-    receipt = store.get(receipt_id(conv.id, "turns", user_id="u1"))
-    assert receipt is not None and receipt.user_id is None and receipt.kind == RECEIPT
-    assert sorted(receipt.metadata["unit_ids"]) == sorted(u.id for u in units)
+    receipts = [store.get(receipt_id(s, conv.id, "turns", user_id="u1")) for s in conv.sessions]
+    assert all(r is not None and r.user_id is None and r.kind == RECEIPT for r in receipts)
+    assert sorted(i for r in receipts if r for i in r.metadata["unit_ids"]) == sorted(u.id for u in units)
 
 
 async def test_reingest_is_a_no_op(store: SQLiteStore, conv: Conversation) -> None:
@@ -108,7 +108,7 @@ async def test_reingest_is_a_no_op(store: SQLiteStore, conv: Conversation) -> No
     again = await ingest_conversation(conv, store=store, embedder=embedder, user_id="u1")
     assert again.skipped and again.units_present == 12 and again.units_written == 0
     assert embedder.calls == calls  # nothing recomputed
-    assert store.count(EVERYTHING) == 13  # 12 units + 1 receipt
+    assert store.count(EVERYTHING) == 14  # 12 units + 1 receipt per session
 
 
 async def test_users_are_kept_apart(store: SQLiteStore, conv: Conversation) -> None:
@@ -206,7 +206,7 @@ def test_sigkill_during_the_transaction_leaves_nothing(tmp_path: Path, workers: 
         ingest_conversation(workers.conversation(), store=store, embedder=FakeEmbedder(), user_id="u1")
     )
     assert report.units_written == 12
-    assert store.count(Filters(user_id="u1")) == 12 and store.count(EVERYTHING) == 13
+    assert store.count(Filters(user_id="u1")) == 12 and store.count(EVERYTHING) == 14
     store.close()
 
 

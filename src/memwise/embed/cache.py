@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from memwise.embed.base import Embedder, Vectors
-from memwise.exceptions import EmbeddingError, StoreError
+from memwise.exceptions import ConfigError, EmbeddingError, StoreError
 
 _DDL = (
     "CREATE TABLE IF NOT EXISTS embeddings (key BLOB PRIMARY KEY, dim INTEGER NOT NULL, vec BLOB NOT NULL) "
@@ -44,6 +44,9 @@ class CachedEmbedder:
     def __init__(self, inner: Embedder, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
         self.inner = inner
         self.name = inner.name
+        if "\0" in self.name:
+            # The key joins name and text with a NUL; one inside the name could make two pairs meet.
+            raise ConfigError(f"embedder name {self.name!r} contains a NUL character; name the model without one")
         self.path = Path(path)
         self.hits = 0
         self.misses = 0

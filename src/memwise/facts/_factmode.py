@@ -18,7 +18,7 @@ from memwise.facts.extract import STAGE, FactCheck, extract_facts
 from memwise.facts.report import IngestReport
 from memwise.facts.segment import SegmentConfig, segment_turns
 from memwise.facts.types import Conversation, Session, Turn
-from memwise.facts.units import fact_record, turn_record
+from memwise.facts.units import check_scope_id, fact_record, session_digest, turn_record
 from memwise.llm.base import ChatModel
 from memwise.runs.ledger import Ledger
 from memwise.store.base import Record
@@ -28,11 +28,17 @@ _EMBED_BATCH = 256
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """Whose memory the units are."""
+    """Whose memory the units are; checked on construction, since every unit id and receipt is built
+    from it and an ill-formed id (empty, or with a control character) would be stored for good."""
 
     user_id: str
     agent_id: str | None = None
     run_id: str | None = None
+
+    def __post_init__(self) -> None:
+        check_scope_id("user_id", self.user_id)
+        check_scope_id("agent_id", self.agent_id, optional=True)
+        check_scope_id("run_id", self.run_id, optional=True)
 
 
 def turn_unit(turn: Turn, conversation_id: str, scope: Scope) -> Record:
@@ -70,16 +76,26 @@ async def _extract(
             return f"model call failed: {exc}"
 
 
-def _segments(
-    conv: Conversation, row_of: dict[str, int], vectors: Vectors, config: SegmentConfig
-) -> list[tuple[Session, list[Turn]]]:
-    jobs: list[tuple[Session, list[Turn]]] = []
+def session_rows(conv: Conversation) -> list[list[int]]:
+    """Per session, the positions of its turns in ``conv.turns()``.
+
+    Rows are found by position, never by turn id: a dataset (or a session id given twice) may repeat a
+    turn id with other words, and a lookup by id would give both turns the vector and unit of one.
+    """
+    out: list[list[int]] = []
+    start = 0
     for session in conv.sessions:
-        if not session.turns:
-            continue
-        rows = [row_of[t.id] for t in session.turns]
-        for indices in segment_turns(vectors[rows], config):
-            jobs.append((session, [session.turns[i] for i in indices]))
+        out.append(list(range(start, start + len(session.turns))))
+        start += len(session.turns)
+    return out
+
+
+def _segments(conv: Conversation, vectors: Vectors, config: SegmentConfig) -> list[tuple[int, list[int]]]:
+    """(session index, turn rows) per topic segment, sessions in order."""
+    jobs: list[tuple[int, list[int]]] = []
+    for index, rows in enumerate(session_rows(conv)):
+        if rows:
+            jobs.extend((index, [rows[i] for i in indices]) for indices in segment_turns(vectors[rows], config))
     return jobs
 
 
@@ -95,20 +111,26 @@ async def plan_facts(
     ledger: Ledger | None,
     segmenting: SegmentConfig,
     report: IngestReport,
-) -> tuple[list[Record], Vectors]:
+) -> tuple[list[Record], Vectors, list[int]]:
     """Units and vectors for mode ``facts``: extracted facts, or a segment's raw turns where that failed.
 
     ``turn_units``/``turn_vectors`` are row-aligned with ``conv.turns()``; the turn vectors serve both
-    segmentation and the fallback units. Counts go into ``report``.
+    segmentation and the fallback units. The third list says, per unit, the index in ``conv.sessions``
+    of the session it came from (the receipt of that session lists it). Counts go into ``report``.
     """
-    row_of = {t.id: i for i, t in enumerate(conv.turns())}
-    jobs = _segments(conv, row_of, turn_vectors, segmenting)
+    all_turns = conv.turns()
+    jobs = [(index, [all_turns[r] for r in rows], rows) for index, rows in _segments(conv, turn_vectors, segmenting)]
     report.segments = len(jobs)
-    outcomes = await asyncio.gather(*(_extract(llm, s, turns, limiter, ledger) for s, turns in jobs))
+    outcomes = await asyncio.gather(
+        *(_extract(llm, conv.sessions[index], turns, limiter, ledger) for index, turns, _ in jobs)
+    )
+    digests = [session_digest(session) for session in conv.sessions]
 
     records: list[Record] = []
+    owners: list[int] = []
     rows: list[int | None] = []  # a fallback turn's vector row, or None for a fact still to embed
-    for (session, turns), outcome in zip(jobs, outcomes, strict=True):
+    for (index, turns, turn_rows), outcome in zip(jobs, outcomes, strict=True):
+        session = conv.sessions[index]
         if isinstance(outcome, FactCheck):
             report.dropped_source_ids += outcome.dropped_source_ids
             report.unsourced_facts += outcome.unsourced
@@ -127,8 +149,10 @@ async def plan_facts(
                     agent_id=scope.agent_id,
                     run_id=scope.run_id,
                     ordinal=ordinal,
+                    origin=digests[index],
                 )
                 records.append(unit)
+                owners.append(index)
                 rows.append(None)
             continue
         report.fallbacks += 1
@@ -138,11 +162,13 @@ async def plan_facts(
             report.failures.append(f"{span}: {outcome[:300]}")
         else:
             report.failures.append(f"{span}: no usable fact in the reply; stored the raw turns")
-        for turn in turns:
-            records.append(turn_units[row_of[turn.id]])
-            rows.append(row_of[turn.id])
+        for row in turn_rows:
+            records.append(turn_units[row])
+            owners.append(index)
+            rows.append(row)
 
     fact_texts = [r.index_text or r.text for r, row in zip(records, rows, strict=True) if row is None]
     fact_vectors = iter(await embed_all(embedder, fact_texts))
     vectors = [next(fact_vectors) if row is None else turn_vectors[row] for row in rows]
-    return records, np.stack(vectors) if vectors else np.zeros((0, embedder.dim), dtype=np.float32)
+    stacked = np.stack(vectors) if vectors else np.zeros((0, embedder.dim), dtype=np.float32)
+    return records, stacked, owners

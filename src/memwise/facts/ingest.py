@@ -4,11 +4,19 @@ Every model call and every embedding of a conversation is made first; only then 
 written, in one store transaction. A failure (or a killed process) at any point before the commit
 leaves nothing of it in the store, so a re-run never meets half a conversation.
 
-The transaction ends with an *ingest receipt*: a bookkeeping record of kind ``"ingest"`` whose
-metadata lists the units written. It belongs to no user (``user_id`` None; the scope is in its
-metadata and its id), has empty text and no vector, so no user-scoped read and no search ever returns
-it. A re-ingest that finds the receipt and all its units asks no model and writes nothing. Without it,
-re-ingest would depend on the model repeating itself word for word (fact ids hash the fact text).
+The transaction ends with one *ingest receipt* per session: a bookkeeping record of kind ``"ingest"``
+whose metadata lists the units written for that session. It belongs to no user (``user_id`` None; the
+scope is in its metadata and its id), has empty text and no vector, so no user-scoped read and no
+search ever returns it. Its id hashes the scope, the conversation id, the mode and a digest of the
+session's content (:func:`memwise.facts.units.session_digest`), so:
+
+- re-ingesting the same content finds every receipt (and all their units), asks no model and writes
+  nothing; without receipts, that would depend on the model repeating itself word for word (fact ids
+  hash the fact text);
+- a new session under a known conversation id is stored, and the sessions already in are skipped
+  (not re-extracted, so never duplicated);
+- a session id, or turn id, that comes back with other words is new content and is stored too (the
+  words are part of the unit ids), instead of being mistaken for what was said before.
 
 Mode ``turns`` needs no model: every turn is a unit. Mode ``facts`` segments each session by topic,
 extracts facts per segment concurrently, and stores those; a segment whose extraction fails, or yields
@@ -20,15 +28,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from memwise.embed.base import Embedder, Vectors
 from memwise.exceptions import ConfigError
-from memwise.facts._factmode import Scope, embed_all, plan_facts, turn_unit
+from memwise.facts._factmode import Scope, embed_all, plan_facts, session_rows, turn_unit
 from memwise.facts.report import IngestReport, IngestSummary, Mode
-from memwise.facts.retrieve import link_sessions
+from memwise.facts.retrieve import link_context
 from memwise.facts.segment import SegmentConfig
-from memwise.facts.types import Conversation
-from memwise.facts.units import unit_id
+from memwise.facts.types import Conversation, Session
+from memwise.facts.units import session_digest, unit_id
 from memwise.llm.base import ChatModel
 from memwise.runs.ledger import Ledger
 from memwise.store.base import Record
@@ -41,15 +50,22 @@ _WRITE_BATCH = 256
 
 
 def receipt_id(
-    conversation_id: str, mode: Mode, *, user_id: str, agent_id: str | None = None, run_id: str | None = None
+    session: Session,
+    conversation_id: str,
+    mode: Mode,
+    *,
+    user_id: str,
+    agent_id: str | None = None,
+    run_id: str | None = None,
 ) -> str:
-    """The id of the receipt an ingest of this conversation, scope and mode leaves behind."""
-    return unit_id(user_id, agent_id, run_id, conversation_id, RECEIPT, mode)
+    """The id of the receipt an ingest of this session, exactly as it reads now, leaves behind (per
+    conversation, scope and mode)."""
+    return unit_id(RECEIPT, user_id, agent_id, run_id, conversation_id, mode, session_digest(session))
 
 
-def _receipt(conv: Conversation, mode: Mode, scope: Scope, records: list[Record], report: IngestReport) -> Record:
+def _receipt(conv: Conversation, session: Session, mode: Mode, scope: Scope, unit_ids: list[str]) -> Record:
     return Record(
-        id=receipt_id(conv.id, mode, user_id=scope.user_id, agent_id=scope.agent_id, run_id=scope.run_id),
+        id=receipt_id(session, conv.id, mode, user_id=scope.user_id, agent_id=scope.agent_id, run_id=scope.run_id),
         kind=RECEIPT,
         text="",
         metadata={
@@ -57,12 +73,10 @@ def _receipt(conv: Conversation, mode: Mode, scope: Scope, records: list[Record]
             "agent_id": scope.agent_id,
             "run_id": scope.run_id,
             "conversation_id": conv.id,
+            "session_id": session.id,
             "mode": mode,
-            "unit_ids": [r.id for r in records],
-            "turns": report.turns,
-            "segments": report.segments,
-            "fallbacks": report.fallbacks,
-            "extraction_failures": report.extraction_failures,
+            "unit_ids": unit_ids,
+            "turns": len(session.turns),
         },
     )
 
@@ -76,33 +90,55 @@ def _already_in(store: SQLiteStore, rid: str) -> int | None:
     return len(ids) if len(store.get_many(ids)) == len(ids) else None
 
 
-def _write(store: SQLiteStore, records: list[Record], vectors: Vectors, receipt: Record) -> tuple[int, int] | None:
-    """Write a conversation in one transaction: ``(written, present)``, or None if it is in already.
+def _found(store: SQLiteStore, rids: list[str]) -> list[int | None]:
+    return [_already_in(store, rid) for rid in rids]
 
-    Units already present (a turn stored earlier by mode ``turns``, say) are left as they are, and not
-    re-added: consolidation may have changed their metadata since.
+
+def _write(
+    store: SQLiteStore, records: list[Record], vectors: Vectors, owners: list[int], receipts: list[Record]
+) -> tuple[int, int] | None:
+    """Write the new sessions of a conversation in one transaction: ``(written, present)``, or None if a
+    concurrent ingest committed all of them first.
+
+    ``owners[i]`` is the index in ``receipts`` of the session that unit ``i`` came from. A session a
+    concurrent ingest committed meanwhile is left out with its units (its model may have said other
+    words, which must not be stored twice). Units already present (a turn stored earlier by mode
+    ``turns``, say) are left as they are, and not re-added: consolidation may have changed their
+    metadata since. The first unit per id is written, so content repeated in a conversation can't make
+    the write conflict with itself.
     """
     with store.transaction():
-        if _already_in(store, receipt.id) is not None:
-            return None  # a concurrent ingest of the same conversation committed first
-        present = {r.id for r in store.get_many(r.id for r in records)}
-        fresh = [i for i, r in enumerate(records) if r.id not in present]
+        done = {i for i, receipt in enumerate(receipts) if _already_in(store, receipt.id) is not None}
+        if len(done) == len(receipts):
+            return None
+        first: dict[str, int] = {}
+        for i, record in enumerate(records):
+            if owners[i] not in done:
+                first.setdefault(record.id, i)
+        present = {r.id for r in store.get_many(first)}
+        fresh = [i for rid, i in first.items() if rid not in present]
         for start in range(0, len(fresh), _WRITE_BATCH):
             chunk = fresh[start : start + _WRITE_BATCH]
             store.add([records[i] for i in chunk], vectors[chunk])
-        if store.get(receipt.id) is not None:  # an old receipt whose units went missing
-            store.delete(receipt.id)
-        store.add([receipt])
+        for i, receipt in enumerate(receipts):
+            if i in done:
+                continue
+            if store.get(receipt.id) is not None:  # an old receipt whose units went missing
+                store.delete(receipt.id)
+            store.add([receipt])
     return len(fresh), len(present)
 
 
-def _dedupe(records: list[Record], vectors: Vectors) -> tuple[list[Record], Vectors]:
-    """First unit per id: a dataset that repeats a turn id must not make the write conflict with itself."""
-    first: dict[str, int] = {}
-    for i, record in enumerate(records):
-        first.setdefault(record.id, i)
-    keep = list(first.values())
-    return [records[i] for i in keep], vectors[keep]
+def _link(records: list[Record], owners: list[int]) -> list[Record]:
+    """Neighbour links for the retriever's context step, within each session (a new session is a new topic)."""
+    groups: dict[int, list[int]] = {}
+    for i, owner in enumerate(owners):
+        groups.setdefault(owner, []).append(i)
+    out = list(records)
+    for rows in groups.values():
+        for row, linked in zip(rows, link_context([records[i] for i in rows]), strict=True):
+            out[row] = linked
+    return out
 
 
 async def _ingest(
@@ -118,22 +154,29 @@ async def _ingest(
     segmenting: SegmentConfig,
 ) -> IngestReport:
     started = time.perf_counter()
-    turns = conv.turns()
-    report = IngestReport(conversation_id=conv.id, mode=mode, turns=len(turns))
-    rid = receipt_id(conv.id, mode, user_id=scope.user_id, agent_id=scope.agent_id, run_id=scope.run_id)
-    found = await asyncio.to_thread(_already_in, store, rid)
-    if found is not None:
-        report.skipped, report.units_present = True, found
+    report = IngestReport(conversation_id=conv.id, mode=mode, turns=len(conv.turns()))
+    rids = [
+        receipt_id(s, conv.id, mode, user_id=scope.user_id, agent_id=scope.agent_id, run_id=scope.run_id)
+        for s in conv.sessions
+    ]
+    found = await asyncio.to_thread(_found, store, rids)
+    report.sessions_present = sum(1 for n in found if n is not None)
+    report.units_present = sum(n for n in found if n is not None)
+    todo = [s for s, n in zip(conv.sessions, found, strict=True) if n is None]
+    if not todo:
+        report.skipped = bool(conv.sessions)
         report.seconds = time.perf_counter() - started
         return report
 
-    turn_units = [turn_unit(t, conv.id, scope) for t in turns]
+    part = replace(conv, sessions=tuple(todo))  # only what is not in the store yet is embedded or extracted
+    turn_units = [turn_unit(t, conv.id, scope) for t in part.turns()]
     turn_vectors = await embed_all(embedder, [r.index_text or r.text for r in turn_units])
     if mode == "turns" or llm is None:
         records, vectors = turn_units, turn_vectors
+        owners = [index for index, rows in enumerate(session_rows(part)) for _ in rows]
     else:
-        records, vectors = await plan_facts(
-            conv,
+        records, vectors, owners = await plan_facts(
+            part,
             turn_units,
             turn_vectors,
             llm=llm,
@@ -144,15 +187,21 @@ async def _ingest(
             segmenting=segmenting,
             report=report,
         )
-    records, vectors = _dedupe(records, vectors)
-    records = link_sessions(records)  # neighbour links for the retriever's context step
-    receipt = _receipt(conv, mode, scope, records, report)
+    records = _link(records, owners)
+    unit_ids: list[list[str]] = [[] for _ in todo]
+    for record, owner in zip(records, owners, strict=True):
+        unit_ids[owner].append(record.id)
+    receipts = [_receipt(conv, s, mode, scope, list(dict.fromkeys(unit_ids[i]))) for i, s in enumerate(todo)]
     # In a worker thread: the write blocks on SQLite's lock, and the event loop must keep serving.
-    outcome = await asyncio.to_thread(_write, store, records, vectors, receipt)
+    outcome = await asyncio.to_thread(_write, store, records, vectors, owners, receipts)
     if outcome is None:
-        report.skipped, report.units_present = True, len(records)
+        report.skipped = True
+        report.sessions_present = len(conv.sessions)
+        report.units_present += len({r.id for r in records})
     else:
-        report.units_written, report.units_present = outcome
+        written, present = outcome
+        report.units_written = written
+        report.units_present += present
     report.seconds = time.perf_counter() - started
     return report
 
@@ -183,7 +232,8 @@ async def ingest_conversation(
     """Store one conversation as memory units of ``user_id``, atomically; returns what happened.
 
     ``concurrency`` bounds the extraction calls in flight. Safe to repeat: a conversation already in
-    the store (same scope and mode) is reported as ``skipped`` and costs no model call.
+    the store with the same content (same scope and mode) is reported as ``skipped`` and costs no model
+    call; one that has gained sessions since has only those stored (and only those cost model calls).
 
     Example:
         >>> report = await ingest_conversation(conv, store=store, embedder=embedder, user_id="u1")  # doctest: +SKIP

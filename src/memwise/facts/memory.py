@@ -29,7 +29,7 @@ from memwise.facts.consolidate import consolidate as consolidate_units
 from memwise.facts.consolidate import history as history_of
 from memwise.facts.ingest import IngestReport, ingest_conversation
 from memwise.facts.types import Conversation, Session, Turn
-from memwise.facts.units import to_epoch
+from memwise.facts.units import check_scope_id, to_epoch, unit_id
 from memwise.llm.base import ChatModel, ChatRequest
 from memwise.runs.ledger import Ledger
 from memwise.runs.rundir import RunDir
@@ -39,6 +39,8 @@ from memwise.store.sqlite import SQLiteStore
 T = TypeVar("T")
 Mode = Literal["turns", "facts"]
 MessageLike = Mapping[str, Any] | str
+Messages = MessageLike | Sequence[MessageLike]
+"""What ``add`` takes: one message (a string or a ``{"role", "content"}`` mapping) or a list of them."""
 
 
 class Retriever(Protocol):
@@ -47,23 +49,49 @@ class Retriever(Protocol):
     async def search(self, query: str, *, filters: Filters, top_k: int) -> list[ScoredRecord]: ...
 
 
-def to_conversation(
-    messages: Sequence[MessageLike],
-    *,
-    conversation_id: str,
-    session_id: str,
-    session_time: datetime | None,
-) -> Conversation:
-    """Chat messages (``{"role"|"speaker", "content"}`` or plain strings) as a one-session conversation."""
-    turns = []
+def _said(messages: Messages) -> list[tuple[str, str]]:
+    """``(speaker, content)`` per message. A string, or a single mapping, is one message: iterating it
+    would store one memory per character (or per key)."""
+    if isinstance(messages, str | Mapping):
+        messages = [messages]
+    elif isinstance(messages, bytes | bytearray) or not isinstance(messages, Sequence):
+        raise ConfigError(
+            f"messages must be a string, a message mapping or a list of them, got {type(messages).__name__}"
+        )
+    said = []
     for i, msg in enumerate(messages):
         if isinstance(msg, str):
-            speaker, content = "user", msg
-        else:
-            speaker = str(msg.get("speaker") or msg.get("name") or msg.get("role") or "user")
-            content = msg.get("content")
-            if not isinstance(content, str):
-                raise StoreError(f"message {i}: 'content' must be a string, got {type(content).__name__}")
+            said.append(("user", msg))
+            continue
+        if not isinstance(msg, Mapping):
+            raise ConfigError(f"message {i} must be a string or a mapping with 'content', got {type(msg).__name__}")
+        content = msg.get("content")
+        if not isinstance(content, str):
+            raise StoreError(f"message {i}: 'content' must be a string, got {type(content).__name__}")
+        said.append((str(msg.get("speaker") or msg.get("name") or msg.get("role") or "user"), content))
+    return said
+
+
+def to_conversation(
+    messages: Messages,
+    *,
+    conversation_id: str | None = None,
+    session_id: str | None = None,
+    session_time: datetime | None = None,
+) -> Conversation:
+    """Chat messages (``{"role"|"speaker", "content"}`` or plain strings) as a one-session conversation.
+
+    Without ``session_id``, the session is named after its content (messages and time): adding the same
+    messages twice is then recognised as the same session and stored once, while different messages
+    under the same ``conversation_id`` are a new session and are stored. ``conversation_id`` defaults to
+    the session id.
+    """
+    said = _said(messages)
+    if session_id is None:
+        when = session_time.isoformat() if session_time is not None else None
+        session_id = "s-" + unit_id("session", conversation_id, when, *(part for pair in said for part in pair))[:16]
+    turns = []
+    for i, (speaker, content) in enumerate(said):
         turns.append(
             Turn(
                 id=f"{session_id}:{i}",
@@ -75,7 +103,7 @@ def to_conversation(
             )
         )
     session = Session(id=session_id, turns=tuple(turns), timestamp=session_time)
-    return Conversation(id=conversation_id, sessions=(session,))
+    return Conversation(id=conversation_id or session_id, sessions=(session,))
 
 
 class AsyncMemory:
@@ -162,7 +190,7 @@ class AsyncMemory:
 
     async def add(
         self,
-        messages: Sequence[MessageLike],
+        messages: Messages,
         *,
         user_id: str,
         agent_id: str | None = None,
@@ -171,22 +199,31 @@ class AsyncMemory:
         session_id: str | None = None,
         conversation_id: str | None = None,
     ) -> IngestReport:
-        """Remember one session of messages for ``user_id``, atomically (all units or none)."""
-        _require_user(user_id)
-        session_id = session_id or new_id()
+        """Remember one session of messages for ``user_id``, atomically (all units or none).
+
+        ``messages`` is one message (a string or a ``{"role", "content"}`` mapping) or a list of them.
+        Adding the same messages again is a no-op; new messages are always stored, also under a
+        ``conversation_id`` or ``session_id`` used before (see :func:`to_conversation`).
+        """
+        _check_scope(user_id, agent_id, run_id)
+        check_scope_id("conversation_id", conversation_id, optional=True)
+        check_scope_id("session_id", session_id, optional=True)
         conv = to_conversation(
-            messages,
-            conversation_id=conversation_id or session_id,
-            session_id=session_id,
-            session_time=session_time,
+            messages, conversation_id=conversation_id, session_id=session_id, session_time=session_time
         )
         return await self.add_conversation(conv, user_id=user_id, agent_id=agent_id, run_id=run_id)
 
     async def add_conversation(
         self, conv: Conversation, *, user_id: str, agent_id: str | None = None, run_id: str | None = None
     ) -> IngestReport:
-        """Remember a whole conversation (as the dataset readers produce) for ``user_id``."""
-        _require_user(user_id)
+        """Remember a whole conversation (as the dataset readers produce) for ``user_id``.
+
+        Sessions already stored with the same content are skipped; new or changed ones are stored.
+        """
+        _check_scope(user_id, agent_id, run_id)
+        check_scope_id("conversation id", conv.id)
+        for session in conv.sessions:
+            check_scope_id(f"session id (in conversation {conv.id!r})", session.id)
         return await ingest_conversation(
             conv,
             store=self.store,
@@ -352,6 +389,14 @@ class AsyncMemory:
 def _require_user(user_id: str) -> None:
     if not isinstance(user_id, str) or not user_id:
         raise ConfigError("user_id is required and must be a non-empty string")
+    check_scope_id("user_id", user_id)
+
+
+def _check_scope(user_id: str, agent_id: str | None, run_id: str | None) -> None:
+    """Refuse, before anything is written, scope ids that would be stored for good in an unusable form."""
+    _require_user(user_id)
+    check_scope_id("agent_id", agent_id, optional=True)
+    check_scope_id("run_id", run_id, optional=True)
 
 
 class Memory:
@@ -386,7 +431,7 @@ class Memory:
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    def add(self, messages: Sequence[MessageLike], **kwargs: Any) -> IngestReport:
+    def add(self, messages: Messages, **kwargs: Any) -> IngestReport:
         return self._run(self.inner.add(messages, **kwargs))
 
     def add_conversation(self, conv: Conversation, **kwargs: Any) -> IngestReport:

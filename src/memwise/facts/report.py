@@ -15,8 +15,10 @@ class IngestReport:
 
     ``extraction_failures`` counts segments whose model call or reply failed (after one repair);
     ``fallbacks`` counts segments stored as raw turns: those failures plus segments that gave no usable
-    fact. ``skipped`` is true when the conversation was already in the store (``units_present`` then
-    says how many of its units were found, and nothing was asked or written). The fact-level repair
+    fact. ``skipped`` is true when every session of the conversation was already in the store with the
+    same content (``units_present`` then says how many of its units were found, and nothing was asked or
+    written). ``sessions_present`` counts the sessions found that way; the others were stored, so a
+    conversation that gained a session has ``sessions_present`` > 0 and is not skipped. The fact-level repair
     counts come from :class:`memwise.facts.extract.FactCheck`. ``failures`` says, per fallback, which
     turns and why.
     """
@@ -26,6 +28,7 @@ class IngestReport:
     turns: int = 0
     units_written: int = 0
     units_present: int = 0
+    sessions_present: int = 0
     segments: int = 0
     facts: int = 0
     extraction_failures: int = 0
@@ -58,6 +61,7 @@ class IngestSummary:
     turns: int = 0
     units_written: int = 0
     units_present: int = 0
+    sessions_present: int = 0
     segments: int = 0
     facts: int = 0
     extraction_failures: int = 0

@@ -1,27 +1,83 @@
 """Memory units: how turns and extracted facts become store records, and how records read in prompts.
 
-A unit's id is derived from its scope and source, so ingesting the same conversation twice (a retry
-after a crash, a resumed run) writes nothing new instead of duplicating it.
+A unit's id is derived from its scope, its source and what was said, so ingesting the same conversation
+twice (a retry after a crash, a resumed run) writes nothing new instead of duplicating it, while a turn
+id that comes back with other words is a new unit, never mistaken for the old one.
+
+Stores written before ids were built by :func:`unit_id`'s structured encoding (parts joined with
+``"\\x1f"``, ``None`` read as ``""``) keep their old ids; nothing migrates them. Re-ingesting a
+conversation into such a store finds no receipt under the new ids and writes it again beside the old
+units; start a fresh store to avoid the duplicates.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import unicodedata
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from memwise.exceptions import ConfigError
 from memwise.facts._text import day_label
-from memwise.facts.types import Turn
+from memwise.facts.types import Session, Turn
 from memwise.store.base import Record
 
 TURN = "turn"
 FACT = "fact"
 
+IdPart = str | None | Sequence[str]
 
-def unit_id(*parts: str | None) -> str:
-    """A stable id from the unit's scope and source parts."""
-    blob = "\x1f".join(p or "" for p in parts)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
+
+def unit_id(*parts: IdPart) -> str:
+    """A stable id from the unit's scope and source parts, distinct for every distinct list of parts.
+
+    The parts are hashed as one JSON array, not joined by a separator: no text inside a part can shift
+    a boundary (``("alice", "\\x1fC")`` and ``("alice\\x1f", "C")`` differ), ``None`` differs from
+    ``""``, and a sequence part (a fact's source ids) stays a list rather than text that could also
+    be read as one id with a comma in it.
+
+    Example:
+        >>> unit_id("alice", None) == unit_id("alice", "")
+        False
+    """
+    encoded = [p if p is None or isinstance(p, str) else list(p) for p in parts]
+    blob = json.dumps(encoded, ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("ascii")).hexdigest()[:32]
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when is not None else None
+
+
+def session_digest(session: Session) -> str:
+    """A digest of everything of a session that its units keep: ids, speakers, words and times.
+
+    The ingest receipt is keyed by it, so a session seen before (same content) is skipped without a
+    model call, while new or changed content under a known conversation or session id is stored.
+    """
+    turns = [[t.id, t.session_id, t.speaker, t.text, _iso(t.timestamp)] for t in session.turns]
+    return unit_id(session.id, _iso(session.timestamp), json.dumps(turns, ensure_ascii=True))
+
+
+def check_scope_id(name: str, value: object, *, optional: bool = False) -> None:
+    """Refuse a scope id a store could not keep apart from another: not a string, empty, or with a
+    control character (ids are compared, printed and logged; a ``\\x1f`` or a newline inside one is
+    always a caller's bug, not a name).
+
+    ``optional`` ids (``agent_id``, ``run_id``) may be None, meaning "not scoped by this"; an empty
+    string would be a second spelling of the same thing and is refused too.
+    """
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string{' or None' if optional else ''}, got {type(value).__name__}")
+    if not value:
+        hint = "pass None to leave it unset" if optional else "pass a non-empty id"
+        raise ConfigError(f"{name} is an empty string: {hint}")
+    bad = next((ch for ch in value if unicodedata.category(ch) == "Cc"), None)
+    if bad is not None:
+        raise ConfigError(f"{name} {value!r} contains the control character {bad!r}; use printable characters only")
 
 
 def to_epoch(when: datetime | None) -> float | None:
@@ -69,8 +125,10 @@ def turn_record(
     The speaker is part of the shown text because an answer needs to know who said it; the session
     day is added only to the index text, since prompts show the timestamp on their own.
     """
+    # The words and time are part of the id: a turn id reused with other words is another unit.
+    said = (turn.id, turn.session_id, turn.speaker, turn.text, _iso(turn.timestamp))
     return Record(
-        id=unit_id(user_id, agent_id, run_id, conversation_id, TURN, turn.id),
+        id=unit_id(user_id, agent_id, run_id, conversation_id, TURN, *said),
         kind=TURN,
         text=f"{turn.speaker}: {turn.text}" if text is None else text,
         index_text=index_text_for_turn(turn),
@@ -100,10 +158,16 @@ def fact_record(
     agent_id: str | None = None,
     run_id: str | None = None,
     ordinal: int = 0,
+    origin: str | None = None,
 ) -> Record:
-    """One extracted fact as a memory unit (mode ``facts``)."""
+    """One extracted fact as a memory unit (mode ``facts``).
+
+    ``origin`` is the :func:`session_digest` of the session it was extracted from, part of the id so
+    the same sentence drawn from a different telling of a session (its id reused with other words) is
+    kept as its own unit.
+    """
     return Record(
-        id=unit_id(user_id, agent_id, run_id, conversation_id, FACT, ",".join(source_ids), str(ordinal), text),
+        id=unit_id(user_id, agent_id, run_id, conversation_id, FACT, origin, list(source_ids), str(ordinal), text),
         kind=FACT,
         text=text,
         index_text=f"[{day_label(timestamp)}] {text}" if timestamp is not None else None,
