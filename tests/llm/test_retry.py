@@ -227,3 +227,40 @@ def test_policy_rejects_nonsense() -> None:
         RetryPolicy(max_retries=-1)
     with pytest.raises(ValueError):
         RetryPolicy(budget_s=-1)
+
+
+async def test_each_retried_attempt_is_reported_with_why_it_failed() -> None:
+    outcomes: list[BaseException | str] = [
+        _status_error(429, {"retry-after": "0"}),
+        httpx.ReadTimeout("t"),
+        httpx.ConnectError("refused"),
+        MalformedReply("not JSON"),
+        _status_error(503),
+        "done",
+    ]
+    told: list[str] = []
+
+    async def attempt() -> str:
+        item = outcomes.pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    policy = RetryPolicy(max_retries=8, budget_s=10, base_s=0.01, cap_s=0.01)
+    result = await retry_call(
+        attempt, policy, give_up=GaveUp, sleep=Recorder(), on_retry=lambda failure: told.append(failure.label)
+    )
+    assert result == "done"
+    assert told == ["HTTP 429", "timeout", "connection error", "malformed reply", "HTTP 503"]
+
+
+async def test_the_attempt_that_gives_up_is_not_reported_as_a_retry() -> None:
+    told: list[Failure] = []
+
+    async def attempt() -> str:
+        raise _status_error(500)
+
+    policy = RetryPolicy(max_retries=2, budget_s=10, base_s=0.01, cap_s=0.01)
+    with pytest.raises(GaveUp):
+        await retry_call(attempt, policy, give_up=GaveUp, sleep=Recorder(), on_retry=told.append)
+    assert [f.label for f in told] == ["HTTP 500", "HTTP 500"]  # 3 attempts, 2 retries

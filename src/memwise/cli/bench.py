@@ -18,6 +18,7 @@ from memwise.cli.app import app
 from memwise.config import Settings
 from memwise.exceptions import ConfigError
 from memwise.runs.files import write_text_atomic
+from memwise.runs.ledger import StageStats, retries_line
 
 bench_app = typer.Typer(help="Benchmarks: retrieval recall and question answering.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -177,6 +178,9 @@ def _print_qa(summary: dict[str, object]) -> None:
         f"{summary['questions']} questions, {summary['judged']} judged; answer failures {summary['answer_failures']}, "
         f"judge failures {summary['judge_failures']}; {summary['tokens_per_question']:.0f} tokens per question"
     )
+    stages = summary["stages"]
+    assert isinstance(stages, dict)
+    typer.echo(retries_line({name: StageStats(**st) for name, st in stages.items()}))
 
 
 def _fmt(value: object) -> str:

@@ -22,6 +22,7 @@ from memwise.cli.app import app
 from memwise.config import Settings
 from memwise.exceptions import ConfigError
 from memwise.facts.types import Question
+from memwise.runs.ledger import retries_line
 
 DEFAULT_DATA = Path("../shared/data/locomo/locomo10_dev.json")
 
@@ -114,6 +115,7 @@ async def run_main_job(
         f"{calls} model calls recorded in {run_dir}/ledger.sqlite3 ({failures} failures counted); "
         f"{time.perf_counter() - started:.0f}s. Re-run: recorded calls are replayed, not paid."
     )
+    console.print(retries_line(stats))
 
 
 def _pick(questions: tuple[Question, ...], n: int) -> tuple[Question, ...]:

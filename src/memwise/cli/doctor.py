@@ -76,11 +76,13 @@ async def _check_model(role: str, cfg: ModelConfig) -> Check:
         return Check(f"model:{role}", False, str(exc))
     took = time.perf_counter() - start
     usage = reply.usage
+    # A backend that answers only after 429s or 5xx is healthy but strained: say so.
+    retried = f", {len(reply.retries)} retries: {', '.join(reply.retries)}" if reply.retries else ", no retries"
     return Check(
         f"model:{role}",
         True,
         f"{llm.describe()} answered {reply.text.strip()[:40]!r} "
-        f"({usage.prompt_tokens}+{usage.completion_tokens} tokens, {took:.2f}s)",
+        f"({usage.prompt_tokens}+{usage.completion_tokens} tokens, {took:.2f}s{retried})",
     )
 
 

@@ -187,9 +187,12 @@ async def _train(
     from memwise.metamem.report import write_report
 
     console.print(f"report: {write_report(run_dir, stats)}")
-    table = Table("stage", "calls", "tokens", "errors", "failures")
+    table = Table("stage", "calls", "tokens", "errors", "failures", "retries")
     for name, s in stats.items():
-        table.add_row(name, str(s.calls), f"{s.prompt_tokens}+{s.completion_tokens}", str(s.errors), str(s.failures))
+        table.add_row(
+            name, str(s.calls), f"{s.prompt_tokens}+{s.completion_tokens}", str(s.errors), str(s.failures),
+            s.retries_text(),
+        )  # fmt: skip
     console.print(table)
 
 

@@ -145,7 +145,7 @@ async def run_tour(settings: Settings, run_dir: Path, console: Console) -> None:
         for stage, stats in run.ledger.stats().items():
             console.print(
                 f"  {stage:8s} calls={stats.calls} tokens={stats.prompt_tokens}+{stats.completion_tokens} "
-                f"errors={stats.errors} parse failures={stats.failures}"
+                f"errors={stats.errors} parse failures={stats.failures} retries={stats.retries_text()}"
             )
         console.print(f"  run directory: {run_dir} (run the tour again: recorded calls are replayed, not paid)")
     finally:

@@ -176,10 +176,15 @@ def _print_summary(console: Console, result: EvolveResult, files: ReportFiles, w
         console.print(f"[yellow]Mem-Optimizer format failures (bank left unchanged): {reasons}[/]")
     else:
         console.print("Mem-Optimizer format failures: none")
-    calls = Table("stage", "calls", "tokens (prompt+completion)", "latency s", "errors")
+    calls = Table("stage", "calls", "tokens (prompt+completion)", "latency s", "errors", "retries")
     for name, st in summary.stages.items():
         calls.add_row(
-            name, str(st.calls), f"{st.prompt_tokens}+{st.completion_tokens}", f"{st.latency_s:.1f}", str(st.errors)
+            name,
+            str(st.calls),
+            f"{st.prompt_tokens}+{st.completion_tokens}",
+            f"{st.latency_s:.1f}",
+            str(st.errors),
+            st.retries_text(),
         )
     console.print(calls)
     console.print(f"wall time {wall_s:.1f}s")

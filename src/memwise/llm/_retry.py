@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import openai
 
@@ -31,6 +31,14 @@ except ImportError:  # pragma: no cover - depends on the installed openai
     import httpx  # type: ignore[no-redef]
 
 T = TypeVar("T")
+
+FailureKind = Literal["status", "malformed", "timeout", "connection"]
+_LABELS: dict[str, str] = {
+    "status": "HTTP error",
+    "malformed": "malformed reply",
+    "timeout": "timeout",
+    "connection": "connection error",
+}
 
 #: 4xx statuses that are worth repeating: request timeout, conflict (often a transient lock), rate limit.
 RETRYABLE_4XX = frozenset({408, 409, 429})
@@ -45,12 +53,28 @@ class Failure:
         retryable: whether another attempt may succeed.
         status: the HTTP status, or None for timeouts and connection errors.
         retry_after: the server's Retry-After hint in seconds, when it gave one.
+        kind: what sort of failure, for :attr:`label`.
     """
 
     reason: str
     retryable: bool
     status: int | None = None
     retry_after: float | None = None
+    kind: FailureKind = "status"
+
+    @property
+    def label(self) -> str:
+        """A short, countable name for why the attempt failed: ``"HTTP 429"``, ``"timeout"``...
+
+        Example:
+            >>> Failure("HTTP 429: slow down", True, 429).label
+            'HTTP 429'
+            >>> Failure("timed out (ReadTimeout)", True, kind="timeout").label
+            'timeout'
+        """
+        if self.kind == "status" and self.status is not None:
+            return f"HTTP {self.status}"
+        return _LABELS[self.kind]
 
 
 class MalformedReply(Exception):
@@ -157,19 +181,19 @@ def classify(exc: BaseException) -> Failure | None:
     if isinstance(exc, openai.APIStatusError):
         return _status_failure(exc.status_code, exc.response.headers, f"HTTP {exc.status_code}: {exc.message}")
     if isinstance(exc, MalformedReply):
-        return Failure(f"malformed reply: {exc}", True, exc.status)
+        return Failure(f"malformed reply: {exc}", True, exc.status, kind="malformed")
     if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
-        return Failure(f"malformed reply: {exc}", True, 200)
+        return Failure(f"malformed reply: {exc}", True, 200, kind="malformed")
     if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException | TimeoutError):
-        return Failure(f"timed out ({type(exc).__name__})", True)
+        return Failure(f"timed out ({type(exc).__name__})", True, kind="timeout")
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__
         detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
-        return Failure(f"connection failed ({detail})", True)
+        return Failure(f"connection failed ({detail})", True, kind="connection")
     if isinstance(exc, httpx.TransportError | ConnectionError):
-        return Failure(f"connection failed ({type(exc).__name__}: {exc})", True)
+        return Failure(f"connection failed ({type(exc).__name__}: {exc})", True, kind="connection")
     if isinstance(exc, httpx.DecodingError):
-        return Failure(f"malformed reply: {exc}", True, 200)
+        return Failure(f"malformed reply: {exc}", True, 200, kind="malformed")
     return None
 
 
@@ -190,6 +214,7 @@ async def retry_call(
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     rng: random.Random | None = None,
     clock: Callable[[], float] = time.monotonic,
+    on_retry: Callable[[Failure], None] | None = None,
 ) -> T:
     """Run ``attempt`` until it succeeds or the policy says stop.
 
@@ -202,6 +227,8 @@ async def retry_call(
         sleep: injectable for tests.
         rng: the jitter source; injectable for tests.
         clock: monotonic seconds; injectable for tests.
+        on_retry: told of each failed attempt that is about to be retried, so a caller can report the
+            retries of a call that in the end succeeded (they would otherwise show only as slowness).
     """
     rng = rng or random.Random()
     start = clock()
@@ -227,4 +254,6 @@ async def retry_call(
                     f"({spent:.2f}s elapsed, next wait {wait:.2f}s); last error: {failure.reason}"
                 )
                 raise give_up(message, failure, attempts) from exc
+            if on_retry is not None:
+                on_retry(failure)
             await sleep(wait)

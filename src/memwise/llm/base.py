@@ -128,10 +128,15 @@ class Sample:
 
 @dataclass(frozen=True, slots=True)
 class ChatResponse:
-    """All samples of one request, in sample-index order."""
+    """All samples of one request, in sample-index order.
+
+    ``retries`` says why each failed attempt was retried before this reply came (``"HTTP 429"``,
+    ``"timeout"``...), empty when the first attempt answered; the run ledger counts them per stage.
+    """
 
     model: str
     samples: tuple[Sample, ...] = field(default_factory=tuple)
+    retries: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:

@@ -216,12 +216,14 @@ class OpenAICompatLLM:
         request = ChatRequest.of("Reply with the word OK.", max_tokens=4)
         response = await self._complete(request, policy)
         sample = response.samples[0]
-        return f"{self.describe()} answered {sample.text!r} in {sample.latency_s:.2f}s"
+        retried = f" after {len(response.retries)} retries ({', '.join(response.retries)})" if response.retries else ""
+        return f"{self.describe()} answered {sample.text!r} in {sample.latency_s:.2f}s{retried}"
 
     async def _complete(self, request: ChatRequest, policy: RetryPolicy) -> ChatResponse:
         start = time.perf_counter()
+        retried: list[str] = []  # why each retried attempt failed; the reply carries it to the ledger
         if request.n > 1 and not self._n_ok:
-            choices, usage = await self._fill(request, [], policy)
+            choices, usage = await self._fill(request, [], policy, retried)
         else:
             choices, usage = await retry_call(
                 lambda: self._attempt(request),
@@ -229,16 +231,24 @@ class OpenAICompatLLM:
                 give_up=self._give_up,
                 sleep=self._sleep,
                 rng=self._rng,
+                on_retry=lambda failure: retried.append(failure.label),
             )
             if len(choices) < request.n:
                 log.info("%s returned %d of %d choices; asking per sample", self.describe(), len(choices), request.n)
                 self._n_ok = False
-                choices, usage = await self._fill(request, choices, policy, usage)
+                choices, usage = await self._fill(request, choices, policy, retried, usage)
         latency = time.perf_counter() - start
-        return ChatResponse(model=self.model, samples=_samples(choices[: request.n], usage, latency))
+        return ChatResponse(
+            model=self.model, samples=_samples(choices[: request.n], usage, latency), retries=tuple(retried)
+        )
 
     async def _fill(
-        self, request: ChatRequest, have: list[dict[str, Any]], policy: RetryPolicy, usage: Usage | None = None
+        self,
+        request: ChatRequest,
+        have: list[dict[str, Any]],
+        policy: RetryPolicy,
+        retried: list[str],
+        usage: Usage | None = None,
     ) -> tuple[list[dict[str, Any]], Usage]:
         """Top up to ``request.n`` choices with seeded single-sample calls, for servers that ignore ``n``.
 
@@ -248,7 +258,12 @@ class OpenAICompatLLM:
         async def one(index: int) -> tuple[list[dict[str, Any]], Usage]:
             single = request.single(index)
             return await retry_call(
-                lambda: self._attempt(single), policy, give_up=self._give_up, sleep=self._sleep, rng=self._rng
+                lambda: self._attempt(single),
+                policy,
+                give_up=self._give_up,
+                sleep=self._sleep,
+                rng=self._rng,
+                on_retry=lambda failure: retried.append(failure.label),
             )
 
         extra = await asyncio.gather(*(one(i) for i in range(len(have), request.n)))

@@ -2,7 +2,8 @@
 
 Requests for n samples are split into n single-sample calls (seed + i), each keyed on its own, so a
 run that died after 3 of 5 samples pays for 2 on resume. Identical calls in flight at the same moment
-are made once and shared.
+are made once and shared. Retried attempts the backend reports on its reply (``ChatResponse.retries``)
+are recorded with the call under its stage, so reports can show them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 
 from memwise.exceptions import LLMError
 from memwise.llm.base import ChatModel, ChatRequest, ChatResponse, Sample
+from memwise.runs.concurrency import gather_or_cancel
 from memwise.runs.ledger import Ledger
 
 
@@ -46,7 +48,7 @@ class RecordedLLM:
         await self.inner.aclose()
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        samples = await asyncio.gather(*(self._one(request, i) for i in range(request.n)))
+        samples = await gather_or_cancel(*(self._one(request, i) for i in range(request.n)))
         return ChatResponse(model=self.name, samples=tuple(samples))
 
     async def _one(self, request: ChatRequest, index: int) -> Sample:
@@ -68,7 +70,13 @@ class RecordedLLM:
                 raise
             sample = response.samples[0]
             self.ledger.record(
-                key, model=self.name, stage=self.stage, sample_index=index, request=request, sample=sample
+                key,
+                model=self.name,
+                stage=self.stage,
+                sample_index=index,
+                request=request,
+                sample=sample,
+                retries=response.retries,
             )
             future.set_result(sample)
             return sample

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from memwise.runs.ledger import StageStats
+from memwise.runs.ledger import StageStats, retries_line
 
 
 def _fmt(value: float | None) -> str:
@@ -69,13 +69,15 @@ def build_markdown(result: Mapping[str, Any], stages: Mapping[str, StageStats], 
     lines += [
         "## Model calls by stage",
         "",
-        "| stage | calls | prompt tokens | completion tokens | errors | failures |",
-        "|---|---|---|---|---|---|",
+        "| stage | calls | prompt tokens | completion tokens | errors | failures | retries |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, st in stages.items():
         lines.append(
-            f"| {name} | {st.calls} | {st.prompt_tokens} | {st.completion_tokens} | {st.errors} | {st.failures} |"
+            f"| {name} | {st.calls} | {st.prompt_tokens} | {st.completion_tokens} | {st.errors} | {st.failures} | "
+            f"{st.retries_text()} |"
         )
+    lines += ["", retries_line(stages) + " (failed attempts retried before a call succeeded: 429s, 5xx, timeouts)"]
     return "\n".join(lines) + "\n"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memwise.runs.files import write_text_atomic
-from memwise.runs.ledger import StageStats
+from memwise.runs.ledger import StageStats, retries_line
 from memwise.umem.bank import BankStats
 
 if TYPE_CHECKING:
@@ -224,14 +224,15 @@ def build_markdown(summary: EvolveSummary, *, plots: Sequence[str] = (), plot_no
         "",
         "## Model calls by stage",
         "",
-        "| stage | calls | prompt tokens | completion tokens | latency s | errors | failures |",
-        "|---|---|---|---|---|---|---|",
+        "| stage | calls | prompt tokens | completion tokens | latency s | errors | failures | retries |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, st in summary.stages.items():
         lines.append(
             f"| {name} | {st.calls} | {st.prompt_tokens} | {st.completion_tokens} | {st.latency_s:.1f} | "
-            f"{st.errors} | {st.failures} |"
+            f"{st.errors} | {st.failures} | {st.retries_text()} |"
         )
+    lines += ["", retries_line(summary.stages) + " (failed attempts retried before a call succeeded)"]
     return "\n".join(lines) + "\n"
 
 
