@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
-from memwise.exceptions import ConfigError
+from memwise.cli import app as cli_app
+from memwise.exceptions import ConfigError, EmbeddingError, LLMError
+from memwise.server.app import create_app
 from memwise.server.config import ServerConfig, check_bind
+from memwise.testing import FakeEmbedder, ScriptedLLM
 
 from .conftest import Keys, running
 
@@ -169,3 +173,38 @@ async def test_keyless_server_serves_the_default_tenant(make_app: Callable[..., 
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         assert (await c.post("/v1/memories", json={"messages": DOG, "user_id": "a"})).status_code == 200
     assert (tmp_path / "data" / "tenants" / "default.sqlite3").is_file()
+
+
+class _BrokenEmbedder(FakeEmbedder):
+    async def embed(self, texts: Sequence[str]) -> Any:
+        raise EmbeddingError("embedding server at http://127.0.0.1:9 refused the connection")
+
+
+def _failing_model(request: Any) -> str:
+    raise LLMError("upstream overloaded", backend="openai(http://127.0.0.1:9/v1)", status=503, attempts=3)
+
+
+async def test_model_and_embedder_failures_have_their_codes(tmp_path: Path, keys: Keys) -> None:
+    config = ServerConfig(data_dir=tmp_path / "d", keys_file=keys.path)
+    app = create_app(config, embedder=FakeEmbedder(), llm=ScriptedLLM(_failing_model))
+    h = Keys.bearer(keys.acme)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.post("/v1/memories/answer", json={"question": "dog?", "user_id": "alice"}, headers=h)
+        assert (r.status_code, r.json()["error"]["code"]) == (502, "model_error")
+        assert "upstream overloaded" in r.json()["error"]["message"]
+    broken = create_app(config, embedder=_BrokenEmbedder(), llm=None)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=broken), base_url="http://t") as c:
+        ready = await c.get("/ready")
+        assert (ready.status_code, ready.json()["error"]["code"]) == (503, "not_ready")
+        assert (await c.get("/health")).status_code == 200
+        r = await c.post("/v1/memories", json={"messages": DOG, "user_id": "alice"}, headers=h)
+        assert (r.status_code, r.json()["error"]["code"]) == (502, "embedding_error")
+        no_model = await c.post("/v1/memories/answer", json={"question": "dog?", "user_id": "alice"}, headers=h)
+        assert (no_model.status_code, no_model.json()["error"]["code"]) == (400, "invalid_request")
+
+
+def test_serve_refuses_a_public_host_without_keys(tmp_path: Path) -> None:
+    done = CliRunner().invoke(cli_app, ["serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path)])
+    assert done.exit_code != 0
+    assert isinstance(done.exception, ConfigError) and "without API keys" in str(done.exception)
+    assert not (tmp_path / "tenants").exists()
