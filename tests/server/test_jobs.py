@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from memwise.server.jobs import Job, JobManager
 
@@ -105,3 +106,24 @@ async def test_finished_jobs_are_forgotten_past_the_cap() -> None:
     await jobs.aclose()
     assert jobs.get("acme", first.id) is None
     assert jobs.get("acme", second.id) is not None and jobs.get("acme", third.id) is not None
+
+
+async def test_a_job_that_crashes_ends_failed_not_running(caplog: pytest.LogCaptureFixture) -> None:
+    jobs = JobManager()
+
+    async def work(job: Job) -> dict[str, Any]:
+        job.progress(1, 3)
+        raise RuntimeError("bug in the work function")
+
+    job = jobs.start("acme", "x", work)
+    for _ in range(100):
+        if job.status == "failed":
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0)
+    assert job.status == "failed" and job.error == {
+        "code": "internal_error",
+        "message": "RuntimeError: bug in the work function",
+    }
+    assert job.done == 1 and job.total == 3 and job.finished_at is not None
+    assert "crashed" in caplog.text

@@ -191,7 +191,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code)
 
 
-def _install_routes(app: FastAPI, config: ServerConfig) -> None:  # noqa: C901 - one flat list of routes
+def _install_routes(app: FastAPI, config: ServerConfig) -> None:
     @app.get("/health", tags=["service"])
     async def health() -> dict[str, str]:
         """The process is up and answering."""

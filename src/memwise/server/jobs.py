@@ -9,6 +9,7 @@ oldest finished forgotten first.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,13 @@ from memwise.server.errors import error_body
 from memwise.store.base import new_id
 
 Status = Literal["queued", "running", "done", "failed"]
+logger = logging.getLogger(__name__)
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    """Log a job that died of a bug (its state already says failed), so the traceback is not lost."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("job task %s crashed", task.get_name(), exc_info=task.exception())
 
 
 @dataclass
@@ -63,6 +71,7 @@ class JobManager:
         task = asyncio.get_running_loop().create_task(self._run(job, work), name=f"memwise-{job.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_crash)
         return job
 
     async def _run(self, job: Job, work: Work) -> None:
@@ -74,6 +83,10 @@ class JobManager:
             job.status, job.error = "failed", error_body(exc)["error"]
         except OSError as exc:
             job.status, job.error = "failed", {"code": "io_error", "message": str(exc)}
+        except Exception as exc:
+            # A bug: the job must not look "running" forever, and the traceback must reach the log.
+            job.status, job.error = "failed", {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+            raise
         else:
             job.status = "done"
         finally:
