@@ -208,3 +208,25 @@ def test_serve_refuses_a_public_host_without_keys(tmp_path: Path) -> None:
     assert done.exit_code != 0
     assert isinstance(done.exception, ConfigError) and "without API keys" in str(done.exception)
     assert not (tmp_path / "tenants").exists()
+
+
+async def test_metadata_filters_are_exact_and_validated(client: httpx.AsyncClient, keys: Keys) -> None:
+    h = Keys.bearer(keys.acme)
+    many = [{"role": "user", "content": f"My beagle Pepper chewed shoe number {i}."} for i in range(40)]
+    await client.post(
+        "/v1/memories", json={"messages": many, "user_id": "alice", "metadata": {"year": 2020}}, headers=h
+    )
+    rare = [{"role": "user", "content": "The vet said the beagle is healthy."}]
+    await client.post(
+        "/v1/memories", json={"messages": rare, "user_id": "alice", "metadata": {"year": 2024}}, headers=h
+    )
+    # The one 2024 memory ranks far below forty closer matches, yet a filtered top-1 finds it.
+    query = {"query": "beagle Pepper chewed shoe", "user_id": "alice", "top_k": 1, "filters": {"year": {"gte": 2023}}}
+    hits = (await client.post("/v1/memories/search", json=query, headers=h)).json()["results"]
+    assert [hit["memory"]["text"] for hit in hits] == ["user: The vet said the beagle is healthy."]
+    listed = await client.post(
+        "/v1/memories/list", json={"user_id": "alice", "filters": {"NOT": {"year": 2020}}, "limit": 5}, headers=h
+    )
+    assert [m["metadata"]["year"] for m in listed.json()["results"]] == [2024]
+    bad = await client.post("/v1/memories/list", json={"user_id": "alice", "filters": {"year": {"near": 1}}}, headers=h)
+    assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_request")

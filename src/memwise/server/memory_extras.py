@@ -1,7 +1,8 @@
 """Memory operations the server needs that :class:`~memwise.facts.memory.AsyncMemory` does not have yet.
 
-Metadata on add, metadata filters, ``delete_all`` and JSONL export/import are written here over the
-store's public methods (``list``, ``add``, ``update``, ``invalidate``, ``transaction``), each a plain
+Metadata on add, parsing of metadata filters (the store applies them), ``delete_all`` and JSONL
+export/import are written here over the store's public methods (``list``, ``add``, ``update``,
+``invalidate``, ``transaction``), each a plain
 function of a store (and an embedder where vectors are made), so that each can move into AsyncMemory
 unchanged once it has them; the server's adapter is then left calling AsyncMemory alone.
 
@@ -23,6 +24,8 @@ from typing import Any
 from memwise.embed.base import Embedder
 from memwise.exceptions import ConfigError, DatasetError, StoreError
 from memwise.store.base import Filters, Record
+from memwise.store.filters import MetaFilter
+from memwise.store.filters import parse as parse_metadata_filter
 from memwise.store.sqlite import SQLiteStore
 
 EXPORT_FIELDS = (
@@ -82,11 +85,19 @@ def check_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return clean
 
 
-def matches_metadata(record: Record, wanted: Mapping[str, Any] | None) -> bool:
-    """Equality on every given metadata key (the part of mem0's filter language the store lacks today)."""
-    if not wanted:
-        return True
-    return all(key in record.metadata and record.metadata[key] == value for key, value in wanted.items())
+def metadata_filter(spec: Mapping[str, Any] | None) -> MetaFilter | None:
+    """A caller's mem0-style metadata filter, parsed once; a malformed one is the caller's error.
+
+    Example:
+        >>> metadata_filter({"year": {"gte": 2020}}) is not None, metadata_filter({})
+        (True, None)
+    """
+    if not spec:
+        return None
+    try:
+        return parse_metadata_filter(spec)
+    except StoreError as exc:
+        raise ConfigError(f"invalid metadata filter: {exc}") from exc
 
 
 def tag_session(store: SQLiteStore, *, user_id: str, session_id: str, metadata: Mapping[str, Any]) -> list[Record]:
@@ -95,7 +106,7 @@ def tag_session(store: SQLiteStore, *, user_id: str, session_id: str, metadata: 
     Returns the units, tagged. An add and its tagging are two transactions until AsyncMemory.add takes
     metadata itself; a reader in between sees the units untagged for that moment.
     """
-    units = [r for r in store.list(Filters(user_id=user_id)) if r.metadata.get("session_id") == session_id]
+    units = store.list(Filters(user_id=user_id, metadata={"session_id": session_id}))
     if not metadata:
         return units
     tagged = []

@@ -18,6 +18,10 @@ from memwise.store.base import Record, ScoredRecord
 
 UserId = Field(min_length=1, max_length=256, description="whose memory, inside the caller's tenant")
 MetadataValue = str | int | float | bool | None
+FILTERS_HELP = (
+    'metadata filter, mem0-style: {"topic": "pets"}, {"year": {"gte": 2020}}, {"tag": {"in": ["a", "b"]}}, '
+    '{"AND": [...]}, {"OR": [...]}, {"NOT": {...}}'
+)
 
 
 class _Body(BaseModel):
@@ -86,7 +90,7 @@ class SearchRequest(_Body):
     since: datetime | None = None
     until: datetime | None = None
     include_history: bool = False
-    filters: dict[str, MetadataValue] = Field(default_factory=dict, description="metadata equality filters")
+    filters: dict[str, Any] = Field(default_factory=dict, description=FILTERS_HELP)
 
 
 class Hit(BaseModel):
@@ -108,7 +112,7 @@ class ListRequest(_Body):
     run_id: str | None = None
     include_history: bool = False
     limit: int | None = Field(default=None, ge=1)
-    filters: dict[str, MetadataValue] = Field(default_factory=dict, description="metadata equality filters")
+    filters: dict[str, Any] = Field(default_factory=dict, description=FILTERS_HELP)
 
 
 class MemoriesResponse(BaseModel):

@@ -19,11 +19,9 @@ from memwise.facts.consolidate import ConsolidationReport
 from memwise.facts.ingest import IngestReport
 from memwise.facts.memory import AsyncMemory, MessageLike
 from memwise.facts.types import Conversation
+from memwise.facts.units import to_epoch
 from memwise.server import memory_extras as extras
-from memwise.store.base import Record, ScoredRecord, new_id
-
-_OVERFETCH = 10
-_OVERFETCH_CAP = 1000
+from memwise.store.base import Filters, Record, ScoredRecord, new_id
 
 
 class MemoryNotFound(StoreError):
@@ -164,19 +162,31 @@ class AsyncMemoryService:
         include_history: bool = False,
         metadata: Mapping[str, Any] | None = None,
     ) -> list[ScoredRecord]:
-        # Metadata filters are applied after ranking over a wider pool until the store filters on them.
-        wanted = top_k if not metadata else min(top_k * _OVERFETCH, _OVERFETCH_CAP)
-        hits = await self.memory.search(
-            query,
+        wanted = extras.metadata_filter(metadata)
+        if wanted is None:
+            return await self.memory.search(
+                query,
+                user_id=user_id,
+                agent_id=agent_id,
+                run_id=run_id,
+                top_k=top_k,
+                since=since,
+                until=until,
+                include_history=include_history,
+            )
+        # AsyncMemory.search takes no metadata filter yet: the same filters it builds, plus the metadata
+        # one, straight to its retriever (the store applies them as hard filters, exactly).
+        filters = Filters(
             user_id=user_id,
             agent_id=agent_id,
             run_id=run_id,
-            top_k=wanted,
-            since=since,
-            until=until,
-            include_history=include_history,
+            since=to_epoch(since),
+            until=to_epoch(until),
+            time_field="ts",
+            include_invalid=include_history,
+            metadata=wanted,
         )
-        return [h for h in hits if extras.matches_metadata(h.record, metadata)][:top_k]
+        return await self.memory.retriever.search(query, filters=filters, top_k=top_k)
 
     async def get(self, memory_id: str, *, user_id: str) -> Record:
         return self._owned(memory_id, user_id)
@@ -191,15 +201,15 @@ class AsyncMemoryService:
         limit: int | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> list[Record]:
-        records = await self.memory.get_all(
-            user_id=user_id,
-            agent_id=agent_id,
-            run_id=run_id,
-            include_history=include_history,
-            limit=None if metadata else limit,
+        wanted = extras.metadata_filter(metadata)
+        if wanted is None:
+            return await self.memory.get_all(
+                user_id=user_id, agent_id=agent_id, run_id=run_id, include_history=include_history, limit=limit
+            )
+        filters = Filters(
+            user_id=user_id, agent_id=agent_id, run_id=run_id, include_invalid=include_history, metadata=wanted
         )
-        kept = [r for r in records if extras.matches_metadata(r, metadata)]
-        return kept if limit is None else kept[:limit]
+        return self.memory.store.list(filters, limit=limit)
 
     async def update(self, memory_id: str, text: str, *, user_id: str) -> Record:
         old = self._owned(memory_id, user_id)
