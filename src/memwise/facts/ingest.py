@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
+from typing import Any
 
 from memwise.embed.base import Embedder, Vectors
 from memwise.exceptions import ConfigError
@@ -81,16 +82,16 @@ def _receipt(conv: Conversation, session: Session, mode: Mode, scope: Scope, uni
     )
 
 
-def _already_in(store: SQLiteStore, rid: str) -> int | None:
-    """How many units an earlier ingest wrote, if its receipt and every unit it lists are still there."""
+def _already_in(store: SQLiteStore, rid: str) -> list[str] | None:
+    """The units an earlier ingest wrote, if its receipt and every unit it lists are still there."""
     receipt = store.get(rid)
     if receipt is None:
         return None
     ids: list[str] = receipt.metadata.get("unit_ids", [])
-    return len(ids) if len(store.get_many(ids)) == len(ids) else None
+    return ids if len(store.get_many(ids)) == len(ids) else None
 
 
-def _found(store: SQLiteStore, rids: list[str]) -> list[int | None]:
+def _found(store: SQLiteStore, rids: list[str]) -> list[list[str] | None]:
     return [_already_in(store, rid) for rid in rids]
 
 
@@ -152,6 +153,7 @@ async def _ingest(
     ledger: Ledger | None,
     limiter: asyncio.Semaphore,
     segmenting: SegmentConfig,
+    metadata: Mapping[str, Any] | None = None,
 ) -> IngestReport:
     started = time.perf_counter()
     report = IngestReport(conversation_id=conv.id, mode=mode, turns=len(conv.turns()))
@@ -160,8 +162,9 @@ async def _ingest(
         for s in conv.sessions
     ]
     found = await asyncio.to_thread(_found, store, rids)
-    report.sessions_present = sum(1 for n in found if n is not None)
-    report.units_present = sum(n for n in found if n is not None)
+    report.sessions_present = sum(1 for ids in found if ids is not None)
+    report.units_present = sum(len(ids) for ids in found if ids is not None)
+    report.unit_ids = [uid for ids in found if ids is not None for uid in ids]
     todo = [s for s, n in zip(conv.sessions, found, strict=True) if n is None]
     if not todo:
         report.skipped = bool(conv.sessions)
@@ -188,12 +191,15 @@ async def _ingest(
             report=report,
         )
     records = _link(records, owners)
+    if metadata:  # the caller's labels on every unit; memwise's own keys win (callers may not use them)
+        records = [replace(r, metadata={**metadata, **r.metadata}) for r in records]
     unit_ids: list[list[str]] = [[] for _ in todo]
     for record, owner in zip(records, owners, strict=True):
         unit_ids[owner].append(record.id)
     receipts = [_receipt(conv, s, mode, scope, list(dict.fromkeys(unit_ids[i]))) for i, s in enumerate(todo)]
     # In a worker thread: the write blocks on SQLite's lock, and the event loop must keep serving.
     outcome = await asyncio.to_thread(_write, store, records, vectors, owners, receipts)
+    report.unit_ids.extend(dict.fromkeys(r.id for r in records))
     if outcome is None:
         report.skipped = True
         report.sessions_present = len(conv.sessions)
@@ -228,9 +234,11 @@ async def ingest_conversation(
     run_id: str | None = None,
     concurrency: int = 8,
     segmenting: SegmentConfig | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> IngestReport:
     """Store one conversation as memory units of ``user_id``, atomically; returns what happened.
 
+    ``metadata`` (already checked by the caller) is merged into every unit written.
     ``concurrency`` bounds the extraction calls in flight. Safe to repeat: a conversation already in
     the store with the same content (same scope and mode) is reported as ``skipped`` and costs no model
     call; one that has gained sessions since has only those stored (and only those cost model calls).
@@ -251,6 +259,7 @@ async def ingest_conversation(
         ledger=ledger,
         limiter=asyncio.Semaphore(concurrency),
         segmenting=segmenting or SegmentConfig(),
+        metadata=metadata,
     )
 
 

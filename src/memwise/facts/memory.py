@@ -1,5 +1,11 @@
 """The factual memory as users call it: ``add``, ``search``, ``get_all``, ``update``, ``delete``,
-``history`` and ``answer``, every one scoped to a user.
+``delete_all``, ``history``, ``answer``, ``export``/``import_jsonl`` and ``reset``, every one scoped to a
+user but ``reset``.
+
+The names and arguments are mem0's, so a mem0 user can switch by changing an import: ``Memory()``
+with no arguments reads the usual settings, ``add`` takes a string, a message or a list, ``metadata=``
+is stored and returned, ``search(query, user_id=..., limit=..., filters={...})`` applies metadata
+filters inside the store, and every list result has ``to_dict()`` for mem0's ``{"results": [...]}`` shape.
 
 :class:`AsyncMemory` is the implementation; :class:`Memory` is its synchronous twin, one-line
 wrappers that run the async methods on a private event loop (so model backends, whose connection
@@ -12,35 +18,136 @@ mask, and an id that belongs to someone else behaves exactly like an id that doe
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
-from memwise.config import Settings
+from memwise.config import Settings, load_settings
 from memwise.embed.base import Embedder
 from memwise.exceptions import ConfigError, StoreError
+from memwise.facts._text import day_label
 from memwise.facts.answer import Answer, build_answer_messages, format_question_date, question_time_bound
 from memwise.facts.consolidate import ConsolidationReport
 from memwise.facts.consolidate import consolidate as consolidate_units
 from memwise.facts.consolidate import history as history_of
 from memwise.facts.ingest import IngestReport, ingest_conversation
+from memwise.facts.transfer import export_lines, import_records, parse_export
 from memwise.facts.types import Conversation, Session, Turn
-from memwise.facts.units import check_scope_id, to_epoch, unit_id
+from memwise.facts.units import check_scope_id, from_epoch, to_epoch, unit_id
 from memwise.llm.base import ChatModel, ChatRequest
 from memwise.runs.ledger import Ledger
 from memwise.runs.rundir import RunDir
-from memwise.store.base import Filters, Record, ScoredRecord, new_id
-from memwise.store.sqlite import SQLiteStore
+from memwise.store.base import Filters, Record, ScoredRecord, Store, new_id
+from memwise.store.filters import MetaFilter
+from memwise.store.filters import parse as parse_metadata_filter
+from memwise.store.registry import build_store, is_dsn
 
 T = TypeVar("T")
 Mode = Literal["turns", "facts"]
 MessageLike = Mapping[str, Any] | str
 Messages = MessageLike | Sequence[MessageLike]
 """What ``add`` takes: one message (a string or a ``{"role", "content"}`` mapping) or a list of them."""
+MetadataFilter = Mapping[str, Any]
+"""mem0's filter dict: ``{"k": v}``, ``{"k": {"gte": 1}}``, ``{"k": {"in": [...]}}``, ``{"AND"|"OR": [...]}``."""
+
+RESERVED_METADATA = frozenset(
+    {
+        "speaker",
+        "conversation_id",
+        "session_id",
+        "source_ids",
+        "timestamp",
+        "supersedes",
+        "superseded_by",
+        "edited",
+        "context_before",
+        "context_after",
+        "links",
+    }
+)
+"""Metadata keys memwise writes on memory units itself; a caller's metadata may not use them."""
+
+
+def check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A caller's metadata as stored: string keys, JSON scalar values, no key memwise uses itself.
+
+    Flat values keep every metadata filter expressible in both stores (SQLite JSON paths, jsonb).
+
+    Example:
+        >>> check_metadata({"category": "pets", "year": 2024})
+        {'category': 'pets', 'year': 2024}
+    """
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise ConfigError(f"metadata must be a mapping of names to values, got {type(metadata).__name__}")
+    clean: dict[str, Any] = {}
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"metadata keys must be non-empty strings, got {key!r}")
+        check_scope_id(f"metadata key {key!r}", key)
+        if '"' in key:
+            raise ConfigError(f"metadata key {key!r}: double quotes are not allowed in a key")
+        if key in RESERVED_METADATA:
+            raise ConfigError(f"metadata key {key!r} is reserved by memwise; choose another name")
+        if value is not None and not isinstance(value, str | int | float | bool):
+            raise ConfigError(
+                f"metadata {key!r}: values must be strings, numbers, booleans or null, got {type(value).__name__}"
+            )
+        if isinstance(value, float) and value != value:  # NaN: no store can compare it
+            raise ConfigError(f"metadata {key!r}: NaN cannot be stored or filtered")
+        clean[key] = value
+    return clean
+
+
+def user_metadata(record: Record) -> dict[str, Any]:
+    """The caller's part of a record's metadata (what ``add(metadata=...)`` stored)."""
+    return {k: v for k, v in record.metadata.items() if k not in RESERVED_METADATA}
+
+
+def memory_to_dict(record: Record, score: float | None = None) -> dict[str, Any]:
+    """One memory in mem0's result shape (``memory`` is the text; times as ISO strings, UTC)."""
+    item: dict[str, Any] = {
+        "id": record.id,
+        "memory": record.text,
+        "hash": record.content_hash(),
+        "metadata": user_metadata(record),
+        "created_at": from_epoch(record.created_at).isoformat() + "+00:00",
+        "updated_at": None,
+        "user_id": record.user_id,
+    }
+    if record.agent_id is not None:
+        item["agent_id"] = record.agent_id
+    if record.run_id is not None:
+        item["run_id"] = record.run_id
+    if record.ts is not None:
+        item["event_time"] = from_epoch(record.ts).isoformat()
+    if record.valid_to is not None:
+        item["valid_to"] = from_epoch(record.valid_to).isoformat() + "+00:00"
+    if score is not None:
+        item["score"] = score
+    return item
+
+
+class MemoryList(list[Record]):
+    """A list of memories that also renders as mem0's ``{"results": [...]}``."""
+
+    def to_dict(self) -> dict[str, list[dict[str, Any]]]:
+        """mem0's result shape."""
+        return {"results": [memory_to_dict(r) for r in self]}
+
+
+class SearchResults(list[ScoredRecord]):
+    """Search hits, best first, that also render as mem0's ``{"results": [...]}`` (with scores)."""
+
+    def to_dict(self) -> dict[str, list[dict[str, Any]]]:
+        """mem0's result shape."""
+        return {"results": [memory_to_dict(h.record, h.score) for h in self]}
 
 
 class Retriever(Protocol):
@@ -78,18 +185,21 @@ def to_conversation(
     conversation_id: str | None = None,
     session_id: str | None = None,
     session_time: datetime | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Conversation:
     """Chat messages (``{"role"|"speaker", "content"}`` or plain strings) as a one-session conversation.
 
-    Without ``session_id``, the session is named after its content (messages and time): adding the same
-    messages twice is then recognised as the same session and stored once, while different messages
-    under the same ``conversation_id`` are a new session and are stored. ``conversation_id`` defaults to
-    the session id.
+    Without ``session_id``, the session is named after its content (messages, time and metadata):
+    adding the same messages twice is then recognised as the same session and stored once, while
+    different messages (or the same ones with other metadata) under the same ``conversation_id`` are a
+    new session and are stored. ``conversation_id`` defaults to the session id.
     """
     said = _said(messages)
     if session_id is None:
         when = session_time.isoformat() if session_time is not None else None
-        session_id = "s-" + unit_id("session", conversation_id, when, *(part for pair in said for part in pair))[:16]
+        labels = json.dumps(dict(metadata or {}), sort_keys=True, ensure_ascii=True, default=str)
+        parts = (part for pair in said for part in pair)
+        session_id = "s-" + unit_id("session", conversation_id, when, labels, *parts)[:16]
     turns = []
     for i, (speaker, content) in enumerate(said):
         turns.append(
@@ -107,15 +217,21 @@ def to_conversation(
 
 
 class AsyncMemory:
-    """Long-term factual memory for many users in one SQLite store.
+    """Long-term factual memory for many users in one store (SQLite file or Postgres).
+
+    ``AsyncMemory()`` with no arguments uses the configured settings (``memwise.toml``, ``MEMWISE_*``
+    variables) and the store they name, else ``$MEMWISE_HOME/memory.sqlite3``; pass instances to
+    choose each part yourself.
 
     Example:
         >>> from memwise.testing import FakeEmbedder
+        >>> from memwise.store.sqlite import SQLiteStore
         >>> import tempfile, pathlib
         >>> mem = AsyncMemory(store=SQLiteStore(pathlib.Path(tempfile.mkdtemp()) / "m.db"), embedder=FakeEmbedder())
-        >>> _ = asyncio.run(mem.add(["I adopted a beagle called Pepper."], user_id="alice"))
-        >>> [h.record.text for h in asyncio.run(mem.search("dog Pepper", user_id="alice", top_k=1))]
-        ['user: I adopted a beagle called Pepper.']
+        >>> _ = asyncio.run(mem.add("I adopted a beagle called Pepper.", user_id="alice", metadata={"topic": "pets"}))
+        >>> hits = asyncio.run(mem.search("dog Pepper", user_id="alice", limit=1, filters={"topic": "pets"}))
+        >>> hits.to_dict()["results"][0]["memory"]
+        'user: I adopted a beagle called Pepper.'
         >>> asyncio.run(mem.search("dog Pepper", user_id="bob"))
         []
     """
@@ -123,13 +239,21 @@ class AsyncMemory:
     def __init__(
         self,
         *,
-        store: SQLiteStore,
-        embedder: Embedder,
+        store: Store | None = None,
+        embedder: Embedder | None = None,
         llm: ChatModel | None = None,
         retriever: Retriever | None = None,
         ledger: Ledger | None = None,
         mode: Mode = "turns",
     ) -> None:
+        if store is None or embedder is None:
+            if store is not None or embedder is not None or llm is not None:
+                raise ConfigError(
+                    "pass both store= and embedder= (and llm= if you need answers), or none of them to use "
+                    "the configured settings"
+                )
+            built = _parts_from_settings(load_settings(), None, with_llm=True)
+            store, embedder, llm = built
         if mode == "facts" and llm is None:
             raise ConfigError("mode 'facts' extracts facts with a model: pass llm=")
         self.store = store
@@ -148,43 +272,45 @@ class AsyncMemory:
     def from_settings(
         cls,
         settings: Settings,
-        path: str | Path,
+        path: str | Path | None = None,
         *,
         mode: Mode = "turns",
         run_dir: str | Path | None = None,
         with_llm: bool = True,
     ) -> AsyncMemory:
-        """A memory over the SQLite file ``path``, with the configured policy model and embedder.
+        """A memory over ``path`` (a SQLite file or a ``postgresql://`` DSN; default: the ``store``
+        setting, else ``$MEMWISE_HOME/memory.sqlite3``), with the configured policy model and embedder.
 
-        Embeddings are cached beside the database; with ``run_dir``, model calls go to that run's
-        ledger and are replayed on a re-run.
+        Embeddings of a SQLite memory are cached beside its file; with ``run_dir``, model calls go to
+        that run's ledger and are replayed on a re-run.
         """
-        from memwise.embed.registry import build_embedder
-        from memwise.llm.registry import build_llm
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        llm: ChatModel | None = build_llm(settings.model("policy")) if with_llm else None
-        run = RunDir(run_dir) if run_dir is not None else None
-        if run is not None and llm is not None:
-            llm = run.record(llm, stage="memory")
-        memory = cls(
-            store=SQLiteStore(path),
-            embedder=build_embedder(settings.embedding, cache_path=path.with_name(path.stem + ".embeddings.sqlite3")),
-            llm=llm,
-            ledger=run.ledger if run else None,
-            mode=mode,
-        )
+        store, embedder, llm = _parts_from_settings(settings, path, with_llm=with_llm)
+        run: RunDir | None = None
+        try:
+            run = RunDir(run_dir) if run_dir is not None else None
+            if run is not None and llm is not None:
+                llm = run.record(llm, stage="memory")
+            memory = cls(
+                store=store, embedder=embedder, llm=llm, ledger=run.ledger if run else None, mode=mode
+            )
+        except BaseException:
+            store.close()
+            if run is not None:
+                run.close()
+            raise
         memory._run = run
         return memory
 
     async def aclose(self) -> None:
-        self.store.close()
-        await self.embedder.aclose()
-        if self.llm is not None:
-            await self.llm.aclose()
-        if self._run is not None:
-            self._run.close()
+        """Close the store, embedder, model and run directory (releasing its lock)."""
+        try:
+            self.store.close()
+            await self.embedder.aclose()
+            if self.llm is not None:
+                await self.llm.aclose()
+        finally:
+            if self._run is not None:
+                self._run.close()
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -198,29 +324,44 @@ class AsyncMemory:
         session_time: datetime | None = None,
         session_id: str | None = None,
         conversation_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> IngestReport:
         """Remember one session of messages for ``user_id``, atomically (all units or none).
 
         ``messages`` is one message (a string or a ``{"role", "content"}`` mapping) or a list of them.
-        Adding the same messages again is a no-op; new messages are always stored, also under a
-        ``conversation_id`` or ``session_id`` used before (see :func:`to_conversation`).
+        ``metadata`` (flat JSON values) is stored on every memory the add writes, returned with it and
+        usable in ``filters``. Adding the same messages again is a no-op; new messages are always
+        stored, also under a ``conversation_id`` or ``session_id`` used before (see :func:`to_conversation`).
+        The report's ``unit_ids`` name the memories written or found.
         """
         _check_scope(user_id, agent_id, run_id)
         check_scope_id("conversation_id", conversation_id, optional=True)
         check_scope_id("session_id", session_id, optional=True)
+        labels = check_metadata(metadata)
         conv = to_conversation(
-            messages, conversation_id=conversation_id, session_id=session_id, session_time=session_time
+            messages,
+            conversation_id=conversation_id,
+            session_id=session_id,
+            session_time=session_time,
+            metadata=labels,
         )
-        return await self.add_conversation(conv, user_id=user_id, agent_id=agent_id, run_id=run_id)
+        return await self.add_conversation(conv, user_id=user_id, agent_id=agent_id, run_id=run_id, metadata=labels)
 
     async def add_conversation(
-        self, conv: Conversation, *, user_id: str, agent_id: str | None = None, run_id: str | None = None
+        self,
+        conv: Conversation,
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> IngestReport:
         """Remember a whole conversation (as the dataset readers produce) for ``user_id``.
 
         Sessions already stored with the same content are skipped; new or changed ones are stored.
         """
         _check_scope(user_id, agent_id, run_id)
+        labels = check_metadata(metadata)
         check_scope_id("conversation id", conv.id)
         for session in conv.sessions:
             check_scope_id(f"session id (in conversation {conv.id!r})", session.id)
@@ -234,24 +375,35 @@ class AsyncMemory:
             mode=self.mode,
             llm=self.llm,
             ledger=self.ledger,
+            metadata=labels,
         )
 
-    async def update(self, memory_id: str, text: str, *, user_id: str) -> Record:
-        """Replace a memory's text. The old version is kept, closed at this moment, in its history."""
+    async def update(
+        self, memory_id: str, text: str, *, user_id: str, metadata: Mapping[str, Any] | None = None
+    ) -> Record:
+        """Replace a memory's text (and, with ``metadata``, its caller metadata).
+
+        The old version is kept, closed at this moment, in its history; the new one gets a new id.
+        """
         old = self._owned(memory_id, user_id)
         if old.valid_to is not None and old.valid_to <= time.time():
             raise StoreError(f"memory {memory_id} is no longer current; update its latest version")
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError("update() needs the new text as a non-empty string")
+        system = {k: v for k, v in old.metadata.items() if k in RESERVED_METADATA}
+        labels = user_metadata(old) if metadata is None else check_metadata(metadata)
         now = time.time()
         new = replace(
             old,
             id=new_id(),
             text=text,
+            index_text=f"[{day_label(from_epoch(old.ts))}] {text}" if old.ts is not None else None,
             created_at=now,
             valid_from=now,
             valid_to=None,
-            metadata={**old.metadata, "supersedes": [old.id], "superseded_by": None, "edited": True},
+            metadata={**labels, **system, "supersedes": [old.id], "superseded_by": None, "edited": True},
         )
-        vector = (await self.embedder.embed([text]))[0:1]
+        vector = (await self.embedder.embed([new.index_text or text]))[0:1]
         with self.store.transaction():
             self.store.add([new], vectors=vector)
             self.store.update(old.id, metadata={**old.metadata, "superseded_by": new.id})
@@ -289,6 +441,62 @@ class AsyncMemory:
         self._owned(memory_id, user_id)
         self.store.invalidate(memory_id, at=time.time())
 
+    async def delete_all(
+        self,
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        filters: MetadataFilter | None = None,
+    ) -> int:
+        """Retire every current memory in the scope (and matching ``filters``) at one instant,
+        atomically; returns how many. History keeps them, as for :meth:`delete`."""
+        _check_scope(user_id, agent_id, run_id)
+        scope = Filters(user_id=user_id, agent_id=agent_id, run_id=run_id, metadata=_metadata_filter(filters))
+
+        def work() -> int:
+            now = time.time()
+            with self.store.transaction():
+                current = self.store.list(scope)
+                for record in current:
+                    self.store.invalidate(record.id, at=now)
+            return len(current)
+
+        return await asyncio.to_thread(work)
+
+    async def reset(self) -> int:
+        """Erase every record of this memory's store, of every user, for good (no history kept);
+        returns how many records went. Meant for tests and a per-tenant store; there is no undo."""
+
+        def work() -> int:
+            with self.store.transaction():
+                ids = [r.id for r in self.store.list(Filters(include_invalid=True))]
+                for rid in ids:
+                    self.store.delete(rid)
+            return len(ids)
+
+        return await asyncio.to_thread(work)
+
+    # -- moving memory between stores ----------------------------------------------------------
+
+    def export(self, *, user_id: str) -> Iterator[str]:
+        """Every memory of ``user_id``, history included, as JSONL lines (each ending in a newline).
+
+        :meth:`import_jsonl` of the lines into an empty memory reproduces them exactly.
+        """
+        _require_user(user_id)
+        return export_lines(self.store, user_id=user_id)
+
+    async def import_jsonl(self, lines: Iterable[str], *, user_id: str, source: str = "import") -> tuple[int, int]:
+        """Import lines written by :meth:`export` as memories of ``user_id``; ``(imported, skipped)``.
+
+        All or nothing: a malformed line, a line of another user, or an id present with other content
+        raises before anything is written. Records are re-embedded with this memory's embedder.
+        """
+        _require_user(user_id)
+        records = parse_export(lines, user_id=user_id, source=source)
+        return await import_records(self.store, self.embedder, records)
+
     # -- reading -------------------------------------------------------------------------------
 
     async def get(self, memory_id: str, *, user_id: str) -> Record:
@@ -303,11 +511,20 @@ class AsyncMemory:
         run_id: str | None = None,
         include_history: bool = False,
         limit: int | None = None,
-    ) -> list[Record]:
-        """Every current memory of ``user_id`` (or every version, with ``include_history``)."""
+        filters: MetadataFilter | None = None,
+    ) -> MemoryList:
+        """Every current memory of ``user_id`` (or every version, with ``include_history``), oldest
+        first, at most ``limit``, matching the metadata ``filters``."""
         _require_user(user_id)
-        filters = Filters(user_id=user_id, agent_id=agent_id, run_id=run_id, include_invalid=include_history)
-        return self.store.list(filters, limit=limit)
+        _check_limit(limit)
+        scope = Filters(
+            user_id=user_id,
+            agent_id=agent_id,
+            run_id=run_id,
+            include_invalid=include_history,
+            metadata=_metadata_filter(filters),
+        )
+        return MemoryList(await asyncio.to_thread(self.store.list, scope, limit))
 
     async def search(
         self,
@@ -317,16 +534,23 @@ class AsyncMemory:
         agent_id: str | None = None,
         run_id: str | None = None,
         top_k: int = 10,
+        limit: int | None = None,
+        filters: MetadataFilter | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         include_history: bool = False,
-    ) -> list[ScoredRecord]:
-        """The ``top_k`` memories of ``user_id`` most relevant to ``query``.
+    ) -> SearchResults:
+        """The ``top_k`` (mem0: ``limit``) memories of ``user_id`` most relevant to ``query``, best first.
 
-        ``since``/``until`` bound the event time (the session date) and are hard filters.
+        ``filters`` is a metadata filter (mem0's language, applied inside the store); ``since``/``until``
+        bound the event time (the session date). All are hard filters.
         """
         _require_user(user_id)
-        filters = Filters(
+        if not isinstance(query, str):
+            raise ConfigError(f"query must be a string, got {type(query).__name__}")
+        k = top_k if limit is None else limit
+        _check_limit(k)
+        scope = Filters(
             user_id=user_id,
             agent_id=agent_id,
             run_id=run_id,
@@ -334,8 +558,9 @@ class AsyncMemory:
             until=to_epoch(until),
             time_field="ts",
             include_invalid=include_history,
+            metadata=_metadata_filter(filters),
         )
-        return await self.retriever.search(query, filters=filters, top_k=top_k)
+        return SearchResults(await self.retriever.search(query, filters=scope, top_k=k))
 
     async def history(self, memory_id: str, *, user_id: str) -> list[Record]:
         """Every version of a memory, oldest first: edits by :meth:`update` and consolidation alike."""
@@ -386,6 +611,46 @@ class AsyncMemory:
         return record
 
 
+def _parts_from_settings(
+    settings: Settings, path: str | Path | None, *, with_llm: bool
+) -> tuple[Store, Embedder, ChatModel | None]:
+    """The store, embedder and policy model the settings describe (the model loads on first use)."""
+    from memwise.embed.registry import build_embedder
+    from memwise.llm.registry import build_llm
+
+    spec: str | Path = path if path is not None else (settings.store or default_store_path())
+    cache: Path | None = None
+    if not is_dsn(spec) and "://" not in str(spec):
+        file = Path(spec)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        cache = file.with_name(file.stem + ".embeddings.sqlite3")
+    store = build_store(spec)
+    try:
+        embedder = build_embedder(settings.embedding, cache_path=cache)
+        llm = build_llm(settings.model("policy")) if with_llm else None
+    except BaseException:
+        store.close()
+        raise
+    return store, embedder, llm
+
+
+def _metadata_filter(filters: MetadataFilter | None) -> MetaFilter | None:
+    """A caller's filter dict, parsed; a malformed one is the caller's mistake (ConfigError), said once."""
+    if filters is None:
+        return None
+    if not isinstance(filters, Mapping):
+        raise ConfigError(f"filters must be a mapping (mem0's filter language), got {type(filters).__name__}")
+    try:
+        return parse_metadata_filter(filters)
+    except StoreError as exc:
+        raise ConfigError(f"filters: {exc}") from exc
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"limit/top_k must be a positive integer, got {limit!r}")
+
+
 def _require_user(user_id: str) -> None:
     if not isinstance(user_id, str) or not user_id:
         raise ConfigError("user_id is required and must be a non-empty string")
@@ -402,18 +667,37 @@ def _check_scope(user_id: str, agent_id: str | None, run_id: str | None) -> None
 class Memory:
     """The synchronous twin of :class:`AsyncMemory`: same methods, same arguments, blocking.
 
+    Each method is a one-line wrapper that runs the async one on a private event loop (model backends'
+    connection pools and semaphores belong to one loop, so one loop serves every call).
+    ``Memory()`` with no arguments uses the configured settings, as mem0's ``Memory()`` does.
+
     Example:
         >>> from memwise.testing import FakeEmbedder
+        >>> from memwise.store.sqlite import SQLiteStore
         >>> import tempfile, pathlib
         >>> mem = Memory(store=SQLiteStore(pathlib.Path(tempfile.mkdtemp()) / "m.db"), embedder=FakeEmbedder())
-        >>> _ = mem.add([{"role": "user", "content": "My sister lives in Lisbon."}], user_id="alice")
-        >>> [r.text for r in mem.get_all(user_id="alice")]
-        ['user: My sister lives in Lisbon.']
+        >>> _ = mem.add({"role": "user", "content": "My sister lives in Lisbon."}, user_id="alice")
+        >>> mem.get_all(user_id="alice").to_dict()["results"][0]["memory"]
+        'user: My sister lives in Lisbon.'
         >>> mem.close()
     """
 
-    def __init__(self, *, inner: AsyncMemory | None = None, **kwargs: Any) -> None:
-        self.inner = inner if inner is not None else AsyncMemory(**kwargs)
+    def __init__(
+        self,
+        *,
+        store: Store | None = None,
+        embedder: Embedder | None = None,
+        llm: ChatModel | None = None,
+        retriever: Retriever | None = None,
+        ledger: Ledger | None = None,
+        mode: Mode = "turns",
+        inner: AsyncMemory | None = None,
+    ) -> None:
+        self.inner = (
+            inner
+            if inner is not None
+            else AsyncMemory(store=store, embedder=embedder, llm=llm, retriever=retriever, ledger=ledger, mode=mode)
+        )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="memwise-memory", daemon=True)
         self._thread.start()
@@ -424,42 +708,184 @@ class Memory:
         return cls(inner=inner)
 
     @classmethod
-    def from_settings(cls, settings: Settings, path: str | Path, **kwargs: Any) -> Memory:
+    def from_settings(
+        cls,
+        settings: Settings,
+        path: str | Path | None = None,
+        *,
+        mode: Mode = "turns",
+        run_dir: str | Path | None = None,
+        with_llm: bool = True,
+    ) -> Memory:
         """The sync twin of :meth:`AsyncMemory.from_settings`."""
-        return cls.wrap(AsyncMemory.from_settings(settings, path, **kwargs))
+        return cls.wrap(AsyncMemory.from_settings(settings, path, mode=mode, run_dir=run_dir, with_llm=with_llm))
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    def add(self, messages: Messages, **kwargs: Any) -> IngestReport:
-        return self._run(self.inner.add(messages, **kwargs))
+    def add(
+        self,
+        messages: Messages,
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        session_time: datetime | None = None,
+        session_id: str | None = None,
+        conversation_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> IngestReport:
+        """See :meth:`AsyncMemory.add`."""
+        return self._run(
+            self.inner.add(
+                messages,
+                user_id=user_id,
+                agent_id=agent_id,
+                run_id=run_id,
+                session_time=session_time,
+                session_id=session_id,
+                conversation_id=conversation_id,
+                metadata=metadata,
+            )
+        )
 
-    def add_conversation(self, conv: Conversation, **kwargs: Any) -> IngestReport:
-        return self._run(self.inner.add_conversation(conv, **kwargs))
+    def add_conversation(
+        self,
+        conv: Conversation,
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> IngestReport:
+        """See :meth:`AsyncMemory.add_conversation`."""
+        return self._run(
+            self.inner.add_conversation(conv, user_id=user_id, agent_id=agent_id, run_id=run_id, metadata=metadata)
+        )
 
-    def search(self, query: str, **kwargs: Any) -> list[ScoredRecord]:
-        return self._run(self.inner.search(query, **kwargs))
+    def search(
+        self,
+        query: str,
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        top_k: int = 10,
+        limit: int | None = None,
+        filters: MetadataFilter | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        include_history: bool = False,
+    ) -> SearchResults:
+        """See :meth:`AsyncMemory.search`."""
+        return self._run(
+            self.inner.search(
+                query,
+                user_id=user_id,
+                agent_id=agent_id,
+                run_id=run_id,
+                top_k=top_k,
+                limit=limit,
+                filters=filters,
+                since=since,
+                until=until,
+                include_history=include_history,
+            )
+        )
 
-    def get(self, memory_id: str, **kwargs: Any) -> Record:
-        return self._run(self.inner.get(memory_id, **kwargs))
+    def get(self, memory_id: str, *, user_id: str) -> Record:
+        """See :meth:`AsyncMemory.get`."""
+        return self._run(self.inner.get(memory_id, user_id=user_id))
 
-    def get_all(self, **kwargs: Any) -> list[Record]:
-        return self._run(self.inner.get_all(**kwargs))
+    def get_all(
+        self,
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        include_history: bool = False,
+        limit: int | None = None,
+        filters: MetadataFilter | None = None,
+    ) -> MemoryList:
+        """See :meth:`AsyncMemory.get_all`."""
+        return self._run(
+            self.inner.get_all(
+                user_id=user_id,
+                agent_id=agent_id,
+                run_id=run_id,
+                include_history=include_history,
+                limit=limit,
+                filters=filters,
+            )
+        )
 
-    def update(self, memory_id: str, text: str, **kwargs: Any) -> Record:
-        return self._run(self.inner.update(memory_id, text, **kwargs))
+    def update(
+        self, memory_id: str, text: str, *, user_id: str, metadata: Mapping[str, Any] | None = None
+    ) -> Record:
+        """See :meth:`AsyncMemory.update`."""
+        return self._run(self.inner.update(memory_id, text, user_id=user_id, metadata=metadata))
 
-    def consolidate(self, **kwargs: Any) -> ConsolidationReport:
-        return self._run(self.inner.consolidate(**kwargs))
+    def consolidate(
+        self,
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        kinds: tuple[str, ...] = ("fact", "turn"),
+        threshold: float = 0.7,
+    ) -> ConsolidationReport:
+        """See :meth:`AsyncMemory.consolidate`."""
+        return self._run(
+            self.inner.consolidate(user_id=user_id, agent_id=agent_id, run_id=run_id, kinds=kinds, threshold=threshold)
+        )
 
-    def delete(self, memory_id: str, **kwargs: Any) -> None:
-        return self._run(self.inner.delete(memory_id, **kwargs))
+    def delete(self, memory_id: str, *, user_id: str) -> None:
+        """See :meth:`AsyncMemory.delete`."""
+        return self._run(self.inner.delete(memory_id, user_id=user_id))
 
-    def history(self, memory_id: str, **kwargs: Any) -> list[Record]:
-        return self._run(self.inner.history(memory_id, **kwargs))
+    def delete_all(
+        self,
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        filters: MetadataFilter | None = None,
+    ) -> int:
+        """See :meth:`AsyncMemory.delete_all`."""
+        return self._run(self.inner.delete_all(user_id=user_id, agent_id=agent_id, run_id=run_id, filters=filters))
 
-    def answer(self, question: str, **kwargs: Any) -> Answer:
-        return self._run(self.inner.answer(question, **kwargs))
+    def reset(self) -> int:
+        """See :meth:`AsyncMemory.reset`."""
+        return self._run(self.inner.reset())
+
+    def history(self, memory_id: str, *, user_id: str) -> list[Record]:
+        """See :meth:`AsyncMemory.history`."""
+        return self._run(self.inner.history(memory_id, user_id=user_id))
+
+    def answer(
+        self,
+        question: str,
+        *,
+        user_id: str,
+        question_date: datetime | str | None = None,
+        top_k: int = 20,
+        rules: Sequence[str] = (),
+        max_tokens: int = 256,
+    ) -> Answer:
+        """See :meth:`AsyncMemory.answer`."""
+        return self._run(
+            self.inner.answer(
+                question, user_id=user_id, question_date=question_date, top_k=top_k, rules=rules, max_tokens=max_tokens
+            )
+        )
+
+    def export(self, *, user_id: str) -> Iterator[str]:
+        """See :meth:`AsyncMemory.export`."""
+        return self.inner.export(user_id=user_id)
+
+    def import_jsonl(self, lines: Iterable[str], *, user_id: str, source: str = "import") -> tuple[int, int]:
+        """See :meth:`AsyncMemory.import_jsonl`."""
+        return self._run(self.inner.import_jsonl(lines, user_id=user_id, source=source))
 
     def close(self) -> None:
         """Close the store, embedder and model, and stop the private loop."""

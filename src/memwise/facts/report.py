@@ -20,7 +20,7 @@ class IngestReport:
     written). ``sessions_present`` counts the sessions found that way; the others were stored, so a
     conversation that gained a session has ``sessions_present`` > 0 and is not skipped. The fact-level repair
     counts come from :class:`memwise.facts.extract.FactCheck`. ``failures`` says, per fallback, which
-    turns and why.
+    turns and why; ``unit_ids`` names the memories this conversation has in the store.
     """
 
     conversation_id: str
@@ -39,6 +39,8 @@ class IngestReport:
     skipped: bool = False
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
+    unit_ids: list[str] = field(default_factory=list)
+    """The ids of the conversation's memories: those written now and those found already stored."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,8 +8,6 @@ Both stand on the same parts, one job each:
   open ones.
 - :mod:`~memwise.server.service`: the narrow interface the endpoints call (:class:`MemoryService`) and
   its adapter over :class:`~memwise.facts.memory.AsyncMemory`.
-- :mod:`~memwise.server.memory_extras`: the memory operations AsyncMemory does not have yet (metadata on
-  add, delete_all, JSONL export/import), written over the store so they can move into AsyncMemory.
 - :mod:`~memwise.server.jobs`: long work (ingest, consolidation) as jobs with an id and progress.
 - :mod:`~memwise.server.schemas`, :mod:`~memwise.server.errors`, :mod:`~memwise.server.app`: the REST
   surface; :mod:`~memwise.server.mcp`: the MCP tools.

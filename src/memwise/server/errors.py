@@ -34,7 +34,7 @@ from memwise.exceptions import (
     ParseError,
     StoreError,
 )
-from memwise.server.memory_extras import ImportConflict
+from memwise.facts.transfer import ImportConflict
 from memwise.server.service import MemoryConflict, MemoryNotFound
 
 

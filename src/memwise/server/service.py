@@ -1,8 +1,8 @@
-"""The narrow interface the REST and MCP endpoints call, and its adapter over today's AsyncMemory.
+"""The narrow interface the REST and MCP endpoints call, and its adapter over AsyncMemory.
 
-Endpoints depend on :class:`MemoryService`, not on AsyncMemory, so AsyncMemory can change underneath
-(other methods land there: metadata, delete_all, export/import) without touching a route. Where
-AsyncMemory lacks a method, :class:`AsyncMemoryService` calls :mod:`memwise.server.memory_extras`.
+Endpoints depend on :class:`MemoryService`, not on AsyncMemory, so the library can change underneath
+without touching a route; the adapter adds only what a service needs on top (not-found and conflict
+errors the HTTP layer maps to 404 and 409, the written memories of an add).
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ from memwise.facts.consolidate import ConsolidationReport
 from memwise.facts.ingest import IngestReport
 from memwise.facts.memory import AsyncMemory, MessageLike
 from memwise.facts.types import Conversation
-from memwise.facts.units import to_epoch
-from memwise.server import memory_extras as extras
-from memwise.store.base import Filters, Record, ScoredRecord, new_id
+from memwise.store.base import Record, ScoredRecord
 
 
 class MemoryNotFound(StoreError):
@@ -133,18 +131,15 @@ class AsyncMemoryService:
         session_time: datetime | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> AddResult:
-        clean = extras.check_metadata(metadata or {})
-        session_id = new_id()  # fresh per add, so the units of this add can be found again to tag them
         report = await self.memory.add(
-            messages,
+            list(messages),
             user_id=user_id,
             agent_id=agent_id,
             run_id=run_id,
             session_time=session_time,
-            session_id=session_id,
+            metadata=metadata,
         )
-        units = extras.tag_session(self.memory.store, user_id=user_id, session_id=session_id, metadata=clean)
-        return AddResult(report=report, memories=units)
+        return AddResult(report=report, memories=self.memory.store.get_many(report.unit_ids))
 
     async def add_conversation(self, conv: Conversation, *, user_id: str) -> IngestReport:
         return await self.memory.add_conversation(conv, user_id=user_id)
@@ -162,31 +157,17 @@ class AsyncMemoryService:
         include_history: bool = False,
         metadata: Mapping[str, Any] | None = None,
     ) -> list[ScoredRecord]:
-        wanted = extras.metadata_filter(metadata)
-        if wanted is None:
-            return await self.memory.search(
-                query,
-                user_id=user_id,
-                agent_id=agent_id,
-                run_id=run_id,
-                top_k=top_k,
-                since=since,
-                until=until,
-                include_history=include_history,
-            )
-        # AsyncMemory.search takes no metadata filter yet: the same filters it builds, plus the metadata
-        # one, straight to its retriever (the store applies them as hard filters, exactly).
-        filters = Filters(
+        return await self.memory.search(
+            query,
             user_id=user_id,
             agent_id=agent_id,
             run_id=run_id,
-            since=to_epoch(since),
-            until=to_epoch(until),
-            time_field="ts",
-            include_invalid=include_history,
-            metadata=wanted,
+            top_k=top_k,
+            filters=metadata or None,
+            since=since,
+            until=until,
+            include_history=include_history,
         )
-        return await self.memory.retriever.search(query, filters=filters, top_k=top_k)
 
     async def get(self, memory_id: str, *, user_id: str) -> Record:
         return self._owned(memory_id, user_id)
@@ -201,15 +182,14 @@ class AsyncMemoryService:
         limit: int | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> list[Record]:
-        wanted = extras.metadata_filter(metadata)
-        if wanted is None:
-            return await self.memory.get_all(
-                user_id=user_id, agent_id=agent_id, run_id=run_id, include_history=include_history, limit=limit
-            )
-        filters = Filters(
-            user_id=user_id, agent_id=agent_id, run_id=run_id, include_invalid=include_history, metadata=wanted
+        return await self.memory.get_all(
+            user_id=user_id,
+            agent_id=agent_id,
+            run_id=run_id,
+            include_history=include_history,
+            limit=limit,
+            filters=metadata or None,
         )
-        return self.memory.store.list(filters, limit=limit)
 
     async def update(self, memory_id: str, text: str, *, user_id: str) -> Record:
         old = self._owned(memory_id, user_id)
@@ -222,7 +202,7 @@ class AsyncMemoryService:
         await self.memory.delete(memory_id, user_id=user_id)
 
     async def delete_all(self, *, user_id: str, agent_id: str | None = None, run_id: str | None = None) -> int:
-        return extras.delete_all(self.memory.store, user_id=user_id, agent_id=agent_id, run_id=run_id)
+        return await self.memory.delete_all(user_id=user_id, agent_id=agent_id, run_id=run_id)
 
     async def history(self, memory_id: str, *, user_id: str) -> list[Record]:
         self._owned(memory_id, user_id)
@@ -237,11 +217,10 @@ class AsyncMemoryService:
         return await self.memory.consolidate(user_id=user_id, threshold=threshold)
 
     def export_jsonl(self, *, user_id: str) -> Iterator[str]:
-        return extras.export_lines(self.memory.store, user_id=user_id)
+        return self.memory.export(user_id=user_id)
 
     async def import_jsonl(self, lines: Iterable[str], *, user_id: str) -> tuple[int, int]:
-        records = extras.parse_export(lines, user_id=user_id)
-        return await extras.import_records(self.memory.store, self.memory.embedder, records)
+        return await self.memory.import_jsonl(lines, user_id=user_id)
 
     def check(self) -> None:
         self.memory.store.count()
