@@ -302,7 +302,7 @@ def test_reset_shows_the_room_goal_and_commands(engine: None, tasks: dict[str, T
 
 
 def _admissible(request: ChatRequest) -> list[str]:
-    listing = request.messages[-1].content.split("Admissible actions:\n", 1)[1].split("\n\n", 1)[0]
+    listing = request.messages[-1].content.split("<actions>\n", 1)[1].split("\n</actions>", 1)[0]
     return [line.split(". ", 1)[1] for line in listing.splitlines()]
 
 

@@ -1,0 +1,193 @@
+"""The memory API as a mem0 user calls it: no-argument construction, metadata, filters, delete_all,
+reset, export/import, the ``{"results": [...]}`` shape, and sync methods with real signatures."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from memwise.exceptions import ConfigError, DatasetError
+from memwise.facts.memory import AsyncMemory, Memory
+from memwise.facts.transfer import ImportConflict
+from memwise.store.sqlite import SQLiteStore
+from memwise.testing import FakeEmbedder
+
+
+@pytest.fixture
+def memory(tmp_path: Path) -> Iterator[Memory]:
+    with Memory(store=SQLiteStore(tmp_path / "m.db"), embedder=FakeEmbedder()) as mem:
+        yield mem
+
+
+def _pets(mem: Memory) -> None:
+    mem.add("I adopted a beagle called Pepper.", user_id="alice", metadata={"topic": "pets", "year": 2021})
+    mem.add("My cat Tom sleeps all day.", user_id="alice", metadata={"topic": "pets", "year": 2024})
+    mem.add("I work as a baker in Porto.", user_id="alice", metadata={"topic": "work", "year": 2024})
+    mem.add("My dog Rex loves the beach.", user_id="bob", metadata={"topic": "pets", "year": 2024})
+
+
+def test_memory_with_no_arguments_uses_the_configured_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "configured.sqlite3"
+    monkeypatch.setenv("MEMWISE_STORE", str(db))
+    monkeypatch.setenv("MEMWISE_EMBED_BACKEND", "openai")  # no model load: the embedder is only built
+    monkeypatch.setenv("MEMWISE_EMBED_BASE_URL", "http://127.0.0.1:9/v1")
+    mem = Memory()
+    try:
+        assert isinstance(mem.inner.store, SQLiteStore)
+        assert mem.inner.store.path == db
+        assert mem.inner.llm is not None  # answer() works with the configured (embedded) model
+    finally:
+        mem.close()
+    assert db.exists()
+
+
+def test_memory_with_no_arguments_defaults_to_memwise_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEMWISE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MEMWISE_EMBED_BACKEND", "openai")
+    monkeypatch.setenv("MEMWISE_EMBED_BASE_URL", "http://127.0.0.1:9/v1")
+    with Memory() as mem:
+        assert mem.inner.store.path == tmp_path / "home" / "memory.sqlite3"
+
+
+def test_half_given_parts_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="both store= and embedder="):
+        AsyncMemory(store=SQLiteStore(tmp_path / "m.db"))
+
+
+def test_metadata_is_stored_returned_and_filtered(memory: Memory) -> None:
+    _pets(memory)
+    hits = memory.search("pet animal", user_id="alice", limit=10, filters={"topic": "pets"})
+    assert sorted(h.record.text for h in hits) == ["user: I adopted a beagle called Pepper.", "user: My cat Tom sleeps all day."]
+    assert all(h.record.metadata["topic"] == "pets" for h in hits)
+    recent = memory.search("pet", user_id="alice", filters={"AND": [{"topic": "pets"}, {"year": {"gte": 2023}}]})
+    assert [h.record.text for h in recent] == ["user: My cat Tom sleeps all day."]
+    either = memory.get_all(user_id="alice", filters={"OR": [{"topic": "work"}, {"year": {"lt": 2022}}]})
+    assert sorted(r.text for r in either) == ["user: I adopted a beagle called Pepper.", "user: I work as a baker in Porto."]
+    listed = memory.get_all(user_id="alice", filters={"year": {"in": [2024]}}, limit=1)
+    assert len(listed) == 1 and listed[0].metadata["year"] == 2024
+    # A filter is never a way into another user's memory.
+    assert [h.record.user_id for h in memory.search("dog beach", user_id="alice", filters={"topic": "pets"})] == [
+        "alice",
+        "alice",
+    ]
+
+
+def test_filtered_search_finds_a_match_that_ranks_below_the_limit(memory: Memory) -> None:
+    for i in range(30):
+        memory.add(f"My beagle chewed shoe number {i}.", user_id="alice", metadata={"year": 2020})
+    memory.add("The vet said the beagle is healthy.", user_id="alice", metadata={"year": 2024})
+    hits = memory.search("beagle chewed shoe", user_id="alice", limit=1, filters={"year": 2024})
+    assert [h.record.text for h in hits] == ["user: The vet said the beagle is healthy."]
+
+
+def test_bad_metadata_and_filters_are_config_errors(memory: Memory) -> None:
+    with pytest.raises(ConfigError, match="reserved"):
+        memory.add("x", user_id="alice", metadata={"speaker": "mallory"})
+    with pytest.raises(ConfigError, match="values must be"):
+        memory.add("x", user_id="alice", metadata={"nested": {"a": 1}})
+    with pytest.raises(ConfigError, match="filters"):
+        memory.search("x", user_id="alice", filters={"year": {"near": 2020}})
+    with pytest.raises(ConfigError, match="limit"):
+        memory.search("x", user_id="alice", limit=0)
+    assert memory.get_all(user_id="alice") == []
+
+
+def test_same_words_with_other_metadata_are_a_new_memory(memory: Memory) -> None:
+    memory.add("Meeting at noon.", user_id="alice", metadata={"project": "a"})
+    memory.add("Meeting at noon.", user_id="alice", metadata={"project": "a"})
+    memory.add("Meeting at noon.", user_id="alice", metadata={"project": "b"})
+    assert sorted(r.metadata["project"] for r in memory.get_all(user_id="alice")) == ["a", "b"]
+
+
+def test_add_report_names_the_memories_it_wrote(memory: Memory) -> None:
+    report = memory.add(["one", "two"], user_id="alice")
+    assert sorted(memory.get(i, user_id="alice").text for i in report.unit_ids) == ["user: one", "user: two"]
+    again = memory.add(["one", "two"], user_id="alice")
+    assert (again.skipped, sorted(again.unit_ids)) == (True, sorted(report.unit_ids))
+
+
+def test_update_keeps_metadata_or_replaces_it(memory: Memory) -> None:
+    memory.add("I live in Lisbon.", user_id="alice", metadata={"topic": "home"})
+    old = memory.get_all(user_id="alice")[0]
+    kept = memory.update(old.id, "I live in Porto.", user_id="alice")
+    assert kept.metadata["topic"] == "home" and kept.metadata["supersedes"] == [old.id]
+    changed = memory.update(kept.id, "I live in Braga.", user_id="alice", metadata={"topic": "moves"})
+    assert changed.metadata["topic"] == "moves"
+    assert [h.record.text for h in memory.search("Braga", user_id="alice", filters={"topic": "moves"})] == [
+        "I live in Braga."
+    ]
+
+
+def test_delete_all_retires_one_users_memories_only(memory: Memory) -> None:
+    _pets(memory)
+    assert memory.delete_all(user_id="alice", filters={"topic": "work"}) == 1
+    assert len(memory.get_all(user_id="alice")) == 2
+    assert memory.delete_all(user_id="alice") == 2
+    assert memory.get_all(user_id="alice") == []
+    assert len(memory.get_all(user_id="alice", include_history=True)) == 3  # history keeps them
+    assert [r.text for r in memory.get_all(user_id="bob")] == ["user: My dog Rex loves the beach."]
+
+
+def test_reset_erases_everything(memory: Memory) -> None:
+    _pets(memory)
+    assert memory.reset() >= 4
+    assert memory.get_all(user_id="alice", include_history=True) == []
+    assert memory.get_all(user_id="bob", include_history=True) == []
+    memory.add("I adopted a beagle called Pepper.", user_id="alice")  # nothing of the old receipts remains
+    assert len(memory.get_all(user_id="alice")) == 1
+
+
+def test_export_import_round_trip_is_exact(memory: Memory, tmp_path: Path) -> None:
+    _pets(memory)
+    first = memory.get_all(user_id="alice")[0]
+    memory.update(first.id, "I adopted a beagle called Pepper; she is two.", user_id="alice")
+    memory.delete(memory.get_all(user_id="alice", filters={"topic": "work"})[0].id, user_id="alice")
+    lines = list(memory.export(user_id="alice"))
+    assert len(lines) == 4  # three adds, one update; the retired versions included
+    with Memory(store=SQLiteStore(tmp_path / "other.db"), embedder=FakeEmbedder()) as other:
+        assert other.import_jsonl(lines, user_id="alice") == (4, 0)
+        assert list(other.export(user_id="alice")) == lines
+        assert other.import_jsonl(lines, user_id="alice") == (0, 4)  # idempotent
+        assert [h.record.text for h in other.search("beagle", user_id="alice", limit=1)] == [
+            "I adopted a beagle called Pepper; she is two."
+        ]
+        with pytest.raises(DatasetError, match="belongs to user 'alice'"):
+            other.import_jsonl(lines, user_id="mallory")
+        assert other.get_all(user_id="mallory", include_history=True) == []
+
+
+def test_import_is_all_or_nothing(memory: Memory, tmp_path: Path) -> None:
+    _pets(memory)
+    lines = list(memory.export(user_id="alice"))
+    with Memory(store=SQLiteStore(tmp_path / "other.db"), embedder=FakeEmbedder()) as other:
+        with pytest.raises(DatasetError, match="line 3"):
+            other.import_jsonl([*lines[:2], "{not json", *lines[2:]], user_id="alice")
+        assert other.get_all(user_id="alice", include_history=True) == []
+        other.import_jsonl(lines[:1], user_id="alice")
+        tampered = lines[0].replace("beagle", "poodle")
+        with pytest.raises(ImportConflict):
+            other.import_jsonl([lines[1], tampered], user_id="alice")
+        assert len(other.get_all(user_id="alice")) == 1
+
+
+def test_results_render_in_mem0s_shape(memory: Memory) -> None:
+    _pets(memory)
+    found = memory.search("beagle", user_id="alice", limit=1).to_dict()
+    (item,) = found["results"]
+    assert item["memory"] == "user: I adopted a beagle called Pepper."
+    assert item["metadata"] == {"topic": "pets", "year": 2021}  # the caller's metadata, not memwise's own
+    assert item["user_id"] == "alice" and isinstance(item["score"], float) and item["id"]
+    listed = memory.get_all(user_id="bob").to_dict()["results"]
+    assert [m["memory"] for m in listed] == ["user: My dog Rex loves the beach."] and "score" not in listed[0]
+
+
+def test_sync_methods_have_the_async_signatures() -> None:
+    for name, method in inspect.getmembers(AsyncMemory, inspect.iscoroutinefunction):
+        if name.startswith("_") or name == "aclose":
+            continue
+        sync = inspect.signature(getattr(Memory, name))
+        assert all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in sync.parameters.values()), name
+        assert list(sync.parameters) == list(inspect.signature(method).parameters), name
