@@ -60,12 +60,18 @@ def test_half_given_parts_are_refused(tmp_path: Path) -> None:
 def test_metadata_is_stored_returned_and_filtered(memory: Memory) -> None:
     _pets(memory)
     hits = memory.search("pet animal", user_id="alice", limit=10, filters={"topic": "pets"})
-    assert sorted(h.record.text for h in hits) == ["user: I adopted a beagle called Pepper.", "user: My cat Tom sleeps all day."]
+    assert sorted(h.record.text for h in hits) == [
+        "user: I adopted a beagle called Pepper.",
+        "user: My cat Tom sleeps all day.",
+    ]
     assert all(h.record.metadata["topic"] == "pets" for h in hits)
     recent = memory.search("pet", user_id="alice", filters={"AND": [{"topic": "pets"}, {"year": {"gte": 2023}}]})
     assert [h.record.text for h in recent] == ["user: My cat Tom sleeps all day."]
     either = memory.get_all(user_id="alice", filters={"OR": [{"topic": "work"}, {"year": {"lt": 2022}}]})
-    assert sorted(r.text for r in either) == ["user: I adopted a beagle called Pepper.", "user: I work as a baker in Porto."]
+    assert sorted(r.text for r in either) == [
+        "user: I adopted a beagle called Pepper.",
+        "user: I work as a baker in Porto.",
+    ]
     listed = memory.get_all(user_id="alice", filters={"year": {"in": [2024]}}, limit=1)
     assert len(listed) == 1 and listed[0].metadata["year"] == 2024
     # A filter is never a way into another user's memory.
