@@ -197,3 +197,24 @@ def test_sync_methods_have_the_async_signatures() -> None:
         sync = inspect.signature(getattr(Memory, name))
         assert all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in sync.parameters.values()), name
         assert list(sync.parameters) == list(inspect.signature(method).parameters), name
+
+
+def test_saying_it_again_after_a_delete_stores_it_again(memory: Memory) -> None:
+    first = memory.add("I like cats.", user_id="alice", metadata={"topic": "pets"})
+    memory.delete(first.unit_ids[0], user_id="alice")
+    again = memory.add("I like cats.", user_id="alice", metadata={"topic": "pets"})
+    assert (again.skipped, again.units_written) == (False, 1)
+    assert again.unit_ids != first.unit_ids
+    assert [r.text for r in memory.get_all(user_id="alice")] == ["user: I like cats."]
+    assert memory.delete_all(user_id="alice") == 1
+    third = memory.add("I like cats.", user_id="alice", metadata={"topic": "pets"})
+    assert third.units_written == 1 and len(set(first.unit_ids + again.unit_ids + third.unit_ids)) == 3
+    assert len(memory.get_all(user_id="alice", include_history=True)) == 3  # each deleted version is kept
+    assert memory.add("I like cats.", user_id="alice", metadata={"topic": "pets"}).skipped  # and a retry is a no-op
+
+
+def test_a_superseded_memory_is_not_re_added_by_the_same_add(memory: Memory) -> None:
+    first = memory.add("I live in Lisbon.", user_id="alice")
+    memory.update(first.unit_ids[0], "I live in Porto.", user_id="alice")
+    assert memory.add("I live in Lisbon.", user_id="alice").skipped  # an edit is not a delete
+    assert [r.text for r in memory.get_all(user_id="alice")] == ["I live in Porto."]

@@ -35,7 +35,7 @@ from memwise.embed.base import Embedder, Vectors
 from memwise.exceptions import ConfigError
 from memwise.facts._factmode import Scope, embed_all, plan_facts, session_rows, turn_unit
 from memwise.facts.report import IngestReport, IngestSummary, Mode
-from memwise.facts.retrieve import link_context
+from memwise.facts.retrieve import CONTEXT_AFTER, CONTEXT_BEFORE, link_context
 from memwise.facts.segment import SegmentConfig
 from memwise.facts.types import Conversation, Session
 from memwise.facts.units import session_digest, unit_id
@@ -82,13 +82,44 @@ def _receipt(conv: Conversation, session: Session, mode: Mode, scope: Scope, uni
     )
 
 
+DELETED = "deleted"
+"""Metadata flag on a unit its user deleted (``delete``/``delete_all``), as opposed to one that
+consolidation or an edit retired: saying the same thing again after a delete must store it again."""
+
+
 def _already_in(store: SQLiteStore, rid: str) -> list[str] | None:
-    """The units an earlier ingest wrote, if its receipt and every unit it lists are still there."""
+    """The units an earlier ingest wrote, if its receipt and every unit it lists are still there and
+    none of them was deleted by its user since."""
     receipt = store.get(rid)
     if receipt is None:
         return None
     ids: list[str] = receipt.metadata.get("unit_ids", [])
-    return ids if len(store.get_many(ids)) == len(ids) else None
+    units = store.get_many(ids)
+    if len(units) != len(ids) or any(u.metadata.get(DELETED) for u in units):
+        return None
+    return ids
+
+
+def _fresh_ids(store: SQLiteStore, records: list[Record]) -> dict[str, str]:
+    """New ids for records whose id belongs to a unit its user deleted: derived from the old id and
+    the deletion, so a re-add is stored again while the deleted version stays in history."""
+    renamed: dict[str, str] = {}
+    for record in records:
+        rid = record.id
+        while (old := store.get(rid)) is not None and old.metadata.get(DELETED):
+            rid = unit_id(rid, "re-added after delete", repr(old.valid_to))
+        if rid != record.id:
+            renamed[record.id] = rid
+    return renamed
+
+
+def _rename(record: Record, renamed: dict[str, str]) -> Record:
+    """``record`` under its new id, with its context links and (for a receipt) unit list following."""
+    metadata = dict(record.metadata)
+    for key in (CONTEXT_BEFORE, CONTEXT_AFTER, "unit_ids"):
+        if isinstance(metadata.get(key), list):
+            metadata[key] = [renamed.get(i, i) for i in metadata[key]]
+    return replace(record, id=renamed.get(record.id, record.id), metadata=metadata)
 
 
 def _found(store: SQLiteStore, rids: list[str]) -> list[list[str] | None]:
@@ -106,12 +137,17 @@ def _write(
     words, which must not be stored twice). Units already present (a turn stored earlier by mode
     ``turns``, say) are left as they are, and not re-added: consolidation may have changed their
     metadata since. The first unit per id is written, so content repeated in a conversation can't make
-    the write conflict with itself.
+    the write conflict with itself. A unit its user deleted is written again under a new id (the lists
+    ``records`` and ``receipts`` are updated in place to say so).
     """
     with store.transaction():
         done = {i for i, receipt in enumerate(receipts) if _already_in(store, receipt.id) is not None}
         if len(done) == len(receipts):
             return None
+        renamed = _fresh_ids(store, records)
+        if renamed:
+            records[:] = [_rename(r, renamed) for r in records]
+            receipts[:] = [_rename(r, renamed) for r in receipts]
         first: dict[str, int] = {}
         for i, record in enumerate(records):
             if owners[i] not in done:

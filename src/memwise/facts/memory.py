@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -27,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
+from memwise._aio import LoopThread
 from memwise.config import Settings, load_settings
 from memwise.embed.base import Embedder
 from memwise.exceptions import ConfigError, StoreError
@@ -35,7 +35,7 @@ from memwise.facts.answer import Answer, build_answer_messages, format_question_
 from memwise.facts.consolidate import ConsolidationReport
 from memwise.facts.consolidate import consolidate as consolidate_units
 from memwise.facts.consolidate import history as history_of
-from memwise.facts.ingest import IngestReport, ingest_conversation
+from memwise.facts.ingest import DELETED, IngestReport, ingest_conversation
 from memwise.facts.transfer import export_lines, import_records, parse_export
 from memwise.facts.types import Conversation, Session, Turn
 from memwise.facts.units import check_scope_id, from_epoch, to_epoch, unit_id
@@ -67,7 +67,7 @@ RESERVED_METADATA = frozenset(
         "edited",
         "context_before",
         "context_after",
-        "links",
+        DELETED,
     }
 )
 """Metadata keys memwise writes on memory units itself; a caller's metadata may not use them."""
@@ -437,9 +437,21 @@ class AsyncMemory:
         )
 
     async def delete(self, memory_id: str, *, user_id: str) -> None:
-        """Retire a memory: hidden from search and ``get_all``, still shown by ``history``."""
-        self._owned(memory_id, user_id)
-        self.store.invalidate(memory_id, at=time.time())
+        """Retire a memory: hidden from search and ``get_all``, still shown by ``history``.
+
+        Saying the same thing again later (``add`` of the same messages) stores it again.
+        """
+        record = self._owned(memory_id, user_id)
+        if record.valid_to is not None and record.valid_to <= time.time():
+            return
+        await asyncio.to_thread(self._retire, [record], time.time())
+
+    def _retire(self, records: Sequence[Record], at: float) -> None:
+        """Mark ``records`` deleted by their user and close them at ``at``, in one transaction."""
+        with self.store.transaction():
+            for record in records:
+                self.store.update(record.id, metadata={**record.metadata, DELETED: True})
+                self.store.invalidate(record.id, at=at)
 
     async def delete_all(
         self,
@@ -455,11 +467,8 @@ class AsyncMemory:
         scope = Filters(user_id=user_id, agent_id=agent_id, run_id=run_id, metadata=_metadata_filter(filters))
 
         def work() -> int:
-            now = time.time()
-            with self.store.transaction():
-                current = self.store.list(scope)
-                for record in current:
-                    self.store.invalidate(record.id, at=now)
+            current = self.store.list(scope)
+            self._retire(current, time.time())
             return len(current)
 
         return await asyncio.to_thread(work)
@@ -698,9 +707,7 @@ class Memory:
             if inner is not None
             else AsyncMemory(store=store, embedder=embedder, llm=llm, retriever=retriever, ledger=ledger, mode=mode)
         )
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="memwise-memory", daemon=True)
-        self._thread.start()
+        self._loop = LoopThread("memwise-memory")
 
     @classmethod
     def wrap(cls, inner: AsyncMemory) -> Memory:
@@ -721,7 +728,7 @@ class Memory:
         return cls.wrap(AsyncMemory.from_settings(settings, path, mode=mode, run_dir=run_dir, with_llm=with_llm))
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        return self._loop.run(coro)
 
     def add(
         self,
@@ -892,8 +899,6 @@ class Memory:
         try:
             self._run(self.inner.aclose())
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
             self._loop.close()
 
     def __enter__(self) -> Memory:
