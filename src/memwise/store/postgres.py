@@ -15,6 +15,9 @@ tests run against both), with the work moved into the server:
 * Scope, time, validity and metadata filters are SQL conditions (jsonb operators for metadata).
 * ``migrate()`` runs on open under a transaction-level advisory lock, so two processes opening one
   fresh database at once create the schema once; the ``schema_version`` table records the version.
+* ``schema=`` keeps the store's tables in a schema of their own (created if missing, migrated on its
+  own): one database can then hold many separate memories, e.g. one per server tenant. Every pooled
+  connection's ``search_path`` is that schema, then the schema holding pgvector.
 
 Connections come from a psycopg pool. As with SQLite, ``transaction()`` binds one connection to the
 calling thread for the block; calls outside a transaction take any pooled connection.
@@ -49,6 +52,7 @@ SCHEMA_VERSION = 1
 # Key of the advisory lock that serialises migrations (the bytes of "memwise!" as a bigint).
 _MIGRATE_LOCK = int.from_bytes(b"memwise!", "big") - 2**63
 _MAX_EF_SEARCH = 1000  # pgvector's limit
+_MAX_IDENTIFIER_BYTES = 63  # PostgreSQL silently truncates longer names, which could merge two schemas
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -179,8 +183,31 @@ def _index_name(space: str) -> str:
     return "vectors_hnsw_" + hashlib.sha256(space.encode("utf-8")).hexdigest()[:16]
 
 
-def _space_lock(space: str) -> int:
-    return int.from_bytes(hashlib.sha256(b"memwise.space:" + space.encode("utf-8")).digest()[:8], "big") - 2**63
+def _space_lock(space: str, schema: str | None = None) -> int:
+    key = b"memwise.space:" + space.encode("utf-8")
+    if schema is not None:
+        key += b"\0" + schema.encode("utf-8")
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") - 2**63
+
+
+def check_schema_name(schema: str) -> str:
+    """A schema name PostgreSQL keeps exactly: non-empty, at most 63 bytes, no NUL.
+
+    Longer names would be truncated by the server without an error, so two distinct long names could
+    land in one schema; refusing them keeps one name, one schema.
+
+    Example:
+        >>> check_schema_name("memwise_t_acme")
+        'memwise_t_acme'
+    """
+    if not isinstance(schema, str) or not schema or "\0" in schema:
+        raise StoreError(f"PostgreSQL schema name {schema!r} must be a non-empty string without NUL")
+    if len(schema.encode("utf-8")) > _MAX_IDENTIFIER_BYTES:
+        raise StoreError(
+            f"PostgreSQL schema name {schema!r} is longer than {_MAX_IDENTIFIER_BYTES} bytes; "
+            "PostgreSQL would truncate it: use a shorter name"
+        )
+    return schema
 
 
 def _metadata_json(record: Record) -> str:
@@ -204,6 +231,8 @@ class PostgresStore:
     Args:
         dsn: a libpq connection string, e.g. ``postgresql://user:pass@host:5432/memwise``.
         space: the default vector space (normally the embedder's name).
+        schema: keep the tables in this schema (created if missing); None: wherever the DSN's
+            ``search_path`` puts them (normally ``public``).
         max_connections: the pool's size; threads beyond it wait for a connection.
         connect_timeout_s: how long opening the store waits for the server.
         retry_budget_s: how long a write outside ``transaction()`` retries after a deadlock or
@@ -215,14 +244,17 @@ class PostgresStore:
         dsn: str,
         *,
         space: str = "default",
+        schema: str | None = None,
         max_connections: int = 8,
         connect_timeout_s: float = 10.0,
         retry_budget_s: float = 60.0,
     ) -> None:
         self._psycopg, pool_mod, self._register_vector = _import_driver()
         self.dsn = dsn
-        self.where = describe_dsn(dsn)
+        self.schema = None if schema is None else check_schema_name(schema)
+        self.where = describe_dsn(dsn) + ("" if schema is None else f", schema {schema!r}")
         self.space = space
+        self._search_path: Any = None  # set by migrate() when a schema is given
         self.retry_budget_s = retry_budget_s
         self._connect_timeout_s = connect_timeout_s
         self._state = _ThreadState()
@@ -233,7 +265,7 @@ class PostgresStore:
             min_size=1,
             max_size=max(1, max_connections),
             kwargs={"autocommit": True, "prepare_threshold": None},
-            configure=self._register_vector,
+            configure=self._configure,
             open=False,
             timeout=connect_timeout_s,
             name="memwise-store",
@@ -261,6 +293,8 @@ class PostgresStore:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
                 conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                if self.schema is not None:
+                    self._enter_schema(conn)
                 conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
                 row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
                 current = int(row[0] or 0) if row else 0
@@ -278,6 +312,31 @@ class PostgresStore:
             raise StoreError(f"migrating the schema of {self.where} failed: {exc}") from exc
         finally:
             conn.close()
+
+    def _enter_schema(self, conn: Any) -> None:
+        """Create this store's schema if missing and make it (then pgvector's schema) the search path.
+
+        Runs inside the migration transaction, so ``SET LOCAL`` ends with it; pooled connections get
+        the same path, session-wide, from :meth:`_configure`.
+        """
+        from psycopg import sql
+
+        row = conn.execute(
+            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+            "WHERE e.extname = 'vector'"
+        ).fetchone()
+        vector_schema = row[0] if row else "public"
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+        self._search_path = sql.SQL("{}, {}").format(sql.Identifier(self.schema), sql.Identifier(vector_schema))
+        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(self._search_path))
+
+    def _configure(self, conn: Any) -> None:
+        """Set up a new pooled connection: the schema's search path first, then the vector type."""
+        if self._search_path is not None:
+            from psycopg import sql
+
+            conn.execute(sql.SQL("SET search_path TO {}").format(self._search_path))
+        self._register_vector(conn)
 
     def close(self) -> None:
         """Close the pool; the instance is unusable afterwards."""
@@ -373,7 +432,7 @@ class PostgresStore:
         """Fix a new space's dimension (and create its HNSW index) or check a known one's."""
         known = self._dims.get(space)
         if known is None:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_space_lock(space),))
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_space_lock(space, self.schema),))
             row = conn.execute("SELECT dim FROM spaces WHERE space = %s", (space,)).fetchone()
             if row is None:
                 # Created inside the caller's transaction: rolled back with it if the add fails.
