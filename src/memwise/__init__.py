@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from memwise._version import __version__
 from memwise.config import EmbedConfig, ModelConfig, Settings, load_settings  # noqa: E402
 from memwise.exceptions import (  # noqa: E402
     ConfigError,

@@ -10,7 +10,7 @@ from email.utils import format_datetime
 import openai
 import pytest
 
-from memwise.llm._retry import (
+from memwise._transport.retry import (
     Failure,
     HTTPStatusFailure,
     MalformedReply,

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from memwise.llm._retry import httpx
+from memwise._transport.retry import httpx
 from memwise.testing.fake_openai import (
     FAILURE_KINDS,
     FailurePlan,

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import openai
 
-from memwise.llm._retry import httpx
+from memwise._transport.retry import httpx
 
 
 class _Connection:

@@ -2,7 +2,7 @@
 
 Texts go out in batches of ``batch_size``, several batches in flight at once, each with the shared
 retry policy; rows come back in input order whatever order the server lists them in, L2-normalised
-float32. The HTTP plumbing is the chat backend's: :mod:`memwise.llm._http` (a lean keep-alive pool for
+float32. The HTTP plumbing is the chat backend's: :mod:`memwise._transport.http` (a lean keep-alive pool for
 plain-HTTP servers, ~0.15 ms of client CPU per call against the openai SDK's ~2.5 ms; https and proxied
 URLs use the SDK's HTTP client), and the API-key rules of :mod:`memwise.llm.openai_compat`.
 """
@@ -13,17 +13,18 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Self
 
 import numpy as np
 
+from memwise._aio import gather_or_cancel
+from memwise._transport.http import Endpoint, Timeouts, build_http_client, json_headers, post_body
+from memwise._transport.keys import resolve_api_key
+from memwise._transport.retry import Failure, HTTPStatusFailure, MalformedReply, RetryPolicy, retry_call
 from memwise.config import EmbedConfig
 from memwise.embed.base import Vectors, normalise
 from memwise.exceptions import ConfigError, EmbeddingError
-from memwise.llm._http import Endpoint, Timeouts, build_http_client, json_headers, post_body
-from memwise.llm._retry import Failure, HTTPStatusFailure, MalformedReply, RetryPolicy, retry_call
-from memwise.llm.openai_compat import resolve_api_key
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class OpenAICompatEmbedder:
             if self._dim is None:  # learn the dimension once, before fanning out
                 parts.append(await self._embed_batch(batches[0]))
                 batches = batches[1:]
-            parts.extend(await _all_or_none([self._embed_batch(b) for b in batches]))
+            parts.extend(await gather_or_cancel(*[self._embed_batch(b) for b in batches]))
         finally:
             if self._direct is not None:
                 self._direct.close_idle()
@@ -177,18 +178,6 @@ class OpenAICompatEmbedder:
     def _give_up(self, message: str, failure: Failure, attempts: int) -> EmbeddingError:
         status = f"status={failure.status}" if failure.status is not None else "no status"
         return EmbeddingError(f"{self.describe()}: {message} ({status}, attempts={attempts})")
-
-
-async def _all_or_none(coros: list[Coroutine[Any, Any, np.ndarray]]) -> list[np.ndarray]:
-    """Results in order; on the first failure the other batches are cancelled, not left running."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 def _parse_embeddings(body: bytes, expected: int) -> np.ndarray:

@@ -1,17 +1,17 @@
 """Chat completions from any OpenAI-compatible server (vLLM, llama.cpp, SGLang, Ollama, OpenAI itself).
 
-Retries are ours (see :mod:`memwise.llm._retry`): the SDK's own are switched off so that behaviour
+Retries are ours (see :mod:`memwise._transport.retry`): the SDK's own are switched off so that behaviour
 under 429/5xx/timeouts/dropped connections is one documented policy, tested against the fake server.
 
 Why the hot path is not ``client.chat.completions.create``: with dozens of calls in flight against a
 local server, per-call client CPU decides throughput, and the SDK's ~2.5 ms of CPU per call (against
 ~0.15 ms on the lean path) would keep ``bench/llm_client.py`` (2,000 calls, 64 in flight) far from its
-1.25x target; :mod:`memwise.llm._http` has the measurements. So:
+1.25x target; :mod:`memwise._transport.http` has the measurements. So:
 
 * one ``AsyncOpenAI`` client per instance holds the configuration (base URL, key, timeouts) and carries
   every call when ``sdk_requests=True``, as one ``client.post`` of pre-encoded JSON;
 * otherwise, for plain-HTTP endpoints, a call is written straight onto a pooled keep-alive connection
-  of :class:`~memwise.llm._http.KeepAliveTransport` (the same pool the SDK's HTTP client runs on here),
+  of :class:`~memwise._transport.http.KeepAliveTransport` (the same pool the SDK's HTTP client runs on here),
   with a request head built once per instance and the reply parsed by ``json.loads`` rather than
   pydantic;
 * HTTPS and proxied endpoints (remote APIs, where network latency dwarfs client CPU) keep the SDK's own
@@ -21,21 +21,16 @@ local server, per-call client CPU decides throughput, and the SDK's ~2.5 ms of C
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Self
-from urllib.parse import urlsplit
 
 import openai
 
-from memwise.config import ModelConfig
-from memwise.exceptions import ConfigError, LLMError
-from memwise.llm._http import (
+from memwise._transport.http import (
     Endpoint,
     HttpReply,
     KeepAliveTransport,
@@ -45,10 +40,13 @@ from memwise.llm._http import (
     json_headers,
     post_body,
 )
-from memwise.llm._retry import Failure, HTTPStatusFailure, MalformedReply, RetryPolicy, httpx, retry_call
+from memwise._transport.keys import is_local_url, resolve_api_key
+from memwise._transport.retry import Failure, HTTPStatusFailure, MalformedReply, RetryPolicy, httpx, retry_call
+from memwise.config import ModelConfig
+from memwise.exceptions import ConfigError, LLMError
 from memwise.llm.base import ChatRequest, ChatResponse, Sample, Usage
 
-# The transport's names stay importable from here, where they lived before memwise.llm._http.
+# The transport's names stay importable from here, where they lived before memwise._transport.
 __all__ = [
     "Endpoint",
     "KeepAliveTransport",
@@ -66,37 +64,6 @@ log = logging.getLogger(__name__)
 Sleep = Callable[[float], Awaitable[object]]
 
 _RESPONSE_FORMAT_HINTS = ("response_format", "json_schema", "unsupported", "not supported")
-
-
-# ---------------------------------------------------------------------------------------------- keys
-
-
-def is_local_url(base_url: str) -> bool:
-    """True for loopback, private-network and single-label hosts, where servers usually run keyless."""
-    host = (urlsplit(base_url).hostname or "").lower()
-    if host in ("localhost", "host.docker.internal") or host.endswith((".localhost", ".local", ".internal")):
-        return True
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        return bool(host) and "." not in host
-    return addr.is_loopback or addr.is_private or addr.is_link_local
-
-
-def resolve_api_key(base_url: str, api_key: str | None, api_key_env: str) -> str:
-    """The key to send: explicit, else from the environment, else ``EMPTY`` for a local server.
-
-    A remote server without a key would only fail later with a 401 that names no variable, so that case
-    is a :class:`ConfigError` now.
-    """
-    key = (api_key or os.environ.get(api_key_env) or "").strip()
-    if any(c in key for c in "\r\n\0"):
-        raise ConfigError(f"the API key for {base_url} (from {api_key_env} or api_key) contains a line break")
-    if key:
-        return key
-    if is_local_url(base_url):
-        return "EMPTY"
-    raise ConfigError(f"no API key for {base_url}: set the environment variable {api_key_env}")
 
 
 # -------------------------------------------------------------------------------------------- backend

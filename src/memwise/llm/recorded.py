@@ -10,25 +10,26 @@ from __future__ import annotations
 
 import asyncio
 
+from memwise._aio import gather_or_cancel
 from memwise.exceptions import LLMError
 from memwise.llm.base import ChatModel, ChatRequest, ChatResponse, Sample
-from memwise.runs.concurrency import gather_or_cancel
-from memwise.runs.ledger import Ledger
+from memwise.llm.recorder import CallRecorder
 
 
 class RecordedLLM:
-    """Wraps a backend with a ledger; ``stage`` labels the calls for the run report.
+    """Wraps a backend with a call recorder (the run ledger); ``stage`` labels the calls for the run report.
 
     Example:
         >>> from memwise.testing import ScriptedLLM
         >>> import tempfile, pathlib
+        >>> from memwise.runs.ledger import Ledger
         >>> led = Ledger(pathlib.Path(tempfile.mkdtemp()) / "l.sqlite3")
         >>> llm = RecordedLLM(ScriptedLLM(["hi"]), led, stage="demo")
         >>> asyncio.run(llm.complete(ChatRequest.of("hello"))).text
         'hi'
     """
 
-    def __init__(self, inner: ChatModel, ledger: Ledger, *, stage: str = "default") -> None:
+    def __init__(self, inner: ChatModel, ledger: CallRecorder, *, stage: str = "default") -> None:
         self.inner = inner
         self.ledger = ledger
         self.stage = stage

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from memwise.exceptions import ParseError
 from memwise.llm.base import ChatModel, ChatRequest, Message
-from memwise.runs.ledger import Ledger
+from memwise.llm.recorder import FailureRecorder
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -388,7 +388,7 @@ def repair_request(request: ChatRequest, reply: str, reason: str, *, cut_off: bo
     return replace(request, messages=messages, n=1)
 
 
-def _record(ledger: Ledger | None, *, stage: str, kind: str, detail: str, raw: str) -> None:
+def _record(ledger: FailureRecorder | None, *, stage: str, kind: str, detail: str, raw: str) -> None:
     if ledger is not None:
         ledger.record_failure(stage=stage, kind=kind, detail=detail, raw=raw)
 
@@ -398,7 +398,7 @@ async def complete_structured(
     request: ChatRequest,
     model_cls: type[M],
     *,
-    ledger: Ledger | None = None,
+    ledger: FailureRecorder | None = None,
     stage: str = "default",
     repair: bool = True,
 ) -> M:

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from memwise._aio import gather_or_cancel
 from memwise.exceptions import ConfigError, LLMError, ParseError
 from memwise.llm.base import ChatModel, ChatRequest, ChatResponse
 from memwise.llm.structured import complete_structured
@@ -52,7 +53,6 @@ from memwise.metamem.prompts import (
 )
 from memwise.metamem.rules import ApplyResult, Operation, RuleHistory, RuleSet, fallback_subset
 from memwise.metamem.scoring import Scorer, make_scorer
-from memwise.runs.concurrency import gather_or_cancel
 from memwise.runs.files import write_text_atomic
 from memwise.runs.rundir import RunDir
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from memwise import __version__
+from memwise._version import __version__
 from memwise.llm.base import ChatModel
 from memwise.llm.recorded import RecordedLLM
 from memwise.runs.files import write_text_atomic

@@ -22,6 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from memwise._aio import gather_or_cancel
 from memwise.exceptions import ParseError
 from memwise.llm.base import ChatModel, ChatRequest, Message
 from memwise.llm.structured import strip_reasoning
@@ -308,11 +309,4 @@ class LLMJudge:
                 except JudgeError as exc:
                     return exc
 
-        tasks = [asyncio.ensure_future(one(case)) for case in cases]
-        try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        return await gather_or_cancel(*(one(case) for case in cases))

@@ -14,14 +14,28 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from memwise.llm.base import ChatModel, ChatRequest, Message
 from memwise.llm.untrusted import data_notice, fence, neutralize, one_line
+from memwise.tasks.envs.base import Environment, Observation
 from memwise.tasks.types import Task
 
 Scorer = Callable[[Task, str], tuple[str | None, bool]]
 """(task, model output) -> (extracted final answer or None, success)."""
+
+__all__ = [
+    "EnvExecutor",
+    "Environment",
+    "ExecutionResult",
+    "Observation",
+    "QAExecutor",
+    "Scorer",
+    "build_env_messages",
+    "build_executor_messages",
+    "choose_action",
+    "render_insights",
+]
 
 _SYSTEM = (
     "You solve tasks carefully. Lessons from similar past tasks may be listed; use them when they "
@@ -103,25 +117,6 @@ class QAExecutor:
             length=sample.usage.completion_tokens,
             metadata={"finish_reason": sample.finish_reason},
         )
-
-
-@dataclass(frozen=True)
-class Observation:
-    """What an environment shows after a reset or a step."""
-
-    text: str
-    admissible: tuple[str, ...]
-    done: bool = False
-    won: bool = False
-    progress: float | None = None
-
-
-class Environment(Protocol):
-    """A multi-turn environment, as small as an executor needs."""
-
-    def reset(self, task: Task) -> Observation: ...
-
-    def step(self, action: str) -> Observation: ...
 
 
 def build_env_messages(

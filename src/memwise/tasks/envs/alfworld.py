@@ -47,8 +47,8 @@ from types import TracebackType
 from typing import Any
 
 from memwise.exceptions import ConfigError, DatasetError
+from memwise.tasks.envs.base import Observation
 from memwise.tasks.types import Task
-from memwise.umem.executor import Observation
 
 INSTALL_HINT = "pip install 'memwise[alfworld]' (or pip install alfworld)"
 BANNER = "-= Welcome to TextWorld, ALFRED! =-"

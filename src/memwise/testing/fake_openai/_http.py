@@ -6,7 +6,7 @@ buffered JSON with a Content-Length. What the server decides to do with a reques
 reply, or close the connection after writing part of one, after a delay) is spelt here too, so the
 connection, the endpoints and the failure injection share one vocabulary.
 
-This is deliberately separate from the client's parser (:mod:`memwise.llm._http`): the fake is the
+This is deliberately separate from the client's parser (:mod:`memwise._transport.http`): the fake is the
 independent other end that the client is tested against, and it also serves httpx and urllib.
 """
 
