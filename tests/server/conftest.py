@@ -5,10 +5,12 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -54,6 +56,26 @@ class Keys:
     @staticmethod
     def bearer(key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
+
+
+def database_uri(server_uri: str, name: str) -> str:
+    """``server_uri`` (a postgresql:// URL) pointing at database ``name`` instead."""
+    parts = urlsplit(server_uri)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture
+def pg_server_db(pg_database: str) -> Iterator[str]:
+    """A fresh, empty database on the session's Postgres (tenant schemas have fixed names, so each
+    test needs its own database to start from nothing); dropped afterwards, connections or not."""
+    import psycopg
+
+    name = f"srv_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield database_uri(pg_database, name)
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.fixture

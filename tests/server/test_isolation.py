@@ -1,11 +1,19 @@
-"""A key for tenant A never reads, changes or deletes tenant B's memory: by id, query, user_id or filter."""
+"""A key for tenant A never reads, changes or deletes tenant B's memory: by id, query, user_id or filter.
+
+Every test over the app runs twice: tenants as SQLite files, and tenants as schemas of one Postgres
+database (``--store postgresql://...``).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psycopg
+import pytest
 from typer.testing import CliRunner
 
 from memwise.cli import app as cli_app
@@ -14,6 +22,23 @@ from memwise.server.auth import KeyRing, hash_key
 from .conftest import Keys
 
 SECRET = [{"role": "user", "content": "Globex launch code is swordfish."}]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest) -> str | None:
+    """The server's store: None (SQLite file per tenant) or a fresh Postgres database (schema per tenant)."""
+    return None if request.param == "sqlite" else str(request.getfixturevalue("pg_server_db"))
+
+
+@pytest.fixture
+async def client(
+    make_app: Callable[..., Any], keys: Keys, store: str | None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client against a keyed app on the backend under test; its stores closed afterwards."""
+    app = make_app(keys.path, store=store)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+        yield c
+    await app.state.memwise.aclose()
 
 
 async def _globex_memory(client: httpx.AsyncClient, keys: Keys) -> dict[str, object]:
@@ -97,3 +122,23 @@ async def test_a_key_created_while_running_works_at_once(client: httpx.AsyncClie
     fresh, _ = create_key(keys.path, "initech")
     r = await client.get("/v1/memories", params={"user_id": "x"}, headers=Keys.bearer(fresh))
     assert r.status_code == 200
+
+
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+async def test_postgres_tenants_are_separate_schemas(client: httpx.AsyncClient, keys: Keys, store: str) -> None:
+    """The isolation above rests on this: each tenant's rows sit in its own schema, and only there."""
+    await _globex_memory(client, keys)
+    acme = await client.post(
+        "/v1/memories", json={"messages": [{"content": "Acme likes tea."}], "user_id": "alice"},
+        headers=Keys.bearer(keys.acme),
+    )
+    assert acme.status_code == 200
+    with psycopg.connect(store) as conn:
+        stored = {
+            schema: " ".join(row[0] for row in conn.execute(f'SELECT text FROM "{schema}".records'))
+            for schema in ("memwise_t_acme", "memwise_t_globex")
+        }
+        public = conn.execute("SELECT to_regclass('public.records')").fetchone()
+    assert "tea" in stored["memwise_t_acme"] and "swordfish" not in stored["memwise_t_acme"]
+    assert "swordfish" in stored["memwise_t_globex"] and "tea" not in stored["memwise_t_globex"]
+    assert public == (None,)

@@ -13,14 +13,22 @@ from typing import Annotated
 import typer
 
 from memwise.cli._options import GlobalOptions
-from memwise.cli.app import app
+from memwise.config import Settings
 from memwise.exceptions import ConfigError
+from memwise.store.registry import is_dsn
 
 keys_app = typer.Typer(help="API keys for `memwise serve` / `memwise mcp --transport http`.", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
 
 DataDirOption = Annotated[
     Path | None, typer.Option(help="where tenant memories live (default: $MEMWISE_HOME/server)")
+]
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="postgresql://... : every tenant in its own schema of that database, shareable by several "
+        "servers (default: the store setting if it is a DSN, else SQLite files under --data-dir)",
+    ),
 ]
 KeysOption = Annotated[
     Path | None,
@@ -42,6 +50,26 @@ def _keys_file(value: Path | None) -> Path | None:
     return Path(env) if env else None
 
 
+def _server_store(flag: str | None, settings: Settings) -> str | None:
+    """The server's Postgres DSN: the flag, else a DSN in the store setting; None keeps SQLite per tenant.
+
+    A SQLite path in the store setting names one file, which cannot hold separate tenants, so the
+    server says it is not used rather than silently sharing it.
+    """
+    if flag is not None:
+        return flag
+    if settings.store is None:
+        return None
+    if is_dsn(settings.store):
+        return settings.store
+    typer.secho(
+        f"note: the store setting {settings.store!r} is a SQLite file; the server keeps one SQLite file per "
+        "tenant under --data-dir instead (give --store postgresql://... to share one database)",
+        err=True,
+    )
+    return None
+
+
 def _require_server_extra() -> None:
     try:
         import fastapi  # noqa: F401
@@ -50,12 +78,12 @@ def _require_server_extra() -> None:
         raise ConfigError(f"the server needs the 'server' extra: pip install 'memwise[server]' ({exc})") from exc
 
 
-@app.command()
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="address to listen on (non-loopback needs --keys)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8080,
     data_dir: DataDirOption = None,
+    store: StoreOption = None,
     keys: KeysOption = None,
     mode: Annotated[str, typer.Option(help="turns (no model) or facts (model extracts facts) for adds")] = "turns",
     max_body_bytes: Annotated[int, typer.Option(help="413 for request bodies past this size")] = 1_000_000,
@@ -71,10 +99,12 @@ def serve(
     from memwise.server.config import ServerConfig, check_bind
 
     opts: GlobalOptions = ctx.obj
+    settings = opts.settings()
     config = ServerConfig(
         data_dir=_data_dir(data_dir),
+        store=_server_store(store, settings),
         keys_file=_keys_file(keys),
-        settings=opts.settings(),
+        settings=settings,
         mode=mode,  # type: ignore[arg-type]
         max_body_bytes=max_body_bytes,
         ingest_dir=ingest_dir,
@@ -85,7 +115,6 @@ def serve(
     uvicorn.run(create_app(config), host=host, port=port, log_level="info")
 
 
-@app.command()
 def mcp(
     ctx: typer.Context,
     transport: Annotated[str, typer.Option(help="stdio (one local agent) or http (streamable HTTP at /mcp)")] = "stdio",
@@ -96,6 +125,7 @@ def mcp(
     host: Annotated[str, typer.Option(help="HTTP: address to listen on (non-loopback needs --keys)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP: TCP port")] = 8081,
     data_dir: DataDirOption = None,
+    store: StoreOption = None,
     keys: KeysOption = None,
     mode: Annotated[str, typer.Option(help="turns or facts, for the add tool")] = "turns",
 ) -> None:
@@ -114,10 +144,12 @@ def mcp(
     from memwise.server.mcp import build_mcp_server, mcp_http_app
 
     opts: GlobalOptions = ctx.obj
+    settings = opts.settings()
     config = ServerConfig(
         data_dir=_data_dir(data_dir),
+        store=_server_store(store, settings),
         keys_file=_keys_file(keys) if transport == "http" else None,
-        settings=opts.settings(),
+        settings=settings,
         mode=mode,  # type: ignore[arg-type]
         default_tenant=validate_tenant(tenant),
     )

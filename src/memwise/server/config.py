@@ -9,6 +9,7 @@ from pathlib import Path
 from memwise.config import Settings
 from memwise.exceptions import ConfigError
 from memwise.facts.memory import Mode
+from memwise.store.registry import is_dsn
 
 DEFAULT_MAX_BODY_BYTES = 1_000_000
 """1 MB: larger requests get 413. Big datasets go through an ingest job reading a file on the server."""
@@ -24,6 +25,10 @@ class ServerConfig:
     """
 
     data_dir: Path = field(metadata={"help": "tenant stores live in <data_dir>/tenants/<tenant>.sqlite3"})
+    store: str | None = field(
+        default=None,
+        metadata={"help": "a postgresql:// DSN: every tenant in its own schema there; None: SQLite under data_dir"},
+    )
     keys_file: Path | None = field(default=None, metadata={"help": "JSON keys file; None: no auth, loopback only"})
     settings: Settings = field(default_factory=Settings, metadata={"help": "models and embedder"})
     mode: Mode = field(default="turns", metadata={"help": "ingest mode for add and ingest jobs"})
@@ -38,6 +43,12 @@ class ServerConfig:
     max_jobs_kept: int = field(default=1000, metadata={"help": "finished jobs remembered for GET /v1/jobs/{id}"})
 
     def __post_init__(self) -> None:
+        if self.store is not None and not is_dsn(self.store):
+            raise ConfigError(
+                f"server store {self.store!r} is not a postgresql:// DSN: the server keeps one store per tenant, "
+                "so give a PostgreSQL database (postgresql://user@host/dbname) or leave it unset for SQLite "
+                "files under the data folder"
+            )
         if self.mode not in ("turns", "facts"):
             raise ConfigError(f"server mode must be 'turns' or 'facts', got {self.mode!r}")
         for name in ("max_body_bytes", "max_messages", "max_top_k", "max_limit", "max_jobs_kept"):
