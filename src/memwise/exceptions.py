@@ -8,9 +8,15 @@ family at once and still tell misuse from backend trouble from a misbehaving mod
     ├── LLMError           a model backend failed (after retries); carries backend, status, retry_after
     ├── ParseError         a model replied, but not in the shape asked for; carries the raw reply
     ├── EmbeddingError     an embedding backend failed
-    ├── StoreError         the SQLite store could not read or write
-    │   └── RunDirBusyError    another writer holds the run directory's lock
+    ├── StoreError         the store (SQLite or Postgres) or a run file could not read or write
+    │   ├── RunDirBusyError        another writer holds the run directory's lock
+    │   └── MemoryNotFoundError    no such memory for this user (also a NotFoundError)
+    ├── NotFoundError      something asked for by id or name does not exist
+    │   └── MemoryNotFoundError
     └── DatasetError       an input file is malformed; names the file and the record
+
+Misuse is ``ConfigError`` everywhere, settings dataclasses included, so a front end can print it as a
+user error without also relabelling a ``ValueError`` that came from a bug or a library (trl, torch).
 """
 
 from __future__ import annotations
@@ -67,6 +73,18 @@ class EmbeddingError(MemwiseError):
 
 class StoreError(MemwiseError):
     """The store could not complete a read or write."""
+
+
+class NotFoundError(MemwiseError):
+    """Something asked for by id or name does not exist (or belongs to someone else, which reads the same)."""
+
+
+class MemoryNotFoundError(NotFoundError, StoreError):
+    """No memory with this id for this user.
+
+    A :class:`StoreError` too, so callers that caught the store's failures before this class existed
+    keep catching it; new code can tell "not there" (:class:`NotFoundError`) from "could not read".
+    """
 
 
 class RunDirBusyError(StoreError):

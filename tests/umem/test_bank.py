@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from memwise.exceptions import StoreError
+from memwise.exceptions import ConfigError, StoreError
 from memwise.store.sqlite import SQLiteStore
 from memwise.testing import FakeEmbedder
 from memwise.umem.bank import BankEntry, InsightBank, render_for_executor
@@ -74,7 +74,7 @@ async def test_scope_isolation(store: SQLiteStore) -> None:
 
 
 def test_bank_needs_a_scope(store: SQLiteStore) -> None:
-    with pytest.raises(ValueError, match="scope"):
+    with pytest.raises(ConfigError, match="scope"):
         InsightBank(store, FakeEmbedder())
 
 
@@ -96,7 +96,7 @@ async def test_update_replaces_values_keeps_usage(store: SQLiteStore) -> None:
     assert updated.values == ["new"] and updated.usage == 1 and updated.key == NEAR
     with pytest.raises(StoreError):
         await bank.update("missing", ["x"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         await bank.update(entry.id, ["  "])
 
 

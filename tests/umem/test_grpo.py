@@ -25,6 +25,7 @@ from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 from trl import GRPOTrainer
 
+from memwise.exceptions import ConfigError
 from memwise.llm.base import ChatRequest
 from memwise.store.sqlite import SQLiteStore
 from memwise.tasks.types import Task
@@ -182,14 +183,14 @@ def test_settings_default_to_the_paper(tmp_path: Path) -> None:
     ],
 )
 def test_settings_reject_bad_values(kwargs: dict[str, Any], match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ConfigError, match=match):
         GRPOSettings(**kwargs)
 
 
 def test_lora_settings() -> None:
     config = LoRASettings(r=4, alpha=8, target_modules=("q_proj",)).to_peft_config()
     assert (config.r, config.lora_alpha, set(config.target_modules)) == (4, 8, {"q_proj"})
-    with pytest.raises(ValueError, match="lm_head"):
+    with pytest.raises(ConfigError, match="lm_head"):
         LoRASettings(target_modules=("lm_head",))
 
 
@@ -303,18 +304,18 @@ def test_update_maps_to_the_numbered_entry(store: SQLiteStore, trainset: TrainSe
 
 def test_groups_must_share_their_prompt() -> None:
     assert _groups(["a", "a", "b", "b"], [[], [], ["e"], ["e"]]) == [(0, 2), (2, 4)]
-    with pytest.raises(ValueError, match="different entry ids"):
+    with pytest.raises(ConfigError, match="different entry ids"):
         _groups(["a", "a"], [["e"], []])
 
 
 def test_train_checks_its_inputs(store: SQLiteStore, trainset: TrainSet, tmp_path: Path) -> None:
     scorer = trainset.scorer(make_bank(store), UnitsExecutor())
-    with pytest.raises(ValueError, match="batch_tasks"):
+    with pytest.raises(ConfigError, match="batch_tasks"):
         train_mem_optimizer("unused", trainset, scorer, output_dir=tmp_path, settings=GRPOSettings(batch_tasks=5))
     tok = tiny_tokenizer()
     tok.padding_side = "right"
     settings = GRPOSettings(batch_tasks=2, group_size=2, micro_batch_size=2)
-    with pytest.raises(ValueError, match="left"):
+    with pytest.raises(ConfigError, match="left"):
         train_mem_optimizer("unused", trainset, scorer, output_dir=tmp_path, settings=settings, tokenizer=tok)
 
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from memwise.exceptions import ConfigError
 from memwise.umem import neighbours
 from memwise.umem.neighbours import Neighbourhoods, lipschitz_bound, nearest_neighbours
 
@@ -98,7 +99,7 @@ def test_large_input_blockwise_shape() -> None:
     ],
 )
 def test_invalid_input_rejected(vectors: np.ndarray, kwargs: dict[str, int]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         nearest_neighbours(vectors, **kwargs)
 
 
@@ -148,10 +149,10 @@ def test_neighbourhoods_unknown_task_raises_key_error() -> None:
 def test_neighbourhoods_validation(
     task_ids: tuple[str, ...], neighbour_ids: tuple[tuple[str, ...], ...], match: str
 ) -> None:
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ConfigError, match=match):
         Neighbourhoods(task_ids, neighbour_ids)
 
 
 def test_build_rejects_mismatched_ids() -> None:
-    with pytest.raises(ValueError, match="task ids"):
+    with pytest.raises(ConfigError, match="task ids"):
         Neighbourhoods.build(["a", "b"], np.eye(3, dtype=np.float32))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from memwise.exceptions import ConfigError
 from memwise.store.sqlite import SQLiteStore
 from memwise.testing import FakeEmbedder
 from memwise.umem.bank import BankEntry, InsightBank
@@ -186,7 +187,7 @@ async def test_apply_add_keys_by_task(bank: InsightBank) -> None:
 
 
 async def test_apply_rejects_target_outside_entries(bank: InsightBank) -> None:
-    with pytest.raises(ValueError, match="UPDATE 3"):
+    with pytest.raises(ConfigError, match="UPDATE 3"):
         await apply_action(bank, "t", ENTRIES, OptimizerAction("UPDATE", 3, ["x"]))
     assert bank.count() == 0
 

@@ -9,6 +9,7 @@ from functools import partial
 
 import pytest
 
+from memwise.exceptions import ConfigError
 from memwise.umem import refcache
 from memwise.umem.refcache import NO_MEMORY, ReferenceCache, RefKey, executor_calls
 from memwise.umem.rewards import ExecResult, marginal_utility
@@ -75,7 +76,7 @@ def test_executor_calls_formula() -> None:
 
 @pytest.mark.parametrize(("g", "n", "d"), [(-1, 3, None), (8, -1, None), (8, 3, 4), (8, 3, -1)])
 def test_executor_calls_rejects_invalid(g: int, n: int, d: int | None) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         executor_calls(g, n, d, cached=True)
 
 

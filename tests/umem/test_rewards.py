@@ -6,6 +6,7 @@ import doctest
 
 import pytest
 
+from memwise.exceptions import ConfigError
 from memwise.umem import rewards
 from memwise.umem.rewards import (
     ExecResult,
@@ -66,7 +67,7 @@ def test_paper_gain_length_term_unbounded_below() -> None:
 
 
 def test_negative_length_rejected() -> None:
-    with pytest.raises(ValueError, match="length"):
+    with pytest.raises(ConfigError, match="length"):
         ExecResult(True, -1)
 
 
@@ -82,7 +83,7 @@ def test_marginal_utility_no_neighbours_is_zero() -> None:
 
 
 def test_marginal_utility_rejects_unknown_form() -> None:
-    with pytest.raises(ValueError, match="paper"):
+    with pytest.raises(ConfigError, match="paper"):
         marginal_utility([(OK_100, OK_60)], form="other")  # type: ignore[arg-type]
 
 
@@ -137,5 +138,5 @@ def test_trl_reward_from_exec_results_both_forms() -> None:
     [(2, 1, 2), (2, 2, 3), (1, 2, 2)],
 )
 def test_trl_reward_rejects_length_mismatch(n_prompts: int, n_ok: int, n_gains: int) -> None:
-    with pytest.raises(ValueError, match="per completion"):
+    with pytest.raises(ConfigError, match="per completion"):
         marginal_utility_reward(["p"] * n_prompts, ["c", "c"], format_ok=[True] * n_ok, gains=[[0.0]] * n_gains)

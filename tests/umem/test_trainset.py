@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from memwise.exceptions import DatasetError
+from memwise.exceptions import ConfigError, DatasetError
 from memwise.store.sqlite import SQLiteStore
 from memwise.tasks.types import Task
 from memwise.testing import FakeEmbedder
@@ -98,19 +98,19 @@ def test_malformed_files_raise_dataset_error(tmp_path: Path) -> None:
 
 def test_neighbourhoods_must_match_the_tasks() -> None:
     nb = Neighbourhoods(("u1", "u2"), (("u2",), ("u1",)))
-    with pytest.raises(ValueError, match="same order"):
+    with pytest.raises(ConfigError, match="same order"):
         TrainSet((UNITS[1], UNITS[0]), nb)
 
 
 def test_unserialisable_metadata_is_named(tmp_path: Path) -> None:
     task = Task("x", "mmlu", "q", "A", metadata={"when": object()})
     ts = TrainSet((task,), Neighbourhoods(("x",), ((),)))
-    with pytest.raises(ValueError, match="JSON-serialisable"):
+    with pytest.raises(ConfigError, match="JSON-serialisable"):
         ts.save(tmp_path / "t.json")
 
 
 async def test_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="no tasks"):
+    with pytest.raises(ConfigError, match="no tasks"):
         await build_trainset([], FakeEmbedder(dim=64))
-    with pytest.raises(ValueError, match="neighbours"):
+    with pytest.raises(ConfigError, match="neighbours"):
         await build_trainset(TASKS, FakeEmbedder(dim=64), neighbours=0)

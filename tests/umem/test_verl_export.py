@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from memwise.exceptions import ConfigError
 from memwise.store.sqlite import SQLiteStore
 from memwise.tasks.types import Task
 from memwise.testing import FakeEmbedder
@@ -88,10 +89,10 @@ async def test_empty_entry_ids_keep_their_type(tmp_path: Path, bank: InsightBank
 
 
 async def test_every_task_needs_an_attempt(trainset: TrainSet) -> None:
-    with pytest.raises(ValueError, match="no attempt"):
+    with pytest.raises(ConfigError, match="no attempt"):
         verl_rows(trainset, {})
 
 
 async def test_bad_concurrency(tmp_path: Path, bank: InsightBank, trainset: TrainSet) -> None:
-    with pytest.raises(ValueError, match="concurrency"):
+    with pytest.raises(ConfigError, match="concurrency"):
         await export_verl(trainset, bank, UnitsExecutor(), tmp_path / "x.parquet", concurrency=0)

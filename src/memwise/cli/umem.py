@@ -54,18 +54,15 @@ def evolve_command(
     key = check_suite(suite)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
-    try:
-        config = EvolveConfig(
-            suite=key,
-            epochs=epochs,
-            top_k=top_k,
-            similarity_floor=floor,
-            max_tokens=max_tokens,
-            optimizer_max_tokens=optimizer_max_tokens,
-            repair=repair,
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    config = EvolveConfig(
+        suite=key,
+        epochs=epochs,
+        top_k=top_k,
+        similarity_floor=floor,
+        max_tokens=max_tokens,
+        optimizer_max_tokens=optimizer_max_tokens,
+        repair=repair,
+    )
     tasks = load_suite(key, path, seed=seed, limit=limit)
     if not tasks:
         raise ConfigError(f"{path} holds no {key} tasks")

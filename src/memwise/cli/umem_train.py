@@ -179,23 +179,20 @@ def train_command(
     key = check_suite(suite)
     if form not in ("paper", "released"):
         raise ConfigError(f"--form must be 'paper' or 'released', got {form!r}")
-    try:
-        settings = GRPOSettings(
-            group_size=group_size,
-            batch_tasks=batch_tasks,
-            micro_batch_size=micro_batch_size,
-            beta=beta,
-            learning_rate=learning_rate,
-            epochs=epochs,
-            max_steps=max_steps,
-            max_completion_length=max_completion_length,
-            model_dtype=model_dtype,
-            seed=seed,
-            lora=LoRASettings(r=lora_r, alpha=2 * lora_r) if lora_r > 0 else None,
-            save_steps=save_steps,
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    settings = GRPOSettings(
+        group_size=group_size,
+        batch_tasks=batch_tasks,
+        micro_batch_size=micro_batch_size,
+        beta=beta,
+        learning_rate=learning_rate,
+        epochs=epochs,
+        max_steps=max_steps,
+        max_completion_length=max_completion_length,
+        model_dtype=model_dtype,
+        seed=seed,
+        lora=LoRASettings(r=lora_r, alpha=2 * lora_r) if lora_r > 0 else None,
+        save_steps=save_steps,
+    )
     console = Console()
     src = _Source(key, path, run_dir, limit, seed, neighbours, top_k, floor, max_tokens)
     checkpoint = latest_checkpoint(run_dir / "grpo")
@@ -211,18 +208,15 @@ def train_command(
             f"executor {parts.models.get('policy').describe()}; "
             f"training {optimizer_model}"
         )
-        try:
-            result = train_mem_optimizer(
-                optimizer_model,
-                parts.trainset,
-                parts.trainset.scorer(parts.bank, parts.executor, form=form),  # type: ignore[arg-type]
-                output_dir=run_dir / "grpo",
-                settings=settings,
-                bridge=bridge,
-                resume_from=checkpoint,
-            )
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
+        result = train_mem_optimizer(
+            optimizer_model,
+            parts.trainset,
+            parts.trainset.scorer(parts.bank, parts.executor, form=form),  # type: ignore[arg-type]
+            output_dir=run_dir / "grpo",
+            settings=settings,
+            bridge=bridge,
+            resume_from=checkpoint,
+        )
     table = Table(title=f"UMEM GRPO: {result.steps} steps")
     for column in ("step", "reward", "format ok", "utility", "executor runs", "commits", "bank"):
         table.add_column(column, justify="right")

@@ -29,7 +29,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from memwise._aio import LoopThread
 from memwise.config import Settings, load_settings
 from memwise.embed.base import Embedder
-from memwise.exceptions import ConfigError, StoreError
+from memwise.exceptions import ConfigError, MemoryNotFoundError, StoreError
 from memwise.facts._text import day_label
 from memwise.facts.answer import Answer, build_answer_messages, format_question_date, question_time_bound
 from memwise.facts.consolidate import ConsolidationReport
@@ -616,7 +616,7 @@ class AsyncMemory:
         record = self.store.get(memory_id)
         # Someone else's memory answers exactly like a missing one: no existence leak across users.
         if record is None or record.user_id != user_id:
-            raise StoreError(f"no memory {memory_id!r} for user {user_id!r}")
+            raise MemoryNotFoundError(f"no memory {memory_id!r} for user {user_id!r}")
         return record
 
 

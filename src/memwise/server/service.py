@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from memwise.exceptions import StoreError
+from memwise.exceptions import MemoryNotFoundError, StoreError
 from memwise.facts.answer import Answer
 from memwise.facts.consolidate import ConsolidationReport
 from memwise.facts.ingest import IngestReport
@@ -22,7 +22,7 @@ from memwise.facts.types import Conversation
 from memwise.store.base import Record, ScoredRecord
 
 
-class MemoryNotFound(StoreError):
+class MemoryNotFound(MemoryNotFoundError):
     """No such memory for this user; another user's memory answers exactly the same."""
 
 

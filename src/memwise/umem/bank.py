@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memwise.embed.base import Embedder
-from memwise.exceptions import StoreError
+from memwise.exceptions import ConfigError, StoreError
 from memwise.store.base import Filters, Record, ScoredRecord
 from memwise.store.sqlite import SQLiteStore
 
@@ -140,13 +140,13 @@ class InsightBank:
         max_entries: int = 10_000,
     ) -> None:
         if agent_id is None and run_id is None and user_id is None:
-            raise ValueError("InsightBank needs a scope: pass agent_id, run_id and/or user_id to keep banks apart")
+            raise ConfigError("InsightBank needs a scope: pass agent_id, run_id and/or user_id to keep banks apart")
         if top_k < 1:
-            raise ValueError(f"InsightBank: top_k must be at least 1, got {top_k}")
+            raise ConfigError(f"InsightBank: top_k must be at least 1, got {top_k}")
         if not -1.0 <= similarity_floor <= 1.0:
-            raise ValueError(f"InsightBank: similarity_floor is a cosine, so in [-1, 1]; got {similarity_floor}")
+            raise ConfigError(f"InsightBank: similarity_floor is a cosine, so in [-1, 1]; got {similarity_floor}")
         if max_entries < 1:
-            raise ValueError(f"InsightBank: max_entries must be at least 1, got {max_entries}")
+            raise ConfigError(f"InsightBank: max_entries must be at least 1, got {max_entries}")
         self.store = store
         self.embedder = embedder
         self.agent_id = agent_id
@@ -247,10 +247,10 @@ class InsightBank:
         """
         key = task.strip()
         if not key:
-            raise ValueError("InsightBank.add: the task (the entry's key) is empty")
+            raise ConfigError("InsightBank.add: the task (the entry's key) is empty")
         values = clean_values(insights)
         if not values:
-            raise ValueError("InsightBank.add: no non-empty insight to store")
+            raise ConfigError("InsightBank.add: no non-empty insight to store")
         entry_id = self._entry_id(key)
         existing = self.store.get(entry_id)
         if existing is not None and self._owns(existing):
@@ -277,7 +277,7 @@ class InsightBank:
         """Replace the values of one entry (the Mem-Optimizer's UPDATE); key, usage and score stay."""
         values = clean_values(insights)
         if not values:
-            raise ValueError("InsightBank.update: no non-empty insight to store")
+            raise ConfigError("InsightBank.update: no non-empty insight to store")
         record = self._own_record(entry_id)
         meta = dict(record.metadata)
         meta["values"] = values

@@ -131,15 +131,15 @@ class EvolveConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
-            raise ValueError(f"EvolveConfig: epochs must be at least 1, got {self.epochs}")
+            raise ConfigError(f"EvolveConfig: epochs must be at least 1, got {self.epochs}")
         if self.top_k < 1:
-            raise ValueError(f"EvolveConfig: top_k must be at least 1, got {self.top_k}")
+            raise ConfigError(f"EvolveConfig: top_k must be at least 1, got {self.top_k}")
         if not -1.0 <= self.similarity_floor <= 1.0:
-            raise ValueError(f"EvolveConfig: similarity_floor is a cosine, so in [-1, 1]; got {self.similarity_floor}")
+            raise ConfigError(f"EvolveConfig: similarity_floor is a cosine, so in [-1, 1]; got {self.similarity_floor}")
         if self.max_entries < 1:
-            raise ValueError(f"EvolveConfig: max_entries must be at least 1, got {self.max_entries}")
+            raise ConfigError(f"EvolveConfig: max_entries must be at least 1, got {self.max_entries}")
         if self.max_tokens < 1 or self.optimizer_max_tokens < 1:
-            raise ValueError("EvolveConfig: max_tokens and optimizer_max_tokens must be at least 1")
+            raise ConfigError("EvolveConfig: max_tokens and optimizer_max_tokens must be at least 1")
 
     def fixed(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues (all but ``epochs``)."""

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from memwise.exceptions import ConfigError
 from memwise.runs.files import write_text_atomic
 from memwise.runs.ledger import StageStats, retries_line
 from memwise.umem.bank import BankStats
@@ -122,7 +123,7 @@ def summarise(
 ) -> EvolveSummary:
     """The run summary from its records (pure); ``stages`` are the ledger's per-stage call totals."""
     if tasks_per_epoch < 1:
-        raise ValueError(f"summarise: tasks_per_epoch must be at least 1, got {tasks_per_epoch}")
+        raise ConfigError(f"summarise: tasks_per_epoch must be at least 1, got {tasks_per_epoch}")
     by_epoch: dict[int, list[TaskRecord]] = {}
     for record in records:
         by_epoch.setdefault(record.epoch, []).append(record)

@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from memwise.exceptions import StoreError
+from memwise.exceptions import ConfigError, StoreError
 from memwise.runs.files import append_jsonl, read_jsonl, restore_sqlite, snapshot_sqlite, write_text_atomic
 from memwise.umem.bank import BankEntry, InsightBank
 from memwise.umem.bridge import AsyncBridge
@@ -115,18 +115,18 @@ class LoRASettings:
 
     def __post_init__(self) -> None:
         if self.r < 1:
-            raise ValueError(f"LoRASettings.r must be at least 1, got {self.r}")
+            raise ConfigError(f"LoRASettings.r must be at least 1, got {self.r}")
         if self.alpha < 1:
-            raise ValueError(f"LoRASettings.alpha must be at least 1, got {self.alpha}")
+            raise ConfigError(f"LoRASettings.alpha must be at least 1, got {self.alpha}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LoRASettings.dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"LoRASettings.dropout must be in [0, 1), got {self.dropout}")
         self.target_modules = tuple(self.target_modules)
         if not self.target_modules:
-            raise ValueError(
+            raise ConfigError(
                 "LoRASettings.target_modules is empty; name the modules to adapt, e.g. ('q_proj', 'v_proj')"
             )
         if "lm_head" in self.target_modules:
-            raise ValueError("LoRASettings: trl computes log-probs from lm_head.weight directly; remove 'lm_head'")
+            raise ConfigError("LoRASettings: trl computes log-probs from lm_head.weight directly; remove 'lm_head'")
 
     def to_peft_config(self) -> LoraConfig:
         """The peft ``LoraConfig`` (peft is imported here, so LoRA stays an optional dependency)."""
@@ -191,36 +191,36 @@ class GRPOSettings:
 
     def __post_init__(self) -> None:
         if self.group_size < 2:
-            raise ValueError(f"group_size must be at least 2 (GRPO normalises within a group), got {self.group_size}")
+            raise ConfigError(f"group_size must be at least 2 (GRPO normalises within a group), got {self.group_size}")
         if self.batch_tasks < 1:
-            raise ValueError(f"batch_tasks must be at least 1, got {self.batch_tasks}")
+            raise ConfigError(f"batch_tasks must be at least 1, got {self.batch_tasks}")
         if self.micro_batch_size < 1 or (self.group_size * self.batch_tasks) % self.micro_batch_size:
-            raise ValueError(
+            raise ConfigError(
                 f"micro_batch_size ({self.micro_batch_size}) must divide group_size * batch_tasks "
                 f"({self.group_size * self.batch_tasks}); pick a divisor such as {self.group_size}"
             )
         if self.beta < 0:
-            raise ValueError(f"beta is a KL coefficient and must be >= 0, got {self.beta}")
+            raise ConfigError(f"beta is a KL coefficient and must be >= 0, got {self.beta}")
         if self.epsilon <= 0:
-            raise ValueError(f"epsilon (clip range) must be > 0, got {self.epsilon}")
+            raise ConfigError(f"epsilon (clip range) must be > 0, got {self.epsilon}")
         if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.epochs <= 0:
-            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+            raise ConfigError(f"epochs must be > 0, got {self.epochs}")
         if self.max_steps == 0 or self.max_steps < -1:
-            raise ValueError(f"max_steps must be positive, or -1 to run all epochs; got {self.max_steps}")
+            raise ConfigError(f"max_steps must be positive, or -1 to run all epochs; got {self.max_steps}")
         if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0 (GRPO needs diverse samples), got {self.temperature}")
+            raise ConfigError(f"temperature must be > 0 (GRPO needs diverse samples), got {self.temperature}")
         if self.max_completion_length < 1:
-            raise ValueError(f"max_completion_length must be at least 1, got {self.max_completion_length}")
+            raise ConfigError(f"max_completion_length must be at least 1, got {self.max_completion_length}")
         if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
+            raise ConfigError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
         if self.logging_steps < 1:
-            raise ValueError(f"logging_steps must be at least 1, got {self.logging_steps}")
+            raise ConfigError(f"logging_steps must be at least 1, got {self.logging_steps}")
         if self.save_steps < 0 or self.save_total_limit < 1:
-            raise ValueError("save_steps must be >= 0 and save_total_limit >= 1")
+            raise ConfigError("save_steps must be >= 0 and save_total_limit >= 1")
         if self.attempt_concurrency < 1:
-            raise ValueError(f"attempt_concurrency must be at least 1, got {self.attempt_concurrency}")
+            raise ConfigError(f"attempt_concurrency must be at least 1, got {self.attempt_concurrency}")
 
     @property
     def gradient_accumulation_steps(self) -> int:
@@ -335,7 +335,7 @@ def _completion_text(completion: Any) -> str:
 def _groups(task_ids: Sequence[str], entry_ids: Sequence[Sequence[str]]) -> list[tuple[int, int]]:
     """``[start, stop)`` spans of consecutive rows of one task; trl lays each group out contiguously."""
     if len(task_ids) != len(entry_ids):
-        raise ValueError(f"got {len(task_ids)} task ids but {len(entry_ids)} entry id lists")
+        raise ConfigError(f"got {len(task_ids)} task ids but {len(entry_ids)} entry id lists")
     spans: list[tuple[int, int]] = []
     start = 0
     for i in range(1, len(task_ids) + 1):
@@ -343,7 +343,7 @@ def _groups(task_ids: Sequence[str], entry_ids: Sequence[Sequence[str]]) -> list
             spans.append((start, i))
             start = i
         elif list(entry_ids[i]) != list(entry_ids[start]):
-            raise ValueError(f"rows of task {task_ids[start]!r} carry different entry ids; one prompt per group")
+            raise ConfigError(f"rows of task {task_ids[start]!r} carry different entry ids; one prompt per group")
     return spans
 
 
@@ -371,16 +371,16 @@ class MemoryEvolution:
     ) -> None:
         missing = [task.id for task in trainset.tasks if task.id not in scorer.tasks]
         if missing:
-            raise ValueError(
+            raise ConfigError(
                 f"the scorer does not know training tasks {missing[:5]!r}; build it with trainset.scorer()"
             )
         known = set(scorer.neighbourhoods.task_ids)
         if any(task.id not in known for task in trainset.tasks):
-            raise ValueError(
+            raise ConfigError(
                 "the scorer's neighbourhoods do not cover the training set; build it with trainset.scorer()"
             )
         if attempt_concurrency < 1:
-            raise ValueError(f"attempt_concurrency must be at least 1, got {attempt_concurrency}")
+            raise ConfigError(f"attempt_concurrency must be at least 1, got {attempt_concurrency}")
         self.trainset = trainset
         self.scorer = scorer
         self.bridge = bridge
@@ -466,7 +466,7 @@ class MemoryEvolution:
         trl keyword arguments (``completion_ids``, ``log_extra``...) are accepted and unused.
         """
         if len(prompts) != len(completions) or len(task_id) != len(completions):
-            raise ValueError(
+            raise ConfigError(
                 f"got {len(prompts)} prompts, {len(completions)} completions and {len(task_id)} task ids; "
                 "trl passes one of each per completion"
             )
@@ -699,17 +699,17 @@ def train_mem_optimizer(
     """
     settings = settings if settings is not None else GRPOSettings()
     if len(trainset) < settings.batch_tasks:
-        raise ValueError(
+        raise ConfigError(
             f"the training set has {len(trainset)} tasks but a step takes batch_tasks={settings.batch_tasks}; "
             "lower batch_tasks or add tasks"
         )
     if tokenizer is not None and tokenizer.padding_side != "left":
-        raise ValueError("trl generates from left-padded prompts: set tokenizer.padding_side = 'left'")
+        raise ConfigError("trl generates from left-padded prompts: set tokenizer.padding_side = 'left'")
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     config = settings.to_grpo_config(output)
     if config.world_size > 1:
-        raise ValueError(
+        raise ConfigError(
             "train_mem_optimizer runs in one process: trl may split a group across processes, which would "
             "score and commit partial groups against one shared bank"
         )

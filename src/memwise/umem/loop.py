@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from memwise.exceptions import ConfigError
 from memwise.llm.base import Message
 from memwise.tasks.types import Task
 from memwise.umem.bank import BankEntry, InsightBank, Retrieval, clean_values
@@ -177,7 +178,7 @@ class UtilityScorer:
         cache: ReferenceCache | None = None,
     ) -> None:
         if form not in ("paper", "released"):
-            raise ValueError(f"form must be 'paper' or 'released', got {form!r}")
+            raise ConfigError(f"form must be 'paper' or 'released', got {form!r}")
         self.bank = bank
         self.executor = executor
         self.tasks = dict(tasks)

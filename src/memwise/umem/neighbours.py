@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from memwise.exceptions import ConfigError
+
 __all__ = ["Neighbourhoods", "lipschitz_bound", "nearest_neighbours"]
 
 DEFAULT_BLOCK_SIZE = 1024
@@ -45,13 +47,13 @@ def nearest_neighbours(
     """
     v = np.asarray(vectors, dtype=np.float32)
     if v.ndim != 2:
-        raise ValueError(f"vectors must be a 2-D (n, d) array, got shape {v.shape}")
+        raise ConfigError(f"vectors must be a 2-D (n, d) array, got shape {v.shape}")
     if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
+        raise ConfigError(f"k must be >= 0, got {k}")
     if block_size < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
+        raise ConfigError(f"block_size must be >= 1, got {block_size}")
     if not np.all(np.isfinite(v)):
-        raise ValueError("vectors contain NaN or infinite values; re-embed or drop those tasks")
+        raise ConfigError("vectors contain NaN or infinite values; re-embed or drop those tasks")
     n = v.shape[0]
     k = min(k, max(n - 1, 0))
     out = np.empty((n, k), dtype=np.int64)
@@ -125,19 +127,19 @@ class Neighbourhoods:
 
     def __post_init__(self) -> None:
         if len(self.task_ids) != len(self.neighbour_ids):
-            raise ValueError(
+            raise ConfigError(
                 f"got {len(self.task_ids)} task ids but {len(self.neighbour_ids)} neighbour lists; "
                 "give exactly one neighbour list per task"
             )
         if len(set(self.task_ids)) != len(self.task_ids):
-            raise ValueError("task ids must be unique; deduplicate ids (duplicate texts may keep distinct ids)")
+            raise ConfigError("task ids must be unique; deduplicate ids (duplicate texts may keep distinct ids)")
         known = set(self.task_ids)
         for tid, nbs in zip(self.task_ids, self.neighbour_ids, strict=True):
             if tid in nbs:
-                raise ValueError(f"task {tid!r} lists itself as a neighbour; a task never judges its own memory")
+                raise ConfigError(f"task {tid!r} lists itself as a neighbour; a task never judges its own memory")
             unknown = [x for x in nbs if x not in known]
             if unknown:
-                raise ValueError(f"task {tid!r} has neighbours {unknown!r} that are not in task_ids")
+                raise ConfigError(f"task {tid!r} has neighbours {unknown!r} that are not in task_ids")
         # Frozen, so set the lookup table directly; it makes `of` O(1) for 10k-task sets.
         object.__setattr__(self, "_row", {tid: i for i, tid in enumerate(self.task_ids)})
 
@@ -154,7 +156,7 @@ class Neighbourhoods:
         ids = tuple(task_ids)
         idx = nearest_neighbours(vectors, k, block_size=block_size)
         if idx.shape[0] != len(ids):
-            raise ValueError(f"got {len(ids)} task ids but {idx.shape[0]} embedding rows")
+            raise ConfigError(f"got {len(ids)} task ids but {idx.shape[0]} embedding rows")
         return cls(ids, tuple(tuple(ids[j] for j in row) for row in idx.tolist()))
 
     def of(self, task_id: str) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from memwise.exceptions import ParseError
+from memwise.exceptions import ConfigError, ParseError
 from memwise.llm.base import Message
 from memwise.llm.structured import extract_json, strip_reasoning
 from memwise.llm.untrusted import data_notice, fence, one_line
@@ -197,7 +197,7 @@ def parse_optimizer_output(text: str, n_entries: int) -> OptimizerAction:
     and repeated values are dropped. Text outside the tags (the analysis) is ignored.
     """
     if n_entries < 0:
-        raise ValueError(f"parse_optimizer_output: n_entries must be >= 0, got {n_entries}")
+        raise ConfigError(f"parse_optimizer_output: n_entries must be >= 0, got {n_entries}")
     visible = strip_reasoning(text)
     block = _experience_block(visible, text)
     values = _values(block, text)
@@ -222,13 +222,13 @@ async def apply_action(
     """Carry out ``action`` on ``bank``: ADD keys the values by ``task``; UPDATE i rewrites entries[i].
 
     ``entries`` must be the list the prompt numbered, in the same order. A target outside it means
-    the action was parsed against a different list, which is a caller bug, so it raises ValueError
+    the action was parsed against a different list, which is a caller bug, so it raises ConfigError
     rather than falling back to ADD.
     """
     if action.op == "ADD":
         return await bank.add(task, action.values)
     if action.target is None or not 0 <= action.target < len(entries):
-        raise ValueError(f"apply_action: UPDATE {action.target} but only {len(entries)} entries were retrieved")
+        raise ConfigError(f"apply_action: UPDATE {action.target} but only {len(entries)} entries were retrieved")
     return await bank.update(entries[action.target].id, action.values)
 
 

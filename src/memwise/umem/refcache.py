@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
+from memwise.exceptions import ConfigError
 from memwise.umem.rewards import ExecResult
 
 __all__ = ["NO_MEMORY", "ReferenceCache", "RefKey", "executor_calls"]
@@ -119,10 +120,10 @@ def executor_calls(
         26
     """
     if group_size < 0 or neighbours < 0:
-        raise ValueError(f"group_size and neighbours must be >= 0, got {group_size} and {neighbours}")
+        raise ConfigError(f"group_size and neighbours must be >= 0, got {group_size} and {neighbours}")
     d = neighbours if distinct_neighbours is None else distinct_neighbours
     if not 0 <= d <= neighbours:
-        raise ValueError(f"distinct_neighbours must be between 0 and neighbours={neighbours}, got {d}")
+        raise ConfigError(f"distinct_neighbours must be between 0 and neighbours={neighbours}, got {d}")
     own_run = 1
     if not cached:
         return 2 * group_size * neighbours + own_run

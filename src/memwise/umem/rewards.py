@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from memwise.exceptions import ConfigError
+
 __all__ = [
     "ExecResult",
     "GainForm",
@@ -46,7 +48,7 @@ class ExecResult:
 
     def __post_init__(self) -> None:
         if self.length < 0:
-            raise ValueError(f"length is a token count and must be >= 0, got {self.length}")
+            raise ConfigError(f"length is a token count and must be >= 0, got {self.length}")
 
 
 def _length_saving(reference_length: int, test_length: int) -> float:
@@ -111,7 +113,7 @@ def marginal_utility(pairs: Sequence[tuple[ExecResult, ExecResult]], form: GainF
     elif form == "released":
         gain = released_gain
     else:
-        raise ValueError(f"form must be 'paper' or 'released', got {form!r}")
+        raise ConfigError(f"form must be 'paper' or 'released', got {form!r}")
     if not pairs:
         return 0.0
     return sum(gain(ref, test) for ref, test in pairs) / len(pairs)
@@ -164,12 +166,12 @@ def marginal_utility_reward(
     """
     n = len(completions)
     if len(format_ok) != n or len(gains) != n:
-        raise ValueError(
+        raise ConfigError(
             f"got {n} completions, {len(format_ok)} format_ok flags and {len(gains)} gain lists; "
             "pass exactly one of each per completion"
         )
     if len(prompts) != n:
-        raise ValueError(f"got {len(prompts)} prompts for {n} completions; trl passes one prompt per completion")
+        raise ConfigError(f"got {len(prompts)} prompts for {n} completions; trl passes one prompt per completion")
     rewards: list[float | None] = []
     for ok, g in zip(format_ok, gains, strict=True):
         if not ok:

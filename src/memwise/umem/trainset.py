@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from memwise.embed.base import Embedder
-from memwise.exceptions import DatasetError
+from memwise.exceptions import ConfigError, DatasetError
 from memwise.tasks.types import Task
 from memwise.umem.neighbours import Neighbourhoods
 
@@ -113,7 +113,7 @@ class TrainSet:
     def __post_init__(self) -> None:
         ids = tuple(task.id for task in self.tasks)
         if ids != self.neighbourhoods.task_ids:
-            raise ValueError(
+            raise ConfigError(
                 "TrainSet: the neighbourhoods must list exactly the tasks' ids, in the same order; "
                 "rebuild them with build_trainset(tasks, embedder)"
             )
@@ -172,7 +172,7 @@ class TrainSet:
         """Inverse of :meth:`to_dict`; validation happens in the constructors."""
         version = data.get("version")
         if version != FORMAT_VERSION:
-            raise ValueError(f"training set format version {version!r}; this memwise reads version {FORMAT_VERSION}")
+            raise ConfigError(f"training set format version {version!r}; this memwise reads version {FORMAT_VERSION}")
         rows = list(data["rows"])
         tasks = tuple(_task_from_dict(row) for row in rows)
         neighbourhoods = Neighbourhoods(
@@ -187,7 +187,7 @@ class TrainSet:
         try:
             blob = json.dumps(self.to_dict(), ensure_ascii=False, indent=1)
         except TypeError as exc:
-            raise ValueError(f"TrainSet.save: task metadata must be JSON-serialisable ({exc})") from exc
+            raise ConfigError(f"TrainSet.save: task metadata must be JSON-serialisable ({exc})") from exc
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(blob + "\n", encoding="utf-8")
         return target
@@ -199,7 +199,7 @@ class TrainSet:
         try:
             data = json.loads(source.read_text(encoding="utf-8"))
             return cls.from_dict(data)
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, ConfigError) as exc:
             raise DatasetError(f"not a UMEM training set: {exc}", path=str(source)) from exc
 
 
@@ -217,11 +217,11 @@ async def build_trainset(
     embedding request.
     """
     if not tasks:
-        raise ValueError("build_trainset: no tasks given")
+        raise ConfigError("build_trainset: no tasks given")
     if neighbours < 1:
-        raise ValueError(f"build_trainset: neighbours must be at least 1 (paper: 3), got {neighbours}")
+        raise ConfigError(f"build_trainset: neighbours must be at least 1 (paper: 3), got {neighbours}")
     if batch_size < 1:
-        raise ValueError(f"build_trainset: batch_size must be at least 1, got {batch_size}")
+        raise ConfigError(f"build_trainset: batch_size must be at least 1, got {batch_size}")
     keys = [task.key() for task in tasks]
     blocks = [await embedder.embed(keys[i : i + batch_size]) for i in range(0, len(keys), batch_size)]
     vectors = np.concatenate(blocks, axis=0)

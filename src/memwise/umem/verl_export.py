@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from memwise.exceptions import ConfigError
 from memwise.umem.bank import InsightBank
 from memwise.umem.loop import Attempt, Executor, attempt
 from memwise.umem.trainset import TrainSet
@@ -77,7 +78,7 @@ def verl_rows(
     """
     missing = [task.id for task in trainset.tasks if task.id not in attempts]
     if missing:
-        raise ValueError(f"verl_rows: no attempt for tasks {missing[:5]!r} (and {max(len(missing) - 5, 0)} more)")
+        raise ConfigError(f"verl_rows: no attempt for tasks {missing[:5]!r} (and {max(len(missing) - 5, 0)} more)")
     rows = []
     for index, row in enumerate(trainset.rows()):
         tried = attempts[row.task_id]
@@ -131,7 +132,7 @@ async def export_verl(
     bounds the executor runs in flight.
     """
     if concurrency < 1:
-        raise ValueError(f"export_verl: concurrency must be at least 1, got {concurrency}")
+        raise ConfigError(f"export_verl: concurrency must be at least 1, got {concurrency}")
     limit = asyncio.Semaphore(concurrency)
 
     async def one(task_id: str) -> tuple[str, Attempt]:
