@@ -1,4 +1,4 @@
-"""PostgresStore(schema=...): many separate memories in one database, each in a schema of its own."""
+"""PostgresStore(schema=...): many separate memories in one database, each in a schema of its own; ef_search."""
 
 from __future__ import annotations
 
@@ -69,3 +69,28 @@ def test_a_schema_name_postgres_would_truncate_is_refused(pg_database: str) -> N
         PostgresStore(pg_database, schema="memwise_t_" + "x" * 60)
     with pytest.raises(StoreError, match="non-empty"):
         PostgresStore(pg_database, schema="")
+
+
+def test_ef_search_trades_speed_for_recall(pg_database: str, schemas: list[str]) -> None:
+    # Clustered vectors with many near ties: the default beam misses true neighbours, a wide one does not.
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((4, 64)).astype(np.float32)
+    vecs = centres[rng.integers(0, 4, 1200)] + rng.standard_normal((1200, 64)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    records = [Record(text=f"v{i}", id=f"v{i:05d}") for i in range(len(vecs))]
+    with PostgresStore(pg_database, schema=schemas[0]) as store:
+        store.add(records, vecs)
+    queries = vecs[rng.integers(0, len(vecs), 20)] + 0.3 * rng.standard_normal((20, 64)).astype(np.float32)
+
+    def recall(ef: int) -> float:
+        hits = 0
+        with PostgresStore(pg_database, schema=schemas[0], ef_search=ef) as store:
+            for q in queries:
+                want = {f"v{i:05d}" for i in np.argsort(-(vecs @ (q / np.linalg.norm(q))))[:10]}
+                hits += len(want & {h.record.id for h in store.search_vector(q, 10)})
+        return hits / (10 * len(queries))
+
+    # Measured: 1.0 at 1000 and 0.63-0.79 at 10 over repeated runs (the HNSW graph differs per build).
+    assert recall(1000) >= 0.99 > recall(10)
+    with pytest.raises(StoreError, match="ef_search"):
+        PostgresStore(pg_database, schema=schemas[0], ef_search=0)

@@ -237,6 +237,9 @@ class PostgresStore:
         connect_timeout_s: how long opening the store waits for the server.
         retry_budget_s: how long a write outside ``transaction()`` retries after a deadlock or
             serialisation failure before raising StoreError.
+        ef_search: HNSW candidates kept per search (at least ``top_k``): higher is slower and closer to
+            exact. 40 is pgvector's default; on clustered data with many near ties (see
+            bench/service.py) recall@10 at 40 can be well under 1, so raise it when recall matters.
     """
 
     def __init__(
@@ -248,6 +251,7 @@ class PostgresStore:
         max_connections: int = 8,
         connect_timeout_s: float = 10.0,
         retry_budget_s: float = 60.0,
+        ef_search: int = 40,
     ) -> None:
         self._psycopg, pool_mod, self._register_vector = _import_driver()
         self.dsn = dsn
@@ -256,6 +260,9 @@ class PostgresStore:
         self.space = space
         self._search_path: Any = None  # set by migrate() when a schema is given
         self.retry_budget_s = retry_budget_s
+        if isinstance(ef_search, bool) or not isinstance(ef_search, int) or not 1 <= ef_search <= _MAX_EF_SEARCH:
+            raise StoreError(f"ef_search must be an integer from 1 to {_MAX_EF_SEARCH}, got {ef_search!r}")
+        self.ef_search = ef_search
         self._connect_timeout_s = connect_timeout_s
         self._state = _ThreadState()
         self._dims: dict[str, int] = {}
@@ -692,7 +699,7 @@ class PostgresStore:
                 if top_k > _MAX_EF_SEARCH:
                     conn.execute("SELECT set_config('enable_indexscan', 'off', true)")
                 else:
-                    conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(40, top_k)),))
+                    conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(self.ef_search, top_k)),))
                     conn.execute("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)")
                 rows = conn.execute(sql, [query, space, *params, query, top_k]).fetchall()
             return [ScoredRecord(_row_to_record(row), float(row[-1])) for row in rows]
