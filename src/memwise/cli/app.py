@@ -1,15 +1,24 @@
-"""Entry point: builds the Typer app and maps memwise errors to clean one-line failures."""
+"""Entry point: builds the Typer app from one visible list of commands, and maps memwise errors to one line.
+
+Command modules define plain functions (and sub-apps for command groups) and never touch ``app``:
+every command is added below, so reading this file tells you every command there is.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from memwise import __version__
+from memwise.cli import bench, chat, demo, doctor, memory, metamem, serve, tour, umem
 from memwise.cli._options import GlobalOptions
 from memwise.exceptions import MemwiseError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 app = typer.Typer(
     name="memwise",
@@ -20,9 +29,41 @@ app = typer.Typer(
 )
 
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"memwise {__version__}")
+        raise typer.Exit()
+
+
+class _MemwiseLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the one handler the CLI installs, so configuring logging again replaces nothing twice."""
+
+
+def configure_logging(level: str) -> None:
+    """Send memwise's log records at ``level`` and above to stderr, once per process.
+
+    Only the ``memwise`` logger is configured (libraries keep their own levels); a second call (the
+    tests invoke the app many times in one process) changes the level without stacking handlers.
+    """
+    name = level.lower()
+    if name not in LOG_LEVELS:
+        raise typer.BadParameter(f"must be one of {', '.join(LOG_LEVELS)}, got {level!r}", param_hint="--log-level")
+    logger = logging.getLogger("memwise")
+    logger.setLevel(name.upper())
+    if not any(isinstance(h, _MemwiseLogHandler) for h in logger.handlers):
+        handler = _MemwiseLogHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+
+
 @app.callback()
 def _global(
     ctx: typer.Context,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit")
+    ] = False,
+    log_level: Annotated[str, typer.Option(help=f"log level: {', '.join(LOG_LEVELS)}")] = "warning",
     config: Annotated[
         Path | None, typer.Option(help="TOML config file (default: $MEMWISE_CONFIG or ./memwise.toml)")
     ] = None,
@@ -41,6 +82,7 @@ def _global(
     embed_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL for /embeddings")] = None,
     embed_model: Annotated[str | None, typer.Option(help="embedding model name")] = None,
 ) -> None:
+    configure_logging(log_level)
     ctx.obj = GlobalOptions(
         config=config,
         backend=backend,
@@ -58,12 +100,29 @@ def _global(
     )
 
 
-def _register() -> None:
-    # Command modules attach themselves to `app`; imported here so the app object exists first.
-    from memwise.cli import bench, chat, demo, doctor, memory, metamem, serve, umem, umem_train  # noqa: F401
-
-
-_register()
+# Every command, in the order `memwise --help` lists them.
+COMMANDS = (
+    doctor.doctor,
+    chat.chat,
+    tour.tour,
+    demo.demo,
+    memory.ingest,
+    memory.search,
+    memory.answer,
+    memory.consolidate,
+    serve.serve,
+    serve.mcp,
+)
+GROUPS = (
+    ("bench", bench.bench_app),
+    ("metamem", metamem.metamem_app),
+    ("umem", umem.umem_app),
+    ("keys", serve.keys_app),
+)
+for _command in COMMANDS:
+    app.command()(_command)
+for _name, _group in GROUPS:
+    app.add_typer(_group, name=_name)
 
 
 def main() -> None:

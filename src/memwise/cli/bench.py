@@ -10,33 +10,40 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from memwise.cli._options import GlobalOptions
-from memwise.cli.app import app
+from memwise.cli._options import DatasetFormat, DatasetPath, GlobalOptions, JsonSwitch, OutFile, progress_bar
+from memwise.cli._rundirs import open_run
 from memwise.config import Settings
 from memwise.exceptions import ConfigError
 from memwise.runs.files import write_text_atomic
 from memwise.runs.ledger import StageStats, retries_line
 
 bench_app = typer.Typer(help="Benchmarks: retrieval recall and question answering.", no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
 
 
 def _write_json(path: Path | None, payload: dict[str, object]) -> None:
     if path is None:
         return
     write_text_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-    typer.echo(f"wrote {path}")
+    typer.echo(f"wrote {path}", err=True)
+
+
+def _cache_beside(db: Path) -> Path:
+    """The embedding cache kept next to a database, so reusing the database reuses its vectors too."""
+    return db.with_name(f"{db.stem}.embeddings.sqlite3")
 
 
 @bench_app.command("retrieval")
 def retrieval(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Option(help="the dataset file")],
-    dataset: Annotated[str, typer.Option(help="locomo")] = "locomo",
-    json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+    path: DatasetPath,
+    dataset: DatasetFormat = "locomo",
+    out: OutFile = None,
+    as_json: JsonSwitch = False,
+    db: Annotated[
+        Path | None, typer.Option(help="keep the ingested turns here; a re-run reuses them (and their embeddings)")
+    ] = None,
     loo: Annotated[bool, typer.Option(help="leave-one-conversation-out check of the tuned knobs")] = False,
 ) -> None:
     """Recall@1/5/10/20 of the hybrid retriever over each conversation's turns, with same-run baselines."""
@@ -48,31 +55,40 @@ def retrieval(
     opts: GlobalOptions = ctx.obj
 
     async def run() -> dict[str, object]:
-        embedder = build_embedder(opts.settings().embedding)
+        cache = _cache_beside(db) if db is not None else None
+        embedder = build_embedder(opts.settings().embedding, cache_path=cache)
         try:
-            return await evaluate_retrieval(path, embedder, loo=loo)
+            return await evaluate_retrieval(path, embedder, loo=loo, db=db)
         finally:
             await embedder.aclose()
 
     result = asyncio.run(run())
-    print_report(result)
-    _write_json(json_out, result)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+    else:
+        print_report(result)
+    _write_json(out, result)
 
 
 @bench_app.command("qa")
 def qa(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Option(help="the dataset file")],
-    dataset: Annotated[str, typer.Option(help="locomo or longmemeval")] = "locomo",
+    path: DatasetPath,
+    dataset: Annotated[str, typer.Option(help="dataset format: locomo or longmemeval")] = "locomo",
     mode: Annotated[str, typer.Option(help="ingest mode: turns or facts")] = "turns",
     run_dir: Annotated[Path, typer.Option(help="run directory: ledger, memory, per-question results")] = Path(
         "runs/qa"
     ),
+    db: Annotated[
+        Path | None,
+        typer.Option(help="memory database (default: <run-dir>/memory.sqlite3); a re-run reuses it, no re-ingest"),
+    ] = None,
     top_k: Annotated[int, typer.Option(help="memories given to the answer prompt")] = 20,
     limit: Annotated[int | None, typer.Option(help="answer only the first N questions")] = None,
     concurrency: Annotated[int, typer.Option(help="questions in flight")] = 16,
     judge: Annotated[bool, typer.Option(help="score with the LLM judge as well as F1/EM")] = True,
-    json_out: Annotated[Path | None, typer.Option("--json", help="also write the summary here")] = None,
+    out: OutFile = None,
+    as_json: JsonSwitch = False,
 ) -> None:
     """Answer every question from memory; score with the LLM judge and token F1 / exact match."""
     if dataset not in ("locomo", "longmemeval"):
@@ -80,10 +96,15 @@ def qa(
     if mode not in ("turns", "facts"):
         raise ConfigError(f"--mode must be turns or facts, got {mode!r}")
     opts: GlobalOptions = ctx.obj
-    summary = asyncio.run(_qa(opts.settings(), path, dataset, mode, run_dir, top_k, limit, concurrency, judge))
-    _print_qa(summary)
+    summary = asyncio.run(
+        _qa(opts.settings(), path, dataset, mode, run_dir, db, top_k, limit, concurrency, judge)
+    )
+    if as_json:
+        typer.echo(json.dumps(summary, ensure_ascii=False))
+    else:
+        _print_qa(summary)
     _write_json(run_dir / "qa_report.json", summary)
-    _write_json(json_out, summary)
+    _write_json(out, summary)
 
 
 async def _qa(
@@ -92,6 +113,7 @@ async def _qa(
     dataset: str,
     mode: str,
     run_dir: Path,
+    db: Path | None,
     top_k: int,
     limit: int | None,
     concurrency: int,
@@ -100,42 +122,47 @@ async def _qa(
     from memwise.embed.registry import build_embedder
     from memwise.facts.ingest import ingest_many
     from memwise.facts.memory import AsyncMemory
+    from memwise.facts.ownership import owner_of
     from memwise.facts.qa_eval import evaluate_qa, questions_of, summarise
     from memwise.facts.readers import read_conversations
     from memwise.facts.report import IngestSummary
     from memwise.llm.registry import ModelSet
-    from memwise.runs.rundir import RunDir
     from memwise.store.sqlite import SQLiteStore
     from memwise.tasks.judge import LLMJudge
 
     console = Console(stderr=True)
     conversations = read_conversations(path, dataset)
-    run = RunDir(run_dir, command=f"memwise bench qa --dataset {dataset}")
+    command = f"memwise bench qa --dataset {dataset}"
+    config = {"dataset": dataset, "path": path, "mode": mode, "top_k": top_k, "limit": limit, "judge": use_judge}
+    run = open_run(run_dir, command, config, settings, warn=console.print)
     try:
-        run.write_manifest(f"memwise bench qa --dataset {dataset} --mode {mode}", settings)
         models = ModelSet(settings)
-        store = SQLiteStore(run_dir / "memory.sqlite3")
-        embedder = build_embedder(settings.embedding, cache_path=run_dir / "embeddings.sqlite3")
+        store = SQLiteStore(db or run_dir / "memory.sqlite3")
+        cache = _cache_beside(db) if db is not None else run_dir / "embeddings.sqlite3"
+        embedder = build_embedder(settings.embedding, cache_path=cache)
     except BaseException:
         run.close()
         raise
     policy = models.get("policy")
     try:
-        reports = await ingest_many(
-            conversations,
-            store=store,
-            embedder=embedder,
-            user_id=lambda conv: conv.id,
-            mode=mode,  # type: ignore[arg-type]
-            llm=run.record(policy, "extract") if mode == "facts" else None,
-            ledger=run.ledger,
-        )
+        with progress_bar(console=console) as bar:
+            task = bar.add_task("ingest turns", total=sum(len(c.turns()) for c in conversations))
+            reports = await ingest_many(
+                conversations,
+                store=store,
+                embedder=embedder,
+                user_id=owner_of,
+                mode=mode,  # type: ignore[arg-type]
+                llm=run.record(policy, "extract") if mode == "facts" else None,
+                ledger=run.ledger,
+                on_report=lambda report: bar.advance(task, report.turns),
+            )
         ingest = IngestSummary.of(reports)
         memory = AsyncMemory(store=store, embedder=embedder, llm=run.record(policy, "answer"), ledger=run.ledger)
         grader = LLMJudge(run.record(models.get("judge"), "judge"), ledger=run.ledger) if use_judge else None
-        items = [(conv.id, q) for conv in conversations for q in questions_of(conv)]
+        items = [(owner_of(conv), q) for conv in conversations for q in questions_of(conv)]
         items = items[:limit] if limit is not None else items
-        with Progress(TextColumn("qa"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+        with progress_bar(console=console) as bar:
             task = bar.add_task("qa", total=len(items))
             outcomes = await evaluate_qa(
                 items,

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 import typer
 
 from memwise.cli._options import GlobalOptions
-from memwise.cli.app import app
 from memwise.exceptions import ConfigError
 from memwise.llm.base import ChatRequest, ChatResponse
 from memwise.llm.registry import ModelSet
@@ -42,7 +41,6 @@ async def _chat(opts: GlobalOptions, role: str, request: ChatRequest, run_dir: P
             run.close()
 
 
-@app.command()
 def chat(
     ctx: typer.Context,
     prompt: Annotated[str, typer.Argument(help="the user message")],

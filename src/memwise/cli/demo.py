@@ -17,8 +17,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from memwise.cli._options import GlobalOptions
-from memwise.cli.app import app
+from memwise.cli._options import GlobalOptions, MetricOption
+from memwise.cli._rundirs import open_run
 from memwise.config import Settings
 from memwise.exceptions import ConfigError
 from memwise.facts.types import Question
@@ -38,16 +38,14 @@ async def run_main_job(
     batch_size: int,
     metric: str,
 ) -> None:
-    from memwise.facts.ingest import ingest_many
     from memwise.facts.memory import AsyncMemory
     from memwise.facts.readers import read_locomo
     from memwise.llm.registry import ModelSet
     from memwise.metamem.pipeline import train_and_select
-    from memwise.metamem.prepare import prepare_questions
+    from memwise.metamem.prepare import prepare_from_conversations
     from memwise.metamem.rules import render
-    from memwise.metamem.splits import split_once
+    from memwise.metamem.splits import SplitConfig, split_questions
     from memwise.metamem.trainer import StepRecord, TrainConfig
-    from memwise.runs.rundir import RunDir
 
     started = time.perf_counter()
     if not data.is_file():
@@ -56,21 +54,16 @@ async def run_main_job(
     console.rule("1. factual memory: ingest two LoCoMo conversations (turns, MiniLM, SQLite)")
     memory = AsyncMemory.from_settings(settings, run_dir / "memory.sqlite3", with_llm=False)
     try:
-        reports = await ingest_many(convs, store=memory.store, embedder=memory.embedder, user_id=lambda c: c.id)
-        console.print(f"{sum(r.turns for r in reports)} turns from {', '.join(c.id for c in convs)}")
+        console.print(f"{sum(len(c.turns()) for c in convs)} turns from {', '.join(c.id for c in convs)}")
         console.rule("2. prepare questions: top-5 fragments from each conversation's own memory")
         wanted = [replace(c, questions=_pick(c.questions, questions)) for c in convs]
-        prepared = await prepare_questions(wanted, memory=memory, top_k=5)
+        prepared = await prepare_from_conversations(wanted, memory=memory, top_k=5)
     finally:
         await memory.aclose()
-    split = split_once(prepared, val_frac=0.2, test_frac=0.2, seed=0)
-    by_id = {q.question_id: q for q in prepared}
-    train, val, test = ([by_id[i] for i in ids] for ids in (split.train_ids, split.val_ids, split.test_ids))
+    train, val, test = split_questions(prepared, SplitConfig(val_frac=0.2, test_frac=0.2, seed=0))
     console.print(f"{len(prepared)} questions: train {len(train)}, validation {len(val)}, test {len(test)}")
 
     console.rule(f"3. MetaMem: {len(train) // batch_size or 1} steps, {samples} samples a question, metric {metric}")
-    models = ModelSet(settings)
-    run = RunDir(run_dir)
     config = TrainConfig(
         epochs=1,
         batch_size=batch_size,
@@ -81,6 +74,12 @@ async def run_main_job(
         concurrency=4,
         seed=0,
     )
+    run = open_run(run_dir, "memwise demo", {"train": config, "metric": metric}, settings, warn=console.print)
+    try:
+        models = ModelSet(settings)
+    except BaseException:
+        run.close()
+        raise
 
     def progress(r: StepRecord) -> None:
         console.print(
@@ -128,7 +127,6 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-@app.command()
 def demo(
     ctx: typer.Context,
     data: Annotated[Path, typer.Option(help="LoCoMo JSON file")] = DEFAULT_DATA,
@@ -136,7 +134,8 @@ def demo(
     questions: Annotated[int, typer.Option(help="questions taken from each conversation")] = 6,
     samples: Annotated[int, typer.Option(help="answers sampled per question")] = 2,
     batch_size: Annotated[int, typer.Option(help="questions per step")] = 4,
-    metric: Annotated[str, typer.Option(help="f1, em or judge")] = "f1",
+    # f1, unlike every other command's judge: the demo runs on the embedded model alone, with no judge server.
+    metric: MetricOption = "f1",
 ) -> None:
     """The main job: factual memory + MetaMem on two LoCoMo conversations, small enough for a CPU."""
     opts: GlobalOptions = ctx.obj

@@ -15,7 +15,6 @@ from rich.table import Table
 
 from memwise import __version__
 from memwise.cli._options import GlobalOptions
-from memwise.cli.app import app
 from memwise.config import ROLES, EmbedConfig, ModelConfig, Settings
 from memwise.exceptions import MemwiseError
 from memwise.llm.base import ChatRequest
@@ -131,7 +130,6 @@ def _embedded_model_check(settings: Settings) -> Check:
     return Check("embedded model file", True, f"{path} ({path.stat().st_size / 1e6:.0f} MB)")
 
 
-@app.command()
 def doctor(
     ctx: typer.Context,
     offline: Annotated[bool, typer.Option(help="skip the health-check calls")] = False,

@@ -9,24 +9,23 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from memwise.cli._options import GlobalOptions, parse_when
-from memwise.cli.app import app
+from memwise.cli._options import DatasetFormat, GlobalOptions, JsonSwitch, parse_when, progress_bar, spinner
 from memwise.exceptions import ConfigError
 from memwise.facts.memory import AsyncMemory, Mode, default_store_path
+from memwise.facts.ownership import owner_of
 from memwise.facts.readers import iter_conversations
 from memwise.facts.units import render_for_prompt
 
+DATASET_HELP = "the dataset file: LoCoMo JSON, LongMemEval JSON, or JSONL of sessions"
 DbOption = Annotated[Path | None, typer.Option(help="memory database (default: $MEMWISE_HOME/memory.sqlite3)")]
 RunDirOption = Annotated[Path | None, typer.Option(help="run directory: model calls recorded and replayed")]
 
 
-@app.command()
 def ingest(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(help="LoCoMo JSON, LongMemEval JSON, or JSONL of sessions")],
-    dataset: Annotated[str, typer.Option("--format", help="auto, locomo, longmemeval or jsonl")] = "auto",
+    path: Annotated[Path | None, typer.Option("--path", help=DATASET_HELP)] = None,
+    dataset: DatasetFormat = "auto",
     mode: Annotated[str, typer.Option(help="turns (no model) or facts (model extracts facts)")] = "turns",
     user_id: Annotated[
         str | None, typer.Option(help="store everything for this user (default: one user per conversation)")
@@ -36,12 +35,22 @@ def ingest(
     ] = "raise",
     db: DbOption = None,
     run_dir: RunDirOption = None,
+    positional_path: Annotated[
+        Path | None, typer.Argument(hidden=True, metavar="[PATH]", help="deprecated: use --path")
+    ] = None,
+    format_alias: Annotated[str | None, typer.Option("--format", hidden=True, help="deprecated: use --dataset")] = None,
 ) -> None:
-    """Remember conversations from a dataset file; each conversation is written atomically."""
+    """Remember conversations from a dataset file (--path); each conversation is written atomically."""
     if mode not in ("turns", "facts"):
         raise ConfigError(f"--mode must be 'turns' or 'facts', got {mode!r}")
+    if path is not None and positional_path is not None:
+        raise ConfigError("give the dataset file once: --path FILE (the positional form is deprecated)")
+    source = path or positional_path
+    if source is None:
+        raise ConfigError("no dataset file: pass --path FILE (LoCoMo JSON, LongMemEval JSON, or JSONL of sessions)")
     opts: GlobalOptions = ctx.obj
-    asyncio.run(_ingest(opts, path, dataset, mode, user_id, errors, db, run_dir))  # type: ignore[arg-type]
+    fmt = format_alias if format_alias is not None and dataset == "auto" else dataset
+    asyncio.run(_ingest(opts, source, fmt, mode, user_id, errors, db, run_dir))  # type: ignore[arg-type]
 
 
 async def _ingest(
@@ -62,19 +71,19 @@ async def _ingest(
     with iter_conversations(path, dataset, errors=errors) as stream:
         mem = AsyncMemory.from_settings(opts.settings(), db or default_store_path(), mode=mode, run_dir=run_dir)
         try:
-            with Progress(
-                TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-            ) as bar:
-                task = bar.add_task("ingest", total=None)
+            # The reader streams, so the file's turn count is unknown up front: the total grows by each
+            # conversation's turns as it is read, and the bar fills as they are written.
+            with progress_bar(console=console) as bar:
+                task = bar.add_task("ingest turns", total=0)
                 for conv in stream:
-                    owner = user_id or str(conv.metadata.get("user_id") or conv.id)
-                    report = await mem.add_conversation(conv, user_id=owner)
+                    bar.update(task, total=(bar.tasks[0].total or 0) + len(conv.turns()))
+                    report = await mem.add_conversation(conv, user_id=owner_of(conv, user_id))
                     written += report.units_written
                     present += report.units_present
                     failures += report.extraction_failures
                     fallbacks += report.fallbacks
                     turns += report.turns
-                    bar.advance(task)
+                    bar.advance(task, report.turns)
                 skipped = len(stream.errors)
         finally:
             await mem.aclose()
@@ -86,16 +95,15 @@ async def _ingest(
         console.print(f"[yellow]skipped:[/] {err}")
 
 
-@app.command()
 def search(
     ctx: typer.Context,
     query: Annotated[str, typer.Argument()],
     user_id: Annotated[str, typer.Option(help="whose memory")],
-    top_k: Annotated[int, typer.Option()] = 10,
+    top_k: Annotated[int, typer.Option(help="memories returned")] = 10,
     since: Annotated[str | None, typer.Option(help="only memories from this date on")] = None,
     until: Annotated[str | None, typer.Option(help="only memories before this date")] = None,
     db: DbOption = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonSwitch = False,
 ) -> None:
     """Search one user's memory (dense + lexical, fused)."""
     opts: GlobalOptions = ctx.obj
@@ -122,7 +130,6 @@ def search(
         typer.echo(f"{i:2d}. {hit['score']:7.4f}  {hit['memory']}")
 
 
-@app.command()
 def answer(
     ctx: typer.Context,
     question: Annotated[str, typer.Argument()],
@@ -131,7 +138,7 @@ def answer(
         str | None,
         typer.Option(help="'today' for the question, e.g. 2023-07-01; memories dated after it are left out"),
     ] = None,
-    top_k: Annotated[int, typer.Option()] = 20,
+    top_k: Annotated[int, typer.Option(help="memories given to the answer prompt")] = 20,
     db: DbOption = None,
     run_dir: RunDirOption = None,
     show_memories: Annotated[bool, typer.Option(help="print the retrieved memories too")] = False,
@@ -143,7 +150,8 @@ def answer(
     async def run() -> None:
         mem = AsyncMemory.from_settings(opts.settings(), db or default_store_path(), mode="turns", run_dir=run_dir)
         try:
-            result = await mem.answer(question, user_id=user_id, question_date=when, top_k=top_k)
+            with spinner("answering"):
+                result = await mem.answer(question, user_id=user_id, question_date=when, top_k=top_k)
         finally:
             await mem.aclose()
         if show_memories:
@@ -159,7 +167,6 @@ def answer(
     asyncio.run(run())
 
 
-@app.command()
 def consolidate(
     ctx: typer.Context,
     user_id: Annotated[str, typer.Option(help="whose memory")],
@@ -173,7 +180,13 @@ def consolidate(
     async def run() -> None:
         mem = AsyncMemory.from_settings(opts.settings(), db or default_store_path(), mode="turns", run_dir=run_dir)
         try:
-            report = await mem.consolidate(user_id=user_id, threshold=threshold)
+            with progress_bar() as bar:
+                task = bar.add_task("consolidate units", total=None)
+                report = await mem.consolidate(
+                    user_id=user_id,
+                    threshold=threshold,
+                    on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+                )
         finally:
             await mem.aclose()
         typer.echo(json.dumps(report.to_dict()))

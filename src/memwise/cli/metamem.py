@@ -12,74 +12,69 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from memwise.cli._options import GlobalOptions, parse_when
-from memwise.cli.app import app
+from memwise.cli._options import (
+    DEFAULT_METRIC,
+    DatasetFormat,
+    DatasetPath,
+    GlobalOptions,
+    MetricOption,
+    config_option,
+    parse_when,
+    progress_bar,
+    spinner,
+)
+from memwise.cli._rundirs import open_run
 from memwise.config import Settings
 from memwise.exceptions import ConfigError
 from memwise.metamem.data import MetaQuestion, load_questions, save_questions
 from memwise.metamem.evaluate import EvalResult
 from memwise.metamem.rules import RuleHistory, RuleSet, diff, render, render_diff
+from memwise.metamem.splits import SplitConfig, split_questions
 from memwise.metamem.trainer import StepRecord, TrainConfig
 
 metamem_app = typer.Typer(help="MetaMem: learn rules on how to use retrieved memory.", no_args_is_help=True)
-app.add_typer(metamem_app, name="metamem")
 RunDirArg = Annotated[Path, typer.Option(help="the MetaMem run directory")]
 
 
 @metamem_app.command("prepare")
 def prepare(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Option(help="LoCoMo or LongMemEval file")],
+    path: DatasetPath,
     out: Annotated[Path, typer.Option(help="where to write the question set (JSONL)")],
-    dataset: Annotated[str, typer.Option(help="locomo, longmemeval or auto")] = "auto",
+    dataset: DatasetFormat = "auto",
     top_k: Annotated[int, typer.Option(help="memory fragments retrieved per question")] = 20,
     conversations: Annotated[int | None, typer.Option(help="use only the first N conversations")] = None,
     db: Annotated[Path | None, typer.Option(help="factual memory database (default: beside --out)")] = None,
 ) -> None:
     """Build a question set by retrieving each question's top-k fragments from the factual memory."""
-    opts: GlobalOptions = ctx.obj
-    questions = asyncio.run(
-        _prepare(opts.settings(), path, dataset, top_k, conversations, db or out.with_suffix(".db"))
-    )
-    save_questions(out, questions)
-    typer.echo(f"wrote {len(questions)} questions to {out}")
-
-
-async def _prepare(
-    settings: Settings, path: Path, dataset: str, top_k: int, limit: int | None, db: Path
-) -> list[MetaQuestion]:
-    from memwise.facts.ingest import ingest_many
     from memwise.facts.memory import AsyncMemory
     from memwise.facts.readers import read_conversations
-    from memwise.metamem.prepare import prepare_questions
+    from memwise.metamem.prepare import prepare_from_conversations, selected_questions
 
-    convs = read_conversations(path, dataset)[:limit]
-    memory = AsyncMemory.from_settings(settings, db, with_llm=False)
-    try:
-        await ingest_many(convs, store=memory.store, embedder=memory.embedder, user_id=lambda c: c.id)
-        return await prepare_questions(convs, memory=memory, top_k=top_k)
-    finally:
-        await memory.aclose()
+    opts: GlobalOptions = ctx.obj
+    convs = read_conversations(path, dataset)[:conversations]
+    turns = sum(len(c.turns()) for c in convs)
+    wanted = sum(len(selected_questions(c, include_adversarial=False)) for c in convs)
 
+    async def run() -> list[MetaQuestion]:
+        memory = AsyncMemory.from_settings(opts.settings(), db or out.with_suffix(".db"), with_llm=False)
+        try:
+            with progress_bar() as bar:
+                ingested = bar.add_task("ingest turns", total=turns)
+                retrieved = bar.add_task("retrieve", total=wanted)
+                return await prepare_from_conversations(
+                    convs,
+                    memory=memory,
+                    top_k=top_k,
+                    on_ingested=lambda n: bar.advance(ingested, n),
+                    on_done=lambda _: bar.advance(retrieved),
+                )
+        finally:
+            await memory.aclose()
 
-def _split(
-    questions: list[MetaQuestion], folds: int, fold: int, val_frac: float, test_frac: float, seed: int
-) -> tuple[list[MetaQuestion], list[MetaQuestion], list[MetaQuestion]]:
-    from memwise.metamem.splits import make_folds, split_once
-
-    if folds > 1:
-        if not 0 <= fold < folds:
-            raise ConfigError(f"--fold must be in 0..{folds - 1}, got {fold}")
-        n_val = max(1, round(len(questions) * val_frac))
-        chosen = make_folds(questions, k=folds, n_val=min(n_val, len(questions) // folds), seed=seed)[fold]
-    else:
-        chosen = split_once(questions, val_frac=val_frac, test_frac=test_frac, seed=seed)
-    by_id = {q.question_id: q for q in questions}
-    return (
-        [by_id[i] for i in chosen.train_ids],
-        [by_id[i] for i in chosen.val_ids],
-        [by_id[i] for i in chosen.test_ids],
-    )
+    questions = asyncio.run(run())
+    save_questions(out, questions)
+    typer.echo(f"wrote {len(questions)} questions to {out}")
 
 
 @metamem_app.command("train")
@@ -87,21 +82,21 @@ def train(
     ctx: typer.Context,
     questions: Annotated[Path, typer.Option(help="question set (JSON or JSONL)")],
     run_dir: RunDirArg = Path("runs/metamem"),
-    epochs: Annotated[int, typer.Option()] = 5,
-    batch_size: Annotated[int, typer.Option()] = 50,
-    samples: Annotated[int, typer.Option(help="answers sampled per question")] = 5,
-    temperature: Annotated[float, typer.Option()] = 0.7,
-    max_tokens: Annotated[int, typer.Option()] = 1024,
-    concurrency: Annotated[int, typer.Option(help="model calls in flight, all stages together")] = 16,
-    metric: Annotated[str, typer.Option(help="judge, f1 or em")] = "judge",
-    max_rules: Annotated[int, typer.Option()] = 30,
-    max_words: Annotated[int, typer.Option()] = 30,
-    folds: Annotated[int, typer.Option(help="k-fold cross-validation (1 = one split)")] = 1,
-    fold: Annotated[int, typer.Option(help="which fold to run")] = 0,
-    val_frac: Annotated[float, typer.Option()] = 0.1,
-    test_frac: Annotated[float, typer.Option()] = 0.2,
+    epochs: int = config_option(TrainConfig, "epochs"),
+    batch_size: int = config_option(TrainConfig, "batch_size"),
+    samples: int = config_option(TrainConfig, "samples"),
+    temperature: float = config_option(TrainConfig, "temperature"),
+    max_tokens: int = config_option(TrainConfig, "max_tokens"),
+    concurrency: int = config_option(TrainConfig, "concurrency"),
+    metric: MetricOption = DEFAULT_METRIC,
+    max_rules: int = config_option(TrainConfig, "max_rules"),
+    max_words: int = config_option(TrainConfig, "max_words"),
+    folds: int = config_option(SplitConfig, "folds"),
+    fold: int = config_option(SplitConfig, "fold"),
+    val_frac: float = config_option(SplitConfig, "val_frac"),
+    test_frac: float = config_option(SplitConfig, "test_frac"),
     limit: Annotated[int | None, typer.Option(help="use only the first N questions")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: int = config_option(TrainConfig, "seed"),
 ) -> None:
     """Train rules, validate every step at temperature 0, pick the best, and test with and without it."""
     opts: GlobalOptions = ctx.obj
@@ -116,9 +111,9 @@ def train(
         max_rules=max_rules,
         max_words=max_words,
     )
-    qs = load_questions(questions)[:limit]
-    split = _split(qs, folds, fold, val_frac, test_frac, seed)
-    asyncio.run(_train(opts.settings(), split, run_dir, config, metric))
+    split_config = SplitConfig(folds=folds, fold=fold, val_frac=val_frac, test_frac=test_frac, seed=seed)
+    split = split_questions(load_questions(questions)[:limit], split_config)
+    asyncio.run(_train(opts.settings(), split, run_dir, config, split_config, metric))
 
 
 async def _train(
@@ -126,18 +121,23 @@ async def _train(
     split: tuple[list[MetaQuestion], list[MetaQuestion], list[MetaQuestion]],
     run_dir: Path,
     config: TrainConfig,
+    split_config: SplitConfig,
     metric: str,
 ) -> None:
     from memwise.llm.registry import ModelSet
     from memwise.metamem.pipeline import train_and_select
-    from memwise.runs.rundir import RunDir
 
     console = Console()
     train_qs, val_qs, test_qs = split
     console.print(f"train {len(train_qs)} / validation {len(val_qs)} / test {len(test_qs)} questions")
-    run = RunDir(run_dir, command="memwise metamem train")
+    run = open_run(
+        run_dir,
+        "memwise metamem train",
+        {"train": config, "split": split_config, "metric": metric},
+        settings,
+        warn=Console(stderr=True).print,
+    )
     try:
-        run.write_manifest("memwise metamem train", {"train": config, "metric": metric, "models": settings})
         models = ModelSet(settings)
     except BaseException:
         run.close()
@@ -229,7 +229,7 @@ def evaluate(
     ctx: typer.Context,
     questions: Annotated[Path, typer.Option(help="question set to evaluate on")],
     run_dir: RunDirArg = Path("runs/metamem"),
-    metric: Annotated[str, typer.Option(help="judge, f1 or em")] = "judge",
+    metric: MetricOption = DEFAULT_METRIC,
     step: Annotated[int | None, typer.Option(help="a step's rules instead of the chosen ones")] = None,
     concurrency: Annotated[int, typer.Option()] = 16,
     max_tokens: Annotated[int, typer.Option()] = 1024,
@@ -253,10 +253,12 @@ async def _evaluate(
     from memwise.metamem.pipeline import load_history, load_result_rules
     from memwise.metamem.scoring import make_scorer
     from memwise.metamem.trainer import Gate
-    from memwise.runs.rundir import RunDir
 
     rules = load_result_rules(run_dir) if step is None else _rules_at(load_history(run_dir), step)
-    run = RunDir(run_dir, command="memwise metamem eval")  # it records eval calls: a writer
+    # It records eval calls: a writer, and one that should say when the models changed since training.
+    run = open_run(
+        run_dir, "memwise metamem eval", {"metric": metric, "step": step}, settings, warn=Console(stderr=True).print
+    )
     models = ModelSet(settings)
     gate = asyncio.Semaphore(concurrency)
     try:
@@ -330,9 +332,10 @@ def answer(
     async def run() -> str:
         mem = AsyncMemory.from_settings(opts.settings(), db)
         try:
-            reply = await mem.answer(
-                question, user_id=user_id, question_date=when, top_k=top_k, rules=[r.text for r in rules.rules]
-            )
+            with spinner("answering"):
+                reply = await mem.answer(
+                    question, user_id=user_id, question_date=when, top_k=top_k, rules=[r.text for r in rules.rules]
+                )
         finally:
             await mem.aclose()
         return reply.text

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from memwise.cli._options import GlobalOptions
-from memwise.cli.app import app
+from memwise.cli._rundirs import open_run
 from memwise.config import Settings
 from memwise.embed.base import Embedder
 from memwise.embed.registry import build_embedder
@@ -26,7 +26,6 @@ from memwise.exceptions import ParseError
 from memwise.llm.base import ChatRequest
 from memwise.llm.registry import ModelSet
 from memwise.llm.structured import complete_structured
-from memwise.runs.rundir import RunDir
 from memwise.store.base import Filters, Record
 from memwise.store.sqlite import SQLiteStore
 
@@ -57,9 +56,8 @@ def _epoch(day: str) -> float:
 
 
 async def run_tour(settings: Settings, run_dir: Path, console: Console) -> None:
-    run = RunDir(run_dir, command="memwise tour")
+    run = open_run(run_dir, "memwise tour", {}, settings, warn=console.print)
     try:
-        run.write_manifest("memwise tour", settings)
         models = ModelSet(settings)
         store = SQLiteStore(run_dir / "memory.sqlite3")
     except BaseException:
@@ -156,7 +154,6 @@ async def run_tour(settings: Settings, run_dir: Path, console: Console) -> None:
         run.close()
 
 
-@app.command()
 def tour(
     ctx: typer.Context,
     run_dir: Annotated[Path, typer.Option(help="where the tour keeps its memory and ledger")] = Path("runs/tour"),

@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from memwise.cli._options import GlobalOptions
-from memwise.cli.app import app
+from memwise.cli._options import GlobalOptions, config_option
+from memwise.cli._rundirs import open_run
+from memwise.cli.umem_train import export_verl_command, train_command
 from memwise.config import Settings
 from memwise.exceptions import ConfigError
 from memwise.tasks.types import Task
@@ -23,27 +24,23 @@ from memwise.umem.executors import KNOWN_SUITES, check_suite
 umem_app = typer.Typer(
     help="UMEM: a self-evolving bank of insights distilled from task attempts.", no_args_is_help=True
 )
-app.add_typer(umem_app, name="umem")
 
 
-@umem_app.command("evolve")
 def evolve_command(
     ctx: typer.Context,
     suite: Annotated[str, typer.Option(help=f"benchmark suite: {', '.join(KNOWN_SUITES)}")],
     path: Annotated[Path, typer.Option(help="the suite's data file")],
-    epochs: Annotated[int, typer.Option(help="passes over the stream; the bank is never reset")] = 1,
+    epochs: int = config_option(EvolveConfig, "epochs"),
     run_dir: Annotated[Path, typer.Option(help="run directory: bank, records, ledger, report")] = Path(
         "runs/umem-evolve"
     ),
     limit: Annotated[int | None, typer.Option(help="use only the first N tasks")] = None,
     seed: Annotated[int, typer.Option(help="fixes GPQA's option order (other suites keep the file's)")] = 0,
-    top_k: Annotated[int, typer.Option(help="insight entries retrieved per task")] = 3,
-    floor: Annotated[float, typer.Option(help="drop retrieved entries under this cosine")] = 0.5,
-    max_tokens: Annotated[int, typer.Option(help="executor completion budget")] = 1024,
-    optimizer_max_tokens: Annotated[int, typer.Option(help="Mem-Optimizer completion budget")] = 1024,
-    repair: Annotated[
-        bool, typer.Option(help="ask again for schema-constrained JSON after a malformed Mem-Optimizer reply")
-    ] = True,
+    top_k: int = config_option(EvolveConfig, "top_k"),
+    floor: float = config_option(EvolveConfig, "similarity_floor", "--floor"),
+    max_tokens: int = config_option(EvolveConfig, "max_tokens"),
+    optimizer_max_tokens: int = config_option(EvolveConfig, "optimizer_max_tokens"),
+    repair: bool = config_option(EvolveConfig, "repair", "--repair/--no-repair"),
 ) -> None:
     """Stream the tasks for K epochs: retrieve, execute, let the Mem-Optimizer ADD or UPDATE; resumes a run dir."""
     # The executor is the policy model, the Mem-Optimizer the optimizer model (the policy model when no
@@ -77,16 +74,14 @@ async def _evolve(
 ) -> tuple[EvolveResult, ReportFiles]:
     from memwise.embed.registry import build_embedder
     from memwise.llm.registry import ModelSet
-    from memwise.runs.rundir import RunDir
     from memwise.umem.evolve import EXECUTOR_STAGE, OPTIMIZER_STAGE, evolve, write_report
     from memwise.umem.executors import make_executor
 
-    run = RunDir(run_dir, command=f"memwise umem evolve --suite {config.suite}")  # refused if another run has it
+    command = f"memwise umem evolve --suite {config.suite}"
+    # Refused if another run holds the folder; warns when the models differ from the recorded ones.
+    config_record = {"evolve": config, "path": source, "tasks": len(tasks)}
+    run = open_run(run_dir, command, config_record, settings, warn=console.print)
     try:
-        run.write_manifest(
-            f"memwise umem evolve --suite {config.suite}",
-            {"evolve": config, "path": source, "tasks": len(tasks), "models": settings},
-        )
         models = ModelSet(settings)
         embedder = build_embedder(settings.embedding, cache_path=run_dir / "embeddings.sqlite3")
     except BaseException:
@@ -192,3 +187,9 @@ def _print_summary(console: Console, result: EvolveResult, files: ReportFiles, w
         console.print(f"plot:    {plot}")
     if files.plot_note:
         console.print(f"[yellow]{files.plot_note}[/]")
+
+
+# The group's commands, in `memwise umem --help` order (train and export-verl live in umem_train.py).
+umem_app.command("evolve")(evolve_command)
+umem_app.command("train")(train_command)
+umem_app.command("export-verl")(export_verl_command)

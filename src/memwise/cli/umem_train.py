@@ -14,16 +14,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from memwise.cli._options import GlobalOptions
-from memwise.cli.umem import umem_app
+from memwise.cli._options import GlobalOptions, config_option, lazy_config_option, spinner
 from memwise.config import Settings
 from memwise.exceptions import ConfigError
+from memwise.umem.evolve import EvolveConfig
 from memwise.umem.executors import KNOWN_SUITES, check_suite
 
 if TYPE_CHECKING:
@@ -136,12 +136,15 @@ def _session(settings: Settings, src: _Source, bank_from: Path | None = None) ->
             parts.run.close()
 
 
+def _grpo(name: str, *, help: str) -> Any:  # noqa: A002
+    return lazy_config_option("memwise.umem.grpo", "GRPOSettings", name, help=help)
+
+
 Suite = Annotated[str, typer.Option(help=f"task suite: {', '.join(KNOWN_SUITES)}")]
 DataPath = Annotated[Path, typer.Option(help="the suite's data file or directory")]
 RunDirOpt = Annotated[Path, typer.Option(help="run directory: trainset, bank, ledger, step log, model")]
 
 
-@umem_app.command("train")
 def train_command(
     ctx: typer.Context,
     suite: Suite,
@@ -154,20 +157,20 @@ def train_command(
         "paper"
     ),
     neighbours: Annotated[int, typer.Option(help="neighbours each memory is judged on (N)")] = 3,
-    group_size: Annotated[int, typer.Option(help="completions per task (G)")] = 8,
-    batch_tasks: Annotated[int, typer.Option(help="tasks per GRPO step")] = 128,
-    micro_batch_size: Annotated[int, typer.Option(help="completions per forward/backward pass")] = 8,
-    beta: Annotated[float, typer.Option(help="KL coefficient")] = 0.001,
-    learning_rate: Annotated[float, typer.Option(help="constant learning rate")] = 1e-6,
-    epochs: Annotated[float, typer.Option(help="passes over the tasks")] = 3.0,
-    max_steps: Annotated[int, typer.Option(help="stop after N steps (-1: all epochs)")] = -1,
-    max_completion_length: Annotated[int, typer.Option(help="token cap of one Mem-Optimizer output")] = 1024,
+    group_size: int = _grpo("group_size", help="completions per task (G)"),
+    batch_tasks: int = _grpo("batch_tasks", help="tasks per GRPO step"),
+    micro_batch_size: int = _grpo("micro_batch_size", help="completions per forward/backward pass"),
+    beta: float = _grpo("beta", help="KL coefficient"),
+    learning_rate: float = _grpo("learning_rate", help="constant learning rate"),
+    epochs: float = _grpo("epochs", help="passes over the tasks"),
+    max_steps: int = _grpo("max_steps", help="stop after N steps (-1: all epochs)"),
+    max_completion_length: int = _grpo("max_completion_length", help="token cap of one Mem-Optimizer output"),
     lora_r: Annotated[int, typer.Option(help="train a LoRA adapter of this rank (0: full fine-tuning)")] = 0,
-    model_dtype: Annotated[str | None, typer.Option(help="load dtype, e.g. bfloat16")] = None,
-    top_k: Annotated[int, typer.Option(help="insight entries retrieved per task")] = 3,
-    floor: Annotated[float, typer.Option(help="drop retrieved entries under this cosine")] = 0.5,
-    max_tokens: Annotated[int, typer.Option(help="executor completion budget")] = 1024,
-    save_steps: Annotated[int, typer.Option(help="checkpoint (model, optimizer, bank) every N steps; 0: never")] = 25,
+    model_dtype: str | None = _grpo("model_dtype", help="load dtype, e.g. bfloat16"),
+    top_k: int = config_option(EvolveConfig, "top_k"),
+    floor: float = config_option(EvolveConfig, "similarity_floor", "--floor"),
+    max_tokens: int = config_option(EvolveConfig, "max_tokens"),
+    save_steps: int = _grpo("save_steps", help="checkpoint (model, optimizer, bank) every N steps; 0: never"),
 ) -> None:
     """GRPO-train a Mem-Optimizer on a suite, rewarded by marginal utility on neighbouring tasks.
 
@@ -179,6 +182,7 @@ def train_command(
     key = check_suite(suite)
     if form not in ("paper", "released"):
         raise ConfigError(f"--form must be 'paper' or 'released', got {form!r}")
+    # Settings raise ConfigError themselves; a ValueError from trl or torch is a bug, not a config error.
     settings = GRPOSettings(
         group_size=group_size,
         batch_tasks=batch_tasks,
@@ -231,7 +235,6 @@ def train_command(
     console.print(f"step log: {result.output_dir / 'umem_steps.jsonl'}; model: {result.model_dir}")
 
 
-@umem_app.command("export-verl")
 def export_verl_command(
     ctx: typer.Context,
     suite: Suite,
@@ -242,9 +245,9 @@ def export_verl_command(
     seed: Annotated[int, typer.Option(help="GPQA's option order")] = 0,
     split: Annotated[str, typer.Option(help="the split name stored in extra_info")] = "train",
     neighbours: Annotated[int, typer.Option(help="neighbours per task (N)")] = 3,
-    top_k: Annotated[int, typer.Option(help="insight entries retrieved per task")] = 3,
-    floor: Annotated[float, typer.Option(help="drop retrieved entries under this cosine")] = 0.5,
-    max_tokens: Annotated[int, typer.Option(help="executor completion budget")] = 1024,
+    top_k: int = config_option(EvolveConfig, "top_k"),
+    floor: float = config_option(EvolveConfig, "similarity_floor", "--floor"),
+    max_tokens: int = config_option(EvolveConfig, "max_tokens"),
 ) -> None:
     """Write the suite as verl parquet: Mem-Optimizer prompt, gold answer, neighbours in extra_info."""
     from memwise.umem.verl_export import export_verl
@@ -253,5 +256,6 @@ def export_verl_command(
     key = check_suite(suite)
     src = _Source(key, path, run_dir, limit, seed, neighbours, top_k, floor, max_tokens)
     with _session(opts.settings(), src) as (bridge, parts):
-        written = bridge.run(export_verl(parts.trainset, parts.bank, parts.executor, out, split=split))
+        with spinner(f"exporting {len(parts.trainset)} tasks"):
+            written = bridge.run(export_verl(parts.trainset, parts.bank, parts.executor, out, split=split))
     typer.echo(f"wrote {len(parts.trainset)} rows to {written}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import platform
@@ -34,6 +35,7 @@ from typing import Any
 
 from memwise.embed.base import Embedder
 from memwise.facts.ingest import ingest_many
+from memwise.facts.ownership import owner_of
 from memwise.facts.readers import read_locomo
 from memwise.facts.retrieve import (
     Candidates,
@@ -85,7 +87,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def questions_of(conversations: Sequence[Conversation]) -> list[Item]:
     """Questions of categories 1-4 whose evidence names at least one real turn (the reader drops the rest)."""
     return [
-        Item(conv.id, q.question, q.category, q.evidence)
+        Item(owner_of(conv), q.question, q.category, q.evidence)
         for conv in conversations
         for q in conv.questions
         if q.category in CATEGORIES and q.evidence
@@ -135,9 +137,9 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def ingest(store: SQLiteStore, embedder: Embedder, conversations: Sequence[Conversation]) -> tuple[int, float]:
-    """Ingest every conversation (mode ``turns``), one user per conversation; returns (turns, seconds)."""
+    """Ingest every conversation (mode ``turns``) under its owner (LoCoMo: its id); returns (turns, seconds)."""
     start = time.perf_counter()
-    reports = await ingest_many(conversations, store=store, embedder=embedder, user_id=lambda conv: conv.id)
+    reports = await ingest_many(conversations, store=store, embedder=embedder, user_id=owner_of)
     return sum(r.turns for r in reports), time.perf_counter() - start
 
 
@@ -206,13 +208,24 @@ def loo_sweep(items: Sequence[Item], gathered: Sequence[Candidates], base: Retri
 
 
 async def evaluate_retrieval(
-    path: str | Path, embedder: Embedder, *, candidate_k: int | None = None, loo: bool = False
+    path: str | Path,
+    embedder: Embedder,
+    *,
+    candidate_k: int | None = None,
+    loo: bool = False,
+    db: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Recall of the hybrid recipe (and same-run baselines) on a LoCoMo file; the report as a dict."""
+    """Recall of the hybrid recipe (and same-run baselines) on a LoCoMo file; the report as a dict.
+
+    ``db`` keeps the ingested turns in that database so a re-run skips ingesting (conversations
+    already there are no-ops); without it a throw-away database is used.
+    """
     conversations = read_locomo(path)
     items = questions_of(conversations)
     config = RetrieverConfig() if candidate_k is None else RetrieverConfig(candidate_k=candidate_k)
-    with tempfile.TemporaryDirectory(prefix="memwise-locomo-") as tmp, SQLiteStore(Path(tmp) / "store.db") as store:
+    with contextlib.ExitStack() as stack:
+        where = Path(db) if db is not None else Path(stack.enter_context(tempfile.TemporaryDirectory())) / "store.db"
+        store = stack.enter_context(SQLiteStore(where))
         retriever = HybridRetriever(store, embedder, config)
         n_turns, ingest_s = await ingest(store, embedder, conversations)
         print(f"ingested {n_turns} turns in {ingest_s:.1f}s", file=sys.stderr)

@@ -5,8 +5,10 @@ fragments; retrieving once and storing them makes training reproducible and chea
 
 Choices:
 
-* Scope: a conversation is expected to be ingested already with ``user_id = conversation.id``; each
-  question searches only that user's memory. A conversation with no memory at all is an error rather
+* Scope: a conversation is expected to be ingested already under its owner
+  (:func:`~memwise.facts.ownership.owner_of`: the dataset's ``user_id``, else the conversation id),
+  the rule ``memwise ingest`` and ``bench qa`` use too; each question searches only that user's
+  memory. A conversation with no memory at all is an error rather
   than a silent run of questions with no fragments.
 * Fragments: the ``top_k`` hits, shown oldest first (undated last) and rendered with
   :func:`~memwise.facts.units.render_for_prompt`, as the answer prompt orders them. A fragment shows
@@ -30,13 +32,14 @@ Choices:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 from memwise.exceptions import ConfigError, DatasetError
 from memwise.facts.answer import question_time_bound
 from memwise.facts.memory import AsyncMemory
+from memwise.facts.ownership import owner_of
 from memwise.facts.types import Conversation, Question
 from memwise.facts.units import render_for_prompt
 from memwise.metamem.data import MetaQuestion
@@ -113,10 +116,11 @@ def build_meta_question(conv: Conversation, question: Question, hits: list[Score
 
 async def _check_ingested(memory: AsyncMemory, conversations: list[Conversation]) -> None:
     for conv in conversations:
-        if not await memory.get_all(user_id=conv.id, limit=1):
+        owner = owner_of(conv)
+        if not await memory.get_all(user_id=owner, limit=1):
             raise ConfigError(
-                f"conversation {conv.id!r} has no memories under user_id {conv.id!r}; ingest it first "
-                "(ingest_many(..., user_id=lambda c: c.id))"
+                f"conversation {conv.id!r} has no memories under user_id {owner!r}; ingest it first "
+                "(ingest_many(..., user_id=owner_of))"
             )
 
 
@@ -127,15 +131,18 @@ async def prepare_questions(
     top_k: int = 20,
     include_adversarial: bool = False,
     concurrency: int = 16,
+    on_done: Callable[[MetaQuestion], None] | None = None,
 ) -> list[MetaQuestion]:
-    """Retrieve ``top_k`` fragments for every question, scoped to its conversation, in input order.
+    """Retrieve ``top_k`` fragments for every question, scoped to its conversation's owner, in input order.
+
+    ``on_done`` is called once per prepared question (for a progress bar).
 
     Raises:
         ConfigError: bad ``top_k``/``concurrency``, or a conversation that was never ingested.
         DatasetError: a repeated question id, an empty gold answer or an unknown question type.
 
     Example:
-        >>> await ingest_many(convs, store=store, embedder=embedder, user_id=lambda c: c.id)  # doctest: +SKIP
+        >>> await ingest_many(convs, store=store, embedder=embedder, user_id=owner_of)  # doctest: +SKIP
         >>> questions = await prepare_questions(convs, memory=memory, top_k=20)  # doctest: +SKIP
     """
     if top_k < 1:
@@ -158,9 +165,43 @@ async def prepare_questions(
 
     async def one(conv: Conversation, question: Question) -> MetaQuestion:
         # Only the dataset's own question date bounds retrieval: LoCoMo's stand-in (the last session) does not.
-        filters = Filters(user_id=conv.id, until=question_time_bound(question.question_date), time_field="ts")
+        filters = Filters(user_id=owner_of(conv), until=question_time_bound(question.question_date), time_field="ts")
         async with gate:
             hits = await memory.retriever.search(question.question, filters=filters, top_k=top_k)
-        return build_meta_question(conv, question, hits)
+        prepared = build_meta_question(conv, question, hits)
+        if on_done is not None:
+            on_done(prepared)
+        return prepared
 
     return list(await asyncio.gather(*(one(conv, q) for conv, q in items)))
+
+
+async def prepare_from_conversations(
+    conversations: Iterable[Conversation],
+    *,
+    memory: AsyncMemory,
+    top_k: int = 20,
+    on_ingested: Callable[[int], None] | None = None,
+    on_done: Callable[[MetaQuestion], None] | None = None,
+) -> list[MetaQuestion]:
+    """Ingest the conversations as turns under their owners, then prepare their questions.
+
+    Ingesting is idempotent (a conversation already in ``memory`` is skipped), so re-running on the
+    same database costs only the retrieval. ``on_ingested`` receives each conversation's turn count as
+    it is written; ``on_done`` each prepared question.
+
+    Example:
+        >>> memory = AsyncMemory.from_settings(settings, "qs.db", with_llm=False)  # doctest: +SKIP
+        >>> questions = await prepare_from_conversations(convs, memory=memory, top_k=20)  # doctest: +SKIP
+    """
+    from memwise.facts.ingest import ingest_many
+
+    convs = list(conversations)
+    await ingest_many(
+        convs,
+        store=memory.store,
+        embedder=memory.embedder,
+        user_id=owner_of,
+        on_report=(lambda report: on_ingested(report.turns)) if on_ingested is not None else None,
+    )
+    return await prepare_questions(convs, memory=memory, top_k=top_k, on_done=on_done)

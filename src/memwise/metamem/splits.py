@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from memwise.exceptions import ConfigError
 from memwise.metamem.data import MetaQuestion
@@ -175,3 +175,50 @@ def split_once(questions: Sequence[MetaQuestion], *, val_frac: float, test_frac:
     order = [q.question_id for q in questions]
     train = [qid for qid in order if qid not in test and qid not in val]
     return Fold(tuple(train), _in_order(val, order), _in_order(test, order))
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How a question set is split for one training run; the CLI's split flags are derived from these fields."""
+
+    folds: int = field(default=1, metadata={"help": "k-fold cross-validation (1 = one split)"})
+    fold: int = field(default=0, metadata={"help": "which fold to run"})
+    val_frac: float = field(default=0.1, metadata={"help": "share of questions held out for validation"})
+    test_frac: float = field(default=0.2, metadata={"help": "share held out for testing (one split only)"})
+    seed: int = field(default=0, metadata={"help": "seeds the stratified shuffle"})
+
+    def __post_init__(self) -> None:
+        if self.folds < 1:
+            raise ConfigError(f"folds must be >= 1, got {self.folds}")
+        if not 0 <= self.fold < self.folds:
+            raise ConfigError(f"fold must be in 0..{self.folds - 1}, got {self.fold}")
+
+
+def split_questions(
+    questions: Sequence[MetaQuestion], config: SplitConfig
+) -> tuple[list[MetaQuestion], list[MetaQuestion], list[MetaQuestion]]:
+    """The (train, validation, test) questions of one run: fold ``config.fold`` of k, or one split.
+
+    With folds, the validation size is ``val_frac`` of the whole set, capped at one chunk, so every
+    fold validates on questions no other fold validates on.
+
+    Example:
+        >>> qs = [MetaQuestion(f"q{i}", "?", "a", "generic") for i in range(10)]
+        >>> [len(part) for part in split_questions(qs, SplitConfig(val_frac=0.2, test_frac=0.3))]
+        [5, 2, 3]
+        >>> [len(part) for part in split_questions(qs, SplitConfig(folds=5, fold=1))]
+        [7, 1, 2]
+    """
+    if config.folds > 1:
+        n_val = max(1, round(len(questions) * config.val_frac))
+        chosen = make_folds(
+            questions, k=config.folds, n_val=min(n_val, len(questions) // config.folds), seed=config.seed
+        )[config.fold]
+    else:
+        chosen = split_once(questions, val_frac=config.val_frac, test_frac=config.test_frac, seed=config.seed)
+    by_id = {q.question_id: q for q in questions}
+    return (
+        [by_id[i] for i in chosen.train_ids],
+        [by_id[i] for i in chosen.val_ids],
+        [by_id[i] for i in chosen.test_ids],
+    )

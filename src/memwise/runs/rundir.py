@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import asdict, is_dataclass
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import fields, is_dataclass
+from enum import Enum
+from pathlib import Path, PurePath
 from typing import Any
 
 from memwise._version import __version__
@@ -22,6 +24,38 @@ from memwise.llm.recorded import RecordedLLM
 from memwise.runs.files import write_text_atomic
 from memwise.runs.ledger import Ledger
 from memwise.runs.lock import RunLock
+
+
+def to_json_value(value: Any) -> Any:
+    """``value`` as plain JSON data: dataclasses as objects (recursively), paths as strings, enums as values.
+
+    Manifests used ``json.dumps(default=str)``, which wrote a nested config as its Python repr
+    (``"TrainConfig(epochs=5, ...)"``), unreadable by anything but a human. Anything else that JSON
+    cannot hold raises TypeError naming its type, so a new config type is noticed, not mangled.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class C:
+        ...     path: Path
+        ...     sizes: tuple[int, ...]
+        >>> to_json_value({"c": C(Path("a/b"), (1, 2))})
+        {'c': {'path': 'a/b', 'sizes': [1, 2]}}
+    """
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Enum):
+        return to_json_value(value.value)
+    if isinstance(value, PurePath):
+        return str(value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json_value(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_json_value(v) for k, v in value.items()}  # pyright: ignore[reportUnknownVariableType]
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value, key=str) if isinstance(value, set | frozenset) else value  # pyright: ignore[reportUnknownArgumentType]
+        return [to_json_value(v) for v in items]  # pyright: ignore[reportUnknownVariableType]
+    raise TypeError(f"cannot write a {type(value).__name__} to a run manifest; convert it to JSON data first")
 
 
 class RunDir:
@@ -70,15 +104,16 @@ class RunDir:
         previous = json.loads(path.read_text()) if path.exists() else {}
         entry = {
             "command": command,
-            "config": asdict(config) if is_dataclass(config) and not isinstance(config, type) else config,
+            "config": to_json_value(config),
             "memwise": __version__,
             "python": platform.python_version(),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         history = previous.get("history", [])
         history.append(entry)
-        # Atomic: a crash never leaves a half-written manifest.
-        return write_text_atomic(path, json.dumps({"latest": entry, "history": history}, indent=2, default=str))
+        # Atomic: a crash never leaves a half-written manifest. No `default=`: a value to_json_value does not
+        # know is a TypeError here, not a Python repr smuggled into the JSON.
+        return write_text_atomic(path, json.dumps({"latest": entry, "history": history}, indent=2))
 
     def close(self) -> None:
         """Close the ledger, then give the lock back (in that order: no write after the release)."""
