@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from memwise.embed.base import Embedder
 from memwise.exceptions import ConfigError, DatasetError, MemwiseError
 from memwise.facts.ingest import IngestSummary
+from memwise.facts.ownership import owner_of
 from memwise.facts.readers import iter_conversations
 from memwise.llm.base import ChatModel
 from memwise.server import schemas as s
@@ -419,7 +420,7 @@ async def _run_ingest(job: Job, memory: MemoryService, path: Path, fmt: str, use
     reports = []
     with iter_conversations(path, fmt) as stream:  # type: ignore[arg-type]
         for conv in stream:
-            owner = user_id or str(conv.metadata.get("user_id") or conv.id)
+            owner = owner_of(conv, user_id)
             reports.append(await memory.add_conversation(conv, user_id=owner))
             job.progress(len(reports))
     return IngestSummary.of(reports).to_dict()
