@@ -149,7 +149,7 @@ async def test_update_supersedes_and_keeps_history(store: SQLiteStore) -> None:
     assert report.units == 4 and report.pairs == 2 and report.decisions["UPDATE"] == 2
     assert report.parse_failures == 0
 
-    current = store.list(Filters(user_id="A"))
+    current = store.list_records(Filters(user_id="A"))
     assert sorted(r.id for r in current) == ["cat", "paris"]
     hits = store.search_vector(direction(0), top_k=10, filters=Filters(user_id="A"))
     assert [h.record.id for h in hits if h.score > 0.5] == ["paris"]  # normal search: only what holds now
@@ -167,10 +167,10 @@ async def test_update_supersedes_and_keeps_history(store: SQLiteStore) -> None:
 
 async def test_delete_records_the_reason_and_ignore_changes_nothing(store: SQLiteStore) -> None:
     seed_moves(store)
-    before = {r.id: r for r in store.list(Filters(user_id="A"))}
+    before = {r.id: r for r in store.list_records(Filters(user_id="A"))}
     report = await consolidate(store, ScriptedLLM(decide("IGNORE")), user_id="A", threshold=0.9)
     assert report.decisions["IGNORE"] == report.pairs == 3  # Oslo: Bergen; Paris: Oslo, Bergen
-    assert {r.id: r for r in store.list(Filters(user_id="A"))} == before
+    assert {r.id: r for r in store.list_records(Filters(user_id="A"))} == before
 
     report = await consolidate(store, ScriptedLLM(decide("delete")), user_id="A", threshold=0.9)
     assert report.decisions["DELETE"] == 2  # Oslo retires Bergen, then Paris retires Oslo
@@ -178,13 +178,13 @@ async def test_delete_records_the_reason_and_ignore_changes_nothing(store: SQLit
     assert bergen and bergen.metadata == {"deleted_by": "oslo", "delete_reason": "moved"}
     assert bergen.valid_to == T0 + 10 * DAY
     assert oslo and oslo.metadata == {"deleted_by": "paris", "delete_reason": "moved"}
-    assert sorted(r.id for r in store.list(Filters(user_id="A"))) == ["cat", "paris"]
+    assert sorted(r.id for r in store.list_records(Filters(user_id="A"))) == ["cat", "paris"]
     assert store.count(Filters(user_id="A", include_invalid=True)) == 4  # retired, not erased
 
 
 async def test_garbage_is_counted_and_changes_nothing(store: SQLiteStore, tmp_path: Path) -> None:
     seed_moves(store)
-    before = {r.id: r for r in store.list(Filters(user_id="A"))}
+    before = {r.id: r for r in store.list_records(Filters(user_id="A"))}
     replies = iter(["no idea", "still {not json"])
 
     def handler(request: ChatRequest) -> str:
@@ -196,13 +196,13 @@ async def test_garbage_is_counted_and_changes_nothing(store: SQLiteStore, tmp_pa
     report = await consolidate(store, ScriptedLLM(handler), user_id="A", threshold=0.9, ledger=ledger)
     assert report.parse_failures == 1 and report.llm_errors == 1
     assert [f["kind"] for f in ledger.failures("consolidate")] == ["parse", "llm_error"]
-    assert {r.id: r for r in store.list(Filters(user_id="A"))} == before
+    assert {r.id: r for r in store.list_records(Filters(user_id="A"))} == before
     ledger.close()
 
     out_of_range = ScriptedLLM(lambda r: '{"decisions": [{"candidate": 9, "action": "DELETE", "reason": ""}]}')
     report = await consolidate(store, out_of_range, user_id="A", threshold=0.9)
     assert report.invalid_decisions == 2 and report.decisions["IGNORE"] == report.pairs == 3
-    assert {r.id: r for r in store.list(Filters(user_id="A"))} == before
+    assert {r.id: r for r in store.list_records(Filters(user_id="A"))} == before
 
     report = await consolidate(store, ScriptedLLM([]), user_id="A", threshold=0.9999)
     assert report.pairs == 0  # below the threshold nothing is even asked
@@ -212,13 +212,13 @@ async def test_one_users_consolidation_never_touches_another(store: SQLiteStore)
     seed_moves(store, user="A", prefix="a-")
     seed_moves(store, user="B", prefix="b-")
     # Same vectors, same run: only the user differs. B's units must be neither shown nor changed.
-    b_before = {r.id: r for r in store.list(Filters(user_id="B", include_invalid=True))}
+    b_before = {r.id: r for r in store.list_records(Filters(user_id="B", include_invalid=True))}
     llm = ScriptedLLM(decide("UPDATE"))
     await consolidate(store, llm, user_id="A", threshold=0.9)
     shown = [c for r in llm.requests for c in candidates_in(r)] + [r.messages[1].content for r in llm.requests]
     assert not any("B lives" in text for text in shown)
-    assert {r.id: r for r in store.list(Filters(user_id="B", include_invalid=True))} == b_before
-    assert sorted(r.id for r in store.list(Filters(user_id="A"))) == ["a-cat", "a-paris"]
+    assert {r.id: r for r in store.list_records(Filters(user_id="B", include_invalid=True))} == b_before
+    assert sorted(r.id for r in store.list_records(Filters(user_id="A"))) == ["a-cat", "a-paris"]
 
 
 async def test_agent_and_run_scopes_are_not_mixed(store: SQLiteStore) -> None:

@@ -110,7 +110,7 @@ async def test_a_new_session_in_a_known_conversation_asks_only_about_the_new_one
     assert (report.skipped, report.sessions_present, report.units_written) == (False, 1, 2)
     assert llm.calls > asked_before
     assert all(shown(request) and set(shown(request)) <= set(SAID[2:]) for request in llm.requests[asked_before:])
-    facts = sorted(f.text for f in store.list(Filters(user_id="u", kind="fact")))
+    facts = sorted(f.text for f in store.list_records(Filters(user_id="u", kind="fact")))
     assert facts == sorted(f"Ann said: {text}" for text in SAID)
 
     asked_before = llm.calls
@@ -126,7 +126,7 @@ async def test_a_turn_id_repeated_with_other_words_in_one_conversation_is_kept(s
     conv = Conversation("conv", (first, session(2, ["second a", "second b"], turn_prefix="D")))
     report = await ingest_conversation(conv, store=store, embedder=FakeEmbedder(), user_id="u")
     assert report.units_written == 4
-    assert sorted(u.text for u in store.list(Filters(user_id="u"))) == [
+    assert sorted(u.text for u in store.list_records(Filters(user_id="u"))) == [
         "Ann: first a", "Ann: first b", "Ann: second a", "Ann: second b",
     ]  # fmt: skip
 

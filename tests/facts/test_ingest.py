@@ -83,7 +83,7 @@ async def test_turns_mode_stores_every_turn_with_speaker_time_and_source(
 ) -> None:
     report = await ingest_conversation(conv, store=store, embedder=FakeEmbedder(), user_id="u1")
     assert (report.turns, report.units_written, report.units_present, report.skipped) == (12, 12, 0, False)
-    units = store.list(Filters(user_id="u1"))
+    units = store.list_records(Filters(user_id="u1"))
     assert len(units) == 12 and {u.kind for u in units} == {"turn"}
     first = units[0]
     assert first.text == "Caroline: session 0 remark 0 about topic 0 of conv-1"
@@ -115,8 +115,8 @@ async def test_users_are_kept_apart(store: SQLiteStore, conv: Conversation) -> N
     await ingest_conversation(conv, store=store, embedder=FakeEmbedder(), user_id="u1")
     second = await ingest_conversation(conv, store=store, embedder=FakeEmbedder(), user_id="u2")
     assert second.units_written == 12 and not second.skipped
-    ids1 = {u.id for u in store.list(Filters(user_id="u1"))}
-    ids2 = {u.id for u in store.list(Filters(user_id="u2"))}
+    ids1 = {u.id for u in store.list_records(Filters(user_id="u1"))}
+    ids2 = {u.id for u in store.list_records(Filters(user_id="u2"))}
     assert len(ids1) == len(ids2) == 12 and not ids1 & ids2
 
 
@@ -182,7 +182,7 @@ async def test_failure_mid_write_leaves_nothing_then_reingest_writes_once(
     store = SQLiteStore(tmp_path / "mem.db")
     report = await ingest_conversation(conv, store=store, embedder=FakeEmbedder(), user_id="u1")
     assert report.units_written == 12 and report.units_present == 0
-    units = store.list(Filters(user_id="u1"))
+    units = store.list_records(Filters(user_id="u1"))
     assert len(units) == len({u.id for u in units}) == 12
     store.close()
 
@@ -234,7 +234,7 @@ async def test_facts_mode_stores_sourced_dated_facts(store: SQLiteStore, conv: C
         ["D1:4", "D1:5", "D1:6"],
     )
     assert (report.facts, report.units_written, report.fallbacks, report.extraction_failures) == (12, 12, 0, 0)
-    facts = store.list(Filters(user_id="u1", kind="fact"))
+    facts = store.list_records(Filters(user_id="u1", kind="fact"))
     assert len(facts) == 12
     by_source = {f.metadata["source_ids"][0]: f for f in facts}
     assert render_for_prompt(by_source["D2:3"]) == "2023-05-15 13:56 Monday Caroline made remark D2:3."
@@ -273,10 +273,10 @@ async def test_malformed_extraction_is_repaired_or_falls_back_counted(
     assert len(report.failures) == 3
     kinds = sorted(f["kind"] for f in ledger.failures("extract"))
     assert kinds == ["llm_error", "parse", "parse_repaired"]
-    turns = store.list(Filters(user_id="u1", kind="turn"))
+    turns = store.list_records(Filters(user_id="u1", kind="turn"))
     fallen_back = ["D2:1", "D2:2", "D2:3", "D2:4", "D2:5", "D2:6", "D3:1", "D3:2", "D3:3"]
     assert sorted(t.metadata["source_ids"][0] for t in turns) == fallen_back
-    facts = store.list(Filters(user_id="u1", kind="fact"))
+    facts = store.list_records(Filters(user_id="u1", kind="fact"))
     assert len(facts) == 9 and report.units_written == 18  # nothing said was dropped
     ledger.close()
 
@@ -359,7 +359,7 @@ async def test_facts_mode_with_the_embedded_model(
     assert report.fallbacks >= report.extraction_failures
     assert report.extraction_failures == sum(1 for f in ledger.failures("extract") if f["kind"] != "parse_repaired")
     turn_ids = {t.id for t in conv.turns()}
-    units = store.list(Filters(user_id="u1"))
+    units = store.list_records(Filters(user_id="u1"))
     assert units and all(set(u.metadata["source_ids"]) <= turn_ids for u in units)
     covered = {sid for u in units if u.kind == "turn" for sid in u.metadata["source_ids"]}
     assert report.fallbacks > 0 or not covered  # raw turns appear only as counted fallbacks

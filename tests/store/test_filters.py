@@ -85,9 +85,9 @@ def test_one_predicate_in_every_store(tmp_path: Any, pg_dsn: str) -> None:
             spec = random_filter(rng)
             f = Filters(metadata=spec)
             expected = {r.id for r in records if f.matches(r, 0.0)}
-            assert {r.id for r in lite.list(f)} == expected, spec
+            assert {r.id for r in lite.list_records(f)} == expected, spec
             assert {h.record.id for h in lite.search_vector(query, len(records), f)} == expected, spec
-            assert {r.id for r in pg.list(f)} == expected, spec
+            assert {r.id for r in pg.list_records(f)} == expected, spec
             assert {h.record.id for h in pg.search_vector(query, 2000, f)} == expected, spec  # exact path
             checked += 0 < len(expected) < len(records)
         assert checked > 50  # most filters split the records: the comparison is not vacuous

@@ -63,7 +63,7 @@ def test_two_processes_adding_leave_exactly_the_expected_count(pg_dsn: str, work
         assert list(pool.map(workers.pg_writer, [pg_dsn] * 2, [0, 1], [n] * 2)) == [n, n]
     with PostgresStore(pg_dsn, space="default") as store:
         assert store.count() == 2 * n
-        assert {r.id for r in store.list()} == {f"p{o}-{j}" for o in range(2) for j in range(n)}
+        assert {r.id for r in store.list_records()} == {f"p{o}-{j}" for o in range(2) for j in range(n)}
         with psycopg.connect(pg_dsn) as conn:
             assert conn.execute("SELECT COUNT(*) FROM vectors").fetchone() == (2 * n,)
         top = store.search_vector(workers.vec_for("p1-123"), 1)[0]
@@ -139,7 +139,7 @@ async def test_async_store_transaction_is_atomic(pg_dsn: str, tmp_path: Path) ->
             await astore.add([Record(text="two", id="two")])
             await asyncio.sleep(0)
             await astore.add([Record(text="three", id="three")])
-        assert [r.id for r in await astore.list()] == ["two", "three"]
+        assert [r.id for r in await astore.list_records()] == ["two", "three"]
         await astore.close()
 
 

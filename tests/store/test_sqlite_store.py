@@ -62,7 +62,7 @@ def test_eight_processes_leave_exactly_4000(tmp_path: Path, workers: types.Modul
     assert sum(done) == 4000
 
     assert parent.count() == 4000
-    records = parent.list()
+    records = parent.list_records()
     assert len(records) == 4000 and len({r.id for r in records}) == 4000
     assert {r.id for r in records} == {f"p{o}-{j}" for o in range(processes) for j in range(per)}
     raw = sqlite3.connect(path)
@@ -140,7 +140,7 @@ def test_transaction_that_raises_leaves_nothing(store: SQLiteStore) -> None:
         store.update("keep", text="changed")
         store.add([rec("t2")])
         raise RuntimeError("ingest failed")
-    assert [r.id for r in store.list()] == ["keep"]
+    assert [r.id for r in store.list_records()] == ["keep"]
     assert store.get("keep").text == "memory keep"  # type: ignore[union-attr]
     assert store.search_vector(vec_for("t1"), 5) == []
     with store.transaction():  # a nested block that fails undoes only itself
@@ -148,7 +148,7 @@ def test_transaction_that_raises_leaves_nothing(store: SQLiteStore) -> None:
         with pytest.raises(ValueError), store.transaction():
             store.add([rec("inner")])
             raise ValueError
-    assert {r.id for r in store.list()} == {"keep", "outer"}
+    assert {r.id for r in store.list_records()} == {"keep", "outer"}
 
 
 def test_same_id_same_content_is_noop_different_content_raises(store: SQLiteStore) -> None:
@@ -181,7 +181,7 @@ def test_asyncio_task_writing_into_anothers_transaction_raises(store: SQLiteStor
         await task
 
     asyncio.run(main())
-    assert [r.id for r in store.list()] == ["held"]
+    assert [r.id for r in store.list_records()] == ["held"]
 
 
 def test_threads_share_one_store(store: SQLiteStore) -> None:
@@ -226,25 +226,25 @@ def test_scope_filters_are_hard(store: SQLiteStore) -> None:
     a = Filters(user_id="A")
     q = vec_for("same")
     assert store.count(a) == 30 and store.count() == 60
-    assert {r.user_id for r in store.list(a)} == {"A"}
+    assert {r.user_id for r in store.list_records(a)} == {"A"}
     assert {h.record.user_id for h in store.search_text("favourite colour blue", 100, a)} == {"A"}
     assert {h.record.user_id for h in store.search_vector(q, 100, a)} == {"A"}
     assert len(store.search_vector(q, 100, a)) == 30
     narrow = Filters(user_id="B", agent_id="agent1", run_id="run0", kind="fact")
     expected = {f"B{i}" for i in range(30) if i % 2 == 1 and i % 3 == 0}
-    assert {r.id for r in store.list(narrow)} == expected
+    assert {r.id for r in store.list_records(narrow)} == expected
     assert {h.record.id for h in store.search_vector(q, 100, narrow)} == expected
     assert {h.record.id for h in store.search_text("blue", 100, narrow)} == expected
     assert store.count(narrow) == len(expected)
     nobody = Filters(user_id="C")
-    assert store.list(nobody) == [] and store.count(nobody) == 0
+    assert store.list_records(nobody) == [] and store.count(nobody) == 0
     assert store.search_text("blue", 10, nobody) == [] and store.search_vector(q, 10, nobody) == []
     when = Filters(user_id="A", since=1010.0, until=1015.0, time_field="ts")
-    assert {r.id for r in store.list(when)} == {f"A{i}" for i in range(10, 15)}
+    assert {r.id for r in store.list_records(when)} == {f"A{i}" for i in range(10, 15)}
     assert {h.record.id for h in store.search_vector(q, 100, when)} == {f"A{i}" for i in range(10, 15)}
     kinds = Filters(user_id="A", kind=("fact", "rule"))
     assert store.count(kinds) == 15
-    assert len(store.list(a, limit=7, offset=25)) == 5
+    assert len(store.list_records(a, limit=7, offset=25)) == 5
 
 
 def test_vector_search_matches_brute_force(store: SQLiteStore) -> None:
@@ -299,7 +299,7 @@ def test_invalidate_hides_but_keeps(store: SQLiteStore) -> None:
     gone = store.invalidate("old", at=123.0)
     assert gone.valid_to == 123.0
     assert store.get("old") is not None and store.get("old").valid_to == 123.0  # type: ignore[union-attr]
-    assert [r.id for r in store.list()] == ["new"] and store.count() == 1
+    assert [r.id for r in store.list_records()] == ["new"] and store.count() == 1
     assert [h.record.id for h in store.search_text("lives")] == ["new"]
     assert [h.record.id for h in store.search_vector(vec_for("x"), 5)] == ["new"]
     history = Filters(include_invalid=True)

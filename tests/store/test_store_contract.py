@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 from collections.abc import Callable
 
@@ -9,7 +10,10 @@ import numpy as np
 import pytest
 
 from memwise.exceptions import StoreError
+from memwise.store.aio import AsyncStore
 from memwise.store.base import Filters, Record, Store
+from memwise.store.postgres import PostgresStore
+from memwise.store.sqlite import SQLiteStore
 
 DIM = 8
 Make = Callable[..., Store]
@@ -24,6 +28,13 @@ def rec(rid: str, text: str | None = None, **kw: object) -> Record:
     return Record(text=text or f"memory {rid}", id=rid, **kw)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("cls", [Store, SQLiteStore, PostgresStore, AsyncStore])
+def test_no_store_method_shadows_a_builtin(cls: type) -> None:
+    """A method named ``list`` hides the builtin inside the class body, so ``-> list[Record]`` stops type-checking."""
+    public = {name for name in vars(cls) if not name.startswith("_")}
+    assert not public & set(dir(builtins)), f"{cls.__name__} shadows builtins"
+
+
 def test_the_protocol_is_satisfied(any_store: Store) -> None:
     assert isinstance(any_store, Store)
 
@@ -35,8 +46,8 @@ def test_add_get_list_and_readd(any_store: Store) -> None:
     assert s.get("r3") == records[3]
     assert s.get("nope") is None
     assert [r.id for r in s.get_many(["r4", "missing", "r1"])] == ["r4", "r1"]
-    assert [r.id for r in s.list()] == [f"r{i}" for i in range(5)]
-    assert [r.id for r in s.list(limit=2, offset=1)] == ["r1", "r2"]
+    assert [r.id for r in s.list_records()] == [f"r{i}" for i in range(5)]
+    assert [r.id for r in s.list_records(limit=2, offset=1)] == ["r1", "r2"]
     assert s.count(Filters(user_id="u")) == 5
     s.add(records[:2], np.stack([vec("r0"), vec("r1")]))  # a retried add: a no-op
     assert s.count() == 5
@@ -76,14 +87,14 @@ def test_update_invalidate_delete_and_history(any_store: Store) -> None:
     assert s.search_vector(vec("a2"), 1)[0].record.id == "a"
     gone = s.invalidate("a", at=50.0)
     assert gone.valid_to == 50.0
-    assert s.list() == [] and s.search_text("cat") == [] and s.search_vector(vec("a2"), 1) == []
-    assert [r.id for r in s.list(Filters(include_invalid=True))] == ["a"]
+    assert s.list_records() == [] and s.search_text("cat") == [] and s.search_vector(vec("a2"), 1) == []
+    assert [r.id for r in s.list_records(Filters(include_invalid=True))] == ["a"]
     with pytest.raises(StoreError, match="no record"):
         s.update("zzz", text="x")
     with pytest.raises(StoreError, match="no record"):
         s.invalidate("zzz")
     assert s.delete("a") is True and s.delete("a") is False
-    assert s.get("a") is None and s.list(Filters(include_invalid=True)) == []
+    assert s.get("a") is None and s.list_records(Filters(include_invalid=True)) == []
 
 
 def test_transaction_rolls_back_and_nests(any_store: Store) -> None:
@@ -98,7 +109,7 @@ def test_transaction_rolls_back_and_nests(any_store: Store) -> None:
             s.add([rec("z")])
             s.add([rec("y", "different")])  # fails: the inner block is undone, the outer goes on
         s.add([rec("w")])
-    assert {r.id for r in s.list()} == {"y", "w"}
+    assert {r.id for r in s.list_records()} == {"y", "w"}
 
 
 def test_scope_isolation_on_every_channel(any_store: Store) -> None:
@@ -111,7 +122,7 @@ def test_scope_isolation_on_every_channel(any_store: Store) -> None:
     for b in theirs:  # even the exact vector of bob's record finds only alice's
         assert all(h.record.user_id == "alice" for h in s.search_vector(vec(b.id), 10, alice))
     assert {h.record.id for h in s.search_text("beagle walk", 20, alice)} == {r.id for r in mine}
-    assert {r.id for r in s.list(alice)} == {r.id for r in mine}
+    assert {r.id for r in s.list_records(alice)} == {r.id for r in mine}
     fetched = s.get_many(r.id for r in theirs)
     assert [r for r in fetched if alice.matches(r, 0.0)] == []
     assert s.search_vector(vec("b1"), 10, Filters(user_id="carol")) == []
@@ -140,7 +151,7 @@ def test_metadata_filters_on_every_channel(any_store: Store) -> None:
     }
     for name, (spec, expected) in cases.items():
         f = Filters(metadata=spec)
-        assert {r.id for r in s.list(f)} == expected, name
+        assert {r.id for r in s.list_records(f)} == expected, name
         assert s.count(f) == len(expected), name
         assert {h.record.id for h in s.search_vector(vec("q"), 10, f)} == expected, name
         assert {h.record.id for h in s.search_text("note number", 10, f)} == expected, name

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -418,12 +418,10 @@ class AsyncMemory:
         run_id: str | None = None,
         kinds: tuple[str, ...] = ("fact", "turn"),
         threshold: float = 0.7,
-        on_progress: Callable[[int, int], None] | None = None,
     ) -> ConsolidationReport:
         """Offline ("sleep-time") consolidation of one user's memory: the model decides, for each unit
         and its similar earlier units, whether the new one updates or deletes an old one. Nothing is
-        erased; superseded units keep their validity interval and show in :meth:`history`.
-        ``on_progress`` gets (units done, units in all) as it goes."""
+        erased; superseded units keep their validity interval and show in :meth:`history`."""
         _require_user(user_id)
         if self.llm is None:
             raise ConfigError("consolidate() needs a chat model: pass llm= to Memory")
@@ -436,7 +434,6 @@ class AsyncMemory:
             kinds=kinds,
             threshold=threshold,
             ledger=self.ledger,
-            on_progress=on_progress,
         )
 
     async def delete(self, memory_id: str, *, user_id: str) -> None:
@@ -470,7 +467,7 @@ class AsyncMemory:
         scope = Filters(user_id=user_id, agent_id=agent_id, run_id=run_id, metadata=_metadata_filter(filters))
 
         def work() -> int:
-            current = self.store.list(scope)
+            current = self.store.list_records(scope)
             self._retire(current, time.time())
             return len(current)
 
@@ -482,7 +479,7 @@ class AsyncMemory:
 
         def work() -> int:
             with self.store.transaction():
-                ids = [r.id for r in self.store.list(Filters(include_invalid=True))]
+                ids = [r.id for r in self.store.list_records(Filters(include_invalid=True))]
                 for rid in ids:
                     self.store.delete(rid)
             return len(ids)
@@ -536,7 +533,7 @@ class AsyncMemory:
             include_invalid=include_history,
             metadata=_metadata_filter(filters),
         )
-        return MemoryList(await asyncio.to_thread(self.store.list, scope, limit))
+        return MemoryList(await asyncio.to_thread(self.store.list_records, scope, limit))
 
     async def search(
         self,

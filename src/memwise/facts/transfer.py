@@ -45,7 +45,7 @@ def record_to_json(record: Record) -> dict[str, Any]:
 
 def export_lines(store: Store, *, user_id: str) -> Iterator[str]:
     """Every record of ``user_id``, history included, as JSONL lines (each ending in a newline)."""
-    for record in store.list(Filters(user_id=user_id, include_invalid=True)):
+    for record in store.list_records(Filters(user_id=user_id, include_invalid=True)):
         yield json.dumps(record_to_json(record), ensure_ascii=False, sort_keys=True) + "\n"
 
 

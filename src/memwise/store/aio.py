@@ -98,8 +98,10 @@ class AsyncStore:
     async def get_vector(self, record_id: str, *, space: str | None = None) -> npt.NDArray[np.float32] | None:
         return await self._call(self.store.get_vector, record_id, space=space)
 
-    async def list(self, filters: Filters | None = None, limit: int | None = None, offset: int = 0) -> list[Record]:
-        return await self._call(self.store.list, filters, limit, offset)
+    async def list_records(
+        self, filters: Filters | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[Record]:
+        return await self._call(self.store.list_records, filters, limit, offset)
 
     async def count(self, filters: Filters | None = None) -> int:
         return await self._call(self.store.count, filters)

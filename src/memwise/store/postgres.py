@@ -617,7 +617,7 @@ class PostgresStore:
 
         return self._read(work, f"get_vector of {record_id}")
 
-    def list(self, filters: Filters | None = None, limit: int | None = None, offset: int = 0) -> list[Record]:
+    def list_records(self, filters: Filters | None = None, limit: int | None = None, offset: int = 0) -> list[Record]:
         """Records allowed by ``filters``, oldest first (by created_at, then insertion order)."""
         where, params = where_clause(filters or ANY, time.time())
         sql = f"SELECT {_COLS} FROM records r WHERE {where} ORDER BY r.created_at, r.seq LIMIT %s OFFSET %s"

@@ -331,7 +331,7 @@ class SQLiteStore:
 
         return self._db.read(work, f"get_vector of {record_id}")
 
-    def list(self, filters: Filters | None = None, limit: int | None = None, offset: int = 0) -> list[Record]:
+    def list_records(self, filters: Filters | None = None, limit: int | None = None, offset: int = 0) -> list[Record]:
         """Records allowed by ``filters``, oldest first (by created_at, then insertion order)."""
         where, params = _sql.where_clause(filters or ANY, time.time())
         sql = f"SELECT {_sql.prefixed('r')} FROM records r WHERE {where} ORDER BY r.created_at, r.seq LIMIT ? OFFSET ?"

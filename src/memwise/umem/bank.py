@@ -199,7 +199,7 @@ class InsightBank:
 
     def entries(self) -> list[BankEntry]:
         """Every entry in the bank, oldest first."""
-        return [_entry(r) for r in self.store.list(self._filters) if self._owns(r)]
+        return [_entry(r) for r in self.store.list_records(self._filters) if self._owns(r)]
 
     def count(self) -> int:
         """How many entries the bank holds."""
@@ -295,7 +295,7 @@ class InsightBank:
         """Delete the least used entries (oldest first on ties) until the bank fits its cap."""
         if self.store.count(self._filters) <= self.max_entries:
             return  # an upper bound on our own count: nested scopes only add to it
-        records = [r for r in self.store.list(self._filters) if self._owns(r)]
+        records = [r for r in self.store.list_records(self._filters) if self._owns(r)]
         excess = len(records) - self.max_entries
         if excess <= 0:
             return
