@@ -1,11 +1,24 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
-from memwise.config import ModelConfig, load_settings
+from memwise.config import (
+    EMBED_BACKENDS,
+    MODEL_BACKENDS,
+    EmbedBackend,
+    EmbedConfig,
+    ModelBackend,
+    ModelConfig,
+    import_backend,
+    load_settings,
+)
+from memwise.embed.registry import build_embedder
 from memwise.exceptions import ConfigError
+from memwise.llm.registry import build_llm
 
 
 def test_nothing_configured_means_the_embedded_model_everywhere(
@@ -85,3 +98,29 @@ def test_model_config_validates() -> None:
         ModelConfig(backend="vllm")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="max_concurrency"):
         ModelConfig(max_concurrency=0)
+
+
+@pytest.mark.parametrize(
+    ("table", "literal", "kind"),
+    [(MODEL_BACKENDS, ModelBackend, "model"), (EMBED_BACKENDS, EmbedBackend, "embedding")],
+)
+def test_one_backend_registry_per_kind_feeds_validation_and_building(table: object, literal: object, kind: str) -> None:
+    """The registry is the only list: the type, the validation message and the builders all follow it."""
+    assert isinstance(table, Mapping)
+    assert set(get_args(literal)) == set(table)
+    for name in table:
+        backend = import_backend(table, name, kind)
+        assert callable(backend.from_config), name
+    cls = ModelConfig if kind == "model" else EmbedConfig
+    with pytest.raises(ConfigError) as caught:
+        cls(backend="nope")  # type: ignore[arg-type]
+    assert all(repr(name) in str(caught.value) for name in table)
+
+
+def test_registry_backends_build_from_settings() -> None:
+    llm = build_llm(ModelConfig(backend="openai", base_url="http://127.0.0.1:9/v1", model="m"))
+    assert type(llm).__name__ == MODEL_BACKENDS["openai"].rpartition(":")[2]
+    embedder = build_embedder(EmbedConfig(backend="openai", base_url="http://127.0.0.1:9/v1", model="e"))
+    assert type(embedder).__name__ == EMBED_BACKENDS["openai"].rpartition(":")[2]
+    with pytest.raises(ConfigError, match="only all-MiniLM-L6-v2"):
+        build_embedder(EmbedConfig(backend="minilm", model="bge-small"))

@@ -28,11 +28,13 @@ environment only, by the backend, under the variable named by ``api_key_env``.
 
 from __future__ import annotations
 
+import importlib
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 from memwise.exceptions import ConfigError
@@ -40,6 +42,40 @@ from memwise.exceptions import ConfigError
 ROLES = ("policy", "judge", "optimizer")
 ModelBackend = Literal["local", "openai"]
 EmbedBackend = Literal["minilm", "openai"]
+
+# The one list of backends per kind: name -> "module:Class", imported only when chosen (a server-only
+# install has no torch, the embedded model needs no HTTP client). Settings validation reads the names
+# here; memwise.llm.registry and memwise.embed.registry import the classes. Adding a backend is one line
+# here plus its module; the class must offer ``from_config(cfg)``.
+MODEL_BACKENDS: Mapping[str, str] = MappingProxyType(
+    {"local": "memwise.llm.local:LocalLLM", "openai": "memwise.llm.openai_compat:OpenAICompatLLM"}
+)
+EMBED_BACKENDS: Mapping[str, str] = MappingProxyType(
+    {"minilm": "memwise.embed.minilm:MiniLMEmbedder", "openai": "memwise.embed.openai_compat:OpenAICompatEmbedder"}
+)
+
+
+def import_backend(table: Mapping[str, str], name: str, kind: str) -> type[Any]:
+    """The class registered under ``name``, imported now; a missing optional extra is a ConfigError.
+
+    Example:
+        >>> import_backend(MODEL_BACKENDS, "openai", "model").__name__
+        'OpenAICompatLLM'
+    """
+    if name not in table:
+        raise ConfigError(f"unknown {kind} backend {name!r}: use {backend_names(table)}")
+    module_name, _, class_name = table[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{kind} backend {name!r} needs a package that is not installed: {exc}") from exc
+    return getattr(module, class_name)
+
+
+def backend_names(table: Mapping[str, str]) -> str:
+    """The names of one registry, for error messages ("'local' or 'openai'")."""
+    names = [repr(name) for name in table]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
 @dataclass(frozen=True)
@@ -59,8 +95,8 @@ class ModelConfig:
     n_threads: int | None = field(default=None, metadata={"help": "CPU threads of the local backend"})
 
     def __post_init__(self) -> None:
-        if self.backend not in ("local", "openai"):
-            raise ConfigError(f"unknown model backend {self.backend!r}: use 'local' or 'openai'")
+        if self.backend not in MODEL_BACKENDS:
+            raise ConfigError(f"unknown model backend {self.backend!r}: use {backend_names(MODEL_BACKENDS)}")
         if self.backend == "openai" and not self.base_url:
             raise ConfigError("backend 'openai' needs base_url (set MEMWISE_BASE_URL or [models.<role>].base_url)")
         if self.backend == "openai" and not self.model:
@@ -80,8 +116,8 @@ class EmbedConfig:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        if self.backend not in ("minilm", "openai"):
-            raise ConfigError(f"unknown embedding backend {self.backend!r}: use 'minilm' or 'openai'")
+        if self.backend not in EMBED_BACKENDS:
+            raise ConfigError(f"unknown embedding backend {self.backend!r}: use {backend_names(EMBED_BACKENDS)}")
         if self.backend == "openai" and not self.base_url:
             raise ConfigError("embedding backend 'openai' needs base_url (MEMWISE_EMBED_BASE_URL)")
 

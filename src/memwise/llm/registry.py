@@ -1,9 +1,12 @@
-"""Backend names to classes, in one place, imported lazily so a server-only install stays light."""
+"""Chat models from settings: the backend class comes from :data:`memwise.config.MODEL_BACKENDS`.
+
+The names live in that one table (settings validation reads it too), imported lazily so a server-only
+install stays light.
+"""
 
 from __future__ import annotations
 
-from memwise.config import ModelConfig, Settings
-from memwise.exceptions import ConfigError
+from memwise.config import MODEL_BACKENDS, ModelConfig, Settings, import_backend
 from memwise.llm.base import ChatModel
 
 
@@ -14,15 +17,8 @@ def build_llm(cfg: ModelConfig) -> ChatModel:
         >>> build_llm(ModelConfig(backend="openai", base_url="http://127.0.0.1:9/v1", model="m")).name
         'm'
     """
-    if cfg.backend == "local":
-        from memwise.llm.local import LocalLLM
-
-        return LocalLLM.from_config(cfg)
-    if cfg.backend == "openai":
-        from memwise.llm.openai_compat import OpenAICompatLLM
-
-        return OpenAICompatLLM.from_config(cfg)
-    raise ConfigError(f"unknown model backend {cfg.backend!r}")
+    backend = import_backend(MODEL_BACKENDS, cfg.backend, "model")
+    return backend.from_config(cfg)
 
 
 class ModelSet:
