@@ -6,10 +6,10 @@ without the other). Imports inside functions count: a lazy import is still a dep
 
 Layers, lowest first:
 
-0. root of the foundation: ``exceptions``, ``_version``
+0. root of the foundation, importing nothing of memwise: ``exceptions``, ``_version``, ``_aio``
+   (gather-and-cancel, the loop in a thread, the current task's identity)
 1. foundation: ``config``, ``_datafile``, ``_transport`` (HTTP client, retry and API keys shared by the
-   model and embedding clients), ``_sqlite`` (the one SQLite wrapper), ``_aio`` (gather-and-cancel, the
-   loop in a thread)
+   model and embedding clients), ``_sqlite`` (the one SQLite wrapper)
 2. model clients: ``llm`` | ``embed`` (siblings)
 3. ``store``
 4. ``runs`` (ledger, run directories; the ledger satisfies ``llm.recorder.CallRecorder``)
@@ -33,8 +33,8 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"exceptions", "_version"}),
-    frozenset({"config", "_datafile", "_transport", "_sqlite", "_aio"}),
+    frozenset({"exceptions", "_version", "_aio"}),
+    frozenset({"config", "_datafile", "_transport", "_sqlite"}),
     frozenset({"llm", "embed"}),
     frozenset({"store"}),
     frozenset({"runs"}),

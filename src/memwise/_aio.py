@@ -21,9 +21,22 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["LoopThread", "gather_or_cancel"]
+__all__ = ["LoopThread", "gather_or_cancel", "task_key"]
 
 T = TypeVar("T")
+
+
+def task_key() -> int | None:
+    """Identity of the running asyncio task, or None outside any event loop.
+
+    Stores use it to tell two tasks sharing one thread apart: a transaction opened by one task must not
+    take in the writes of another that runs while the first awaits.
+    """
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return None
+    return None if task is None else id(task)
 
 
 async def gather_or_cancel(*coros: Coroutine[Any, Any, T]) -> list[T]:

@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from memwise._sqlite import Database
 from memwise.embed.base import Embedder, Vectors
-from memwise.exceptions import ConfigError, EmbeddingError, StoreError
+from memwise.exceptions import ConfigError, EmbeddingError
 
 _DDL = (
     "CREATE TABLE IF NOT EXISTS embeddings (key BLOB PRIMARY KEY, dim INTEGER NOT NULL, vec BLOB NOT NULL) "
@@ -50,31 +49,13 @@ class CachedEmbedder:
         self.path = Path(path)
         self.hits = 0
         self.misses = 0
-        self._lock = threading.Lock()
         self._inflight: dict[bytes, asyncio.Future[np.ndarray]] = {}
+        self._db = Database(self.path, label="embedding cache", busy_timeout_s=busy_timeout_s)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(
-                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-            )
-            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            self._enable_wal(busy_timeout_s)
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.execute(_DDL)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open the embedding cache {self.path}: {exc}") from exc
-
-    def _enable_wal(self, budget_s: float) -> None:
-        """Switch the file to WAL (once per file), retrying while another process holds it."""
-        deadline = time.monotonic() + budget_s
-        while True:
-            try:
-                self._conn.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc).lower() or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+            self._db.migrate(1, lambda conn, old: conn.execute(_DDL))
+        except BaseException:
+            self._db.close()
+            raise
 
     @property
     def dim(self) -> int:
@@ -85,8 +66,7 @@ class CachedEmbedder:
         return f"{self.inner.describe()} [cached in {self.path}]"
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
     async def aclose(self) -> None:
         """Close the cache database and the embedder it wraps."""
@@ -100,32 +80,24 @@ class CachedEmbedder:
     # -- SQLite, run in worker threads ----------------------------------------------------------
 
     def _lookup(self, keys: list[bytes]) -> dict[bytes, np.ndarray]:
-        found: dict[bytes, np.ndarray] = {}
-        with self._lock:
-            try:
-                for start in range(0, len(keys), _CHUNK):
-                    chunk = keys[start : start + _CHUNK]
-                    sql = f"SELECT key, dim, vec FROM embeddings WHERE key IN ({', '.join('?' * len(chunk))})"
-                    for key, dim, blob in self._conn.execute(sql, chunk):
-                        if (dim == self.dim or not self.dim) and len(blob) == 4 * dim:
-                            found[key] = np.frombuffer(blob, dtype=np.float32)
-            except sqlite3.Error as exc:
-                raise StoreError(f"reading the embedding cache {self.path} failed: {exc}") from exc
-        return found
+        def work(conn: sqlite3.Connection) -> dict[bytes, np.ndarray]:
+            found: dict[bytes, np.ndarray] = {}
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start : start + _CHUNK]
+                sql = f"SELECT key, dim, vec FROM embeddings WHERE key IN ({', '.join('?' * len(chunk))})"
+                for key, dim, blob in conn.execute(sql, chunk):
+                    if (dim == self.dim or not self.dim) and len(blob) == 4 * dim:
+                        found[key] = np.frombuffer(blob, dtype=np.float32)
+            return found
+
+        return self._db.read(work, "reading the embedding cache")
 
     def _save(self, rows: list[tuple[bytes, np.ndarray]]) -> None:
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                self._conn.executemany(
-                    "INSERT OR IGNORE INTO embeddings(key, dim, vec) VALUES (?, ?, ?)",
-                    [(key, vec.shape[0], np.ascontiguousarray(vec, dtype=np.float32).tobytes()) for key, vec in rows],
-                )
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise StoreError(f"writing the embedding cache {self.path} failed: {exc}") from exc
+        packed = [(key, vec.shape[0], np.ascontiguousarray(vec, dtype=np.float32).tobytes()) for key, vec in rows]
+        self._db.write(
+            lambda conn: conn.executemany("INSERT OR IGNORE INTO embeddings(key, dim, vec) VALUES (?, ?, ?)", packed),
+            "writing the embedding cache",
+        )
 
     async def _compute(
         self, batch: list[str], keys: list[bytes], mine: dict[bytes, asyncio.Future[np.ndarray]]

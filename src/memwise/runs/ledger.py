@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from memwise._sqlite import Database
 from memwise.exceptions import StoreError
 from memwise.llm.base import ChatRequest, Sample, Usage
 
@@ -73,6 +74,13 @@ CREATE INDEX IF NOT EXISTS calls_stage ON calls(stage);
 
 #: Version 1 had no ``retries`` table; opening one adds it (``CREATE TABLE IF NOT EXISTS``) in place.
 SCHEMA_VERSION = 2
+
+
+def _create_tables(conn: sqlite3.Connection, old_version: int) -> None:
+    """Every table and index, created when missing (one statement at a time: this runs in a transaction)."""
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,55 +135,26 @@ class Ledger:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         aside = f"move it aside (mv {self.path} {self.path}.broken) to start this run's calls over"
-        if self.path.exists() and self.path.stat().st_size == 0:
-            # SQLite would treat it as a new database and every recorded call would be paid again.
-            raise StoreError(
-                f"run ledger {self.path} is empty (0 bytes): it was truncated, so the calls it recorded are gone; "
-                f"restore it from a copy, or {aside}"
-            )
+        # An empty file would be taken for a new ledger and every recorded call paid again; a damaged one
+        # would fail mid-run. Both are refused now, naming the file.
+        recovery = f"restore it from a copy or {aside}"
+        self._db = Database(self.path, label="run ledger", busy_timeout_s=30.0, verify=True, recovery=recovery)
         try:
-            self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open run ledger at {self.path}: {exc}; check the path and permissions") from exc
-        try:
-            self._check_integrity()
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._migrate()
-        except sqlite3.DatabaseError as exc:
-            self._conn.close()
-            raise StoreError(f"run ledger {self.path} is corrupt ({exc}); restore it from a copy, or {aside}") from exc
+            self._db.migrate(SCHEMA_VERSION, _create_tables)
         except BaseException:
-            self._conn.close()
+            self._db.close()
             raise
 
-    def _check_integrity(self) -> None:
-        """Refuse a damaged file now rather than with a raw ``DatabaseError`` mid-run.
-
-        ``quick_check`` reads every page (not the index contents): linear in the ledger's size and run
-        once per open, small next to the calls it guards.
-        """
-        problems = [row[0] for row in self._conn.execute("PRAGMA quick_check(5)")]
-        if problems != ["ok"]:
-            raise sqlite3.DatabaseError("; ".join(problems))
-
-    def _migrate(self) -> None:
-        version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"run ledger {self.path} has schema version {version}, newer than this memwise reads "
-                f"({SCHEMA_VERSION}); upgrade memwise to open it"
-            )
-        self._conn.executescript(_SCHEMA)
-        if version < SCHEMA_VERSION:
-            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection to the ledger."""
+        return self._db.conn()
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self._db.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -185,15 +164,8 @@ class Ledger:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
+        with self._lock, self._db.transaction():
+            yield self._db.conn()
 
     def lookup(self, key: str) -> Sample | None:
         """The recorded sample for a call key, or None if it was never completed."""

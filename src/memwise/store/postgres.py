@@ -39,10 +39,10 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from memwise._aio import task_key
 from memwise.embed.base import normalise
 from memwise.exceptions import StoreError
 from memwise.store import _sql
-from memwise.store._db import _task_key
 from memwise.store.base import ANY, Filters, Record, ScoredRecord
 from memwise.store.filters import to_postgres
 
@@ -360,7 +360,7 @@ class PostgresStore:
     # -- connections and transactions ------------------------------------------------------------
 
     def _check_owner(self, what: str) -> None:
-        if self._state.owner != _task_key():
+        if self._state.owner != task_key():
             raise StoreError(
                 f"{what} on {self.where}: another asyncio task has a store.transaction() open on this thread; "
                 "do not await inside store.transaction() (embed first, then write)"
@@ -380,7 +380,7 @@ class PostgresStore:
                 state.depth -= 1
             return
         with self._pool.connection() as conn:
-            state.conn, state.depth, state.owner = conn, 1, _task_key()
+            state.conn, state.depth, state.owner = conn, 1, task_key()
             try:
                 with conn.transaction():
                     yield

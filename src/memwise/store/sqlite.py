@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from memwise._sqlite import Database
 from memwise.embed.base import normalise
 from memwise.exceptions import StoreError
 from memwise.store import _sql
-from memwise.store._db import Database, is_busy
 from memwise.store._vectors import VectorIndex
 from memwise.store.base import ANY, Filters, Record, ScoredRecord
 
@@ -86,11 +86,7 @@ class SQLiteStore:
             raise StoreError(f"SQLiteStore needs a file path (got {str(path)!r}); use a temporary file for tests")
         self.path = Path(path)
         self.space = space
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the folder for store {self.path}: {exc}") from exc
-        self._db = Database(self.path, busy_timeout_s=busy_timeout_s, retry_budget_s=retry_budget_s)
+        self._db = Database(self.path, label="store", busy_timeout_s=busy_timeout_s, retry_budget_s=retry_budget_s)
         self._indexes: dict[str, VectorIndex] = {}
         self._index_lock = threading.Lock()
         self._reader: sqlite3.Connection | None = None
@@ -99,19 +95,7 @@ class SQLiteStore:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def _init_schema(self) -> None:
-        conn = self._db.conn()
-        deadline = time.monotonic() + self._db.retry_budget_s
-        while True:  # switching to WAL needs a moment alone with the file
-            try:
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                break
-            except sqlite3.OperationalError as exc:
-                if not is_busy(exc) or time.monotonic() > deadline:
-                    raise StoreError(f"cannot open store {self.path} in WAL mode: {exc}") from exc
-                time.sleep(0.05)
-        if str(mode).lower() != "wal":
-            raise StoreError(f"store {self.path}: SQLite refused WAL journal mode (got {mode!r})")
-
+        # The store versions its schema in its meta table (files predate user_version), so it migrates here.
         def create(c: sqlite3.Connection) -> None:
             _sql.migrate(c)
             for statement in _sql.statements(_sql.DDL):

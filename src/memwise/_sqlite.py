@@ -1,15 +1,20 @@
-"""Connections, write transactions and lock retries for one SQLite file.
+"""The one way memwise opens a SQLite file: the store, the run ledger and the embedding cache use it.
 
 SQLite allows one writer at a time per file. Many processes (parallel ingest workers) and threads
-(``asyncio.to_thread`` callers) write to the same store, so every write takes the lock up front with
+(``asyncio.to_thread`` callers) write to the same file, so every write takes the lock up front with
 ``BEGIN IMMEDIATE`` (a deferred transaction that upgrades later can deadlock and fail), and a
 writer that still finds the file busy after SQLite's own busy timeout backs off and tries again,
 re-running its whole unit of work in a fresh transaction.
+
+Opening does the same for every file: the parent folder is created, the file switches to WAL (so
+readers never wait for the writer), each thread gets its own connection with a busy timeout, and
+files whose loss would cost money (the run ledger: every recorded call is paid again) can ask for an
+empty-file and integrity check that names the file and says what to do. :meth:`Database.migrate`
+versions a schema with ``PRAGMA user_version`` and refuses a file written by a newer memwise.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
 import sqlite3
 import threading
@@ -19,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from memwise._aio import task_key
 from memwise.exceptions import StoreError
 
 T = TypeVar("T")
@@ -35,15 +41,6 @@ def is_busy(exc: sqlite3.Error) -> bool:
     return "database is locked" in text or "database is busy" in text or "database table is locked" in text
 
 
-def _task_key() -> int | None:
-    """Identity of the running asyncio task, or None outside any event loop."""
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:
-        return None
-    return None if task is None else id(task)
-
-
 class _ThreadState(threading.local):
     conn: sqlite3.Connection | None = None
     depth: int = 0
@@ -51,27 +48,103 @@ class _ThreadState(threading.local):
 
 
 class Database:
-    """One connection per thread to ``path``, plus the write discipline described above.
+    """One connection per thread to ``path``, in WAL mode, plus the write discipline described above.
 
     Args:
-        path: the database file.
+        path: the database file (its folder is created when missing).
+        label: what the file is, for error messages ("store", "run ledger", "embedding cache").
         busy_timeout_s: how long SQLite itself waits for a lock before reporting busy.
         retry_budget_s: total time a write keeps retrying after that before raising StoreError.
+        verify: refuse an existing file that is empty (SQLite would silently start a new database in
+            it) or fails ``PRAGMA quick_check``, with an error that names the file.
+        recovery: what to tell the user to do with such a file (appended to the error).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> db = Database(pathlib.Path(tempfile.mkdtemp()) / "x.sqlite3", label="example")
+        >>> db.migrate(1, lambda conn, old: conn.execute("CREATE TABLE t (x)"))
+        >>> db.write(lambda conn: conn.execute("INSERT INTO t VALUES (1)").rowcount, "insert")
+        1
+        >>> db.close()
     """
 
-    def __init__(self, path: Path, *, busy_timeout_s: float, retry_budget_s: float) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        label: str = "SQLite file",
+        busy_timeout_s: float = 30.0,
+        retry_budget_s: float = 120.0,
+        verify: bool = False,
+        recovery: str = "",
+    ) -> None:
         self.path = path
+        self.label = label
         self.busy_timeout_s = busy_timeout_s
         self.retry_budget_s = retry_budget_s
         self._state = _ThreadState()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._closed = False
+        self._hint = hint = f"; {recovery}" if recovery else ""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the folder for {label} {self.path}: {exc}") from exc
+        if verify and self.path.exists() and self.path.stat().st_size == 0:
+            raise StoreError(f"{label} {self.path} is empty (0 bytes): it was truncated, so what it held is gone{hint}")
+        conn = self.conn()
+        try:
+            if verify:
+                problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+                if problems != ["ok"]:
+                    raise sqlite3.DatabaseError("; ".join(problems))
+            self._enable_wal(conn)
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise StoreError(f"{label} {self.path} is corrupt or not a SQLite file ({exc}){hint}") from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL (once per file; it needs a moment alone with it, so retry while busy)."""
+        deadline = time.monotonic() + self.retry_budget_s
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or time.monotonic() > deadline:
+                    raise StoreError(f"cannot open {self.label} {self.path} in WAL mode: {exc}") from exc
+                time.sleep(0.05)
+        if str(mode).lower() != "wal":
+            raise StoreError(f"{self.label} {self.path}: SQLite refused WAL journal mode (got {mode!r})")
+
+    def migrate(self, version: int, apply: Callable[[sqlite3.Connection, int], object]) -> None:
+        """Bring the schema to ``version`` in one write transaction: ``apply(conn, old_version)``.
+
+        ``apply`` must be idempotent for the versions it is given (``CREATE ... IF NOT EXISTS``); a file
+        whose ``user_version`` is newer than ``version`` was written by a newer memwise and is refused.
+        """
+
+        def work(conn: sqlite3.Connection) -> None:
+            old = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if old > version:
+                raise StoreError(
+                    f"{self.label} {self.path} has schema version {old}, newer than this memwise reads "
+                    f"({version}); upgrade memwise to open it"
+                )
+            apply(conn, old)
+            if old < version:
+                conn.execute(f"PRAGMA user_version = {int(version)}")
+
+        self.write(work, "migrating the schema")
 
     def connect(self) -> sqlite3.Connection:
-        """A new connection in autocommit mode (transactions are explicit), with the store's pragmas."""
+        """A new connection in autocommit mode (transactions are explicit), with the shared pragmas."""
         if self._closed:
-            raise StoreError(f"store {self.path} is closed")
+            raise StoreError(f"{self.label} {self.path} is closed")
         try:
             conn = sqlite3.connect(
                 self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
@@ -79,8 +152,10 @@ class Database:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA synchronous = NORMAL")
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"cannot open {self.label} {self.path}: {exc}; check the path and permissions") from exc
+        except sqlite3.DatabaseError as exc:  # "file is not a database" and friends
+            raise StoreError(f"{self.label} {self.path} is corrupt or not a SQLite file ({exc}){self._hint}") from exc
         with self._all_lock:
             self._all.append(conn)
         return conn
@@ -88,13 +163,14 @@ class Database:
     def conn(self) -> sqlite3.Connection:
         """This thread's connection, opened on first use."""
         if self._closed:
-            raise StoreError(f"store {self.path} is closed")
+            raise StoreError(f"{self.label} {self.path} is closed")
         conn = self._state.conn
         if conn is None:
             conn = self._state.conn = self.connect()
         return conn
 
     def close(self) -> None:
+        """Close every connection opened here, on every thread; later calls raise StoreError."""
         self._closed = True
         with self._all_lock:
             conns, self._all = self._all, []
@@ -131,7 +207,7 @@ class Database:
                 pass
 
     def _check_owner(self, what: str) -> None:
-        if self._state.owner != _task_key():
+        if self._state.owner != task_key():
             raise StoreError(
                 f"{what} on {self.path}: another asyncio task has a store.transaction() open on this thread; "
                 "do not await inside store.transaction() (embed first, then write)"
@@ -204,7 +280,7 @@ class Database:
             conn.execute(f"RELEASE {name}")
             return
         self._begin(conn, "transaction")
-        state.depth, state.owner = 1, _task_key()
+        state.depth, state.owner = 1, task_key()
         try:
             yield
         except BaseException:
