@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from typing import Any
+from typing import Any, Literal
 
 from memwise.store.base import Filters, Record
-from memwise.store.filters import to_sqlite
+from memwise.store.filters import to_postgres, to_sqlite
 
 SCHEMA_VERSION = 2
 
@@ -165,30 +165,38 @@ def dump_metadata(record: Record) -> str:
     return json.dumps(record.metadata, ensure_ascii=False, sort_keys=True, default=str)
 
 
-def where_clause(filters: Filters, now: float, alias: str = "r") -> tuple[str, list[Any]]:
-    """SQL condition (never empty) and parameters for ``filters`` over the `records` alias."""
-    parts: list[str] = ["1"]
+def where_clause(
+    filters: Filters, now: float, alias: str = "r", *, dialect: Literal["sqlite", "postgres"] = "sqlite"
+) -> tuple[str, list[Any]]:
+    """SQL condition (never empty) and parameters for ``filters`` over the ``records`` alias.
+
+    Rendered from :meth:`Filters.terms`, the one definition of the predicate; ``dialect`` picks the
+    parameter style (``?`` or ``%s``), the kind-list form and the metadata rendering (JSON text or jsonb).
+    """
+    mark = "?" if dialect == "sqlite" else "%s"
+    parts: list[str] = ["1" if dialect == "sqlite" else "TRUE"]
     params: list[Any] = []
-    for column in ("user_id", "agent_id", "run_id"):
-        value = getattr(filters, column)
-        if value is not None:
-            parts.append(f"{alias}.{column} = ?")
-            params.append(value)
-    kinds = filters.kinds
-    if kinds is not None:
-        parts.append(f"{alias}.kind IN ({', '.join('?' * len(kinds))})")
-        params.extend(kinds)
-    if filters.since is not None:
-        parts.append(f"{alias}.{filters.time_field} >= ?")
-        params.append(filters.since)
-    if filters.until is not None:
-        parts.append(f"{alias}.{filters.time_field} < ?")
-        params.append(filters.until)
-    if not filters.include_invalid:
-        parts.append(f"({alias}.valid_to IS NULL OR {alias}.valid_to > ?)")
-        params.append(now)
+    for term in filters.terms(now):
+        column = f"{alias}.{term.column}"
+        if term.op == "in" and dialect == "sqlite":
+            parts.append(f"{column} IN ({', '.join(mark * len(term.value))})")
+            params.extend(term.value)
+            continue
+        if term.op == "in":
+            parts.append(f"{column} = ANY({mark})")
+            params.append(list(term.value))
+            continue
+        sql = {
+            "eq": f"{column} = {mark}",
+            "ge": f"{column} >= {mark}",
+            "lt": f"{column} < {mark}",
+            "unset_or_gt": f"({column} IS NULL OR {column} > {mark})",
+        }[term.op]
+        parts.append(sql)
+        params.append(term.value)
     if filters.meta is not None:
-        sql, more = to_sqlite(filters.meta, f"{alias}.metadata")
+        render = to_sqlite if dialect == "sqlite" else to_postgres
+        sql, more = render(filters.meta, f"{alias}.metadata")
         parts.append(sql)
         params.extend(more)
     return " AND ".join(parts), params

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from memwise.exceptions import StoreError
-from memwise.store.base import Filters
+from memwise.store.base import SCOPE_COLUMNS, Filters, Term
 from memwise.store.filters import matches as match_metadata
 
 # Past this many changed ids (or a quarter of the index, if more), a full scan beats chunked IN-queries.
@@ -51,9 +51,12 @@ _SINGLE_THREAD_ROWS = 4096
 # Block length for the top-k threshold: one maximum per block; blocks of scores stay in L1.
 _BLOCK = 256
 
-_COLUMNS = ("user_id", "agent_id", "run_id")
+_COLUMNS = SCOPE_COLUMNS
 _KIND = 3
 _CREATED, _TS, _VALID_TO = 0, 1, 2
+# Where each record column a filter term names lives: a row of dictionary codes or a row of times.
+_CODED = {name: col for col, name in enumerate((*SCOPE_COLUMNS, "kind"))}
+_TIMED = {"created_at": _CREATED, "ts": _TS, "valid_to": _VALID_TO}
 
 _ROW_SQL = (
     "SELECT r.id, r.user_id, r.agent_id, r.run_id, r.kind, r.created_at, r.ts, r.valid_to, v.dim, v.vec, r.metadata "
@@ -410,25 +413,13 @@ class VectorIndex:
     def _allowed(self, rows: _Ints, filters: Filters, now: float) -> _Ints:
         """The rows of ``rows`` that are alive and that every filter allows, in the same order.
 
-        The one place filters are applied: to a scope's row list, or to the candidates of a scan.
+        The one place filters are applied: to a scope's row list, or to the candidates of a scan. The
+        conditions are :meth:`Filters.terms`, the same list the SQL renderings and ``Filters.matches`` walk.
         """
         keep = self._alive[rows]
-        for col, name in enumerate(_COLUMNS):
-            value = getattr(filters, name)
-            if value is not None:
-                keep &= self._scope[col, rows] == self._dicts[col].lookup(value)
-        if filters.kinds is not None:
-            keep &= self._kind_table(filters)[self._scope[_KIND, rows]]
         with np.errstate(invalid="ignore"):
-            if filters.since is not None or filters.until is not None:
-                values = self._times[_CREATED if filters.time_field == "created_at" else _TS, rows]
-                if filters.since is not None:
-                    keep &= values >= filters.since
-                if filters.until is not None:
-                    keep &= values < filters.until
-            if not filters.include_invalid:
-                valid_to = self._times[_VALID_TO, rows]
-                keep &= np.isnan(valid_to) | (valid_to > now)
+            for term in filters.terms(now):
+                keep &= self._term_mask(term, rows)
         allowed = rows[keep]
         meta_filter = filters.meta
         if meta_filter is not None and allowed.size:
@@ -438,15 +429,34 @@ class VectorIndex:
             allowed = allowed[np.fromiter(ok, dtype=bool, count=len(ok))]
         return allowed
 
-    def _kind_table(self, filters: Filters) -> npt.NDArray[np.bool_]:
-        """Allowed-kind flags indexed by kind code (the last entry, read for code -1, stays False).
+    def _term_mask(self, term: Term, rows: _Ints) -> npt.NDArray[np.bool_]:
+        """One term over the listed rows: scope columns compare dictionary codes, times compare floats (NaN = unset)."""
+        if term.column in _CODED:
+            col = _CODED[term.column]
+            codes = self._scope[col, rows]
+            if term.op == "eq":
+                return codes == self._dicts[col].lookup(term.value)
+            if term.op == "in":
+                return self._code_table(col, term.value)[codes]
+        elif term.column in _TIMED:
+            values = self._times[_TIMED[term.column], rows]
+            if term.op == "ge":
+                return values >= term.value
+            if term.op == "lt":
+                return values < term.value
+            if term.op == "unset_or_gt":
+                return np.isnan(values) | (values > term.value)
+        raise StoreError(f"the vector index cannot apply {term.op!r} to {term.column!r}; extend _term_mask")
 
-        A table lookup per row is a single gather, where ``np.isin`` would sort or compare per kind.
+    def _code_table(self, col: int, values: tuple[str, ...]) -> npt.NDArray[np.bool_]:
+        """Allowed flags indexed by code (the last entry, read for code -1, stays False).
+
+        A table lookup per row is a single gather, where ``np.isin`` would sort or compare per value.
         """
-        kinds = self._dicts[_KIND]
-        table = np.zeros(len(kinds) + 1, dtype=bool)
-        for kind in filters.kinds or ():
-            code = kinds.lookup(kind)
+        codes = self._dicts[col]
+        table = np.zeros(len(codes) + 1, dtype=bool)
+        for value in values:
+            code = codes.lookup(value)
             if code is not None:
                 table[code] = True
         return table

@@ -27,6 +27,44 @@ from memwise.store.filters import parse as parse_metadata
 
 TimeField = Literal["created_at", "ts"]
 
+SCOPE_COLUMNS = ("user_id", "agent_id", "run_id")
+"""The record columns that say whose memory a record is; a filter on them is an equality."""
+
+TermOp = Literal["eq", "in", "ge", "lt", "unset_or_gt"]
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """One conjunct of the scope/time/validity predicate, over one record column.
+
+    :meth:`Filters.terms` is the one definition of what a filter means; the SQLite and Postgres
+    renderings (:func:`memwise.store._sql.where_clause`), the numpy mask of the vector index and
+    :meth:`Filters.matches` all walk these terms, so they cannot drift apart. A missing value (SQL
+    ``NULL``, numpy ``NaN``, Python ``None``) satisfies only ``unset_or_gt``.
+
+    Example:
+        >>> Term("valid_to", "unset_or_gt", 10.0).holds(None), Term("ts", "ge", 5.0).holds(None)
+        (True, False)
+    """
+
+    column: str
+    op: TermOp
+    value: Any
+
+    def holds(self, stored: Any) -> bool:
+        """Whether a record whose ``column`` holds ``stored`` passes this term."""
+        if self.op == "unset_or_gt":
+            return stored is None or stored > self.value
+        if stored is None:
+            return False
+        if self.op == "eq":
+            return stored == self.value
+        if self.op == "in":
+            return stored in self.value
+        if self.op == "ge":
+            return stored >= self.value
+        return stored < self.value
+
 
 def new_id() -> str:
     """A fresh record id (uuid4 hex) for callers that do not bring their own."""
@@ -142,26 +180,29 @@ class Filters:
             return None
         return (self.kind,) if isinstance(self.kind, str) else self.kind
 
+    def terms(self, now: float) -> list[Term]:
+        """The scope, kind, time-range and validity conditions as terms (metadata is :attr:`meta`).
+
+        Example:
+            >>> [(t.column, t.op) for t in Filters(user_id="u", since=1.0).terms(now=5.0)]
+            [('user_id', 'eq'), ('created_at', 'ge'), ('valid_to', 'unset_or_gt')]
+        """
+        out = [Term(col, "eq", getattr(self, col)) for col in SCOPE_COLUMNS if getattr(self, col) is not None]
+        if self.kinds is not None:
+            out.append(Term("kind", "in", self.kinds))
+        if self.since is not None:
+            out.append(Term(self.time_field, "ge", self.since))
+        if self.until is not None:
+            out.append(Term(self.time_field, "lt", self.until))
+        if not self.include_invalid:
+            out.append(Term("valid_to", "unset_or_gt", now))
+        return out
+
     def matches(self, record: Record, at: float) -> bool:
         """The same predicate the SQL and numpy paths apply, for re-checking a handful of hits."""
-        for name in ("user_id", "agent_id", "run_id"):
-            wanted = getattr(self, name)
-            if wanted is not None and getattr(record, name) != wanted:
-                return False
-        kinds = self.kinds
-        if kinds is not None and record.kind not in kinds:
+        if not all(term.holds(getattr(record, term.column)) for term in self.terms(at)):
             return False
-        if self.since is not None or self.until is not None:
-            value = record.created_at if self.time_field == "created_at" else record.ts
-            if value is None:
-                return False
-            if self.since is not None and value < self.since:
-                return False
-            if self.until is not None and value >= self.until:
-                return False
-        if self.meta is not None and not match_metadata(self.meta, record.metadata):
-            return False
-        return self.include_invalid or record.is_valid(at)
+        return self.meta is None or match_metadata(self.meta, record.metadata)
 
 
 ANY = Filters()

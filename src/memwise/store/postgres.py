@@ -44,7 +44,6 @@ from memwise.embed.base import normalise
 from memwise.exceptions import StoreError
 from memwise.store import _sql
 from memwise.store.base import ANY, Filters, Record, ScoredRecord
-from memwise.store.filters import to_postgres
 
 T = TypeVar("T")
 
@@ -140,32 +139,8 @@ def _row_to_record(row: Sequence[Any]) -> Record:
 
 
 def where_clause(filters: Filters, now: float, alias: str = "r") -> tuple[str, list[Any]]:
-    """The Postgres twin of :func:`memwise.store._sql.where_clause` (``%s`` parameters, jsonb metadata)."""
-    parts: list[str] = ["TRUE"]
-    params: list[Any] = []
-    for column in ("user_id", "agent_id", "run_id"):
-        value = getattr(filters, column)
-        if value is not None:
-            parts.append(f"{alias}.{column} = %s")
-            params.append(value)
-    kinds = filters.kinds
-    if kinds is not None:
-        parts.append(f"{alias}.kind = ANY(%s)")
-        params.append(list(kinds))
-    if filters.since is not None:
-        parts.append(f"{alias}.{filters.time_field} >= %s")
-        params.append(filters.since)
-    if filters.until is not None:
-        parts.append(f"{alias}.{filters.time_field} < %s")
-        params.append(filters.until)
-    if not filters.include_invalid:
-        parts.append(f"({alias}.valid_to IS NULL OR {alias}.valid_to > %s)")
-        params.append(now)
-    if filters.meta is not None:
-        sql, more = to_postgres(filters.meta, f"{alias}.metadata")
-        parts.append(sql)
-        params.extend(more)
-    return " AND ".join(parts), params
+    """:func:`memwise.store._sql.where_clause` in the Postgres dialect (``%s`` parameters, jsonb metadata)."""
+    return _sql.where_clause(filters, now, alias, dialect="postgres")
 
 
 def _as_matrix(vectors: npt.ArrayLike, rows: int, what: str) -> npt.NDArray[np.float32]:
