@@ -59,6 +59,22 @@ RUN_ON_FAKE_SERVER = {
     ("umem", "export-verl"),
     ("keys", "create"),
 }
+# Commands that call a chat model: on the fake server each must reach it, which shows that the global
+# server flags (--base-url, --model, --judge-*, --optimizer-*) are honoured rather than silently
+# falling back to the embedded model.
+CALLS_A_MODEL = {
+    ("doctor",),
+    ("tour",),
+    ("demo",),
+    ("answer",),
+    # not consolidate: it asks the model only about pairs over a cosine threshold, and the fake
+    # server's hashed embeddings make none (it builds its model exactly as `answer` does)
+    ("bench", "qa"),
+    ("metamem", "train"),
+    ("metamem", "eval"),
+    ("metamem", "answer"),
+    ("umem", "evolve"),
+}
 # Parsed but not run: (command path, a fragment of the line or "" for every line of it, why).
 NOT_RUN = (
     (("serve",), "", "a server runs until stopped (the REST server has its own tests over real uvicorn)"),
@@ -249,8 +265,11 @@ def test_readme_commands_run_as_written(group: str, tmp_path: Path, monkeypatch:
             argv = _shrunk(path, _localised(command.argv, None if embedded else srv.base_url))
             if not embedded:
                 argv = _on_fake_server(argv, srv.base_url)
+            before = srv.stats().completions
             result = runner.invoke(app, argv)
             assert result.exit_code == 0, f"{command}\n  ran: memwise {shlex.join(argv)}\n{result.output}"
+            if path in CALLS_A_MODEL:
+                assert srv.stats().completions > before, f"{command}: no call reached --base-url"
 
 
 def test_every_command_left_unrun_says_why() -> None:

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
 from memwise.cli._options import GlobalOptions
+from memwise.cli._rundirs import open_run
 from memwise.exceptions import ConfigError
 from memwise.llm.base import ChatRequest, ChatResponse
 from memwise.llm.registry import ModelSet
-from memwise.runs.rundir import RunDir
 
 
 def _load_schema(path: Path) -> dict[str, Any]:
@@ -29,14 +30,18 @@ def _load_schema(path: Path) -> dict[str, Any]:
 
 
 async def _chat(opts: GlobalOptions, role: str, request: ChatRequest, run_dir: Path | None) -> ChatResponse:
-    models = ModelSet(opts.settings())
-    run = RunDir(run_dir) if run_dir else None
+    settings = opts.settings()
+    warn = Console(stderr=True).print
+    run = open_run(run_dir, "memwise chat", {"role": role}, settings, warn=warn) if run_dir else None
     try:
-        model = models.get(role)
-        llm = run.record(model, stage="chat") if run else model
-        return await llm.complete(request)
+        models = ModelSet(settings)
+        try:
+            model = models.get(role)
+            llm = run.record(model, stage="chat") if run else model
+            return await llm.complete(request)
+        finally:
+            await models.aclose()
     finally:
-        await models.aclose()
         if run:
             run.close()
 

@@ -49,7 +49,7 @@ async def run_main_job(
 
     started = time.perf_counter()
     if not data.is_file():
-        raise ConfigError(f"LoCoMo file not found at {data}: pass --data PATH (the official locomo10 JSON)")
+        raise ConfigError(f"LoCoMo file not found at {data}: pass --path FILE (the official locomo10 JSON)")
     convs = read_locomo(data)[:2]
     console.rule("1. factual memory: ingest two LoCoMo conversations (turns, MiniLM, SQLite)")
     memory = AsyncMemory.from_settings(settings, run_dir / "memory.sqlite3", with_llm=False)
@@ -129,7 +129,8 @@ def _fmt(value: float | None) -> str:
 
 def demo(
     ctx: typer.Context,
-    data: Annotated[Path, typer.Option(help="LoCoMo JSON file")] = DEFAULT_DATA,
+    path: Annotated[Path, typer.Option("--path", help="the LoCoMo JSON file")] = DEFAULT_DATA,
+    data: Annotated[Path | None, typer.Option("--data", hidden=True, help="deprecated: use --path")] = None,
     run_dir: Annotated[Path, typer.Option(help="where the run keeps memory, ledger and rules")] = Path("runs/demo"),
     questions: Annotated[int, typer.Option(help="questions taken from each conversation")] = 6,
     samples: Annotated[int, typer.Option(help="answers sampled per question")] = 2,
@@ -142,7 +143,7 @@ def demo(
     asyncio.run(
         run_main_job(
             opts.settings(),
-            data,
+            data or path,
             run_dir,
             Console(),
             questions=questions,

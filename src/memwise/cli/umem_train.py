@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from memwise.cli._options import GlobalOptions, config_option, lazy_config_option, spinner
+from memwise.cli._rundirs import model_changes, model_identity
 from memwise.config import Settings
 from memwise.exceptions import ConfigError
 from memwise.umem.evolve import EvolveConfig
@@ -202,10 +203,19 @@ def train_command(
     checkpoint = latest_checkpoint(run_dir / "grpo")
     if checkpoint is not None:
         console.print(f"resuming from {checkpoint} (model, optimizer state and bank of that step)", soft_wrap=True)
-    with _session(opts.settings(), src, checkpoint) as (bridge, parts):
+    configured = opts.settings()
+    for line in model_changes(run_dir, configured):
+        console.print(f"warning: {run_dir} was run with other models; recorded calls will be replayed. {line}")
+    with _session(configured, src, checkpoint) as (bridge, parts):
         parts.run.write_manifest(
             f"memwise umem train --suite {key}",
-            {"grpo": settings, "form": form, "path": str(path), "tasks": len(parts.trainset)},
+            {
+                "grpo": settings,
+                "form": form,
+                "path": path,
+                "tasks": len(parts.trainset),
+                "models": model_identity(configured),
+            },
         )
         console.print(
             f"{key}: {len(parts.trainset)} tasks, N={neighbours}; "
