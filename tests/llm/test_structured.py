@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
-from memwise.exceptions import ParseError
+from memwise.exceptions import LLMError, ParseError
 from memwise.llm.base import ChatRequest, Sample, Usage
 from memwise.llm.structured import (
+    Rejected,
     complete_structured,
+    complete_with_repair,
     drop_trailing_commas,
     extract_json,
     extract_tag,
@@ -415,3 +417,53 @@ async def test_complete_structured_rejects_many_samples() -> None:
 async def test_complete_structured_after_thinking() -> None:
     llm = ScriptedLLM(['<think>{"answer": "draft"}</think>{"answer": "final", "confidence": 2}'])
     assert (await complete_structured(llm, ChatRequest.of("q"), Answer)).answer == "final"
+
+
+# -- the one repair flow (complete_structured and the UMEM Mem-Optimizer both run on it) -------------
+
+
+def _digits(text: str) -> int | Rejected:
+    return int(text) if text.strip().isdigit() else Rejected(f"{text!r} is not a number")
+
+
+def _json_number(text: str) -> int | Rejected:
+    return int(text.strip("{} ").split(":")[1]) if text.startswith("{") else Rejected("no JSON")
+
+
+def _ask_json(request: ChatRequest, first: Sample, reason: str) -> ChatRequest:
+    return ChatRequest.of(f"{reason}. Reply as JSON: {{\"n\": <number>}}")
+
+
+async def test_repair_flow_asks_once_and_parses_the_repair_with_its_own_parser() -> None:
+    llm = ScriptedLLM(["seven", '{"n": 7}'])
+    out = await complete_with_repair(llm, ChatRequest.of("n?"), _digits, repair=_ask_json, parse_repair=_json_number)
+    assert (out.value, out.first_failure, out.failure, out.repaired) == (7, "'seven' is not a number", None, True)
+    assert llm.calls == 2 and "Reply as JSON" in llm.requests[1].messages[-1].content
+
+
+async def test_repair_flow_without_repair_or_with_a_good_first_reply_calls_once() -> None:
+    good = await complete_with_repair(ScriptedLLM(["7"]), ChatRequest.of("n?"), _digits, repair=_ask_json)
+    assert (good.value, good.first_failure, len(good.samples)) == (7, None, 1)
+    bad = await complete_with_repair(ScriptedLLM(["seven"]), ChatRequest.of("n?"), _digits)
+    assert (bad.value, bad.failure, len(bad.samples)) == (None, "'seven' is not a number", 1)
+
+
+async def test_repair_flow_reports_both_failures_and_a_failed_repair_call() -> None:
+    out = await complete_with_repair(ScriptedLLM(["seven", "eight"]), ChatRequest.of("n?"), _digits, repair=_ask_json)
+    assert (out.value, out.first_failure, out.failure) == (None, "'seven' is not a number", "'eight' is not a number")
+
+    def first_then_down(request: ChatRequest) -> str:
+        if "Reply as JSON" in request.messages[-1].content:
+            raise LLMError("down", backend="scripted")
+        return "seven"
+
+    seen: list[str] = []
+    with pytest.raises(LLMError, match="down"):
+        await complete_with_repair(
+            ScriptedLLM(first_then_down),
+            ChatRequest.of("n?"),
+            _digits,
+            repair=_ask_json,
+            on_repair_error=lambda reason, first, exc: seen.append(reason),
+        )
+    assert seen[-1] == "'seven' is not a number"  # the hook saw the first failure before the error went up

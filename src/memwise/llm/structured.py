@@ -12,17 +12,18 @@ from __future__ import annotations
 import ast
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from memwise.exceptions import ParseError
-from memwise.llm.base import ChatModel, ChatRequest, Message
+from memwise.llm.base import ChatModel, ChatRequest, Message, Sample
 from memwise.llm.recorder import FailureRecorder
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 REASONING_TAGS = ("think", "thinking", "reasoning")
 _REASONING_RE = re.compile(r"<\s*(/)?\s*(?:" + "|".join(REASONING_TAGS) + r")(?=[\s/>])[^>]*>", re.IGNORECASE)
@@ -388,6 +389,79 @@ def repair_request(request: ChatRequest, reply: str, reason: str, *, cut_off: bo
     return replace(request, messages=messages, n=1)
 
 
+@dataclass(frozen=True)
+class Rejected:
+    """A reply a parser turned down, with the reason (kept for the ledger and the run report)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Repaired(Generic[T]):
+    """What :func:`complete_with_repair` got: the value (None if every reply failed) and why replies failed.
+
+    ``first_failure`` is why the first reply failed (None when it parsed); ``failure`` is why the last
+    reply failed (None when there is a value); ``samples`` are the replies, one or two.
+    """
+
+    value: T | None
+    first_failure: str | None
+    failure: str | None
+    samples: tuple[Sample, ...]
+
+    @property
+    def repaired(self) -> bool:
+        """True when the value came from the repair request."""
+        return self.value is not None and self.first_failure is not None
+
+
+async def complete_with_repair(
+    llm: ChatModel,
+    request: ChatRequest,
+    parse: Callable[[str], T | Rejected],
+    *,
+    repair: Callable[[ChatRequest, Sample, str], ChatRequest] | None = None,
+    parse_repair: Callable[[str], T | Rejected] | None = None,
+    on_repair_error: Callable[[str, Sample, BaseException], None] | None = None,
+) -> Repaired[T]:
+    """Ask once, parse, and on a rejected reply ask once more with the request ``repair`` builds.
+
+    The one structured-output repair flow: :func:`complete_structured` (pydantic models, the failed
+    reply and its validation error sent back) and the UMEM Mem-Optimizer (tags first, then
+    schema-constrained JSON without the failed reply) differ only in the functions passed here.
+    ``parse_repair`` parses the repair reply when it has another shape (default: ``parse``);
+    ``on_repair_error`` sees a failed repair call before its error propagates.
+
+    Example:
+        >>> from memwise.testing import ScriptedLLM
+        >>> import asyncio
+        >>> def number(text: str) -> int | Rejected:
+        ...     return int(text) if text.isdigit() else Rejected("not a number")
+        >>> again = lambda req, sample, why: ChatRequest.of(f"{why}; digits only")
+        >>> llm = ScriptedLLM(["seven", "7"])
+        >>> out = asyncio.run(complete_with_repair(llm, ChatRequest.of("n?"), number, repair=again))
+        >>> out.value, out.first_failure, out.repaired
+        (7, 'not a number', True)
+    """
+    first = (await llm.complete(request)).samples[0]
+    got = parse(first.text)
+    if not isinstance(got, Rejected):
+        return Repaired(got, None, None, (first,))
+    if repair is None:
+        return Repaired(None, got.reason, got.reason, (first,))
+    fix = repair(request, first, got.reason)
+    try:
+        second = (await llm.complete(fix)).samples[0]
+    except BaseException as exc:
+        if on_repair_error is not None:
+            on_repair_error(got.reason, first, exc)
+        raise
+    again = (parse_repair or parse)(second.text)
+    if isinstance(again, Rejected):
+        return Repaired(None, got.reason, again.reason, (first, second))
+    return Repaired(again, got.reason, None, (first, second))
+
+
 def _record(ledger: FailureRecorder | None, *, stage: str, kind: str, detail: str, raw: str) -> None:
     if ledger is not None:
         ledger.record_failure(stage=stage, kind=kind, detail=detail, raw=raw)
@@ -418,25 +492,30 @@ async def complete_structured(
         raise ValueError(f"complete_structured makes one object from one sample; got n={request.n}")
     if request.json_schema is None:
         request = replace(request, json_schema=model_cls.model_json_schema(), schema_name=model_cls.__name__)
-    sample = (await llm.complete(request)).samples[0]
-    first = try_parse_model(sample.text, model_cls)
-    if first.value is not None:
-        return first.value  # type: ignore[return-value]
-    reason = first.reason or "unparseable reply"
-    if not repair:
-        _record(ledger, stage=stage, kind="parse", detail=reason, raw=sample.text)
-        raise ParseError(reason, raw=sample.text)
 
-    fix = repair_request(request, sample.text, reason, cut_off=sample.finish_reason == "length")
-    try:
-        fixed = (await llm.complete(fix)).samples[0]
-    except Exception as exc:
-        _record(ledger, stage=stage, kind="parse", detail=f"{reason}; repair call failed: {exc}", raw=sample.text)
-        raise
-    second = try_parse_model(fixed.text, model_cls)
-    if second.value is not None:
-        _record(ledger, stage=stage, kind="parse_repaired", detail=reason, raw=sample.text)
-        return second.value  # type: ignore[return-value]
-    detail = f"first reply: {reason}; repaired reply: {second.reason}"
-    _record(ledger, stage=stage, kind="parse", detail=detail, raw=f"{sample.text}\n--- repair ---\n{fixed.text}")
+    def parse(text: str) -> BaseModel | Rejected:
+        attempt = try_parse_model(text, model_cls)
+        return attempt.value if attempt.value is not None else Rejected(attempt.reason or "unparseable reply")
+
+    def repair_failed(reason: str, first: Sample, exc: BaseException) -> None:
+        _record(ledger, stage=stage, kind="parse", detail=f"{reason}; repair call failed: {exc}", raw=first.text)
+
+    def ask_again(req: ChatRequest, first: Sample, reason: str) -> ChatRequest:
+        return repair_request(req, first.text, reason, cut_off=first.finish_reason == "length")
+
+    out = await complete_with_repair(
+        llm, request, parse, repair=ask_again if repair else None, on_repair_error=repair_failed
+    )
+    first = out.samples[0]
+    if out.value is not None:
+        if out.repaired:
+            _record(ledger, stage=stage, kind="parse_repaired", detail=out.first_failure or "", raw=first.text)
+        return out.value  # type: ignore[return-value]
+    if len(out.samples) == 1:
+        reason = out.failure or "unparseable reply"
+        _record(ledger, stage=stage, kind="parse", detail=reason, raw=first.text)
+        raise ParseError(reason, raw=first.text)
+    fixed = out.samples[1]
+    detail = f"first reply: {out.first_failure}; repaired reply: {out.failure}"
+    _record(ledger, stage=stage, kind="parse", detail=detail, raw=f"{first.text}\n--- repair ---\n{fixed.text}")
     raise ParseError(f"{detail} (after one repair attempt)", raw=fixed.text)

@@ -44,7 +44,8 @@ from typing import Any
 
 from memwise.embed.base import Embedder
 from memwise.exceptions import ConfigError, StoreError
-from memwise.llm.base import ChatModel, ChatRequest
+from memwise.llm.base import ChatModel, ChatRequest, Sample
+from memwise.llm.structured import Rejected, complete_with_repair
 from memwise.runs.files import (
     append_jsonl,
     read_jsonl,
@@ -393,6 +394,11 @@ class EvolveResult:
     paths: EvolvePaths
 
 
+def _rejected(parsed: OptimizerAction | str) -> OptimizerAction | Rejected:
+    """The optimizer parsers' "reason string" convention in the shared repair flow's terms."""
+    return Rejected(parsed) if isinstance(parsed, str) else parsed
+
+
 async def evolve_step(
     bank: InsightBank,
     executor: Executor,
@@ -419,36 +425,38 @@ async def evolve_step(
     tried = await attempt(bank, executor, task)
     n = len(tried.entries)
     request = ChatRequest(messages=tuple(tried.messages), temperature=0.0, max_tokens=optimizer_max_tokens, seed=0)
-    reply = await optimizer.complete(request)
-    tokens = reply.usage.completion_tokens
-    parsed: OptimizerAction | str = try_parse_optimizer_output(reply.text, n)
-    source = reply.text  # the reply the action (or its failure) came from
-    first_failure: str | None = None
     detail = f"task {task.id} (epoch {epoch}, index {index}), {n} entries shown"
 
     def log_failure(kind: str, raw: str) -> None:
         if ledger is not None:
             ledger.record_failure(stage=OPTIMIZER_STAGE, kind=kind, detail=detail, raw=raw)
 
-    if isinstance(parsed, str):
-        first_failure = parsed
-        log_failure(parsed, reply.text)
-        if repair:
-            second = await optimizer.complete(
-                ChatRequest(
-                    messages=tuple(build_repair_messages(tried.messages, n)),
-                    temperature=0.0,
-                    max_tokens=REPAIR_MAX_TOKENS,
-                    seed=0,
-                    json_schema=repair_schema(n),
-                    schema_name="MemoryDecision",
-                )
-            )
-            tokens += second.usage.completion_tokens
-            source = second.text
-            parsed = parse_repair(second.text, n)
-            if isinstance(parsed, str):
-                log_failure(parsed, second.text)
+    def ask_for_json(_: ChatRequest, __: Sample, ___: str) -> ChatRequest:
+        # The malformed reply is not shown back (see build_repair_messages); the schema bounds the answer.
+        return ChatRequest(
+            messages=tuple(build_repair_messages(tried.messages, n)),
+            temperature=0.0,
+            max_tokens=REPAIR_MAX_TOKENS,
+            seed=0,
+            json_schema=repair_schema(n),
+            schema_name="MemoryDecision",
+        )
+
+    out = await complete_with_repair(
+        optimizer,
+        request,
+        lambda text: _rejected(try_parse_optimizer_output(text, n)),
+        repair=ask_for_json if repair else None,
+        parse_repair=lambda text: _rejected(parse_repair(text, n)),
+    )
+    tokens = sum(sample.usage.completion_tokens for sample in out.samples)
+    source = out.samples[-1].text  # the reply the action (or its failure) came from
+    first_failure = out.first_failure
+    if first_failure is not None:
+        log_failure(first_failure, out.samples[0].text)
+    if out.value is None and len(out.samples) > 1 and out.failure is not None:
+        log_failure(out.failure, source)
+    parsed: OptimizerAction | str = out.value if out.value is not None else (out.failure or "unparseable reply")
     if not isinstance(parsed, str):
         parsed = screen_lessons(parsed, task.answer, task.choices)
         if isinstance(parsed, str):
