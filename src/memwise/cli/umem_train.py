@@ -1,20 +1,15 @@
 """`memwise umem train` and `memwise umem export-verl`: train a Mem-Optimizer, or hand its data to verl.
 
-Both start the same way: load a suite, embed every task once and store its N nearest neighbours
-(`trainset.json` in the run directory, reused by later runs), and build the frozen executor from
-the ``policy`` model role with every call kept in the run's ledger. ``train`` then runs GRPO on a
-Hugging Face causal LM (a path or hub id already in the local cache) with the bank evolving as it
-trains; ``export-verl`` writes the same tasks as a verl parquet file for cluster training.
+Both open the same workspace (:mod:`memwise.umem.workspace`: tasks, neighbourhoods, executor, bank).
+``train`` then runs GRPO on a Hugging Face causal LM (a path or hub id already in the local cache)
+with the bank evolving as it trains; ``export-verl`` writes the same tasks as a verl parquet file.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,119 +17,10 @@ from rich.table import Table
 
 from memwise.cli._options import GlobalOptions, config_option, lazy_config_option, spinner
 from memwise.cli._rundirs import model_changes, model_identity
-from memwise.config import Settings
 from memwise.exceptions import ConfigError
 from memwise.umem.evolve import EvolveConfig
 from memwise.umem.executors import KNOWN_SUITES, check_suite
-
-if TYPE_CHECKING:
-    from memwise.embed.base import Embedder
-    from memwise.llm.registry import ModelSet
-    from memwise.runs.rundir import RunDir
-    from memwise.tasks.types import Task
-    from memwise.umem.bank import InsightBank
-    from memwise.umem.bridge import AsyncBridge
-    from memwise.umem.loop import Executor
-    from memwise.umem.trainset import TrainSet
-
-EXECUTOR_STAGE = "umem-train-executor"
-BANK_SCOPE = "umem-train"
-
-
-@dataclass
-class _Parts:
-    """What both commands build on the bridge's loop, and must close on it."""
-
-    run: RunDir
-    models: ModelSet
-    embedder: Embedder
-    executor: Executor
-    trainset: TrainSet
-    bank: InsightBank
-
-    async def aclose(self) -> None:
-        await self.embedder.aclose()
-        await self.models.aclose()
-
-
-@dataclass(frozen=True)
-class _Source:
-    """Where the tasks come from and how the bank and executor are set up (shared by both commands)."""
-
-    suite: str
-    path: Path
-    run_dir: Path
-    limit: int | None
-    seed: int
-    neighbours: int
-    top_k: int
-    floor: float
-    max_tokens: int
-
-
-async def _build(settings: Settings, src: _Source, bank_from: Path | None = None) -> _Parts:
-    from memwise.runs.rundir import RunDir
-    from memwise.tasks.suites import load_suite
-
-    tasks = load_suite(src.suite, src.path, seed=src.seed, limit=src.limit)
-    if len(tasks) <= src.neighbours:
-        raise ConfigError(
-            f"{src.path} gives {len(tasks)} {src.suite} tasks; neighbourhoods of {src.neighbours} need more"
-        )
-    run = RunDir(src.run_dir, command=f"memwise umem train --suite {src.suite}")
-    try:
-        return await _build_in(run, settings, src, tasks, bank_from)
-    except BaseException:
-        run.close()  # the parts that exist are closed by their owner, the lock here
-        raise
-
-
-async def _build_in(
-    run: RunDir, settings: Settings, src: _Source, tasks: list[Task], bank_from: Path | None
-) -> _Parts:
-    from memwise.embed.registry import build_embedder
-    from memwise.llm.registry import ModelSet
-    from memwise.store.sqlite import SQLiteStore
-    from memwise.umem.bank import InsightBank
-    from memwise.umem.executors import make_executor
-    from memwise.umem.trainset import TrainSet, build_trainset
-
-    models = ModelSet(settings)
-    embedder = build_embedder(settings.embedding, cache_path=src.run_dir / "embeddings.sqlite3")
-    stored = src.run_dir / "trainset.json"
-    if stored.exists():
-        trainset = TrainSet.load(stored)
-        if [t.id for t in trainset.tasks] != [t.id for t in tasks]:
-            raise ConfigError(f"{stored} was built from other tasks; use a new --run-dir or delete it")
-    else:
-        trainset = await build_trainset(tasks, embedder, neighbours=src.neighbours)
-        trainset.save(stored)
-    llm = run.record(models.get("policy"), EXECUTOR_STAGE)
-    executor = make_executor(src.suite, llm, max_tokens=src.max_tokens)
-    if bank_from is not None:
-        from memwise.umem.grpo import restore_bank
-
-        restore_bank(bank_from, src.run_dir / "bank.db")  # before the store opens it
-    bank = InsightBank(
-        SQLiteStore(src.run_dir / "bank.db"), embedder, agent_id=BANK_SCOPE, top_k=src.top_k,
-        similarity_floor=src.floor,
-    )  # fmt: skip
-    return _Parts(run, models, embedder, executor, trainset, bank)
-
-
-@contextmanager
-def _session(settings: Settings, src: _Source, bank_from: Path | None = None) -> Iterator[tuple[AsyncBridge, _Parts]]:
-    """One event loop for the whole command, the parts built on it, and everything closed on the way out."""
-    from memwise.umem.bridge import AsyncBridge
-
-    with AsyncBridge() as bridge:
-        parts = bridge.run(_build(settings, src, bank_from))
-        try:
-            yield bridge, parts
-        finally:
-            bridge.run(parts.aclose())
-            parts.bank.store.close()
-            parts.run.close()
+from memwise.umem.workspace import TrainSource, train_session
 
 
 def _grpo(name: str, *, help: str) -> Any:  # noqa: A002
@@ -199,14 +85,14 @@ def train_command(
         save_steps=save_steps,
     )
     console = Console()
-    src = _Source(key, path, run_dir, limit, seed, neighbours, top_k, floor, max_tokens)
+    src = TrainSource(key, path, run_dir, limit, seed, neighbours, top_k, floor, max_tokens)
     checkpoint = latest_checkpoint(run_dir / "grpo")
     if checkpoint is not None:
         console.print(f"resuming from {checkpoint} (model, optimizer state and bank of that step)", soft_wrap=True)
     configured = opts.settings()
     for line in model_changes(run_dir, configured):
         console.print(f"warning: {run_dir} was run with other models; recorded calls will be replayed. {line}")
-    with _session(configured, src, checkpoint) as (bridge, parts):
+    with train_session(configured, src, checkpoint) as (bridge, parts):
         parts.run.write_manifest(
             f"memwise umem train --suite {key}",
             {
@@ -264,8 +150,8 @@ def export_verl_command(
 
     opts: GlobalOptions = ctx.obj
     key = check_suite(suite)
-    src = _Source(key, path, run_dir, limit, seed, neighbours, top_k, floor, max_tokens)
-    with _session(opts.settings(), src) as (bridge, parts):
+    src = TrainSource(key, path, run_dir, limit, seed, neighbours, top_k, floor, max_tokens)
+    with train_session(opts.settings(), src) as (bridge, parts):
         with spinner(f"exporting {len(parts.trainset)} tasks"):
             written = bridge.run(export_verl(parts.trainset, parts.bank, parts.executor, out, split=split))
     typer.echo(f"wrote {len(parts.trainset)} rows to {written}")
