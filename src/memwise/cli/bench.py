@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +13,6 @@ from rich.table import Table
 
 from memwise.cli._options import DatasetFormat, DatasetPath, GlobalOptions, JsonSwitch, OutFile, progress_bar
 from memwise.cli._rundirs import open_run
-from memwise.config import Settings
 from memwise.exceptions import ConfigError
 from memwise.runs.files import write_text_atomic
 from memwise.runs.ledger import StageStats, retries_line
@@ -85,111 +83,53 @@ def qa(
     ] = None,
     top_k: Annotated[int, typer.Option(help="memories given to the answer prompt")] = 20,
     limit: Annotated[int | None, typer.Option(help="answer only the first N questions")] = None,
-    concurrency: Annotated[int, typer.Option(help="questions in flight")] = 16,
     judge: Annotated[bool, typer.Option(help="score with the LLM judge as well as F1/EM")] = True,
     out: OutFile = None,
     as_json: JsonSwitch = False,
 ) -> None:
     """Answer every question from memory; score with the LLM judge and token F1 / exact match."""
+    from memwise.facts.qa_bench import qa_items, run_qa_benchmark
+    from memwise.facts.readers import read_conversations
+
     if dataset not in ("locomo", "longmemeval"):
         raise ConfigError(f"--dataset must be locomo or longmemeval, got {dataset!r}")
     if mode not in ("turns", "facts"):
         raise ConfigError(f"--mode must be turns or facts, got {mode!r}")
     opts: GlobalOptions = ctx.obj
-    summary = asyncio.run(
-        _qa(opts.settings(), path, dataset, mode, run_dir, db, top_k, limit, concurrency, judge)
-    )
+    settings = opts.settings()
+    conversations = read_conversations(path, dataset)  # type: ignore[arg-type]
+    console = Console(stderr=True)
+    config = {"dataset": dataset, "path": path, "mode": mode, "top_k": top_k, "limit": limit, "judge": judge}
+
+    async def run() -> dict[str, object]:
+        with progress_bar(console=console) as bar:
+            ingested = bar.add_task("ingest turns", total=sum(len(c.turns()) for c in conversations))
+            answered = bar.add_task("qa", total=len(qa_items(conversations, limit)))
+            return await run_qa_benchmark(
+                conversations,
+                settings=settings,
+                run=qa_run,
+                store_path=db or run_dir / "memory.sqlite3",
+                cache_path=_cache_beside(db) if db is not None else run_dir / "embeddings.sqlite3",
+                mode=mode,  # type: ignore[arg-type]
+                top_k=top_k,
+                limit=limit,
+                use_judge=judge,
+                on_ingested=lambda n: bar.advance(ingested, n),
+                on_answered=lambda _: bar.advance(answered),
+            )
+
+    qa_run = open_run(run_dir, f"memwise bench qa --dataset {dataset}", config, settings, warn=console.print)
+    try:
+        summary = {"dataset": dataset, "path": str(path), **asyncio.run(run())}
+    finally:
+        qa_run.close()
     if as_json:
         typer.echo(json.dumps(summary, ensure_ascii=False))
     else:
         _print_qa(summary)
     _write_json(run_dir / "qa_report.json", summary)
     _write_json(out, summary)
-
-
-async def _qa(
-    settings: Settings,
-    path: Path,
-    dataset: str,
-    mode: str,
-    run_dir: Path,
-    db: Path | None,
-    top_k: int,
-    limit: int | None,
-    concurrency: int,
-    use_judge: bool,
-) -> dict[str, object]:
-    from memwise.embed.registry import build_embedder
-    from memwise.facts.ingest import ingest_many
-    from memwise.facts.memory import AsyncMemory
-    from memwise.facts.ownership import owner_of
-    from memwise.facts.qa_eval import evaluate_qa, questions_of, summarise
-    from memwise.facts.readers import read_conversations
-    from memwise.facts.report import IngestSummary
-    from memwise.llm.registry import ModelSet
-    from memwise.store.sqlite import SQLiteStore
-    from memwise.tasks.judge import LLMJudge
-
-    console = Console(stderr=True)
-    conversations = read_conversations(path, dataset)
-    command = f"memwise bench qa --dataset {dataset}"
-    config = {"dataset": dataset, "path": path, "mode": mode, "top_k": top_k, "limit": limit, "judge": use_judge}
-    run = open_run(run_dir, command, config, settings, warn=console.print)
-    try:
-        models = ModelSet(settings)
-        store = SQLiteStore(db or run_dir / "memory.sqlite3")
-        cache = _cache_beside(db) if db is not None else run_dir / "embeddings.sqlite3"
-        embedder = build_embedder(settings.embedding, cache_path=cache)
-    except BaseException:
-        run.close()
-        raise
-    policy = models.get("policy")
-    try:
-        with progress_bar(console=console) as bar:
-            task = bar.add_task("ingest turns", total=sum(len(c.turns()) for c in conversations))
-            reports = await ingest_many(
-                conversations,
-                store=store,
-                embedder=embedder,
-                user_id=owner_of,
-                mode=mode,  # type: ignore[arg-type]
-                llm=run.record(policy, "extract") if mode == "facts" else None,
-                ledger=run.ledger,
-                on_report=lambda report: bar.advance(task, report.turns),
-            )
-        ingest = IngestSummary.of(reports)
-        memory = AsyncMemory(store=store, embedder=embedder, llm=run.record(policy, "answer"), ledger=run.ledger)
-        grader = LLMJudge(run.record(models.get("judge"), "judge"), ledger=run.ledger) if use_judge else None
-        items = [(owner_of(conv), q) for conv in conversations for q in questions_of(conv)]
-        items = items[:limit] if limit is not None else items
-        with progress_bar(console=console) as bar:
-            task = bar.add_task("qa", total=len(items))
-            outcomes = await evaluate_qa(
-                items,
-                memory=memory,
-                judge=grader,
-                results_path=run_dir / "qa_results.jsonl",
-                top_k=top_k,
-                concurrency=concurrency,
-                on_done=lambda _: bar.advance(task),
-            )
-        report = summarise(outcomes).to_dict()
-        stages = {name: asdict(stats) for name, stats in run.ledger.stats().items()}
-    finally:
-        store.close()
-        await embedder.aclose()
-        await models.aclose()
-        run.close()
-    return {
-        "dataset": dataset,
-        "path": str(path),
-        "mode": mode,
-        "top_k": top_k,
-        **report,
-        "ingest": ingest.to_dict(),
-        "stages": stages,
-        "results": str(run_dir / "qa_results.jsonl"),
-    }
 
 
 def _print_qa(summary: dict[str, object]) -> None:
