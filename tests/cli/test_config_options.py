@@ -28,7 +28,6 @@ MIRRORS: dict[tuple[str, ...], list[tuple[type[Any], dict[str, str]]]] = {
                 "samples": "samples",
                 "temperature": "temperature",
                 "max_tokens": "max_tokens",
-                "concurrency": "concurrency",
                 "max_rules": "max_rules",
                 "max_words": "max_words",
                 "seed": "seed",
