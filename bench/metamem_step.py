@@ -87,8 +87,9 @@ def critical_path_limit(calls_by_step_stage: list[dict[str, int]], concurrency: 
 
 
 async def run(args: argparse.Namespace, policy_url: str, judge_url: str) -> dict[str, Any]:
+    # Calls in flight are bounded per role by the backends' max_concurrency (one setting each).
     config = TrainConfig(
-        epochs=1, batch_size=args.batch_size, samples=args.samples, concurrency=args.concurrency, max_tokens=256
+        epochs=1, batch_size=args.batch_size, samples=args.samples, max_tokens=256
     )
     policy = OpenAICompatLLM(base_url=policy_url, model=args.model, max_concurrency=args.concurrency)
     judge = OpenAICompatLLM(base_url=judge_url, model=args.judge_model, max_concurrency=args.concurrency)

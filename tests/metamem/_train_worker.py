@@ -18,7 +18,7 @@ from memwise.testing import ScriptedLLM  # noqa: E402
 
 async def main(run_path: str) -> None:
     llm = ScriptedLLM(world, latency_s=0.01)
-    config = TrainConfig(epochs=2, batch_size=4, samples=4, concurrency=4)
+    config = TrainConfig(epochs=2, batch_size=4, samples=4)
     with RunDir(run_path) as run:
         history = await MetaMemTrainer(policy=llm, run=run, config=config).compile(questions(8))
     print(json.dumps({"paid": llm.calls, "rules": history.latest.rules.to_dict()}), flush=True)

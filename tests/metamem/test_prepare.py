@@ -163,7 +163,7 @@ async def test_fragments_carry_no_evidence_ids_and_nothing_after_the_question_da
 async def test_prepared_questions_survive_a_save_and_load(tmp_path: Path, memory: AsyncMemory) -> None:
     convs = read_longmemeval(_write_longmemeval(tmp_path / "lme.json"))
     await _ingest(memory, convs)
-    questions = await prepare_questions(convs, memory=memory, top_k=TOP_K, concurrency=1)
+    questions = await prepare_questions(convs, memory=memory, top_k=TOP_K)
     assert load_questions(save_questions(tmp_path / "questions.jsonl", questions)) == questions
 
 
@@ -239,10 +239,9 @@ async def test_no_session_date_means_no_question_date(memory: AsyncMemory) -> No
     assert q.question_type == "single-hop"
 
 
-@pytest.mark.parametrize(("top_k", "concurrency"), [(0, 1), (1, 0)])
-async def test_bad_settings_are_refused(memory: AsyncMemory, top_k: int, concurrency: int) -> None:
-    with pytest.raises(ConfigError):
-        await prepare_questions([], memory=memory, top_k=top_k, concurrency=concurrency)
+async def test_bad_settings_are_refused(memory: AsyncMemory) -> None:
+    with pytest.raises(ConfigError, match="top_k"):
+        await prepare_questions([], memory=memory, top_k=0)
 
 
 async def test_memory_construction_is_concurrent_with_one_embedder(tmp_path: Path) -> None:
@@ -266,7 +265,7 @@ async def test_memory_construction_is_concurrent_with_one_embedder(tmp_path: Pat
     conv = _conversation("c1", questions)
     await _ingest(memory, [conv])
     start = time.perf_counter()
-    prepared = await prepare_questions([conv], memory=memory, concurrency=16)
+    prepared = await prepare_questions([conv], memory=memory)
     took = time.perf_counter() - start
     assert len(prepared) == 20
     assert took < 20 * 0.1 / 2  # one at a time would take 2 s

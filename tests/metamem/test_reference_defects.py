@@ -54,7 +54,7 @@ async def test_judge_calls_run_concurrently() -> None:
     judge = LLMJudge(ScriptedLLM(lambda req: "yes", latency_s=0.1))
     cases = [JudgeCase(f"q{i}?", "a", "a", "single-session-user") for i in range(20)]
     start = time.perf_counter()
-    results = await judge.score_many(cases, concurrency=16)
+    results = await judge.score_many(cases)
     assert all(r.correct for r in results)  # type: ignore[union-attr]
     assert time.perf_counter() - start < 20 * 0.1 / 3  # one at a time: 2 s
 
@@ -101,7 +101,7 @@ async def test_an_unreadable_checkpoint_is_an_error_not_an_empty_rule_set(tmp_pa
 
 async def test_progress_is_saved_once_per_step_not_after_every_sample(tmp_path: Path) -> None:
     run = RunDir(tmp_path)
-    config = TrainConfig(epochs=1, batch_size=2, samples=3, concurrency=4)
+    config = TrainConfig(epochs=1, batch_size=2, samples=3)
     trainer = MetaMemTrainer(policy=ScriptedLLM(lambda req: "Lisbon"), run=run, metric="f1", config=config)
     writes: list[int] = []
     original = trainer._save_checkpoint
@@ -123,7 +123,7 @@ async def test_questions_are_grouped_by_id_not_by_text(tmp_path: Path) -> None:
         seen.append(req)
         return "Lisbon" if (req.seed or 0) % 2 == 0 else "Porto"
 
-    config = TrainConfig(epochs=1, batch_size=2, samples=2, concurrency=4)
+    config = TrainConfig(epochs=1, batch_size=2, samples=2)
     trainer = MetaMemTrainer(policy=ScriptedLLM(policy), run=RunDir(tmp_path), metric="em", config=config)
     same_text = [MetaQuestion(f"q{i}", "Where?", "Lisbon", "single-session-user", None, ("x y",)) for i in range(2)]
     (record,) = [r for r in await _steps(trainer, same_text)]

@@ -84,7 +84,7 @@ def make_trainer() -> Iterator[MakeTrainer]:
     runs: list[RunDir] = []
 
     def make(tmp_path: Path, llm: ChatModel, **cfg: object) -> MetaMemTrainer:
-        config = TrainConfig(**{"epochs": 1, "batch_size": 4, "samples": 4, "concurrency": 8, **cfg})  # type: ignore[arg-type]
+        config = TrainConfig(**{"epochs": 1, "batch_size": 4, "samples": 4, **cfg})  # type: ignore[arg-type]
         runs.append(RunDir(tmp_path / "run"))
         return MetaMemTrainer(policy=llm, run=runs[-1], config=config)
 
@@ -200,7 +200,7 @@ async def test_pipeline_validates_every_step_and_ties_go_to_the_earlier(tmp_path
     from memwise.metamem.pipeline import load_result_rules, train_and_select
 
     qs = questions(12)
-    config = TrainConfig(epochs=1, batch_size=4, samples=2, concurrency=8)
+    config = TrainConfig(epochs=1, batch_size=4, samples=2)
     with RunDir(tmp_path / "run") as run:
         result = await train_and_select(qs[:8], qs[8:10], qs[10:], policy=ScriptedLLM(world), run=run, config=config)
         stages = run.ledger.stats()
@@ -268,7 +268,7 @@ PERSISTENT_500 = FailurePlan(first_attempts=10**6, kinds=("server_error",))
 
 async def test_retries_running_out_stop_the_step_after_every_sibling_settled(tmp_path: Path) -> None:
     # Two calls in flight: when the first runs out of retries, the other rollouts are still queued or retrying.
-    config = TrainConfig(epochs=1, batch_size=8, samples=1, concurrency=2)
+    config = TrainConfig(epochs=1, batch_size=8, samples=1)
     with FakeOpenAIServer(failures=PERSISTENT_500).in_thread() as srv:
         llm = OpenAICompatLLM(base_url=srv.base_url, model="m", max_retries=2, backoff_base_s=0.001, backoff_max_s=0.01)
         try:
@@ -300,8 +300,8 @@ def test_metamem_train_exits_with_one_clear_error_when_retries_run_out(tmp_path:
     with FakeOpenAIServer(failures=PERSISTENT_500).in_thread() as srv:
         done = subprocess.run(
             [sys.executable, "-c", "from memwise.cli import main; main()", "--base-url", srv.base_url, "--model", "m",
-             "metamem", "train", "--questions", str(qs), "--run-dir", str(tmp_path / "run"), "--epochs", "1",
-             "--batch-size", "4", "--samples", "1", "--metric", "em", "--concurrency", "8"],
+             "--concurrency", "8", "metamem", "train", "--questions", str(qs), "--run-dir", str(tmp_path / "run"),
+             "--epochs", "1", "--batch-size", "4", "--samples", "1", "--metric", "em"],
             env=env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
     assert done.returncode == 1

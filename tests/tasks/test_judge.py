@@ -298,7 +298,7 @@ async def test_twenty_judge_calls_run_concurrently() -> None:
     assert elapsed < 0.6, f"20 judge calls of 0.1 s took {elapsed:.2f} s: they ran one at a time"
 
 
-async def test_score_many_bounds_concurrency_and_keeps_failures_in_place() -> None:
+async def test_score_many_keeps_failures_in_place_and_leaves_the_bound_to_the_backend() -> None:
     in_flight = peak = 0
 
     async def handler(req: ChatRequest) -> str:
@@ -311,8 +311,8 @@ async def test_score_many_bounds_concurrency_and_keeps_failures_in_place() -> No
 
     judge = LLMJudge(ScriptedLLM(handler), max_attempts=2)
     cases = [JudgeCase(f"Q{i}?", "A", "A", question_type="generic") for i in range(12)]
-    results = await judge.score_many(cases, concurrency=4)
-    assert peak == 4
+    results = await judge.score_many(cases)
+    assert peak == 12  # no limit of its own: the judge role's backend bounds calls (max_concurrency)
     assert [isinstance(r, JudgeError) for r in results] == [i == 3 for i in range(12)]
     assert all(r.correct for r in results if isinstance(r, Judgement))
 
@@ -326,5 +326,3 @@ async def test_score_many_propagates_backend_failures() -> None:
     judge = LLMJudge(ScriptedLLM(handler))
     with pytest.raises(LLMError, match="server down"):
         await judge.score_many([JudgeCase(f"Q{i}?", "A", "A", question_type="generic") for i in range(5)])
-    with pytest.raises(ValueError, match="concurrency"):
-        await judge.score_many([], concurrency=0)

@@ -93,6 +93,3 @@ async def test_every_task_needs_an_attempt(trainset: TrainSet) -> None:
         verl_rows(trainset, {})
 
 
-async def test_bad_concurrency(tmp_path: Path, bank: InsightBank, trainset: TrainSet) -> None:
-    with pytest.raises(ConfigError, match="concurrency"):
-        await export_verl(trainset, bank, UnitsExecutor(), tmp_path / "x.parquet", concurrency=0)

@@ -71,7 +71,6 @@ async def run_main_job(
         temperature=0.7,
         max_tokens=256,
         answer_max_tokens=64,
-        concurrency=4,
         seed=0,
     )
     run = open_run(run_dir, "memwise demo", {"train": config, "metric": metric}, settings, warn=console.print)

@@ -87,7 +87,6 @@ def train(
     samples: int = config_option(TrainConfig, "samples"),
     temperature: float = config_option(TrainConfig, "temperature"),
     max_tokens: int = config_option(TrainConfig, "max_tokens"),
-    concurrency: int = config_option(TrainConfig, "concurrency"),
     metric: MetricOption = DEFAULT_METRIC,
     max_rules: int = config_option(TrainConfig, "max_rules"),
     max_words: int = config_option(TrainConfig, "max_words"),
@@ -106,7 +105,6 @@ def train(
         samples=samples,
         temperature=temperature,
         max_tokens=max_tokens,
-        concurrency=concurrency,
         seed=seed,
         max_rules=max_rules,
         max_words=max_words,
@@ -231,12 +229,11 @@ def evaluate(
     run_dir: RunDirArg = Path("runs/metamem"),
     metric: MetricOption = DEFAULT_METRIC,
     step: Annotated[int | None, typer.Option(help="a step's rules instead of the chosen ones")] = None,
-    concurrency: Annotated[int, typer.Option()] = 16,
     max_tokens: Annotated[int, typer.Option()] = 1024,
 ) -> None:
     """Accuracy on a question set with and without the learned rules, per question type."""
     opts: GlobalOptions = ctx.obj
-    asyncio.run(_evaluate(opts.settings(), load_questions(questions), run_dir, metric, step, concurrency, max_tokens))
+    asyncio.run(_evaluate(opts.settings(), load_questions(questions), run_dir, metric, step, max_tokens))
 
 
 async def _evaluate(
@@ -245,14 +242,12 @@ async def _evaluate(
     run_dir: Path,
     metric: str,
     step: int | None,
-    concurrency: int,
     max_tokens: int,
 ) -> None:
     from memwise.llm.registry import ModelSet
     from memwise.metamem.evaluate import evaluate_rules
     from memwise.metamem.pipeline import load_history, load_result_rules
     from memwise.metamem.scoring import make_scorer
-    from memwise.metamem.trainer import Gate
 
     rules = load_result_rules(run_dir) if step is None else _rules_at(load_history(run_dir), step)
     # It records eval calls: a writer, and one that should say when the models changed since training.
@@ -260,10 +255,10 @@ async def _evaluate(
         run_dir, "memwise metamem eval", {"metric": metric, "step": step}, settings, warn=Console(stderr=True).print
     )
     models = ModelSet(settings)
-    gate = asyncio.Semaphore(concurrency)
     try:
-        policy = run.record(Gate(models.get("policy"), gate), "eval")  # type: ignore[arg-type]
-        judge = run.record(Gate(models.get("judge"), gate), "eval_judge")  # type: ignore[arg-type]
+        # Calls in flight: each role's backend (max_concurrency, the global --concurrency) bounds them.
+        policy = run.record(models.get("policy"), "eval")
+        judge = run.record(models.get("judge"), "eval_judge")
         scorer = make_scorer(metric, judge, run.ledger)
         with_rules, without = await asyncio.gather(
             evaluate_rules(qs, rules, policy=policy, scorer=scorer, max_tokens=max_tokens),

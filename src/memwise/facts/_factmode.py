@@ -58,22 +58,21 @@ async def embed_all(embedder: Embedder, texts: Sequence[str]) -> Vectors:
 
 
 async def _extract(
-    llm: ChatModel, session: Session, turns: list[Turn], limiter: asyncio.Semaphore, ledger: Ledger | None
+    llm: ChatModel, session: Session, turns: list[Turn], ledger: Ledger | None
 ) -> FactCheck | str:
     """The segment's checked facts, or why there are none.
 
     Only a misbehaving model (ParseError) or backend (LLMError) turns into a fallback; anything else
     is a bug or a misconfiguration and must stop the ingest.
     """
-    async with limiter:
-        try:
-            return await extract_facts(llm, turns, session_time=session.timestamp or turns[0].timestamp, ledger=ledger)
-        except ParseError as exc:  # complete_structured counted it in the ledger already
-            return f"unparseable reply: {exc}"
-        except LLMError as exc:
-            if ledger is not None:
-                ledger.record_failure(stage=STAGE, kind="llm_error", detail=str(exc))
-            return f"model call failed: {exc}"
+    try:
+        return await extract_facts(llm, turns, session_time=session.timestamp or turns[0].timestamp, ledger=ledger)
+    except ParseError as exc:  # complete_structured counted it in the ledger already
+        return f"unparseable reply: {exc}"
+    except LLMError as exc:
+        if ledger is not None:
+            ledger.record_failure(stage=STAGE, kind="llm_error", detail=str(exc))
+        return f"model call failed: {exc}"
 
 
 def session_rows(conv: Conversation) -> list[list[int]]:
@@ -107,7 +106,6 @@ async def plan_facts(
     llm: ChatModel,
     embedder: Embedder,
     scope: Scope,
-    limiter: asyncio.Semaphore,
     ledger: Ledger | None,
     segmenting: SegmentConfig,
     report: IngestReport,
@@ -122,7 +120,7 @@ async def plan_facts(
     jobs = [(index, [all_turns[r] for r in rows], rows) for index, rows in _segments(conv, turn_vectors, segmenting)]
     report.segments = len(jobs)
     outcomes = await asyncio.gather(
-        *(_extract(llm, conv.sessions[index], turns, limiter, ledger) for index, turns, _ in jobs)
+        *(_extract(llm, conv.sessions[index], turns, ledger) for index, turns, _ in jobs)
     )
     digests = [session_digest(session) for session in conv.sessions]
 

@@ -187,7 +187,6 @@ async def _ingest(
     mode: Mode,
     llm: ChatModel | None,
     ledger: Ledger | None,
-    limiter: asyncio.Semaphore,
     segmenting: SegmentConfig,
     metadata: Mapping[str, Any] | None = None,
 ) -> IngestReport:
@@ -221,7 +220,6 @@ async def _ingest(
             llm=llm,
             embedder=embedder,
             scope=scope,
-            limiter=limiter,
             ledger=ledger,
             segmenting=segmenting,
             report=report,
@@ -248,13 +246,11 @@ async def _ingest(
     return report
 
 
-def _check(mode: Mode, llm: ChatModel | None, concurrency: int) -> None:
+def _check(mode: Mode, llm: ChatModel | None) -> None:
     if mode not in ("turns", "facts"):
         raise ConfigError(f"ingest mode must be 'turns' or 'facts', got {mode!r}")
     if mode == "facts" and llm is None:
         raise ConfigError("ingest mode 'facts' extracts facts with a model: pass llm=...")
-    if concurrency < 1:
-        raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
 
 
 async def ingest_conversation(
@@ -268,23 +264,23 @@ async def ingest_conversation(
     ledger: Ledger | None = None,
     agent_id: str | None = None,
     run_id: str | None = None,
-    concurrency: int = 8,
     segmenting: SegmentConfig | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> IngestReport:
     """Store one conversation as memory units of ``user_id``, atomically; returns what happened.
 
     ``metadata`` (already checked by the caller) is merged into every unit written.
-    ``concurrency`` bounds the extraction calls in flight. Safe to repeat: a conversation already in
-    the store with the same content (same scope and mode) is reported as ``skipped`` and costs no model
-    call; one that has gained sessions since has only those stored (and only those cost model calls).
+    Extraction calls in flight are bounded by the model backend (its role's ``max_concurrency``).
+    Safe to repeat: a conversation already in the store with the same content (same scope and mode) is
+    reported as ``skipped`` and costs no model call; one that has gained sessions since has only those
+    stored (and only those cost model calls).
 
     Example:
         >>> report = await ingest_conversation(conv, store=store, embedder=embedder, user_id="u1")  # doctest: +SKIP
         >>> (report.turns, report.units_written)  # doctest: +SKIP
         (42, 42)
     """
-    _check(mode, llm, concurrency)
+    _check(mode, llm)
     return await _ingest(
         conv,
         store=store,
@@ -293,7 +289,6 @@ async def ingest_conversation(
         mode=mode,
         llm=llm,
         ledger=ledger,
-        limiter=asyncio.Semaphore(concurrency),
         segmenting=segmenting or SegmentConfig(),
         metadata=metadata,
     )
@@ -310,7 +305,6 @@ async def ingest_many(
     ledger: Ledger | None = None,
     agent_id: str | None = None,
     run_id: str | None = None,
-    concurrency: int = 8,
     parallel: int = 4,
     segmenting: SegmentConfig | None = None,
     on_report: Callable[[IngestReport], None] | None = None,
@@ -319,14 +313,14 @@ async def ingest_many(
 
     ``convs`` is consumed lazily, so a reader's iterator holds about ``parallel`` conversations in
     memory. ``user_id`` may be a function of the conversation (LoCoMo: one user per conversation).
-    ``concurrency`` bounds extraction calls across all conversations together. The first error stops
+    The model backend bounds extraction calls across all conversations together (``max_concurrency``
+    of its role, one setting for every caller). The first error stops
     the run and is raised as itself; conversations committed before it stay, and a re-run skips them.
     ``IngestSummary.of(reports)`` totals the run.
     """
-    _check(mode, llm, concurrency)
+    _check(mode, llm)
     if parallel < 1:
         raise ConfigError(f"parallel must be >= 1, got {parallel}")
-    limiter = asyncio.Semaphore(concurrency)
     config = segmenting or SegmentConfig()
     source = enumerate(convs)
     results: dict[int, IngestReport] = {}
@@ -342,7 +336,6 @@ async def ingest_many(
                 mode=mode,
                 llm=llm,
                 ledger=ledger,
-                limiter=limiter,
                 segmenting=config,
             )
             results[index] = report

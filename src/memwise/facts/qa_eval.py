@@ -124,14 +124,16 @@ async def evaluate_qa(
     judge: LLMJudge | None,
     results_path: Path,
     top_k: int = 20,
-    concurrency: int = 16,
     on_done: Callable[[QAOutcome], None] | None = None,
 ) -> list[QAOutcome]:
-    """Answer and score ``(user_id, question)`` pairs; returns every outcome, earlier runs' included."""
+    """Answer and score ``(user_id, question)`` pairs; returns every outcome, earlier runs' included.
+
+    All questions start at once; the answering and judging backends bound the calls in flight (their
+    role's ``max_concurrency``), so one setting limits a role however many callers share it.
+    """
     results_path.parent.mkdir(parents=True, exist_ok=True)
     done = load_outcomes(results_path)
     f1_metric, em_metric = TokenF1Metric(), ExactMatchMetric()
-    gate = asyncio.Semaphore(concurrency)
     write_lock = asyncio.Lock()
     outcomes: list[QAOutcome] = [done[q.id] for _, q in items if q.id in done]
     for o in outcomes:
@@ -139,8 +141,7 @@ async def evaluate_qa(
             on_done(o)
 
     async def one(user_id: str, q: Question, out: Any) -> None:
-        async with gate:
-            outcome = await _answer_and_score(user_id, q, memory, judge, f1_metric, em_metric, top_k)
+        outcome = await _answer_and_score(user_id, q, memory, judge, f1_metric, em_metric, top_k)
         async with write_lock:
             out.write(json.dumps(asdict(outcome), ensure_ascii=False) + "\n")
             out.flush()

@@ -130,7 +130,6 @@ async def prepare_questions(
     memory: AsyncMemory,
     top_k: int = 20,
     include_adversarial: bool = False,
-    concurrency: int = 16,
     on_done: Callable[[MetaQuestion], None] | None = None,
 ) -> list[MetaQuestion]:
     """Retrieve ``top_k`` fragments for every question, scoped to its conversation's owner, in input order.
@@ -138,7 +137,7 @@ async def prepare_questions(
     ``on_done`` is called once per prepared question (for a progress bar).
 
     Raises:
-        ConfigError: bad ``top_k``/``concurrency``, or a conversation that was never ingested.
+        ConfigError: a bad ``top_k``, or a conversation that was never ingested.
         DatasetError: a repeated question id, an empty gold answer or an unknown question type.
 
     Example:
@@ -147,8 +146,6 @@ async def prepare_questions(
     """
     if top_k < 1:
         raise ConfigError(f"top_k must be >= 1, got {top_k}")
-    if concurrency < 1:
-        raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
     convs = list(conversations)
     items: list[tuple[Conversation, Question]] = []
     seen: dict[str, str] = {}
@@ -161,13 +158,12 @@ async def prepare_questions(
             seen[question.id] = conv.id
             items.append((conv, question))
     await _check_ingested(memory, [c for c in convs if selected_questions(c, include_adversarial=include_adversarial)])
-    gate = asyncio.Semaphore(concurrency)
 
     async def one(conv: Conversation, question: Question) -> MetaQuestion:
         # Only the dataset's own question date bounds retrieval: LoCoMo's stand-in (the last session) does not.
         filters = Filters(user_id=owner_of(conv), until=question_time_bound(question.question_date), time_field="ts")
-        async with gate:
-            hits = await memory.retriever.search(question.question, filters=filters, top_k=top_k)
+        # The embedding backend bounds its own calls in flight; the search itself runs in worker threads.
+        hits = await memory.retriever.search(question.question, filters=filters, top_k=top_k)
         prepared = build_meta_question(conv, question, hits)
         if on_done is not None:
             on_done(prepared)

@@ -11,15 +11,15 @@ Per step, for a batch of questions (``metamem.md``, "Training loop"):
    de-conflicted subset of the raw proposals is applied instead (and the step says so);
 5. the edits are applied, making a new version with its provenance.
 
-All model calls of all stages pass one semaphore (``concurrency``), and a question's stages start as
-soon as its own inputs are ready, so no stage waits for another question's slowest call. Every call
+The calls in flight are bounded by each model's backend (its role's ``max_concurrency``, one setting
+per role, whoever calls it), and a question's stages start as soon as its own inputs are ready, so
+no stage waits for another question's slowest call. Every call
 goes through the run ledger: a killed run, re-run, replays what was paid for, and the per-epoch
 shuffle is seeded by (seed, epoch), so a resumed run continues exactly where it stopped.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import random
@@ -69,7 +69,6 @@ class TrainConfig:
     answer_max_tokens: int | None = field(
         default=None, metadata={"help": "output tokens per answer (rollouts, evaluation); default max_tokens"}
     )
-    concurrency: int = field(default=16, metadata={"help": "model calls in flight, all stages together"})
     seed: int = field(default=0, metadata={"help": "seeds shuffles and sampling"})
     max_rules: int = field(default=30, metadata={"help": "cap on the rule count"})
     max_words: int = field(default=30, metadata={"help": "cap on words per rule"})
@@ -80,7 +79,7 @@ class TrainConfig:
         return self.answer_max_tokens or self.max_tokens
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "samples", "concurrency", "max_tokens", "max_rules", "max_words"):
+        for name in ("epochs", "batch_size", "samples", "max_tokens", "max_rules", "max_words"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.temperature <= 2.0:
@@ -132,21 +131,19 @@ class _QuestionOutcome:
     proposal_failed: bool = False
 
 
-class Gate:
-    """A chat model whose calls wait on a shared semaphore: one bound over every stage.
+class CallCounter:
+    """A chat model that reports each paid call that returned: ``on_done(stage)`` (progress per stage).
 
-    ``on_done(stage)`` is told of every paid call that returned (progress bars per stage).
+    It limits nothing: the backend bounds calls in flight (``ModelConfig.max_concurrency``).
     """
 
     def __init__(
         self,
         inner: ChatModel,
-        gate: asyncio.Semaphore,
         stage: str = "",
         on_done: Callable[[str], None] | None = None,
     ) -> None:
         self.inner = inner
-        self.gate = gate
         self.stage = stage
         self.on_done = on_done
         self.name = inner.name
@@ -158,8 +155,7 @@ class Gate:
         await self.inner.aclose()
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        async with self.gate:
-            response = await self.inner.complete(request)
+        response = await self.inner.complete(request)
         if self.on_done is not None:
             self.on_done(self.stage)
         return response
@@ -228,10 +224,9 @@ class MetaMemTrainer:
         self.config = config or TrainConfig()
         self.run = run
         self.on_step = on_step
-        gate = asyncio.Semaphore(self.config.concurrency)
-        # Every stage's calls share one gate; the ledger sits outside it, so replays never wait.
+        # The ledger sits outside the counter, so replays are not counted as paid calls.
         self.models = {
-            stage: run.record(Gate(model, gate, stage, on_call), stage)  # type: ignore[arg-type]
+            stage: run.record(CallCounter(model, stage, on_call), stage)  # type: ignore[arg-type]
             for stage, model in (
                 ("rollout", policy),
                 ("judge", judge or policy),

@@ -17,7 +17,6 @@ The verdict vocabulary is one word, ``yes`` (correct) or ``no`` (wrong).
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -214,6 +213,7 @@ class LLMJudge:
     Example:
         >>> from memwise.testing import ScriptedLLM
         >>> judge = LLMJudge(ScriptedLLM(["<think>hmm, no... wait</think>yes"]))
+        >>> import asyncio
         >>> j = asyncio.run(judge.score("Where?", "Paris", "Paris", question_type="single-hop"))
         >>> (j.correct, j.value, j.attempts)
         (True, 1.0, 1)
@@ -284,29 +284,27 @@ class LLMJudge:
             question_id=question_id,
         )
 
-    async def score_many(self, cases: Sequence[JudgeCase], *, concurrency: int = 16) -> list[Judgement | JudgeError]:
-        """Grade many responses at once, at most ``concurrency`` in flight; results in input order.
+    async def score_many(self, cases: Sequence[JudgeCase]) -> list[Judgement | JudgeError]:
+        """Grade many responses at once; results in input order.
+
+        The judge's backend bounds the calls in flight (the judge role's ``max_concurrency``).
 
         A case without a verdict yields its :class:`JudgeError` in its place, so one stubborn reply
         does not sink the batch; a backend failure cancels the rest and propagates.
         """
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-        gate = asyncio.Semaphore(concurrency)
 
         async def one(case: JudgeCase) -> Judgement | JudgeError:
-            async with gate:
-                try:
-                    return await self.score(
-                        case.question,
-                        case.gold,
-                        case.response,
-                        question_type=case.question_type,
-                        question_id=case.question_id,
-                        question_date=case.question_date,
-                        abstention=case.abstention,
-                    )
-                except JudgeError as exc:
-                    return exc
+            try:
+                return await self.score(
+                    case.question,
+                    case.gold,
+                    case.response,
+                    question_type=case.question_type,
+                    question_id=case.question_id,
+                    question_date=case.question_date,
+                    abstention=case.abstention,
+                )
+            except JudgeError as exc:
+                return exc
 
         return await gather_or_cancel(*(one(case) for case in cases))

@@ -178,9 +178,6 @@ class GRPOSettings:
     seed: int = field(default=0, metadata={"help": "Seeds trl, sampling and the task order."})
     logging_steps: int = field(default=1, metadata={"help": "trl's own logging interval (memwise logs every step)."})
     report_to: str = field(default="none", metadata={"help": "trl/transformers trackers, e.g. 'wandb'."})
-    attempt_concurrency: int = field(
-        default=32, metadata={"help": "Executor runs in flight while building a step's prompts."}
-    )
     save_model: bool = field(default=True, metadata={"help": "Save the trained model and tokenizer to <out>/final."})
     save_steps: int = field(
         default=0,
@@ -219,8 +216,6 @@ class GRPOSettings:
             raise ConfigError(f"logging_steps must be at least 1, got {self.logging_steps}")
         if self.save_steps < 0 or self.save_total_limit < 1:
             raise ConfigError("save_steps must be >= 0 and save_total_limit >= 1")
-        if self.attempt_concurrency < 1:
-            raise ConfigError(f"attempt_concurrency must be at least 1, got {self.attempt_concurrency}")
 
     @property
     def gradient_accumulation_steps(self) -> int:
@@ -355,7 +350,6 @@ class MemoryEvolution:
         scorer: rewards candidates; its bank is the bank that evolves (the paper starts it empty).
         bridge: the loop every async call runs on.
         log_path: where to append one :class:`StepRecord` per step as JSON (None: keep them in memory only).
-        attempt_concurrency: executor runs in flight while building prompts.
 
     :meth:`utility_reward` is a trl reward function: ``(prompts, completions, task_id, entry_ids, ...)``.
     """
@@ -367,7 +361,6 @@ class MemoryEvolution:
         bridge: AsyncBridge,
         *,
         log_path: str | Path | None = None,
-        attempt_concurrency: int = 32,
     ) -> None:
         missing = [task.id for task in trainset.tasks if task.id not in scorer.tasks]
         if missing:
@@ -379,13 +372,10 @@ class MemoryEvolution:
             raise ConfigError(
                 "the scorer's neighbourhoods do not cover the training set; build it with trainset.scorer()"
             )
-        if attempt_concurrency < 1:
-            raise ConfigError(f"attempt_concurrency must be at least 1, got {attempt_concurrency}")
         self.trainset = trainset
         self.scorer = scorer
         self.bridge = bridge
         self.log_path = Path(log_path) if log_path is not None else None
-        self.attempt_concurrency = attempt_concurrency
         self.records: list[StepRecord] = []
         self._batch = _PromptBatch()
         self._cost = _snapshot(scorer.cost)
@@ -421,11 +411,9 @@ class MemoryEvolution:
         return refreshed
 
     async def _attempt_all(self, task_ids: Sequence[str]) -> dict[str, Attempt]:
-        limit = asyncio.Semaphore(self.attempt_concurrency)
-
+        # The executor's model backend bounds the runs in flight (the policy role's max_concurrency).
         async def one(task_id: str) -> Attempt:
-            async with limit:
-                return await attempt(self.bank, self.scorer.executor, self.trainset.task(task_id))
+            return await attempt(self.bank, self.scorer.executor, self.trainset.task(task_id))
 
         done = await asyncio.gather(*(one(task_id) for task_id in task_ids))
         for tried in done:
@@ -725,7 +713,7 @@ def train_mem_optimizer(
     active = AsyncBridge() if bridge is None else bridge
     try:
         evolution = MemoryEvolution(
-            trainset, scorer, active, log_path=log_path, attempt_concurrency=settings.attempt_concurrency
+            trainset, scorer, active, log_path=log_path
         )
         trainer = UMEMGRPOTrainer(
             model=model,

@@ -124,20 +124,15 @@ async def export_verl(
     *,
     split: str = "train",
     data_source: str = "memwise/umem",
-    concurrency: int = 16,
 ) -> Path:
     """Attempt every task under ``bank`` and write the verl parquet file; returns its path.
 
-    Attempts do not count as bank usage (an export is not a use of the memory). ``concurrency``
-    bounds the executor runs in flight.
+    Attempts do not count as bank usage (an export is not a use of the memory). The executor's model
+    backend bounds the runs in flight (the policy role's ``max_concurrency``).
     """
-    if concurrency < 1:
-        raise ConfigError(f"export_verl: concurrency must be at least 1, got {concurrency}")
-    limit = asyncio.Semaphore(concurrency)
 
     async def one(task_id: str) -> tuple[str, Attempt]:
-        async with limit:
-            return task_id, await attempt(bank, executor, trainset.task(task_id), count_usage=False)
+        return task_id, await attempt(bank, executor, trainset.task(task_id), count_usage=False)
 
     done = await asyncio.gather(*(one(task.id) for task in trainset.tasks))
     return write_verl_parquet(verl_rows(trainset, dict(done), split=split, data_source=data_source), path)
