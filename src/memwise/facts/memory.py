@@ -840,10 +840,18 @@ class Memory:
         run_id: str | None = None,
         kinds: tuple[str, ...] = ("fact", "turn"),
         threshold: float = 0.7,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> ConsolidationReport:
         """See :meth:`AsyncMemory.consolidate`."""
         return self._run(
-            self.inner.consolidate(user_id=user_id, agent_id=agent_id, run_id=run_id, kinds=kinds, threshold=threshold)
+            self.inner.consolidate(
+                user_id=user_id,
+                agent_id=agent_id,
+                run_id=run_id,
+                kinds=kinds,
+                threshold=threshold,
+                on_progress=on_progress,
+            )
         )
 
     def delete(self, memory_id: str, *, user_id: str) -> None:
