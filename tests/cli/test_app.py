@@ -118,3 +118,11 @@ def test_reusing_a_run_dir_with_another_model_warns(tmp_path: Path) -> None:
         assert changed.exit_code == 0, changed.output
     assert "other models" in changed.output and "model=m1" in changed.output and "model=m2" in changed.output
     assert _manifest(run_dir)["latest"]["config"]["models"]["policy"]["model"] == "m2"
+
+
+def test_an_unknown_dataset_format_names_the_flag_and_the_choices(tmp_path: Path) -> None:
+    data = tiny_locomo(tmp_path)
+    result = runner.invoke(app, ["ingest", "--path", str(data), "--dataset", "locomoo", "--db", str(tmp_path / "m.db")])
+    assert result.exit_code != 0
+    assert "--dataset must be one of auto, locomo, longmemeval, jsonl, got 'locomoo'" in str(result.exception)
+    assert not (tmp_path / "m.db").exists()

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, cast
 
 import typer
 from rich.console import Console
@@ -113,6 +113,24 @@ def config_option(cls: type[Any], name: str, *param_decls: str, help: str | None
     f = config_field(cls, name)
     text = help if help is not None else str(f.metadata.get("help", ""))
     return typer.Option(config_default(cls, name), *param_decls, help=text, **kwargs)
+
+
+DATASET_FORMATS = ("auto", "locomo", "longmemeval", "jsonl")
+ERROR_MODES = ("raise", "collect")
+
+
+def dataset_format(value: str, flag: str = "--dataset") -> Literal["auto", "locomo", "longmemeval", "jsonl"]:
+    """A ``--dataset`` value checked against the readers' formats, or a ConfigError listing them."""
+    if value not in DATASET_FORMATS:
+        raise ConfigError(f"{flag} must be one of {', '.join(DATASET_FORMATS)}, got {value!r}")
+    return cast(Literal["auto", "locomo", "longmemeval", "jsonl"], value)
+
+
+def error_mode(value: str) -> Literal["raise", "collect"]:
+    """An ``--errors`` value checked, or a ConfigError naming the two modes."""
+    if value not in ERROR_MODES:
+        raise ConfigError(f"--errors must be raise or collect, got {value!r}")
+    return cast(Literal["raise", "collect"], value)
 
 
 def progress_bar(*, console: Console | None = None) -> Progress:

@@ -10,7 +10,16 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from memwise.cli._options import DatasetFormat, GlobalOptions, JsonSwitch, parse_when, progress_bar, spinner
+from memwise.cli._options import (
+    DatasetFormat,
+    GlobalOptions,
+    JsonSwitch,
+    dataset_format,
+    error_mode,
+    parse_when,
+    progress_bar,
+    spinner,
+)
 from memwise.exceptions import ConfigError
 from memwise.facts.memory import AsyncMemory, Mode, default_store_path
 from memwise.facts.ownership import owner_of
@@ -68,7 +77,7 @@ async def _ingest(
     # The input is checked (path, format, first record) before the memory is opened, so a wrong path or
     # a binary file fails with the reader's one-line error and leaves no new database behind; errors
     # reach `main`, which prints MemwiseError as one line and exits 1.
-    with iter_conversations(path, dataset, errors=errors) as stream:
+    with iter_conversations(path, dataset_format(dataset), errors=error_mode(errors)) as stream:
         mem = AsyncMemory.from_settings(opts.settings(), db or default_store_path(), mode=mode, run_dir=run_dir)
         try:
             # The reader streams, so the file's turn count is unknown up front: the total grows by each

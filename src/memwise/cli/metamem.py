@@ -19,6 +19,7 @@ from memwise.cli._options import (
     GlobalOptions,
     MetricOption,
     config_option,
+    dataset_format,
     parse_when,
     progress_bar,
     spinner,
@@ -52,7 +53,7 @@ def prepare(
     from memwise.metamem.prepare import prepare_from_conversations, selected_questions
 
     opts: GlobalOptions = ctx.obj
-    convs = read_conversations(path, dataset)[:conversations]
+    convs = read_conversations(path, dataset_format(dataset))[:conversations]
     turns = sum(len(c.turns()) for c in convs)
     wanted = sum(len(selected_questions(c, include_adversarial=False)) for c in convs)
 

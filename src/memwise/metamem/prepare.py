@@ -191,7 +191,12 @@ async def prepare_from_conversations(
         >>> questions = await prepare_from_conversations(convs, memory=memory, top_k=20)  # doctest: +SKIP
     """
     from memwise.facts.ingest import ingest_many
+    from memwise.store.sqlite import SQLiteStore
 
+    if not isinstance(memory.store, SQLiteStore):
+        raise ConfigError(
+            f"preparing from conversations ingests them, which needs a SQLite store; got {type(memory.store).__name__}"
+        )
     convs = list(conversations)
     await ingest_many(
         convs,
