@@ -4,21 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from memwise.exceptions import ConfigError
 from memwise.facts._text import day_label, mentioned_names, without_names
+from memwise.facts.entities import ENTITIES
+from memwise.facts.retrieval_eval import Item, loo_sweep
 from memwise.facts.retrieve import (
     CONTEXT_AFTER,
     CONTEXT_BEFORE,
+    SESSION,
     Candidates,
     HybridRetriever,
     RetrieverConfig,
     context_links,
     context_scores,
+    entity_weights,
     fuse,
     index_records,
     link_context,
@@ -27,9 +31,12 @@ from memwise.facts.retrieve import (
     rank,
     reciprocal_rank_fusion,
     render_turn_for_index,
+    session_scores,
     speaker_bonus,
 )
+from memwise.facts.temporal import DateRange
 from memwise.facts.types import Conversation, Session, Turn
+from memwise.facts.units import to_epoch
 from memwise.store.base import Filters, Record
 from memwise.store.sqlite import SQLiteStore
 from memwise.testing import FakeEmbedder
@@ -172,6 +179,139 @@ def test_config_rejects_nonsense() -> None:
         RetrieverConfig(candidate_k=0)
     with pytest.raises(ConfigError):
         RetrieverConfig(speaker_boost=-1)
+    with pytest.raises(ConfigError):
+        RetrieverConfig(entity_weight=-0.1)
+    with pytest.raises(ConfigError):
+        RetrieverConfig(session_top=0)
+
+
+# -- session, entity and time steps ----------------------------------------------------------------
+
+
+def _records(rows: list[tuple[str, str, str]], day: datetime = DAY) -> dict[str, Record]:
+    """(id, session, text) rows as linked turn records of one scope."""
+    out: dict[str, Record] = {}
+    for session in dict.fromkeys(row[1] for row in rows):
+        members = [
+            Record(id=i, text=text, index_text=f"[{day_label(day)}] {text}", ts=to_epoch(day), metadata={SESSION: s})
+            for i, s, text in rows
+            if s == session
+        ]
+        out.update((r.id, r) for r in link_context(members, 2))
+    return out
+
+
+def test_link_context_stores_entity_keys() -> None:
+    linked = link_context([Record(id="a", text="Ann: We flew to Paris with Door Dash money.")], 2)
+    assert {"paris", "door dash"} <= set(linked[0].metadata[ENTITIES])
+
+
+def test_session_scores_spread_evidence_beats_one_stray_match() -> None:
+    base = {"s1a": 0.6, "s1b": 0.6, "s1c": 0.6, "s2a": 1.0}
+    sessions = {"s1a": "s1", "s1b": "s1", "s1c": "s1", "s2a": "s2", "lone": None}
+    strength = session_scores(base, sessions, top=3)
+    assert strength["s1a"] == strength["s1c"] == 1.0
+    assert strength["s2a"] == pytest.approx(1.0 / 1.8)
+    assert strength["lone"] == 0.0
+    with pytest.raises(ConfigError):
+        session_scores(base, sessions, top=0)
+
+
+def test_entity_weights_favour_rare_entities() -> None:
+    weights = entity_weights({"paris": 1, "max": 40, "ghost": 0})
+    assert set(weights) == {"paris", "max"}
+    assert weights["paris"] > weights["max"]
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert entity_weights({}) == {}
+
+
+def test_rank_entity_channel_brings_in_the_unit_that_names_the_entity() -> None:
+    rows = [("hit", "s1", "Ann: I love travelling."), ("filler", "s2", "Ben: Nice."), ("paris", "s3", "Ann: Paris!")]
+    records = _records(rows)
+    dense = {"hit": 0.9, "filler": 0.1}
+    cands = Candidates(records, dense=dense, lexical={}, entities={"paris": 1.0}, linked=("paris",))
+    off = RetrieverConfig(entity_weight=0.0, session_weight=0.0, speaker_boost=0.0)
+    assert "paris" not in [h.record.id for h in rank("What about Paris?", cands, off, 10)]
+    on = [h.record.id for h in rank("What about Paris?", cands, replace(off, entity_weight=0.5), 10)]
+    assert on.index("paris") < on.index("filler")
+
+
+def test_rank_when_questions_prefer_the_turn_that_says_a_time() -> None:
+    records = _records(
+        [
+            ("fun", "s1", "Ann: I ran a race, it was fun."),
+            ("when", "s2", "Ann: I ran a race last Sunday."),
+            ("filler", "s3", "Ben: Nice."),
+        ]
+    )
+    dense = {"fun": 0.9, "when": 0.89, "filler": 0.1}
+    cands = Candidates(records, dense=dense, lexical={"fun": 2.0, "when": 1.95})
+    config = RetrieverConfig(session_weight=0.0, speaker_boost=0.0)
+    assert [h.record.id for h in rank("When did Ann run a race?", cands, config, 2)] == ["when", "fun"]
+    assert [h.record.id for h in rank("What race did Ann run?", cands, config, 2)] == ["fun", "when"]
+    no_cue = replace(config, time_cue_weight=0.0)
+    assert [h.record.id for h in rank("When did Ann run a race?", cands, no_cue, 2)] == ["fun", "when"]
+
+
+def test_rank_time_window_lifts_turns_of_that_time() -> None:
+    records = _records([("may", "s1", "Ann: I baked bread.")], DAY)
+    records |= _records([("july", "s2", "Ann: I baked a cake."), ("filler", "s3", "Ben: Nice.")], datetime(2023, 7, 12))
+    cands = Candidates(records, dense={"may": 0.9, "july": 0.85, "filler": 0.1}, lexical={})
+    config = RetrieverConfig(session_weight=0.0, speaker_boost=0.0, time_cue_weight=0.0)
+    assert [h.record.id for h in rank("What did Ann bake?", cands, config, 2)] == ["may", "july"]
+    july = replace(cands, window=DateRange(date(2023, 7, 1), date(2023, 8, 1)))
+    assert [h.record.id for h in rank("What did Ann bake in July 2023?", july, config, 2)] == ["july", "may"]
+
+
+async def test_search_places_relative_time_with_the_question_date(tmp_path: Path) -> None:
+    asked = datetime(2023, 6, 20, 12, 0)
+    sessions = []
+    for s, weeks in enumerate((6, 3, 1), start=1):
+        when = asked - timedelta(weeks=weeks)
+        said = Turn(f"D{s}:1", "Ann", "I went to the market and bought fruit.", f"session_{s}", 0, when)
+        reply = Turn(f"D{s}:2", "Ben", "That sounds lovely, well done.", f"session_{s}", 1, when)
+        sessions.append(Session(f"session_{s}", (said, reply), when))
+    records = index_records(Conversation("c1", tuple(sessions), speakers=("Ann", "Ben")), user_id="u1")
+    with SQLiteStore(tmp_path / "store.db") as store:
+        retriever = HybridRetriever(store, FakeEmbedder())
+        await retriever.index(records)
+        question = "What did I buy at the market 3 weeks ago?"
+
+        async def first(**kwargs: object) -> str:
+            hits = await retriever.search(question, top_k=3, **kwargs)  # type: ignore[arg-type]
+            return str(hits[0].record.metadata["source_ids"][0])
+
+        assert await first(filters=Filters(user_id="u1"), question_date=asked) == "D2:1"
+        # answer() bounds event times by the question date; that bound stands for the date.
+        assert await first(filters=Filters(user_id="u1", until=asked.timestamp(), time_field="ts")) == "D2:1"
+        assert await first(filters=Filters(user_id="u1"), question_date=asked + timedelta(weeks=2)) == "D3:1"
+
+
+def test_loo_sweep_scores_each_point_as_rank_does() -> None:
+    items: list[Item] = []
+    gathered: list[Candidates] = []
+    for conv in ("c1", "c2"):
+        records = _records(
+            [
+                (f"{conv}-q", "s1", "Ann: I painted last week."),
+                (f"{conv}-a", "s1", "Ben: What did you paint?"),
+                (f"{conv}-b", "s1", "Ann: A sunset over the lake."),
+                (f"{conv}-x", "s2", "Ben: I went hiking in Rome."),
+            ]
+        )
+        records = {k: replace(r, metadata={**r.metadata, "source_ids": [k]}) for k, r in records.items()}
+        cands = Candidates(records, dense={f"{conv}-q": 0.9, f"{conv}-x": 0.5}, lexical={f"{conv}-x": 3.0})
+        for question, evidence in (("When did Ann paint?", (f"{conv}-q",)), ("What did Ann paint?", (f"{conv}-b",))):
+            items.append(Item(conv, question, "1", evidence))
+            gathered.append(cands)
+    config = RetrieverConfig()
+    by_rank = [
+        len({h.record.id for h in rank(i.question, c, config, 10)} & set(i.evidence)) / len(i.evidence)
+        for i, c in zip(items, gathered, strict=True)
+    ]
+    result = loo_sweep(items, gathered, config)
+    assert result["default_in_sample_recall@10"] == pytest.approx(sum(by_rank) / len(by_rank))
+    assert len(result["folds"]) == 2
 
 
 # -- end to end ------------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ RESERVED_METADATA = frozenset(
         "edited",
         "context_before",
         "context_after",
+        "entity_keys",
         DELETED,
     }
 )

@@ -8,8 +8,9 @@ in the top 10. No LLM is called: the only model is the embedder (all-MiniLM-L6-v
 
 Baselines run in the same process over the same index (same rendered text, same vectors): cosine
 alone, bm25 alone, and plain reciprocal-rank fusion of the two. Ablations switch parts of the recipe
-off. ``--loo`` re-picks the tuned knobs (dense weight, speaker boost, context weight) on four
-conversations and scores the fifth, for each conversation in turn.
+off; the rows starting with ``+`` add one later step alone to fusion + context + speaker. ``--loo``
+re-picks the tuned knobs (:data:`GRID`: dense weight, context weight, speaker boost, session, time
+cue and entity weights) on four conversations and scores the fifth, for each conversation in turn.
 
 Ingest goes through the product path (:func:`memwise.facts.ingest.ingest_many`, mode ``turns``), so the
 figure measures what users get. Run it as ``memwise bench retrieval --dataset locomo --path FILE`` or
@@ -33,34 +34,52 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from memwise.embed.base import Embedder
 from memwise.facts.ingest import ingest_many
 from memwise.facts.ownership import owner_of
 from memwise.facts.readers import read_locomo
 from memwise.facts.retrieve import (
+    PART_WEIGHTS,
+    PARTS,
     Candidates,
     HybridRetriever,
     RetrieverConfig,
     rank,
     reciprocal_rank_fusion,
+    score_parts,
 )
 from memwise.facts.types import Conversation
-from memwise.store.base import Filters, ScoredRecord
+from memwise.store.base import Filters, Record, ScoredRecord
 from memwise.store.sqlite import SQLiteStore
 
 CATEGORIES = ("1", "2", "3", "4")
 KS = (1, 5, 10, 20)
 DEPTH = max(KS)
 BASELINE_DEPTH = 100  # how deep each channel goes before RRF
+# The knobs LOO re-picks. The first two change the pool and context scores (re-scored per value); the
+# rest only weigh parts of the final score (re-added, see retrieve.combine), so their grid is cheap.
+# time_weight is not swept: LoCoMo questions carry no date, so this file cannot tune it.
 GRID = {
-    "dense_weight": (0.3, 0.4, 0.5, 0.6),
-    "speaker_boost": (0.0, 0.1, 0.2, 0.3, 0.5, 0.75),
-    "context_weight": (0.0, 0.25, 0.5, 0.75, 1.0),
+    "dense_weight": (0.3, 0.4, 0.5),
+    "context_weight": (0.5, 0.75, 1.0),
+    "speaker_boost": (0.2, 0.35, 0.5, 0.75),
+    "session_weight": (0.0, 0.15, 0.3, 0.45),
+    "time_cue_weight": (0.0, 0.1, 0.2, 0.3),
+    "entity_weight": (0.0, 0.1, 0.2),
 }
+_RESCORED = ("dense_weight", "context_weight")
+_OFF = {"session_weight": 0.0, "entity_weight": 0.0, "time_weight": 0.0, "time_cue_weight": 0.0}
 ABLATIONS = {
-    "fusion only": {"context_weight": 0.0, "speaker_boost": 0.0},
-    "fusion + speaker": {"context_weight": 0.0},
-    "fusion + context": {"speaker_boost": 0.0},
+    "fusion only": {"context_weight": 0.0, "speaker_boost": 0.0, **_OFF},
+    "fusion + speaker": {"context_weight": 0.0, **_OFF},
+    "fusion + context": {"speaker_boost": 0.0, **_OFF},
+    "fusion + context + speaker": _OFF,
+    "+ session": {**_OFF, "session_weight": RetrieverConfig().session_weight},
+    "+ time cue": {**_OFF, "time_cue_weight": RetrieverConfig().time_cue_weight},
+    "+ entities": {**_OFF, "entity_weight": RetrieverConfig().entity_weight},
+    "+ time window": {**_OFF, "time_weight": RetrieverConfig().time_weight},
     "full recipe": {},
 }
 
@@ -76,7 +95,7 @@ class Item:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--path", default="../shared/data/locomo/locomo10_dev.json", help="LoCoMo JSON file")
     parser.add_argument("--json", default="bench/results/retrieval_locomo.json", help="where to write the results")
     parser.add_argument("--loo", action="store_true", help="also run the leave-one-conversation-out sweep")
@@ -96,7 +115,7 @@ def questions_of(conversations: Sequence[Conversation]) -> list[Item]:
 
 def turn_ids(hits: Sequence[ScoredRecord]) -> list[str]:
     """The dataset turn ids (LoCoMo ``dia_id``) of ranked hits."""
-    return [str(hit.record.metadata["source_ids"][0]) for hit in hits]
+    return [_turn_id(hit.record) for hit in hits]
 
 
 def metrics(rankings: Sequence[Sequence[str]], items: Sequence[Item]) -> dict[str, Any]:
@@ -162,49 +181,67 @@ def baselines(
 
 
 def loo_sweep(items: Sequence[Item], gathered: Sequence[Candidates], base: RetrieverConfig) -> dict[str, Any]:
-    """Pick the grid point best on four conversations, score it on the fifth; repeat for each."""
+    """Pick the grid point best on four conversations, score it on the fifth; repeat for each.
+
+    Every point's recall@10 is what :func:`~memwise.facts.retrieve.rank` would give (same pool,
+    same scores, same tie order): the pool and context scores are computed once per value of the
+    re-scored knobs (and entity channel on/off), then all weight combinations are added up at once.
+    """
     names = list(GRID)
     points = [dict(zip(names, values, strict=True)) for values in itertools.product(*GRID.values())]
     convs = list(dict.fromkeys(item.conversation for item in items))
-    # per grid point, per conversation: sum of recall@10 over its questions
-    sums: list[dict[str, float]] = []
-    for point in points:
-        config = replace(base, **point)
-        acc = dict.fromkeys(convs, 0.0)
+    sums = np.zeros((len(points), len(convs)))  # per point, per conversation: summed recall@10
+    column = {conv: j for j, conv in enumerate(convs)}
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for p, point in enumerate(points):
+        groups.setdefault((*(point[n] for n in _RESCORED), point["entity_weight"] > 0), []).append(p)
+    for rows in groups.values():
+        config = replace(base, **points[rows[0]])
+        weights = np.array([[points[p].get(w, getattr(base, w)) for w in PART_WEIGHTS.values()] for p in rows])
         for item, cands in zip(items, gathered, strict=True):
-            ranked = turn_ids(rank(item.question, cands, config, 10))
-            acc[item.conversation] += _recall(ranked, item.evidence, 10)
-        sums.append(acc)
-    counts = {conv: sum(1 for i in items if i.conversation == conv) for conv in convs}
+            parts = score_parts(item.question, cands, config)
+            if not parts.keys:
+                continue
+            matrix = np.array([parts.parts[name] for name in PARTS])  # parts x pool
+            final = np.asarray(parts.context) + weights @ matrix  # points x pool
+            top = np.argsort(-final, axis=1, kind="stable")[:, :10]
+            hit = np.array([_turn_id(cands.records[key]) in item.evidence for key in parts.keys])
+            sums[rows, column[item.conversation]] += hit[top].sum(axis=1) / len(item.evidence)
+    counts = np.array([sum(1 for i in items if i.conversation == conv) for conv in convs])
     folds = []
     held_total = 0.0
-    for held in convs:
-        train = [c for c in convs if c != held]
-        train_n = sum(counts[c] for c in train)
-        best = max(range(len(points)), key=lambda p: sum(sums[p][c] for c in train) / train_n)
-        held_total += sums[best][held]
+    for j, held in enumerate(convs):
+        train = [c for c in range(len(convs)) if c != j]
+        train_recall = sums[:, train].sum(axis=1) / counts[train].sum()
+        best = int(np.argmax(train_recall))  # the first best, in grid order
+        held_total += sums[best, j]
         folds.append(
             {
                 "held_out": held,
                 "picked": points[best],
-                "train_recall@10": round(sum(sums[best][c] for c in train) / train_n, 4),
-                "held_out_recall@10": round(sums[best][held] / counts[held], 4),
+                "train_recall@10": round(float(train_recall[best]), 4),
+                "held_out_recall@10": round(float(sums[best, j] / counts[j]), 4),
             }
         )
-    total = sum(counts.values())
-    in_sample = max(range(len(points)), key=lambda p: sum(sums[p].values()))
+    total = int(counts.sum())
+    overall = sums.sum(axis=1) / total
+    in_sample = int(np.argmax(overall))
     default = {name: getattr(base, name) for name in names}
     default_index = points.index(default) if default in points else None
     return {
         "grid": {name: list(values) for name, values in GRID.items()},
-        "loo_recall@10": round(held_total / total, 4),
+        "loo_recall@10": round(float(held_total / total), 4),
         "folds": folds,
         "in_sample_best": points[in_sample],
-        "in_sample_best_recall@10": round(sum(sums[in_sample].values()) / total, 4),
+        "in_sample_best_recall@10": round(float(overall[in_sample]), 4),
         "default_in_sample_recall@10": (
-            round(sum(sums[default_index].values()) / total, 4) if default_index is not None else None
+            round(float(overall[default_index]), 4) if default_index is not None else None
         ),
     }
+
+
+def _turn_id(record: Record) -> str:
+    return str(record.metadata["source_ids"][0])
 
 
 async def evaluate_retrieval(
@@ -248,6 +285,7 @@ async def evaluate_retrieval(
                 filters=Filters(user_id=item.conversation, kind="turn"),
                 query_vector=vec,
                 fetch_all_neighbours=True,
+                entity_channel=True,
             )
             for item, vec in zip(items, vectors, strict=True)
         ]
@@ -256,7 +294,7 @@ async def evaluate_retrieval(
             variant = replace(config, **change)
             rankings = [turn_ids(rank(i.question, c, variant, DEPTH)) for i, c in zip(items, gathered, strict=True)]
             ablations[name] = metrics(rankings, items)
-        base_rankings = baselines(store, retriever.space, items, vectors)
+        base_rankings = baselines(store, retriever.space or store.space, items, vectors)
         result: dict[str, Any] = metrics(headline, items)
         result.update(
             {
@@ -284,10 +322,10 @@ def print_report(result: dict[str, Any]) -> None:
     rows = [("hybrid (headline)", result)]
     rows += [(f"baseline: {n}", m) for n, m in result["baselines"].items()]
     rows += [(f"ablation: {n}", m) for n, m in result["ablations"].items()]
-    print(f"{'':28s}" + "".join(f"{k:>11s}" for k in keys) + "".join(f"{'cat' + c + '@10':>10s}" for c in CATEGORIES))
+    print(f"{'':38s}" + "".join(f"{k:>11s}" for k in keys) + "".join(f"{'cat' + c + '@10':>10s}" for c in CATEGORIES))
     for name, m in rows:
         cats = "".join(f"{m['by_category'].get(c, {}).get('recall@10', 0.0):>10.3f}" for c in CATEGORIES)
-        print(f"{name:28s}" + "".join(f"{m[k]:>11.3f}" for k in keys) + cats)
+        print(f"{name:38s}" + "".join(f"{m[k]:>11.3f}" for k in keys) + cats)
     print(
         f"questions {result['questions']}, ingest {result['ingest_turns_per_s']} turns/s, "
         f"query p50 {result['query_ms_p50']} ms, p95 {result['query_ms_p95']} ms"

@@ -1,4 +1,4 @@
-"""Hybrid retrieval over conversation turns: dense + BM25 fusion, context smoothing, speaker cues.
+"""Hybrid retrieval over conversation turns: dense + BM25 fusion, context, speaker, session, entity and time cues.
 
 No LLM runs at index or query time; the only model is the embedder. The recipe, and why each step:
 
@@ -9,7 +9,9 @@ No LLM runs at index or query time; the only model is the embedder. The recipe, 
    FTS5 bm25, both under the caller's filters (which the store applies as hard constraints). The
    bm25 query leaves out the names of speakers (:func:`~memwise.facts._text.without_names`): the
    index text starts with the speaker, so a name would outweigh the words that carry the content,
-   and the speaker step below already uses it.
+   and the speaker step below already uses it. Two more channels join when the question gives them
+   something: the *time channel* (the best turns by cosine inside the question's time window, see
+   step 8) and the *entity channel* (the turns that name the question's entities, step 7).
 3. **Fusion** (:func:`fuse`): min-max normalised scores, mixed with weight ``dense_weight``. Score
    fusion keeps how *much* better the top hit is, which rank fusion throws away.
 4. **Context** (:func:`context_scores`): a turn gains ``context_weight * decay**(d-1)`` times the best
@@ -19,22 +21,43 @@ No LLM runs at index or query time; the only model is the embedder. The recipe, 
    channel found them (:func:`neighbours_to_fetch`).
 5. **Speaker** (:func:`speaker_bonus`): a question naming exactly one of the speakers found among the
    candidates adds ``speaker_boost`` to that speaker's turns.
+6. **Session** (:func:`session_scores`): every turn gains ``session_weight`` times its session's
+   strength (the mean fused score of the session's ``session_top`` best turns, relative to the
+   strongest session): evidence spread over a session outweighs one stray match elsewhere.
+7. **Entities** (:mod:`memwise.facts.entities`): proper nouns, quoted titles and numbers, extracted
+   by rule at index time. A turn gains ``entity_weight`` times the share of the question's entities
+   it names, rarer entities weighing more (:func:`entity_weights`).
+8. **Time** (:mod:`memwise.facts.temporal`): a question that names a time ("in July 2023"; with a
+   question date also "3 weeks ago", "last Friday", "recently") gives a window of days; a turn gains
+   ``time_weight`` times its soft date score (1 inside, decaying outside). A question asking *when*
+   gives ``time_cue_weight`` to turns that say a time ("last Sunday"), which the answer needs.
 
-Neighbour links live in record metadata (:data:`CONTEXT_BEFORE`/:data:`CONTEXT_AFTER`, nearest
-first), written at index time by :func:`index_records`, so the retriever needs no knowledge of how
-ids are made. Records fetched through a link are checked against the filters again: a link can never
-carry a record across a scope.
+Every step after fusion adds to the score, so :func:`score_parts` computes the unweighted parts once
+and :func:`combine` weighs them: a sweep over the weights needs no re-scoring.
+
+Index-time data lives in record metadata, written by :func:`link_context` (called by
+:func:`index_records` and by ingest): neighbour links (:data:`CONTEXT_BEFORE`/:data:`CONTEXT_AFTER`,
+nearest first), so the retriever needs no knowledge of how ids are made, and entity keys
+(:data:`~memwise.facts.entities.ENTITIES`; units stored before they existed get theirs extracted at
+query time). Every channel searches under the caller's filters, and records fetched through a link
+are checked against them again: a link can never carry a record across a scope. Nothing is cached between queries.
 
 The defaults were chosen on the LoCoMo dev conversations with leave-one-conversation-out checks
-(see ``bench/retrieval_locomo.py``); the fixed parts (window 2, decay 0.5) were not tuned.
+(``memwise bench retrieval --loo``; see :mod:`memwise.facts.retrieval_eval`). Not tuned: window 2,
+decay 0.5, ``session_top`` 3, and ``time_weight`` (LoCoMo questions carry no date, and only a few
+name one; it is neutral there). Tried and left out, as they did not help on the dev file: links to
+textually similar turns of other sessions followed like neighbours (+0.004 recall@10 at best, less
+at larger weights) and a bm25 scale fixed by the query length instead of min-max (no gain).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date, datetime
 from typing import Any
 
 import numpy.typing as npt
@@ -42,8 +65,10 @@ import numpy.typing as npt
 from memwise.embed.base import Embedder
 from memwise.exceptions import ConfigError
 from memwise.facts._text import mentioned_names, without_names
+from memwise.facts.entities import ENTITIES, extract_entities
+from memwise.facts.temporal import DateRange, asks_when, says_time, time_range, time_score
 from memwise.facts.types import Conversation
-from memwise.facts.units import index_text_for_turn, turn_record
+from memwise.facts.units import from_epoch, index_text_for_turn, to_epoch, turn_record
 from memwise.store.base import ANY, Filters, Record, ScoredRecord
 from memwise.store.sqlite import SQLiteStore
 
@@ -53,6 +78,8 @@ CONTEXT_AFTER = "context_after"
 """Metadata key: ids of the following turns of the same session, nearest first."""
 SPEAKER = "speaker"
 """Metadata key: who said the turn (written by :func:`memwise.facts.units.turn_record`)."""
+SESSION = "session_id"
+"""Metadata key: the session a turn belongs to (written by :func:`memwise.facts.units.turn_record`)."""
 
 Links = tuple[tuple[str, ...], tuple[str, ...]]
 
@@ -80,7 +107,9 @@ def link_sessions(records: Sequence[Record], window: int = 2) -> list[Record]:
 
 
 def link_context(records: Sequence[Record], window: int = 2) -> list[Record]:
-    """Copies of one session's records (in order) with the ids of up to ``window`` neighbours each side."""
+    """Copies of one session's records (in order) with the ids of up to ``window`` neighbours each side,
+    and their entity keys (:func:`~memwise.facts.entities.extract_entities`), for the entity step.
+    """
     if window < 0:
         raise ConfigError(f"link_context: window must be >= 0, got {window}")
     ids = [record.id for record in records]
@@ -88,7 +117,9 @@ def link_context(records: Sequence[Record], window: int = 2) -> list[Record]:
     for i, record in enumerate(records):
         before = ids[max(0, i - window) : i][::-1]
         after = ids[i + 1 : i + 1 + window]
-        out.append(replace(record, metadata={**record.metadata, CONTEXT_BEFORE: before, CONTEXT_AFTER: after}))
+        entities = list(extract_entities(record.index_text or record.text))
+        metadata = {**record.metadata, CONTEXT_BEFORE: before, CONTEXT_AFTER: after, ENTITIES: entities}
+        out.append(replace(record, metadata=metadata))
     return out
 
 
@@ -196,6 +227,57 @@ def speaker_bonus(query: str, speakers: Mapping[str, str | None], boost: float) 
     return {key: boost for key, speaker in speakers.items() if speaker == names[0]}
 
 
+def session_scores(base: Mapping[str, float], sessions: Mapping[str, object], top: int) -> dict[str, float]:
+    """Each record's session strength in [0, 1]: the mean of its session's ``top`` best base scores,
+    over the strongest session's.
+
+    Evidence that spans a session ("How did Ann's first week at the new job go?") is spread over
+    turns that each match the question only a little; together they outweigh one stray strong turn
+    of another session. Records without a session stand alone. Missing scores count as 0, so a
+    session with one strong turn is weaker than one with three.
+
+    Example:
+        >>> session_scores({"a": 1.0, "b": 0.5, "c": 0.9}, {"a": "s1", "b": "s1", "c": "s2"}, top=2)
+        {'a': 1.0, 'b': 1.0, 'c': 0.6}
+    """
+    if top < 1:
+        raise ConfigError(f"session_scores: top must be >= 1, got {top}")
+    members: dict[object, list[float]] = {}
+    for key, session in sessions.items():
+        members.setdefault(session if session is not None else ("alone", key), []).append(base.get(key, 0.0))
+    strength = {s: sum(sorted(v, reverse=True)[:top]) / top for s, v in members.items()}
+    hi = max(strength.values(), default=0.0)
+    if hi <= 0:
+        return dict.fromkeys(sessions, 0.0)
+    return {
+        key: round(strength[session if session is not None else ("alone", key)] / hi, 12)
+        for key, session in sessions.items()
+    }
+
+
+def entity_weights(df: Mapping[str, int]) -> dict[str, float]:
+    """Weights of the question's entity keys from how many units name each: rarer weighs more, sum 1.
+
+    A key named by one unit points at it; one named by fifty (a pet's name, a home town) says little.
+    Keys no unit names are dropped.
+
+    Example:
+        >>> {k: round(v, 3) for k, v in entity_weights({"paris": 1, "max": 8, "nobody": 0}).items()}
+        {'paris': 0.755, 'max': 0.245}
+    """
+    raw = {key: 1.0 / (1.0 + math.log(n)) for key, n in df.items() if n > 0}
+    total = sum(raw.values())
+    return {key: w / total for key, w in raw.items()} if total > 0 else {}
+
+
+def unit_entities(record: Record) -> tuple[str, ...]:
+    """The record's entity keys: from its metadata (index time), else extracted now (older stores)."""
+    stored = record.metadata.get(ENTITIES)
+    if isinstance(stored, list | tuple):
+        return tuple(str(key) for key in stored)
+    return extract_entities(record.index_text or record.text)
+
+
 def reciprocal_rank_fusion(rankings: Iterable[Sequence[str]], k: float = 60.0) -> dict[str, float]:
     """Plain RRF: each ranking adds ``1 / (k + rank)`` (rank from 1). Kept as a baseline."""
     out: dict[str, float] = {}
@@ -220,15 +302,25 @@ class RetrieverConfig:
         context_window: neighbours considered on each side.
         expand_top: the best this many candidates have their unscored neighbours fetched.
         speaker_boost: added to the turns of the one speaker a query names (0 turns it off).
+        session_weight: how much a turn's session strength adds (0 turns session aggregation off).
+        session_top: the best this many turns of a session make its strength.
+        entity_weight: added to a turn for the question's entities it names (rarer ones weigh more).
+        time_weight: added, times the soft date score, when the question names a time window.
+        time_cue_weight: added to a turn that says a time when the question asks "when".
     """
 
     candidate_k: int = 100
-    dense_weight: float = 0.4
+    dense_weight: float = 0.3
     context_weight: float = 0.75
     context_decay: float = 0.5
     context_window: int = 2
     expand_top: int = 20
     speaker_boost: float = 0.5
+    session_weight: float = 0.3
+    session_top: int = 3
+    entity_weight: float = 0.1
+    time_weight: float = 0.3
+    time_cue_weight: float = 0.3
 
     def __post_init__(self) -> None:
         if self.candidate_k < 1:
@@ -237,17 +329,28 @@ class RetrieverConfig:
             raise ConfigError(f"RetrieverConfig.dense_weight must be in [0, 1], got {self.dense_weight}")
         if self.context_window < 0 or self.expand_top < 0:
             raise ConfigError("RetrieverConfig.context_window and expand_top must be >= 0")
-        if self.context_weight < 0 or self.context_decay < 0 or self.speaker_boost < 0:
+        weights = (self.context_weight, self.context_decay, self.speaker_boost, self.session_weight)
+        if min(*weights, self.entity_weight, self.time_weight, self.time_cue_weight) < 0:
             raise ConfigError("RetrieverConfig weights must be >= 0")
+        if self.session_top < 1:
+            raise ConfigError(f"RetrieverConfig.session_top must be >= 1, got {self.session_top}")
 
 
 @dataclass(frozen=True, slots=True)
 class Candidates:
-    """What the store returned for one query: records and each channel's raw scores."""
+    """What the store returned for one query: records, each channel's raw scores, and the query's cues.
+
+    ``entities`` are the question's entity keys with their weights (:func:`entity_weights`) and
+    ``linked`` the ids of the units that name them (the entity channel); ``window`` is the time
+    the question points at, if any.
+    """
 
     records: Mapping[str, Record]
     dense: Mapping[str, float]
     lexical: Mapping[str, float]
+    entities: Mapping[str, float] = field(default_factory=dict)
+    linked: tuple[str, ...] = ()
+    window: DateRange | None = None
 
 
 def base_scores(candidates: Candidates, config: RetrieverConfig) -> dict[str, float]:
@@ -257,28 +360,117 @@ def base_scores(candidates: Candidates, config: RetrieverConfig) -> dict[str, fl
     )
 
 
-def rank(query: str, candidates: Candidates, config: RetrieverConfig, top_k: int) -> list[ScoredRecord]:
-    """Steps 3-5 over gathered candidates; pure, so a parameter sweep needs no store round trips.
+PART_WEIGHTS = {
+    "speaker": "speaker_boost",
+    "session": "session_weight",
+    "entity": "entity_weight",
+    "time": "time_weight",
+    "cue": "time_cue_weight",
+}
+"""The weighted parts of the final score and the :class:`RetrieverConfig` field that weighs each."""
+PARTS = tuple(PART_WEIGHTS)
 
-    The pool is the channel candidates plus, among ``candidates.records``, the neighbours of the
-    ``expand_top`` best; records outside it are ignored even if present, so the result does not
-    depend on how many extra records the caller happened to fetch. Ties keep first-seen order.
+
+@dataclass(frozen=True, slots=True)
+class ScoreParts:
+    """The pool of one query and, per pool record (same order), the parts :func:`rank` adds up.
+
+    ``context`` is the fused score plus what the neighbours lend (steps 3-4); every other part is
+    unweighted (a 0/1 indicator or a score in [0, 1]) and enters the final score times its weight,
+    so a sweep over those weights re-adds the parts instead of re-scoring (:func:`combine`).
+    """
+
+    keys: tuple[str, ...]
+    context: tuple[float, ...]
+    parts: Mapping[str, tuple[float, ...]]
+
+
+def score_parts(query: str, candidates: Candidates, config: RetrieverConfig) -> ScoreParts:
+    """Steps 3-8 before weighting. Depends on the config's fusion, context and pool knobs, and on
+    whether ``entity_weight`` is set (the entity channel's units join the pool only then), not on
+    the other weights.
+    """
+    base = base_scores(candidates, config)
+    records = candidates.records
+    window = config.context_window
+    links = {key: context_links(records[key], window) for key in base if key in records}
+    extra = neighbours_to_fetch(base, links, config.expand_top) if window and config.context_weight else []
+    linked = candidates.linked if config.entity_weight else ()
+    pool = [key for key in dict.fromkeys((*base, *extra, *linked)) if key in records]
+    pool_links = {key: links.get(key) or context_links(records[key], window) for key in pool}
+    scores = context_scores(base, pool_links, config.context_weight, config.context_decay)
+    speaker = speaker_bonus(query, {key: _speaker(records[key]) for key in pool}, 1.0)
+    session = session_scores(base, {key: records[key].metadata.get(SESSION) for key in pool}, config.session_top)
+    wanted = candidates.entities
+    asks = asks_when(query)
+    parts: dict[str, list[float]] = {name: [] for name in PARTS}
+    for key in pool:
+        record = records[key]
+        parts["speaker"].append(speaker.get(key, 0.0))
+        parts["session"].append(session[key])
+        named = set(unit_entities(record)) if wanted else set()
+        parts["entity"].append(sum(w for e, w in wanted.items() if e in named))
+        when = from_epoch(record.ts) if record.ts is not None else None
+        parts["time"].append(time_score(when, candidates.window) if candidates.window is not None else 0.0)
+        parts["cue"].append(1.0 if asks and says_time(record.index_text or record.text) else 0.0)
+    return ScoreParts(
+        tuple(pool), tuple(scores[key] for key in pool), {name: tuple(values) for name, values in parts.items()}
+    )
+
+
+def combine(parts: ScoreParts, config: RetrieverConfig) -> list[float]:
+    """The final score of each pool record: context plus every part times its weight."""
+    weights = [(parts.parts[name], getattr(config, PART_WEIGHTS[name])) for name in PARTS]
+    return [
+        parts.context[i] + sum(weight * values[i] for values, weight in weights if weight)
+        for i in range(len(parts.keys))
+    ]
+
+
+def rank(query: str, candidates: Candidates, config: RetrieverConfig, top_k: int) -> list[ScoredRecord]:
+    """Steps 3-8 over gathered candidates; pure, so a parameter sweep needs no store round trips.
+
+    The pool is the channel candidates, the entity channel's units (``candidates.linked``) and,
+    among ``candidates.records``, the neighbours of the ``expand_top`` best; records outside it are
+    ignored even if present, so the result does not depend on how many extra records the caller
+    happened to fetch. Ties keep first-seen order.
     """
     if top_k <= 0:
         return []
-    base = base_scores(candidates, config)
-    window = config.context_window
-    links = {key: context_links(record, window) for key, record in candidates.records.items()}
-    extra = neighbours_to_fetch(base, links, config.expand_top) if window and config.context_weight else []
-    pool = [key for key in (*base, *extra) if key in candidates.records]
-    pool_links = {key: links[key] for key in pool}
-    scores = context_scores(base, pool_links, config.context_weight, config.context_decay)
-    speakers = {key: _speaker(candidates.records[key]) for key in pool}
-    bonus = speaker_bonus(query, speakers, config.speaker_boost)
-    order = {key: i for i, key in enumerate(pool)}
-    final = {key: scores[key] + bonus.get(key, 0.0) for key in pool}
-    ranked = sorted(pool, key=lambda key: (-final[key], order[key]))[:top_k]
-    return [ScoredRecord(candidates.records[key], final[key]) for key in ranked]
+    parts = score_parts(query, candidates, config)
+    final = combine(parts, config)
+    ranked = sorted(range(len(parts.keys)), key=lambda i: (-final[i], i))[:top_k]
+    return [ScoredRecord(candidates.records[parts.keys[i]], final[i]) for i in ranked]
+
+
+_MAX_QUERY_ENTITIES = 4  # each costs one full-text query; questions rarely name more
+
+
+def _implied_question_date(filters: Filters) -> datetime | None:
+    """The question time a ``ts`` upper bound stands for (memories after the question are hidden)."""
+    if filters.time_field == "ts" and filters.until is not None and math.isfinite(filters.until):
+        return from_epoch(filters.until)
+    return None
+
+
+def _within(filters: Filters, window: DateRange) -> Filters | None:
+    """``filters`` narrowed to event times in ``window`` (plus its width each side, as the score decays
+    there); None when the caller bounds another time field, which one Filters cannot combine with.
+    """
+    if filters.time_field != "ts" and (filters.since is not None or filters.until is not None):
+        return None
+    slack = window.days * 86400.0
+    start = to_epoch(datetime.combine(window.start, datetime.min.time()))
+    end = to_epoch(datetime.combine(window.end, datetime.min.time()))
+    assert start is not None and end is not None
+    since, until = start - slack, end + slack
+    if filters.since is not None:
+        since = max(since, filters.since)
+    if filters.until is not None:
+        until = min(until, filters.until)
+    if since >= until:
+        return None
+    return replace(filters, since=since, until=until, time_field="ts")
 
 
 def _speaker(record: Record) -> str | None:
@@ -328,14 +520,22 @@ class HybridRetriever:
         filters: Filters | None = None,
         query_vector: npt.ArrayLike | None = None,
         fetch_all_neighbours: bool = False,
+        question_date: datetime | date | None = None,
+        entity_channel: bool | None = None,
     ) -> Candidates:
-        """Both channels' candidates, plus the neighbours the context step will need.
+        """Both channels' candidates, the entity and time channels', and the neighbours the context
+        step will need.
 
         ``fetch_all_neighbours`` fetches the neighbours of every candidate instead of only those of
-        the best ``expand_top``, so that :func:`rank` can be re-run under other configs (sweeps).
+        the best ``expand_top``, so that :func:`rank` can be re-run under other configs (sweeps);
+        ``entity_channel`` likewise runs the entity channel even when this config gives it no weight.
+        ``question_date`` places relative time words ("3 weeks ago"); without it, a ``ts`` upper
+        bound in ``filters`` (how :meth:`~memwise.facts.memory.AsyncMemory.answer` hides the future)
+        stands for it.
         """
         filters = filters or ANY
-        k = self.config.candidate_k
+        config = self.config
+        k = config.candidate_k
 
         vec = query_vector if query_vector is not None else (await self.embedder.embed([query]))[0]
         dense_hits = await asyncio.to_thread(self.store.search_vector, vec, k, filters, space=self.space)
@@ -343,12 +543,21 @@ class HybridRetriever:
         speakers = {s for hit in dense_hits if (s := _speaker(hit.record))}
         text_query = without_names(query, mentioned_names(query, sorted(speakers)))
         text_hits = await asyncio.to_thread(self.store.search_text, text_query, k, filters)
+        window = time_range(query, question_date or _implied_question_date(filters))
+        narrowed = _within(filters, window) if window is not None and config.time_weight else None
+        if narrowed is not None:
+            # The time channel: the turns of the window that best match, whatever else ranks above them.
+            timed = await asyncio.to_thread(self.store.search_vector, vec, k, narrowed, space=self.space)
+            dense_hits = [*dense_hits, *timed]
         records: dict[str, Record] = {}
         for hit in (*dense_hits, *text_hits):
             records.setdefault(hit.record.id, hit.record)
         dense_scores = {hit.record.id: hit.score for hit in dense_hits}
         text_scores = {hit.record.id: hit.score for hit in text_hits}
-        config = self.config
+        weights: dict[str, float] = {}
+        linked: list[str] = []
+        if entity_channel or (entity_channel is None and config.entity_weight):
+            weights, linked = await self._entity_channel(text_query, filters, records)
         if config.context_window and config.context_weight:
             links = {key: context_links(record, config.context_window) for key, record in records.items()}
             base = base_scores(Candidates(records, dense_scores, text_scores), config)
@@ -358,7 +567,29 @@ class HybridRetriever:
                 fetched = await asyncio.to_thread(self.store.get_many, missing)
                 now = time.time()
                 records.update((r.id, r) for r in fetched if r.id not in records and filters.matches(r, now))
-        return Candidates(records, dense_scores, text_scores)
+        return Candidates(records, dense_scores, text_scores, weights, tuple(linked), window)
+
+    async def _entity_channel(
+        self, text_query: str, filters: Filters, records: dict[str, Record]
+    ) -> tuple[dict[str, float], list[str]]:
+        """The question's entity keys (speaker names already out), weighted by how many units of the
+        scope name each, and those units; found records are added to ``records``.
+
+        The store's full-text index finds the units that contain a key's words; their entity keys
+        (index time) decide which really name it. Counting stops at ``candidate_k`` units, which is
+        plenty to tell a rare key from a common one.
+        """
+        keys = extract_entities(text_query)[:_MAX_QUERY_ENTITIES]
+        df: dict[str, int] = {}
+        linked: list[str] = []
+        for key in keys:
+            hits = await asyncio.to_thread(self.store.search_text, key, self.config.candidate_k, filters)
+            naming = [hit.record for hit in hits if key in unit_entities(hit.record)]
+            df[key] = len(naming)
+            for record in naming:
+                records.setdefault(record.id, record)
+                linked.append(record.id)
+        return entity_weights(df), list(dict.fromkeys(linked))
 
     async def search(
         self,
@@ -367,14 +598,18 @@ class HybridRetriever:
         filters: Filters | None = None,
         top_k: int = 10,
         query_vector: npt.ArrayLike | None = None,
+        question_date: datetime | date | None = None,
     ) -> list[ScoredRecord]:
         """The ``top_k`` best records for ``query`` among those ``filters`` allow, best first.
 
-        ``query_vector`` skips embedding the query when the caller already has its vector.
+        ``query_vector`` skips embedding the query when the caller already has its vector;
+        ``question_date`` is when the question is asked, for relative time words (see :meth:`gather`).
         """
         if top_k <= 0 or not query.strip():
             return []
-        candidates = await self.gather(query, filters=filters, query_vector=query_vector)
+        candidates = await self.gather(
+            query, filters=filters, query_vector=query_vector, question_date=question_date
+        )
         return rank(query, candidates, self.config, top_k)
 
     def describe(self) -> dict[str, Any]:
