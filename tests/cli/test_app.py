@@ -9,10 +9,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from memwise import __version__
 from memwise.cli import app
+from memwise.cli.app import configure_logging
 from memwise.testing import FakeOpenAIServer
 
 runner = CliRunner()
@@ -46,7 +48,18 @@ def test_log_level_configures_memwise_logging_once(tmp_path: Path) -> None:
     assert sum(type(h).__name__ == "_MemwiseLogHandler" for h in logger.handlers) == 1
     bad = runner.invoke(app, ["--log-level", "loud", "doctor"])
     assert bad.exit_code == 2 and "--log-level" in bad.output
-    runner.invoke(app, ["--log-level", "warning", "--version"])
+    runner.invoke(app, ["--log-level", "warning", "metamem", "show", "--run-dir", str(tmp_path)])
+    assert logger.level == logging.WARNING  # back to the default for the tests that follow
+
+
+def test_log_records_reach_the_current_stderr_at_the_chosen_level(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("debug")
+    logging.getLogger("memwise.llm.example").debug("retrying after 429")
+    configure_logging("warning")
+    logging.getLogger("memwise.llm.example").info("not shown at warning")
+    err = capsys.readouterr().err
+    assert "DEBUG memwise.llm.example: retrying after 429" in err
+    assert "not shown" not in err
 
 
 def test_tour_is_a_registered_command() -> None:

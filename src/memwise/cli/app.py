@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -37,7 +37,20 @@ def _print_version(value: bool) -> None:
 
 
 class _MemwiseLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Marks the one handler the CLI installs, so configuring logging again replaces nothing twice."""
+    """The one handler the CLI installs (marked by its class, so configuring again adds no second one).
+
+    It writes to whatever ``sys.stderr`` is when a record arrives, not the stream of the moment it was
+    installed: a caller that swaps stderr (a test runner, a notebook) would otherwise leave it writing
+    to a closed stream.
+    """
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # StreamHandler assigns one in __init__ and setStream; this handler always follows sys.stderr
 
 
 def configure_logging(level: str) -> None:
@@ -52,7 +65,7 @@ def configure_logging(level: str) -> None:
     logger = logging.getLogger("memwise")
     logger.setLevel(name.upper())
     if not any(isinstance(h, _MemwiseLogHandler) for h in logger.handlers):
-        handler = _MemwiseLogHandler(sys.stderr)
+        handler = _MemwiseLogHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
 
