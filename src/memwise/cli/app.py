@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from memwise import __version__
-from memwise.cli import bench, chat, demo, doctor, memory, metamem, serve, tour, umem
+from memwise.cli import bench, chat, demo, doctor, memory, metamem, reproduce, serve, tour, umem
 from memwise.cli._options import GlobalOptions
 from memwise.exceptions import MemwiseError
 
@@ -130,6 +130,7 @@ GROUPS = (
     ("bench", bench.bench_app),
     ("metamem", metamem.metamem_app),
     ("umem", umem.umem_app),
+    ("reproduce", reproduce.reproduce_app),
     ("keys", serve.keys_app),
 )
 for _command in COMMANDS:
