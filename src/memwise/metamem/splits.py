@@ -19,6 +19,16 @@ types of the chunk by largest remainder, which also keeps each type within one o
 
 Everything keys on ``question_id``, never on the question text (the reference grouped by text, which
 merges distinct questions that happen to read the same). Pure functions; ``random.Random(seed)``.
+
+Grouping by conversation: a LoCoMo conversation carries dozens of questions about the same user. If
+one of them trains and another tests, reflections (which see gold answers) can write that user's facts
+into a rule, and the test score rises for the wrong reason. So questions that share
+``metadata["conversation_id"]`` are one group, and a group lies wholly in train, validation or test
+(:func:`group_of`). LongMemEval gives every question its own haystack, so its groups are single
+questions and the stratified deal above applies unchanged. With groups larger than one question the
+deal is by whole groups: largest first, each to the chunk with the fewest questions so far (seeded
+order among equals), and fold ``i`` validates on whole groups of chunk ``i + 1``. When the groups are
+too few for the folds asked, the split is refused with the counts rather than overlapping silently.
 """
 
 from __future__ import annotations
@@ -49,6 +59,81 @@ def _check_ids(questions: Sequence[MetaQuestion]) -> None:
         if question.question_id in seen:
             raise ConfigError(f"question_id {question.question_id!r} appears twice; splits need unique ids")
         seen.add(question.question_id)
+
+
+def group_of(question: MetaQuestion) -> str:
+    """The unit a split never cuts: the question's conversation when it names one, else the question.
+
+    Example:
+        >>> group_of(MetaQuestion("q1", "?", "a", "temporal", metadata={"conversation_id": "conv-26"}))
+        'conv-26'
+        >>> group_of(MetaQuestion("q2", "?", "a", "temporal"))
+        'q2'
+    """
+    conversation = question.metadata.get("conversation_id")
+    return str(conversation) if conversation not in (None, "") else question.question_id
+
+
+def _groups(questions: Sequence[MetaQuestion]) -> dict[str, list[str]]:
+    """Question ids per group, groups and ids in input order."""
+    groups: dict[str, list[str]] = {}
+    for question in questions:
+        groups.setdefault(group_of(question), []).append(question.question_id)
+    return groups
+
+
+def _grouped(questions: Sequence[MetaQuestion]) -> bool:
+    return any(len(ids) > 1 for ids in _groups(questions).values())
+
+
+def _deal_groups(groups: dict[str, list[str]], k: int, rng: random.Random) -> list[list[str]]:
+    """Whole groups into ``k`` chunks of near-equal question counts: largest group first, to the lightest chunk."""
+    names = sorted(groups)
+    rng.shuffle(names)
+    names.sort(key=lambda name: -len(groups[name]))  # stable: the shuffle breaks ties between equal sizes
+    chunks: list[list[str]] = [[] for _ in range(k)]
+    sizes = [0] * k
+    for name in names:
+        target = min(range(k), key=lambda i: (sizes[i], i))
+        chunks[target].append(name)
+        sizes[target] += len(groups[name])
+    return chunks
+
+
+def _take_groups(names: Sequence[str], groups: dict[str, list[str]], n: int) -> list[str]:
+    """Whole groups, in the order given, until ``n`` questions are reached (at least one group when n > 0)."""
+    taken: list[str] = []
+    count = 0
+    for name in names:
+        if count >= n:
+            break
+        taken.append(name)
+        count += len(groups[name])
+    return taken
+
+
+def _make_grouped_folds(questions: Sequence[MetaQuestion], *, k: int, n_val: int, seed: int) -> list[Fold]:
+    groups = _groups(questions)
+    if k > len(groups):
+        raise ConfigError(
+            f"k={k} folds cannot be formed from {len(groups)} conversations: a conversation's questions must "
+            f"stay in one part (train, validation or test). Use --folds {len(groups)} or fewer, or more conversations"
+        )
+    rng = random.Random(seed)
+    chunks = _deal_groups(groups, k, rng)
+    order = [q.question_id for q in questions]
+    folds: list[Fold] = []
+    for i in range(k):
+        test = {qid for name in chunks[i] for qid in groups[name]}
+        val = {qid for name in _take_groups(chunks[(i + 1) % k], groups, n_val) for qid in groups[name]}
+        train = [qid for qid in order if qid not in test and qid not in val]
+        if not train:
+            raise ConfigError(
+                f"fold {i} of {k} has no training question once whole conversations go to test and validation "
+                f"({len(groups)} conversations); use fewer folds, a smaller val_frac or more conversations"
+            )
+        folds.append(Fold(tuple(train), _in_order(val, order), _in_order(test, order)))
+    return folds
 
 
 def _by_type(questions: Sequence[MetaQuestion], rng: random.Random) -> dict[str, list[str]]:
@@ -123,12 +208,14 @@ def make_folds(questions: Sequence[MetaQuestion], *, k: int = 5, n_val: int, see
     """
     if k < 2:
         raise ConfigError(f"k must be at least 2, got {k}")
+    _check_ids(questions)
+    if _grouped(questions):
+        return _make_grouped_folds(questions, k=k, n_val=n_val, seed=seed)
     if k > len(questions):
         raise ConfigError(f"k={k} folds need at least {k} questions, got {len(questions)}")
     smallest = len(questions) // k
     if not 0 <= n_val <= smallest:
         raise ConfigError(f"n_val must be between 0 and {smallest} (the smallest test chunk), got {n_val}")
-    _check_ids(questions)
     order = [q.question_id for q in questions]
     type_of = {q.question_id: q.question_type for q in questions}
     chunks = _chunks(_by_type(questions, random.Random(seed)), k)
@@ -166,12 +253,33 @@ def split_once(questions: Sequence[MetaQuestion], *, val_frac: float, test_frac:
     n_test, n_val = round(test_frac * n), round(val_frac * n)
     if n and n_test + n_val >= n:
         raise ConfigError(f"val_frac={val_frac} and test_frac={test_frac} leave no training question of {n}")
+    if _grouped(questions):
+        return _split_once_grouped(questions, n_test=n_test, n_val=n_val, seed=seed)
     groups = _by_type(questions, random.Random(seed))
     test_shares = apportion(n_test, {name: len(ids) for name, ids in groups.items()})
     rest = {name: ids[test_shares[name] :] for name, ids in groups.items()}
     val_shares = apportion(n_val, {name: len(ids) for name, ids in rest.items()})
     test = {qid for name, ids in groups.items() for qid in ids[: test_shares[name]]}
     val = {qid for name, ids in rest.items() for qid in ids[: val_shares[name]]}
+    order = [q.question_id for q in questions]
+    train = [qid for qid in order if qid not in test and qid not in val]
+    return Fold(tuple(train), _in_order(val, order), _in_order(test, order))
+
+
+def _split_once_grouped(questions: Sequence[MetaQuestion], *, n_test: int, n_val: int, seed: int) -> Fold:
+    """One split by whole conversations: seeded order, test groups until ``n_test``, then validation until ``n_val``."""
+    groups = _groups(questions)
+    names = sorted(groups)
+    random.Random(seed).shuffle(names)
+    test_names = _take_groups(names, groups, n_test)
+    val_names = _take_groups(names[len(test_names) :], groups, n_val)
+    if len(test_names) + len(val_names) >= len(names):
+        raise ConfigError(
+            f"{len(names)} conversations leave no training conversation once whole conversations go to test "
+            f"({len(test_names)}) and validation ({len(val_names)}); use smaller fractions or more conversations"
+        )
+    test = {qid for name in test_names for qid in groups[name]}
+    val = {qid for name in val_names for qid in groups[name]}
     order = [q.question_id for q in questions]
     train = [qid for qid in order if qid not in test and qid not in val]
     return Fold(tuple(train), _in_order(val, order), _in_order(test, order))
