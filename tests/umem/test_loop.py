@@ -158,3 +158,28 @@ def test_insight_digest_names_no_memory_and_is_order_sensitive() -> None:
     assert insight_digest([]) == NO_MEMORY
     assert insight_digest(["a", "b"]) != insight_digest(["b", "a"])
     assert insight_digest(["a"]) == insight_digest(["a"])
+
+
+async def test_a_lesson_stating_the_gold_answer_earns_nothing_in_training(bank: InsightBank) -> None:
+    # Every neighbour is solved by any lesson naming "CO2", so without the screen the leak would earn
+    # the highest reward of the group (gain 1 on each neighbour).
+    word = {"word": "CO2"}
+    gas = [
+        Task(f"g{i}", "mmlu", f"Which gas do plants take in, case {i}?", "B", choices=("O2", "CO2"), metadata=word)
+        for i in range(4)
+    ]
+    ids = tuple(t.id for t in gas)
+    nb = Neighbourhoods(ids, tuple(tuple(x for x in ids if x != tid) for tid in ids))
+    executor = KeywordExecutor()
+    scorer = UtilityScorer(bank, executor, {t.id: t for t in gas}, nb, form="released")
+    leak = "<experience><value>The correct answer is CO2.</value><operation>ADD</operation></experience>"
+    letter = "<experience><value>B</value><operation>ADD</operation></experience>"
+    method = "<experience><value>Recall that CO2 feeds photosynthesis</value><operation>ADD</operation></experience>"
+    leaked, lettered, fair = await scorer.score(gas[0], [], [leak, letter, method])
+    for score in (leaked, lettered):
+        assert score.reward == 0.0 and score.utility == 0.0 and score.reason == "answer leak"
+    assert fair.reward == 2.0  # a real lesson that mentions the answer inside a sentence is still scored
+    # no executor run was spent on the leaks: 3 references + 3 runs for the fair lesson
+    assert len(executor.runs) == 6
+    assert scorer.cost.format_failures == {"answer leak": 2}
+    assert await commit_best(bank, gas[0], [], [leaked, lettered]) is None and bank.count() == 0

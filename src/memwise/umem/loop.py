@@ -34,6 +34,7 @@ from memwise.umem.optimizer import (
     OptimizerAction,
     apply_action,
     build_optimizer_messages,
+    screen_lessons,
     try_parse_optimizer_output,
 )
 from memwise.umem.refcache import NO_MEMORY, ReferenceCache, RefKey
@@ -288,9 +289,24 @@ class UtilityScorer:
             test = await self._cached(view.task, test_insights, reference=False)
         return paper_gain(reference, test) if self.form == "paper" else released_gain(reference, test)
 
+    @staticmethod
+    def screen(task: Task, parsed: OptimizerAction | str) -> OptimizerAction | str:
+        """The lesson screen online evolution applies (:func:`screen_lessons`), applied to a candidate.
+
+        A candidate whose every lesson restates the gold answer or an option (``"answer leak"``), or
+        is no sentence (``"not a lesson"``), is scored like a malformed reply: reward 0, no executor
+        run, counted by its reason in ``cost.format_failures`` (and so in the step log). Not 1 for
+        the format and 0 utility: that would pay a leak as much as a harmless, useless lesson, and
+        GRPO would have no reason to stop leaking. Lessons screened out beside good ones are
+        dropped and the rest is scored, exactly what evolution would write to the bank.
+        """
+        if isinstance(parsed, str):
+            return parsed
+        return screen_lessons(parsed, task.answer, task.choices)
+
     async def score(self, task: Task, entries: Sequence[BankEntry], completions: Sequence[str]) -> list[CandidateScore]:
         """Score a group of Mem-Optimizer outputs for ``task`` (whose prompt numbered ``entries``)."""
-        parsed = [try_parse_optimizer_output(text, len(entries)) for text in completions]
+        parsed = [self.screen(task, try_parse_optimizer_output(text, len(entries))) for text in completions]
         views = await self._views(task, self.neighbours(task)) if any(not isinstance(p, str) for p in parsed) else []
 
         async def one(action: OptimizerAction | str) -> CandidateScore:

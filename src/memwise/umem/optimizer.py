@@ -320,15 +320,29 @@ def _norm(text: str) -> str:
     return " ".join(words)
 
 
+_ANSWER_STATEMENT = re.compile(
+    r"^(?:so\s+|thus\s+|hence\s+|therefore\s+)?(?:the\s+)?(?:final\s+|correct\s+|right\s+)?"
+    r"(?:answer|option|choice|result)\s+(?:is|was|should\s+be|must\s+be)\s+"
+)
+
+
+def _stated(text: str) -> str:
+    """What a lesson of the form "the (correct) answer is X" states, normalised; else the whole lesson."""
+    norm = _norm(text)
+    return _norm(_ANSWER_STATEMENT.sub("", norm, count=1))
+
+
 def screen_lessons(action: OptimizerAction, answer: str, choices: Sequence[str] = ()) -> OptimizerAction | str:
     """Drop lessons that are no sentence, or just the task's answer or one of its options.
 
-    The prompt forbids answer leakage, but small models often "remember" the answer itself ("B", or
-    an option's text) or loop on a token ("1.1.1.1"). Such a value helps no other task and would
-    mislead the next one that shares its options, so it never enters the bank. Only exact
-    (normalised) copies of the answer or an option are caught: a lesson that mentions the answer
-    inside a sentence passes, as the screen cannot judge intent. When nothing is left the reason is
-    ``"answer leak"`` if any value was a leak, else ``"not a lesson"``.
+    The prompt forbids answer leakage, but small models often "remember" the answer itself ("B",
+    "The correct answer is (B).", or an option's text) or loop on a token ("1.1.1.1"). Such a value
+    helps no other task and would mislead the next one that shares its options, so it never enters
+    the bank. Copies of the answer or an option are caught, bare or as "the answer is X": a lesson
+    that mentions the answer inside a longer sentence passes, as the screen cannot judge intent.
+    When nothing is left the reason is ``"answer leak"`` if any value was a leak, else ``"not a
+    lesson"``. Online evolution and the training reward (:class:`~memwise.umem.loop.UtilityScorer`)
+    both call this one function, so a lesson the bank would refuse never earns a reward either.
 
     Example:
         >>> screen_lessons(OptimizerAction("ADD", None, ["B", "Check the sign of each term."]), "B", ("2x", "x"))
@@ -338,7 +352,7 @@ def screen_lessons(action: OptimizerAction, answer: str, choices: Sequence[str] 
     """
     letters = {chr(ord("a") + i) for i in range(len(choices))}
     banned = {_norm(answer), *(_norm(c) for c in choices), *letters} - {""}
-    leaks = [v for v in action.values if _norm(v) in banned]
+    leaks = [v for v in action.values if _norm(v) in banned or _stated(v) in banned]
     kept = [
         v
         for v in action.values
