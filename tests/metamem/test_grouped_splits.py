@@ -74,3 +74,11 @@ def test_two_conversations_cannot_give_a_fold_all_three_parts(locomo_questions: 
 def test_questions_without_a_conversation_are_split_one_by_one_as_before() -> None:
     qs = [MetaQuestion(f"q{i}", "?", "a", "generic", metadata={"conversation_id": f"q{i}"}) for i in range(10)]
     assert [len(f.test_ids) for f in make_folds(qs, k=5, n_val=1, seed=0)] == [2, 2, 2, 2, 2]
+
+
+def test_split_by_question_is_an_explicit_opt_out(locomo_questions: list[MetaQuestion]) -> None:
+    two = [q for q in locomo_questions if q.metadata["conversation_id"] in {"conv-26", "conv-30"}]
+    train, val, test = split_questions(two, SplitConfig(val_frac=0.2, test_frac=0.2, group_by="question"))
+    assert train and val and test
+    with pytest.raises(ConfigError, match="no training conversation"):
+        split_questions(two, SplitConfig(val_frac=0.2, test_frac=0.2))

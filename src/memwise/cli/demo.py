@@ -60,7 +60,10 @@ async def run_main_job(
         prepared = await prepare_from_conversations(wanted, memory=memory, top_k=5)
     finally:
         await memory.aclose()
-    train, val, test = split_questions(prepared, SplitConfig(val_frac=0.2, test_frac=0.2, seed=0))
+    # Two conversations cannot fill train, validation and test whole: this demo splits by question (a
+    # conversation's facts can then reach the test through the rules; `memwise reproduce metamem` does not).
+    split = SplitConfig(val_frac=0.2, test_frac=0.2, seed=0, group_by="question")
+    train, val, test = split_questions(prepared, split)
     console.print(f"{len(prepared)} questions: train {len(train)}, validation {len(val)}, test {len(test)}")
 
     console.rule(f"3. MetaMem: {len(train) // batch_size or 1} steps, {samples} samples a question, metric {metric}")

@@ -20,15 +20,16 @@ types of the chunk by largest remainder, which also keeps each type within one o
 Everything keys on ``question_id``, never on the question text (the reference grouped by text, which
 merges distinct questions that happen to read the same). Pure functions; ``random.Random(seed)``.
 
-Grouping by conversation: a LoCoMo conversation carries dozens of questions about the same user. If
-one of them trains and another tests, reflections (which see gold answers) can write that user's facts
-into a rule, and the test score rises for the wrong reason. So questions that share
+Grouping by conversation: a LoCoMo conversation carries dozens of questions about the same user. If one
+of them trains and another tests, reflections (which see gold answers) can write that user's facts into
+a rule, and the test score rises for the wrong reason. So questions that share
 ``metadata["conversation_id"]`` are one group, and a group lies wholly in train, validation or test
-(:func:`group_of`). LongMemEval gives every question its own haystack, so its groups are single
-questions and the stratified deal above applies unchanged. With groups larger than one question the
-deal is by whole groups: largest first, each to the chunk with the fewest questions so far (seeded
-order among equals), and fold ``i`` validates on whole groups of chunk ``i + 1``. When the groups are
-too few for the folds asked, the split is refused with the counts rather than overlapping silently.
+(:func:`group_of`); ``by="question"`` opts out, for a demo on too few conversations. LongMemEval gives
+every question its own haystack, so its groups are single questions and the stratified deal above
+applies unchanged. With groups larger than one question the deal is by whole groups: largest first, each
+to the chunk with the fewest questions so far (seeded order among equals), and fold ``i`` validates on
+whole groups of chunk ``i + 1``. When the groups are too few for the folds asked, the split is refused
+with the counts rather than overlapping silently.
 """
 
 from __future__ import annotations
@@ -82,8 +83,13 @@ def _groups(questions: Sequence[MetaQuestion]) -> dict[str, list[str]]:
     return groups
 
 
-def _grouped(questions: Sequence[MetaQuestion]) -> bool:
-    return any(len(ids) > 1 for ids in _groups(questions).values())
+GROUPINGS = ("conversation", "question")
+
+
+def _grouped(questions: Sequence[MetaQuestion], by: str) -> bool:
+    if by not in GROUPINGS:
+        raise ConfigError(f"splits group by one of {', '.join(GROUPINGS)}, got {by!r}")
+    return by == "conversation" and any(len(ids) > 1 for ids in _groups(questions).values())
 
 
 def _deal_groups(groups: dict[str, list[str]], k: int, rng: random.Random) -> list[list[str]]:
@@ -190,7 +196,9 @@ def _in_order(ids: Iterable[str], order: Sequence[str]) -> tuple[str, ...]:
     return tuple(qid for qid in order if qid in wanted)
 
 
-def make_folds(questions: Sequence[MetaQuestion], *, k: int = 5, n_val: int, seed: int) -> list[Fold]:
+def make_folds(
+    questions: Sequence[MetaQuestion], *, k: int = 5, n_val: int, seed: int, by: str = "conversation"
+) -> list[Fold]:
     """``k`` folds: disjoint covering test sets, disjoint validation sets, train = the rest.
 
     ``n_val`` validation questions per fold are taken from the next fold's test chunk, so it can be at
@@ -209,7 +217,7 @@ def make_folds(questions: Sequence[MetaQuestion], *, k: int = 5, n_val: int, see
     if k < 2:
         raise ConfigError(f"k must be at least 2, got {k}")
     _check_ids(questions)
-    if _grouped(questions):
+    if _grouped(questions, by):
         return _make_grouped_folds(questions, k=k, n_val=n_val, seed=seed)
     if k > len(questions):
         raise ConfigError(f"k={k} folds need at least {k} questions, got {len(questions)}")
@@ -228,7 +236,9 @@ def make_folds(questions: Sequence[MetaQuestion], *, k: int = 5, n_val: int, see
     return folds
 
 
-def split_once(questions: Sequence[MetaQuestion], *, val_frac: float, test_frac: float, seed: int) -> Fold:
+def split_once(
+    questions: Sequence[MetaQuestion], *, val_frac: float, test_frac: float, seed: int, by: str = "conversation"
+) -> Fold:
     """One stratified train / validation / test split.
 
     The test set has ``round(test_frac * n)`` questions and the validation set ``round(val_frac * n)``,
@@ -253,7 +263,7 @@ def split_once(questions: Sequence[MetaQuestion], *, val_frac: float, test_frac:
     n_test, n_val = round(test_frac * n), round(val_frac * n)
     if n and n_test + n_val >= n:
         raise ConfigError(f"val_frac={val_frac} and test_frac={test_frac} leave no training question of {n}")
-    if _grouped(questions):
+    if _grouped(questions, by):
         return _split_once_grouped(questions, n_test=n_test, n_val=n_val, seed=seed)
     groups = _by_type(questions, random.Random(seed))
     test_shares = apportion(n_test, {name: len(ids) for name, ids in groups.items()})
@@ -294,6 +304,10 @@ class SplitConfig:
     val_frac: float = field(default=0.1, metadata={"help": "share of questions held out for validation"})
     test_frac: float = field(default=0.2, metadata={"help": "share held out for testing (one split only)"})
     seed: int = field(default=0, metadata={"help": "seeds the stratified shuffle"})
+    group_by: str = field(
+        default="conversation",
+        metadata={"help": "keep each conversation in one part (conversation) or split question by question"},
+    )
 
     def __post_init__(self) -> None:
         if self.folds < 1:
@@ -320,10 +334,16 @@ def split_questions(
     if config.folds > 1:
         n_val = max(1, round(len(questions) * config.val_frac))
         chosen = make_folds(
-            questions, k=config.folds, n_val=min(n_val, len(questions) // config.folds), seed=config.seed
+            questions,
+            k=config.folds,
+            n_val=min(n_val, len(questions) // config.folds),
+            seed=config.seed,
+            by=config.group_by,
         )[config.fold]
     else:
-        chosen = split_once(questions, val_frac=config.val_frac, test_frac=config.test_frac, seed=config.seed)
+        chosen = split_once(
+            questions, val_frac=config.val_frac, test_frac=config.test_frac, seed=config.seed, by=config.group_by
+        )
     by_id = {q.question_id: q for q in questions}
     return (
         [by_id[i] for i in chosen.train_ids],
