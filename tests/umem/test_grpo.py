@@ -413,3 +413,28 @@ def test_lora_run_on_built_objects_trains_only_the_adapter(
     }
     assert after.keys() == base.keys()
     assert all(torch.equal(after[name].detach(), weight) for name, weight in base.items())
+
+
+def test_two_groups_updating_one_entry_keep_the_better_and_log_the_conflict(
+    store: SQLiteStore, trainset: TrainSet, tmp_path: Path
+) -> None:
+    # Both groups UPDATE the one entry their prompts showed, with equal rewards: the earlier group keeps
+    # it. Applied in batch order, the later UPDATE would silently have replaced the earlier one.
+    executor = UnitsExecutor()
+    bank = make_bank(store)
+    longer = GOOD_UPDATE.replace("</value>", "</value><value>Write the factor down.</value>", 1)
+    with AsyncBridge() as bridge:
+        target = bridge.run(bank.add("convert grams to kilograms", ["Pick the longest option."]))
+        evolution = MemoryEvolution(trainset, trainset.scorer(bank, executor), bridge, log_path=tmp_path / "s.jsonl")
+        rows = evolution.refresh_prompts([{"task_id": "u1"}] * 2 + [{"task_id": "u2"}] * 2)
+        assert all(r["entry_ids"] == [target.id] for r in rows)
+        rewards = evolution.utility_reward(
+            [None] * 4, [GOOD_UPDATE, BROKEN, longer, BROKEN], ["u1", "u1", "u2", "u2"], [r["entry_ids"] for r in rows]
+        )
+    assert rewards == [2.0, 0.0, 2.0, 0.0]
+    assert bank.get(target.id).values == [LESSON] and bank.count() == 1
+    (record,) = evolution.records
+    assert record.commits == 1
+    assert record.update_conflicts == [{"entry_id": target.id, "kept": "u1", "dropped": ("u2",)}]
+    logged = json.loads((tmp_path / "s.jsonl").read_text(encoding="utf-8"))
+    assert logged["update_conflicts"] == [{"entry_id": target.id, "kept": "u1", "dropped": ["u2"]}]

@@ -183,3 +183,26 @@ async def test_a_lesson_stating_the_gold_answer_earns_nothing_in_training(bank: 
     assert len(executor.runs) == 6
     assert scorer.cost.format_failures == {"answer leak": 2}
     assert await commit_best(bank, gas[0], [], [leaked, lettered]) is None and bank.count() == 0
+
+
+@pytest.mark.parametrize("order", [(0.2, 0.9), (0.9, 0.2)])
+def test_update_conflicts_keep_the_higher_reward_whatever_the_batch_order(order: tuple[float, float]) -> None:
+    from memwise.umem.bank import BankEntry
+    from memwise.umem.loop import CandidateScore, StepGroup, update_conflicts
+    from memwise.umem.optimizer import OptimizerAction
+
+    shared, other = BankEntry("e1", "k1", ["old"]), BankEntry("e2", "k2", ["old"])
+
+    def update(values: str, gain: float, target: int = 0) -> CandidateScore:
+        return CandidateScore(True, 1 + gain, OptimizerAction("UPDATE", target, [values]), gains=(gain,))
+
+    groups = [
+        StepGroup(TASKS[0], [shared], [update("first", order[0])]),
+        StepGroup(TASKS[1], [other, shared], [update("second", order[1], target=1)]),
+        StepGroup(TASKS[2], [other], [update("elsewhere", 0.1)]),  # its own entry: no conflict
+    ]
+    winners, conflicts = update_conflicts(groups)
+    keep = 0 if order[0] > order[1] else 1
+    assert [w is not None for w in winners] == [keep == 0, keep == 1, True]
+    (conflict,) = conflicts
+    assert conflict.entry_id == "e1" and conflict.kept == TASKS[keep].id and conflict.dropped == (TASKS[1 - keep].id,)

@@ -52,11 +52,14 @@ from memwise.umem.loop import (
     Attempt,
     CandidateScore,
     ExecutorCost,
+    StepGroup,
+    UpdateConflict,
     UtilityScorer,
     attempt,
-    commit_best,
+    commit_candidate,
     insight_digest,
     insights_of,
+    update_conflicts,
 )
 from memwise.umem.refcache import RefKey
 from memwise.umem.rewards import ExecResult
@@ -277,7 +280,10 @@ class StepRecord:
     Rewards are over all completions; ``utility_mean`` only over well-formed ones (None when there
     were none). ``executor_*`` count reward work (scorer cost deltas); ``prompt_executor_*`` count
     the attempts that built the step's prompts, whose success rate is the executor's accuracy on
-    the step's tasks under the bank of that moment.
+    the step's tasks under the bank of that moment. ``commit_conflicts`` counts winners whose UPDATE
+    target an earlier commit of the step evicted; ``update_conflicts`` lists entries two or more
+    winners chose to UPDATE (``entry_id``, the task ``kept``, the tasks ``dropped``): the higher
+    reward was applied, the others were not (see :func:`~memwise.umem.loop.update_conflicts`).
     """
 
     step: int
@@ -302,6 +308,7 @@ class StepRecord:
     bank_size: int
     wall_time_s: float
     step_time_s: float
+    update_conflicts: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -460,10 +467,12 @@ class MemoryEvolution:
             )
         texts = [_completion_text(c) for c in completions]
         spans = _groups([str(t) for t in task_id], entry_ids)
-        scores, commits, conflicts = self.bridge.run(self._score_and_commit(spans, task_id, entry_ids, texts))
+        scores, commits, conflicts, updates = self.bridge.run(
+            self._score_and_commit(spans, task_id, entry_ids, texts)
+        )
         self._calls += 1
         step = int(trainer_state.global_step) + 1 if trainer_state is not None else self._calls
-        record = self._record(step, len(spans), scores, commits, conflicts)
+        record = self._record(step, len(spans), scores, commits, conflicts, updates)
         if log_metric is not None:
             log_metric("umem/format_ok_rate", record.format_ok_rate)
             log_metric("umem/utility", record.utility_mean if record.utility_mean is not None else 0.0)
@@ -478,7 +487,7 @@ class MemoryEvolution:
         task_ids: Sequence[str],
         entry_ids: Sequence[Sequence[str]],
         texts: Sequence[str],
-    ) -> tuple[list[CandidateScore], int, int]:
+    ) -> tuple[list[CandidateScore], int, int, list[UpdateConflict]]:
         tasks = [self.trainset.task(str(task_ids[a])) for a, _ in spans]
         # By id, in prompt order: entry_ids[i] is the entry the prompt numbered i.
         entries = [[self.bank.get(eid) for eid in entry_ids[a]] for a, _ in spans]
@@ -488,18 +497,22 @@ class MemoryEvolution:
                 for task, group_entries, (a, b) in zip(tasks, entries, spans, strict=True)
             )
         )
+        groups = [StepGroup(t, e, g) for t, e, g in zip(tasks, entries, grouped, strict=True)]
+        winners, updates = update_conflicts(groups)
         commits = conflicts = 0
-        for task, group_entries, scores in zip(tasks, entries, grouped, strict=True):
+        for group, win in zip(groups, winners, strict=True):
+            if win is None:
+                continue
             try:
-                written = await commit_best(self.bank, task, group_entries, scores)
+                written = await commit_candidate(self.bank, group.task, group.entries, win)
             except StoreError:
                 # An earlier commit of this step may have evicted the entry this group's UPDATE targets.
-                if all(self._exists(entry) for entry in group_entries):
+                if all(self._exists(entry) for entry in group.entries):
                     raise
                 conflicts += 1
                 continue
             commits += written is not None
-        return [score for scores in grouped for score in scores], commits, conflicts
+        return [score for scores in grouped for score in scores], commits, conflicts, updates
 
     def _exists(self, entry: BankEntry) -> bool:
         try:
@@ -509,7 +522,13 @@ class MemoryEvolution:
         return True
 
     def _record(
-        self, step: int, tasks: int, scores: Sequence[CandidateScore], commits: int, conflicts: int
+        self,
+        step: int,
+        tasks: int,
+        scores: Sequence[CandidateScore],
+        commits: int,
+        conflicts: int,
+        updates: Sequence[UpdateConflict] = (),
     ) -> StepRecord:
         now = time.monotonic()
         cost = _snapshot(self.scorer.cost)
@@ -544,6 +563,7 @@ class MemoryEvolution:
             prompt_success_rate=batch.successes / batch.runs if batch.runs else None,
             commits=commits,
             commit_conflicts=conflicts,
+            update_conflicts=[asdict(c) for c in updates],
             bank_changes={k: stats[k] - old_stats[k] for k in ("added", "merged", "updated", "evicted")},
             bank_size=self.bank.count(),
             wall_time_s=round(now - self._started, 3),

@@ -46,8 +46,13 @@ __all__ = [
     "Executor",
     "ExecutorCost",
     "UtilityScorer",
+    "StepGroup",
+    "UpdateConflict",
     "attempt",
+    "best_candidate",
     "commit_best",
+    "commit_candidate",
+    "update_conflicts",
     "insight_digest",
     "insights_of",
 ]
@@ -319,6 +324,16 @@ class UtilityScorer:
         return list(await asyncio.gather(*(one(p) for p in parsed)))
 
 
+def best_candidate(scores: Sequence[CandidateScore]) -> CandidateScore | None:
+    """The group's well-formed candidate with the highest positive utility (ties: the earlier), or None."""
+    best: CandidateScore | None = None
+    for score in scores:
+        if score.format_ok and score.action is not None and score.utility > 0:
+            if best is None or score.utility > best.utility:
+                best = score
+    return best
+
+
 async def commit_best(
     bank: InsightBank, task: Task, entries: Sequence[BankEntry], scores: Sequence[CandidateScore]
 ) -> BankEntry | None:
@@ -327,11 +342,61 @@ async def commit_best(
     Ties go to the earlier candidate. ``entries`` must be the list the prompt numbered. Returns the
     written entry, or None when no candidate earned a positive gain.
     """
-    best: CandidateScore | None = None
-    for score in scores:
-        if score.format_ok and score.utility > 0 and (best is None or score.utility > best.utility):
-            best = score
-    if best is None or best.action is None:
+    best = best_candidate(scores)
+    return None if best is None else await commit_candidate(bank, task, entries, best)
+
+
+async def commit_candidate(
+    bank: InsightBank, task: Task, entries: Sequence[BankEntry], score: CandidateScore
+) -> BankEntry | None:
+    """Apply one scored candidate's action and store its utility as the entry's score."""
+    if score.action is None:
         return None
-    written = await apply_action(bank, task.key(), entries, best.action)
-    return await bank.set_score(written.id, best.utility)
+    written = await apply_action(bank, task.key(), entries, score.action)
+    return await bank.set_score(written.id, score.utility)
+
+
+@dataclass(frozen=True)
+class StepGroup:
+    """One task's group in a GRPO step: the task, the entries its prompt numbered, its scored candidates."""
+
+    task: Task
+    entries: Sequence[BankEntry]
+    scores: Sequence[CandidateScore]
+
+
+@dataclass(frozen=True)
+class UpdateConflict:
+    """Two or more groups of one step chose to UPDATE the same entry; only ``kept`` was applied."""
+
+    entry_id: str
+    kept: str
+    dropped: tuple[str, ...]
+
+
+def update_conflicts(groups: Sequence[StepGroup]) -> tuple[list[CandidateScore | None], list[UpdateConflict]]:
+    """Each group's winner, after settling UPDATEs of one entry by several groups (pure).
+
+    Every group of a step was scored against the same bank, so two winners that both UPDATE entry
+    ``e`` each replace ``e``'s lessons outright: applying both in batch order would let the later one
+    silently erase the earlier, whatever their rewards. The winner with the higher utility keeps
+    the entry (ties: the earlier group); the others are not applied and are reported as conflicts.
+    """
+    winners = [best_candidate(group.scores) for group in groups]
+    claims: dict[str, list[int]] = {}
+    for i, (group, win) in enumerate(zip(groups, winners, strict=True)):
+        if win is not None and win.action is not None and win.action.op == "UPDATE":
+            assert win.action.target is not None
+            claims.setdefault(group.entries[win.action.target].id, []).append(i)
+    conflicts: list[UpdateConflict] = []
+    for entry_id, rivals in claims.items():
+        if len(rivals) < 2:
+            continue
+        keep = max(rivals, key=lambda i: (winners[i].utility, -i))  # type: ignore[union-attr]
+        for i in rivals:
+            if i != keep:
+                winners[i] = None
+        conflicts.append(
+            UpdateConflict(entry_id, groups[keep].task.id, tuple(groups[i].task.id for i in rivals if i != keep))
+        )
+    return winners, conflicts
