@@ -31,6 +31,7 @@ from memwise.exceptions import (
     EmbeddingError,
     LLMError,
     MemwiseError,
+    NotFoundError,
     ParseError,
     StoreError,
 )
@@ -51,6 +52,7 @@ class ApiError(Exception):
 # Most specific first: the first matching class decides.
 _MAP: tuple[tuple[type[MemwiseError], int, str], ...] = (
     (MemoryNotFound, 404, "not_found"),
+    (NotFoundError, 404, "not_found"),
     (MemoryConflict, 409, "conflict"),
     (ImportConflict, 409, "conflict"),
     (ConfigError, 400, "invalid_request"),
@@ -68,6 +70,8 @@ def classify(exc: MemwiseError) -> tuple[int, str]:
     Example:
         >>> classify(ConfigError("bad"))
         (400, 'invalid_request')
+        >>> classify(NotFoundError("no such thing"))
+        (404, 'not_found')
     """
     for cls, status, code in _MAP:
         if isinstance(exc, cls):
