@@ -98,7 +98,7 @@ def test_prepare_train_show_diff_eval(tmp_path: Path) -> None:
                 "--batch-size",
                 "3",
                 "--samples",
-                "2",
+                "4",
                 "--val-frac",
                 "0.2",
                 "--test-frac",

@@ -169,8 +169,13 @@ async def test_consolidation_failure_falls_back_to_a_bounded_subset(tmp_path: Pa
     trainer = make_trainer(tmp_path, ScriptedLLM(broken_consolidator), fallback_limit=1)
     history = await trainer.compile(questions(8))
     records = trainer.step_records()
-    assert all(r.consolidation.startswith("failed") and "fallback applied 1 of 4" in r.consolidation for r in records)
-    assert len(history.latest.rules.rules) == 2  # one edit per step, not the four raw proposals
+    # Which questions are kept depends on the sampled seeds; what matters is one edit per step, not all of them.
+    assert all(r.proposals >= 2 for r in records)
+    assert all(
+        r.consolidation.startswith("failed") and f"fallback applied 1 of {r.proposals}" in r.consolidation
+        for r in records
+    )
+    assert len(history.latest.rules.rules) == 2  # one edit per step, not the raw proposals
     failures = trainer.run.ledger.failures("consolidate")
     assert len(failures) == 2 and all(f["kind"] == "parse" for f in failures)
 
@@ -311,3 +316,39 @@ def test_metamem_train_exits_with_one_clear_error_when_retries_run_out(tmp_path:
     counted = int(re.search(r"(\d+) model call\(s\) failed", errors[0]).group(1))  # type: ignore[union-attr]
     with RunDir(tmp_path / "run", lock=False) as run:  # the command gave its lock back
         assert run.ledger.count_errors() == counted >= 1
+
+
+def _rollout_seeds(llm_calls: list[ChatRequest]) -> list[int | None]:
+    return [r.seed for r in llm_calls if r.messages[-1].content.endswith("Answer briefly.")]
+
+
+async def test_a_question_seen_again_draws_fresh_samples_and_resume_keeps_the_seeds(
+    tmp_path: Path, make_trainer: MakeTrainer
+) -> None:
+    """Rules unchanged between epochs: the second pass must still sample anew, not replay the first."""
+
+    def no_edits(req: ChatRequest) -> str:
+        if req.schema_name in ("Proposal", "Consolidation"):
+            return json.dumps({"operations": []})
+        return world(req)
+
+    seen: list[ChatRequest] = []
+
+    def recording(req: ChatRequest) -> str:
+        seen.append(req)
+        return no_edits(req)
+
+    await make_trainer(tmp_path / "a", ScriptedLLM(recording), epochs=2, batch_size=4, samples=2).compile(questions(4))
+    seeds = _rollout_seeds(seen)
+    # 4 questions x 2 samples per epoch, all paid: the second epoch is not a replay of the first.
+    assert len(seeds) == 16 and len(set(seeds)) == 16
+    again: list[ChatRequest] = []
+
+    def recording_again(req: ChatRequest) -> str:
+        again.append(req)
+        return no_edits(req)
+
+    await make_trainer(tmp_path / "b", ScriptedLLM(recording_again), epochs=2, batch_size=4, samples=2).compile(
+        questions(4)
+    )
+    assert sorted(_rollout_seeds(again), key=str) == sorted(seeds, key=str)  # deterministic: a resume draws the same

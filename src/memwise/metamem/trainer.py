@@ -167,6 +167,23 @@ def stable_seed(*parts: object) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
+def rollout_seed(seed: int, *, epoch: int, step: int, question_id: str, index: int) -> int:
+    """The sampling seed of one rollout: fresh per (epoch, step), identical on resume.
+
+    A question seen again in a later epoch must draw new samples: with the old seed (no epoch, no step)
+    and rules that had not changed, the request was identical and the ledger replayed the earlier
+    answers, so a second pass over the data learned nothing new. Pure and process-independent.
+
+    Example:
+        >>> a = rollout_seed(0, epoch=0, step=1, question_id="q1", index=0)
+        >>> a == rollout_seed(0, epoch=0, step=1, question_id="q1", index=0)
+        True
+        >>> a != rollout_seed(0, epoch=1, step=3, question_id="q1", index=0)
+        True
+    """
+    return stable_seed(seed, "rollout", epoch, step, question_id, index)
+
+
 def epoch_batches(question_ids: Sequence[str], *, epoch: int, batch_size: int, seed: int) -> list[list[str]]:
     """The batches of one epoch: a shuffle seeded by (seed, epoch) alone, so resuming never changes it."""
     order = sorted(question_ids)
@@ -306,7 +323,7 @@ class MetaMemTrainer:
     ) -> tuple[ApplyResult, StepRecord]:
         """One step on one batch; returns the applied result and the step's record."""
         rule_map = {r.id: r.text for r in rules.rules}
-        outcomes = await gather_or_cancel(*(self._question(q, rule_map, step) for q in batch))
+        outcomes = await gather_or_cancel(*(self._question(q, rule_map, step, epoch) for q in batch))
         proposals = {o.question_id: o.ops for o in outcomes if o.ops}
         note, ops = await self._consolidate(rule_map, proposals, rules, step)
         result = rules.apply(ops, step=step)
@@ -334,9 +351,11 @@ class MetaMemTrainer:
 
     # -- per question: rollouts -> scores -> reflections -> proposal --------------------------
 
-    async def _question(self, q: MetaQuestion, rule_map: dict[str, str], step: int) -> _QuestionOutcome:
+    async def _question(self, q: MetaQuestion, rule_map: dict[str, str], step: int, epoch: int) -> _QuestionOutcome:
         cfg = self.config
-        rollouts = await gather_or_cancel(*(self._rollout(q, rule_map, i) for i in range(cfg.samples)))
+        rollouts = await gather_or_cancel(
+            *(self._rollout(q, rule_map, i, step=step, epoch=epoch) for i in range(cfg.samples))
+        )
         outcome = _QuestionOutcome(q.question_id, rollouts)
         if not keep_question(rollouts, cfg.samples):
             return outcome
@@ -352,14 +371,16 @@ class MetaMemTrainer:
             outcome.proposal_failed = ops is None
         return outcome
 
-    async def _rollout(self, q: MetaQuestion, rule_map: dict[str, str], index: int) -> Rollout:
+    async def _rollout(
+        self, q: MetaQuestion, rule_map: dict[str, str], index: int, *, step: int, epoch: int
+    ) -> Rollout:
         cfg = self.config
         messages = build_rollout_messages(q.question, q.memories, question_date=q.question_date, rules=rule_map)
         request = ChatRequest(
             messages=tuple(messages),
             temperature=cfg.temperature,
             max_tokens=cfg.answer_tokens,
-            seed=stable_seed(cfg.seed, q.question_id, index),
+            seed=rollout_seed(cfg.seed, epoch=epoch, step=step, question_id=q.question_id, index=index),
         )
         reply = await self.models["rollout"].complete(request)
         text = reply.text.strip()
