@@ -156,3 +156,22 @@ def test_neighbourhoods_validation(
 def test_build_rejects_mismatched_ids() -> None:
     with pytest.raises(ConfigError, match="task ids"):
         Neighbourhoods.build(["a", "b"], np.eye(3, dtype=np.float32))
+
+
+def test_near_duplicates_and_same_group_rows_are_never_neighbours() -> None:
+    from memwise.umem.neighbours import count_duplicates
+
+    v = np.array([[1.0, 0.0, 0.0], [0.99, 0.141, 0.0], [0.0, 1.0, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 1.0]])
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    # Row 1 is a near copy of row 0 (cosine 0.99); rows 2 and 4 share a group (same normalised text).
+    groups = [0, 1, 2, 3, 2]
+    plain = nearest_neighbours(v, k=2)
+    assert plain[0].tolist() == [1, 3]
+    idx = nearest_neighbours(v, k=2, near_duplicate=0.95, groups=groups)
+    assert idx[0].tolist() == [3, 2] and idx[1].tolist() == [3, 2]
+    assert 4 not in idx[2].tolist() and 2 not in idx[4].tolist()
+    assert count_duplicates(v, near_duplicate=0.95, groups=groups) == [1, 1, 1, 0, 1]
+    # a row whose every other row is a copy is left with no neighbour, padded with -1
+    assert nearest_neighbours(v[:2], k=1, near_duplicate=0.95).tolist() == [[-1], [-1]]
+    nb = Neighbourhoods.build(["a", "b"], v[:2], k=1, near_duplicate=0.95)
+    assert nb.of("a") == () and nb.of("b") == ()

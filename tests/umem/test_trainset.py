@@ -114,3 +114,38 @@ async def test_bad_arguments() -> None:
         await build_trainset([], FakeEmbedder(dim=64))
     with pytest.raises(ConfigError, match="neighbours"):
         await build_trainset(TASKS, FakeEmbedder(dim=64), neighbours=0)
+
+
+async def test_copied_tasks_never_judge_each_other() -> None:
+    from memwise.testing import FakeEmbedder
+    from memwise.umem.trainset import build_trainset
+
+    texts = [
+        "Which gas do plants absorb for photosynthesis?",
+        "which gas do plants absorb for photosynthesis",  # the same task, punctuation and case aside
+        "What is the derivative of x squared?",
+        "Which planet is known as the red planet?",
+        "Name the largest ocean on Earth.",
+    ]
+    tasks = [Task(f"t{i}", "mmlu", text, "A", text=text) for i, text in enumerate(texts)]
+    ts = await build_trainset(tasks, FakeEmbedder(dim=64), neighbours=3)
+    assert "t1" not in ts.neighbourhoods.of("t0") and "t0" not in ts.neighbourhoods.of("t1")
+    assert len(ts.neighbourhoods.of("t0")) == 3 and ts.duplicates_excluded == 1
+    assert TrainSet.from_dict(ts.to_dict()).duplicates_excluded == 1
+    # without the exclusion the copy would be t0's nearest judge
+    vectors = await FakeEmbedder(dim=64).embed([t.key() for t in tasks])
+    assert Neighbourhoods.build([t.id for t in tasks], vectors, k=3).of("t0")[0] == "t1"
+
+
+async def test_without_snm_a_memory_is_judged_on_its_own_task(tmp_path: Path) -> None:
+    tasks = [Task(f"t{i}", "demo", f"convert {i} metres to centimetres", "x") for i in range(4)]
+    ts = await build_trainset(tasks, FakeEmbedder(dim=64), neighbours=2)
+    with SQLiteStore(tmp_path / "b.db") as store:
+        bank = InsightBank(store, FakeEmbedder(dim=64), agent_id="u")
+        assert [t.id for t in ts.scorer(bank, Echo(), snm=False).neighbours(tasks[0])] == ["t0"]
+        assert len(ts.scorer(bank, Echo()).neighbours(tasks[0])) == 2
+
+
+class Echo:
+    async def run(self, task: Task, insights: Sequence[str] = ()) -> ExecutionResult:
+        return ExecutionResult(task.id, "", None, False, 1)

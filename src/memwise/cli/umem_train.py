@@ -44,6 +44,12 @@ def train_command(
         "paper"
     ),
     neighbours: Annotated[int, typer.Option(help="neighbours each memory is judged on (N)")] = 3,
+    snm: Annotated[
+        bool, typer.Option("--snm/--no-snm", help="judge on semantic neighbours; --no-snm: on the task itself")
+    ] = True,
+    near_duplicate: Annotated[
+        float, typer.Option(help="tasks closer than this cosine are copies, never neighbours")
+    ] = 0.95,
     group_size: int = _grpo("group_size", help="completions per task (G)"),
     batch_tasks: int = _grpo("batch_tasks", help="tasks per GRPO step"),
     micro_batch_size: int = _grpo("micro_batch_size", help="completions per forward/backward pass"),
@@ -85,7 +91,7 @@ def train_command(
         save_steps=save_steps,
     )
     console = Console()
-    src = TrainSource(key, path, run_dir, limit, seed, neighbours, top_k, floor, max_tokens)
+    src = TrainSource(key, path, run_dir, limit, seed, neighbours, top_k, floor, max_tokens, near_duplicate)
     checkpoint = latest_checkpoint(run_dir / "grpo")
     if checkpoint is not None:
         console.print(f"resuming from {checkpoint} (model, optimizer state and bank of that step)", soft_wrap=True)
@@ -98,20 +104,23 @@ def train_command(
             {
                 "grpo": settings,
                 "form": form,
+                "snm": snm,
                 "path": path,
                 "tasks": len(parts.trainset),
                 "models": model_identity(configured),
             },
         )
         console.print(
-            f"{key}: {len(parts.trainset)} tasks, N={neighbours}; "
+            f"{key}: {len(parts.trainset)} tasks, "
+            f"{f'N={neighbours}' if snm else 'no SNM (judged on the task itself)'}, "
+            f"{parts.trainset.duplicates_excluded} near-duplicate pairs never judge each other; "
             f"executor {parts.models.get('policy').describe()}; "
             f"training {optimizer_model}"
         )
         result = train_mem_optimizer(
             optimizer_model,
             parts.trainset,
-            parts.trainset.scorer(parts.bank, parts.executor, form=form),  # type: ignore[arg-type]
+            parts.trainset.scorer(parts.bank, parts.executor, form=form, snm=snm),  # type: ignore[arg-type]
             output_dir=run_dir / "grpo",
             settings=settings,
             bridge=bridge,

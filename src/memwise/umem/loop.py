@@ -171,6 +171,9 @@ class UtilityScorer:
         form: ``"paper"`` (reference bank vs. bank after the action) or ``"released"`` (no memory vs.
             only the candidate's values).
         cache: shared reference cache; pass one to share it between scorers.
+        snm: judge on the semantic neighbours (the paper). False is the ablation without SNM: the
+            memory is judged on the task it was written for, which the lesson screen keeps from
+            rewarding a restated answer.
     """
 
     def __init__(
@@ -182,6 +185,7 @@ class UtilityScorer:
         *,
         form: GainForm = "paper",
         cache: ReferenceCache | None = None,
+        snm: bool = True,
     ) -> None:
         if form not in ("paper", "released"):
             raise ConfigError(f"form must be 'paper' or 'released', got {form!r}")
@@ -190,11 +194,14 @@ class UtilityScorer:
         self.tasks = dict(tasks)
         self.neighbourhoods = neighbourhoods
         self.form: GainForm = form
+        self.snm = snm
         self.cache = cache if cache is not None else ReferenceCache()
         self.cost = ExecutorCost()
 
     def neighbours(self, task: Task) -> list[Task]:
-        """The neighbour tasks of ``task`` (raises KeyError naming an id the task set lacks)."""
+        """The neighbour tasks of ``task`` (raises KeyError naming an id the task set lacks); itself without SNM."""
+        if not self.snm:
+            return [task]
         ids = self.neighbourhoods.of(task.id)
         missing = [i for i in ids if i not in self.tasks]
         if missing:

@@ -22,21 +22,30 @@ import numpy.typing as npt
 
 from memwise.exceptions import ConfigError
 
-__all__ = ["Neighbourhoods", "lipschitz_bound", "nearest_neighbours"]
+__all__ = ["Neighbourhoods", "count_duplicates", "lipschitz_bound", "nearest_neighbours"]
 
 DEFAULT_BLOCK_SIZE = 1024
 
 
 def nearest_neighbours(
-    vectors: npt.ArrayLike, k: int = 3, *, block_size: int = DEFAULT_BLOCK_SIZE
+    vectors: npt.ArrayLike,
+    k: int = 3,
+    *,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    near_duplicate: float | None = None,
+    groups: Sequence[int] | None = None,
 ) -> npt.NDArray[np.int64]:
     """Return, for each row, the indices of the ``k`` most similar *other* rows by dot product.
 
-    Rows are expected to be unit-norm, so the dot product is the cosine. A row never lists itself,
-    even when another row is an exact duplicate: the duplicate is a different task and is a
-    legitimate (perfect) neighbour. Ties go to the lower index so results are reproducible across
-    runs and block sizes. ``k`` is capped at ``n - 1``. Similarities are computed ``block_size``
-    rows at a time, so memory stays O(block_size * n) rather than O(n**2) for large task sets.
+    Rows are expected to be unit-norm, so the dot product is the cosine. A row never lists itself.
+    By default a duplicate row is a legitimate (perfect) neighbour. With ``near_duplicate`` set, rows
+    whose cosine to the row is above it are excluded, and with ``groups`` (one label per row, e.g.
+    the index of its normalised text) rows of the same group are excluded: a copied task is no
+    judge, since a memory that only restates the copy's answer would earn the full reward on it.
+    A row left with fewer than ``k`` eligible rows is padded with ``-1``. Ties go to the lower index
+    so results are reproducible across runs and block sizes. ``k`` is capped at ``n - 1``.
+    Similarities are computed ``block_size`` rows at a time, so memory stays O(block_size * n)
+    rather than O(n**2) for large task sets.
 
     Example:
         >>> v = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
@@ -55,22 +64,63 @@ def nearest_neighbours(
     if not np.all(np.isfinite(v)):
         raise ConfigError("vectors contain NaN or infinite values; re-embed or drop those tasks")
     n = v.shape[0]
+    labels = None if groups is None else np.asarray(groups, dtype=np.int64)
+    if labels is not None and labels.shape != (n,):
+        raise ConfigError(f"groups must give one label per row: {n} rows, {labels.shape[0]} labels")
     k = min(k, max(n - 1, 0))
     out = np.empty((n, k), dtype=np.int64)
     if k == 0:
         return out
     for start in range(0, n, block_size):
         stop = min(start + block_size, n)
-        out[start:stop] = _top_k_block(v, start, stop, k)
+        out[start:stop] = _top_k_block(v, start, stop, k, _excluded(v, start, stop, near_duplicate, labels))
     return out
 
 
-def _top_k_block(v: npt.NDArray[np.float32], start: int, stop: int, k: int) -> npt.NDArray[np.int64]:
-    """Top-k other rows for rows ``start:stop``, ties broken by lower index."""
+def _excluded(
+    v: npt.NDArray[np.float32],
+    start: int,
+    stop: int,
+    near_duplicate: float | None,
+    labels: npt.NDArray[np.int64] | None,
+) -> npt.NDArray[np.bool_]:
+    """Which (row, other) pairs of rows ``start:stop`` are duplicates, by cosine or by group (self included)."""
+    mask = np.zeros((stop - start, v.shape[0]), dtype=bool)
+    if near_duplicate is not None:
+        mask |= (v[start:stop] @ v.T) > near_duplicate
+    if labels is not None:
+        mask |= labels[start:stop, None] == labels[None, :]
+    rows = np.arange(start, stop)
+    mask[rows - start, rows] = False  # the row itself is not a duplicate, it is just never chosen
+    return mask
+
+
+def count_duplicates(
+    vectors: npt.ArrayLike,
+    *,
+    near_duplicate: float | None = None,
+    groups: Sequence[int] | None = None,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> list[int]:
+    """For each row, how many other rows :func:`nearest_neighbours` excludes as its duplicates."""
+    v = np.asarray(vectors, dtype=np.float32)
+    labels = None if groups is None else np.asarray(groups, dtype=np.int64)
+    counts: list[int] = []
+    for start in range(0, v.shape[0], block_size):
+        stop = min(start + block_size, v.shape[0])
+        counts += _excluded(v, start, stop, near_duplicate, labels).sum(axis=1).tolist()
+    return counts
+
+
+def _top_k_block(
+    v: npt.NDArray[np.float32], start: int, stop: int, k: int, excluded: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.int64]:
+    """Top-k other rows for rows ``start:stop``, ties broken by lower index; excluded pairs give -1."""
     rows = np.arange(start, stop)
     # Negated so "smaller is better" and the self-similarity can be pushed to +inf (never chosen).
     neg = -(v[start:stop] @ v.T)
     neg[rows - start, rows] = np.inf
+    neg[excluded] = np.inf
     # argpartition is O(n) per row but picks arbitrarily among values tied at the k-th place.
     part = np.argpartition(neg, k - 1, axis=1)[:, :k]
     part_vals = np.take_along_axis(neg, part, axis=1)
@@ -83,7 +133,9 @@ def _top_k_block(v: npt.NDArray[np.float32], start: int, stop: int, k: int) -> n
         candidates = np.flatnonzero(neg[r] <= kth[r])  # ascending index
         best = np.argsort(neg[r, candidates], kind="stable")[:k]
         result[r] = candidates[best]
-    return result.astype(np.int64, copy=False)
+    result = result.astype(np.int64, copy=False)
+    result[np.take_along_axis(neg, result, axis=1) == np.inf] = -1  # self or duplicates: no neighbour
+    return result
 
 
 def lipschitz_bound(cos_q1_q2: float) -> float:
@@ -151,13 +203,15 @@ class Neighbourhoods:
         k: int = 3,
         *,
         block_size: int = DEFAULT_BLOCK_SIZE,
+        near_duplicate: float | None = None,
+        groups: Sequence[int] | None = None,
     ) -> Neighbourhoods:
-        """Compute neighbourhoods from one unit embedding row per task id."""
+        """Neighbourhoods from one unit embedding row per task id; duplicates as in :func:`nearest_neighbours`."""
         ids = tuple(task_ids)
-        idx = nearest_neighbours(vectors, k, block_size=block_size)
+        idx = nearest_neighbours(vectors, k, block_size=block_size, near_duplicate=near_duplicate, groups=groups)
         if idx.shape[0] != len(ids):
             raise ConfigError(f"got {len(ids)} task ids but {idx.shape[0]} embedding rows")
-        return cls(ids, tuple(tuple(ids[j] for j in row) for row in idx.tolist()))
+        return cls(ids, tuple(tuple(ids[j] for j in row if j >= 0) for row in idx.tolist()))
 
     def of(self, task_id: str) -> tuple[str, ...]:
         """Neighbour ids of one task; raises ``KeyError`` for an unknown id."""

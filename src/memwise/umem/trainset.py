@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ import numpy as np
 from memwise.embed.base import Embedder
 from memwise.exceptions import ConfigError, DatasetError
 from memwise.tasks.types import Task
-from memwise.umem.neighbours import Neighbourhoods
+from memwise.umem.neighbours import Neighbourhoods, count_duplicates
 
 if TYPE_CHECKING:
     from memwise.umem.bank import InsightBank
@@ -47,6 +48,8 @@ FORMAT_VERSION = 1
 """Version of the stored JSON layout; bumped when a field changes meaning."""
 
 DEFAULT_EMBED_BATCH = 256
+DEFAULT_NEAR_DUPLICATE = 0.95
+"""Cosine above which another task is taken for a reworded copy and is not a neighbour."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +106,19 @@ class TrainSet:
         neighbourhoods: neighbour ids per task, listing exactly the ids of ``tasks``.
         embedder: name of the embedder that produced the neighbourhoods, kept so a run report can
             say which geometry chose the judges.
+        neighbours: the N the neighbourhoods were built with (a task may have fewer, see below).
+        near_duplicate: the cosine above which another task counted as a copy and was not a
+            neighbour (None: only identical normalised texts were excluded).
+        duplicates_excluded: how many (task, other task) pairs were excluded as copies; a task with
+            many copies may be left with fewer than N neighbours.
     """
 
     tasks: tuple[Task, ...]
     neighbourhoods: Neighbourhoods
     embedder: str = ""
+    neighbours: int = 3
+    near_duplicate: float | None = None
+    duplicates_excluded: int = 0
     _by_id: dict[str, Task] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -150,11 +161,16 @@ class TrainSet:
         *,
         form: GainForm = "paper",
         cache: ReferenceCache | None = None,
+        snm: bool = True,
     ) -> UtilityScorer:
-        """A :class:`~memwise.umem.loop.UtilityScorer` judging this set's tasks on its neighbourhoods."""
+        """A :class:`~memwise.umem.loop.UtilityScorer` judging this set's tasks on its neighbourhoods.
+
+        ``snm=False`` is the paper's ablation without Semantic Neighbourhood Modelling: each memory is
+        judged on the task it was written for.
+        """
         from memwise.umem.loop import UtilityScorer
 
-        return UtilityScorer(bank, executor, self.task_map(), self.neighbourhoods, form=form, cache=cache)
+        return UtilityScorer(bank, executor, self.task_map(), self.neighbourhoods, form=form, cache=cache, snm=snm)
 
     # -- storage --------------------------------------------------------------------------------
 
@@ -165,7 +181,14 @@ class TrainSet:
             row = _task_to_dict(task)
             row["neighbour_ids"] = list(self.neighbourhoods.of(task.id))
             rows.append(row)
-        return {"version": FORMAT_VERSION, "embedder": self.embedder, "rows": rows}
+        return {
+            "version": FORMAT_VERSION,
+            "embedder": self.embedder,
+            "neighbours": self.neighbours,
+            "near_duplicate": self.near_duplicate,
+            "duplicates_excluded": self.duplicates_excluded,
+            "rows": rows,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainSet:
@@ -179,7 +202,15 @@ class TrainSet:
             tuple(task.id for task in tasks),
             tuple(tuple(str(i) for i in row["neighbour_ids"]) for row in rows),
         )
-        return cls(tasks, neighbourhoods, embedder=str(data.get("embedder", "")))
+        near = data.get("near_duplicate")
+        return cls(
+            tasks,
+            neighbourhoods,
+            embedder=str(data.get("embedder", "")),
+            neighbours=int(data.get("neighbours", max((len(n) for n in neighbourhoods.neighbour_ids), default=0))),
+            near_duplicate=None if near is None else float(near),
+            duplicates_excluded=int(data.get("duplicates_excluded", 0)),
+        )
 
     def save(self, path: str | Path) -> Path:
         """Write the training set as JSON (UTF-8); returns the path."""
@@ -209,12 +240,17 @@ async def build_trainset(
     *,
     neighbours: int = 3,
     batch_size: int = DEFAULT_EMBED_BATCH,
+    near_duplicate: float | None = DEFAULT_NEAR_DUPLICATE,
 ) -> TrainSet:
     """Embed every task key once and find each task's ``neighbours`` nearest other tasks (paper: N=3).
 
     Keys (``Task.key()``) are what the insight bank embeds too, so neighbourhoods live in the same
     geometry as retrieval, which is what makes neighbours good judges. ``batch_size`` bounds one
-    embedding request.
+    embedding request. Copies of a task are never its judges: tasks whose normalised key text is
+    the same, or whose cosine is above ``near_duplicate`` (None: exact copies only), are excluded,
+    and the pairs excluded are counted in ``duplicates_excluded``. Training sets scraped from the
+    web hold such copies, and a lesson that restates a copy's answer would otherwise earn full
+    utility on it.
     """
     if not tasks:
         raise ConfigError("build_trainset: no tasks given")
@@ -222,9 +258,31 @@ async def build_trainset(
         raise ConfigError(f"build_trainset: neighbours must be at least 1 (paper: 3), got {neighbours}")
     if batch_size < 1:
         raise ConfigError(f"build_trainset: batch_size must be at least 1, got {batch_size}")
+    if near_duplicate is not None and not -1.0 <= near_duplicate <= 1.0:
+        raise ConfigError(f"build_trainset: near_duplicate is a cosine in [-1, 1] or None, got {near_duplicate}")
     keys = [task.key() for task in tasks]
     blocks = [await embedder.embed(keys[i : i + batch_size]) for i in range(0, len(keys), batch_size)]
     vectors = np.concatenate(blocks, axis=0)
     ids = [task.id for task in tasks]
-    neighbourhoods = Neighbourhoods.build(ids, vectors, k=neighbours)
-    return TrainSet(tuple(tasks), neighbourhoods, embedder=embedder.name)
+    labels: dict[str, int] = {}
+    groups = [labels.setdefault(normalise_text(key), len(labels)) for key in keys]
+    neighbourhoods = Neighbourhoods.build(ids, vectors, k=neighbours, near_duplicate=near_duplicate, groups=groups)
+    excluded = sum(count_duplicates(vectors, near_duplicate=near_duplicate, groups=groups)) // 2
+    return TrainSet(
+        tuple(tasks),
+        neighbourhoods,
+        embedder=embedder.name,
+        neighbours=neighbours,
+        near_duplicate=near_duplicate,
+        duplicates_excluded=excluded,
+    )
+
+
+def normalise_text(text: str) -> str:
+    """Lower case, punctuation dropped, spaces collapsed: two tasks equal under it are copies.
+
+    Example:
+        >>> normalise_text("  What is 2+2?\n") == normalise_text("what is 2 + 2")
+        True
+    """
+    return " ".join(re.sub(r"[^\w]+", " ", text.lower()).split())

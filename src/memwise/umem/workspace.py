@@ -47,6 +47,7 @@ class TrainSource:
     top_k: int = 3
     floor: float = 0.5
     max_tokens: int = 1024
+    near_duplicate: float | None = 0.95
 
 
 @dataclass
@@ -103,8 +104,17 @@ async def _build_in(
         trainset = TrainSet.load(stored)
         if [t.id for t in trainset.tasks] != [t.id for t in tasks]:
             raise ConfigError(f"{stored} was built from other tasks; use a new --run-dir or delete it")
+        built = (trainset.neighbours, trainset.near_duplicate)
+        if built != (src.neighbours, src.near_duplicate):
+            # An ablation over N run in the same folder would otherwise silently reuse the old judges.
+            raise ConfigError(
+                f"{stored} was built with N={built[0]} and near-duplicate cosine {built[1]}, not N={src.neighbours} "
+                f"and {src.near_duplicate}; use a new --run-dir for each neighbourhood setting"
+            )
     else:
-        trainset = await build_trainset(tasks, embedder, neighbours=src.neighbours)
+        trainset = await build_trainset(
+            tasks, embedder, neighbours=src.neighbours, near_duplicate=src.near_duplicate
+        )
         trainset.save(stored)
     llm = run.record(models.get("policy"), EXECUTOR_STAGE)
     executor = make_executor(src.suite, llm, max_tokens=src.max_tokens)
