@@ -95,7 +95,7 @@ def test_evolve_writes_records_summary_and_plots_then_resumes_for_free(tmp_path:
 def test_evolve_refuses_an_unknown_suite(tmp_path: Path) -> None:
     result = runner.invoke(app, ["umem", "evolve", "--suite", "chess", "--path", str(tmp_path / "x.jsonl")])
     assert result.exit_code != 0
-    assert "known suites: aime, gpqa, hotpotqa, mmlu, alfworld" in str(result.exception)
+    assert "known suites: aime, gpqa, hle, hotpotqa, mmlu, alfworld" in str(result.exception)
 
 
 def test_the_mem_optimizer_can_live_on_its_own_server(tmp_path: Path) -> None:

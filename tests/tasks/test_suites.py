@@ -365,3 +365,61 @@ def test_score_and_grade_choices_and_integers(shared_data: Path) -> None:
     assert grade("aime", "... \\boxed{204}", aime) == ("204", True)
     with pytest.raises(ConfigError):
         score_answer("nope", "A", mmlu)
+
+
+# --------------------------------------------------------------------------------------------
+# HLE (official record layout, built here in miniature)
+
+HLE = [
+    {"id": "a1", "question": "What is the capital of France?", "image": "", "answer": "Paris",
+     "answer_type": "exactMatch", "category": "Other"},
+    {"id": "b2", "question": "Which is a noble gas?\n\nAnswer Choices:\nA. Oxygen\nB. Argon\nC. Iron",
+     "image": "", "answer": "B", "answer_type": "multipleChoice", "category": "Chemistry"},
+    {"id": "c3", "question": "What does the figure show?", "image": "data:image/png;base64,AAAA", "answer": "a cat",
+     "answer_type": "exactMatch", "category": "Other"},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "json", "parquet"])
+def test_hle_keeps_text_records_and_counts_skipped_images(tmp_path: Path, ext: str) -> None:
+    from memwise.tasks.suites import read_hle
+
+    path = tmp_path / f"hle.{ext}"
+    if ext == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in HLE))
+    elif ext == "json":
+        path.write_text(json.dumps(HLE))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(HLE), path)
+    loaded = read_hle(path)
+    assert loaded.skipped_images == 1
+    assert [t.id for t in loaded.tasks] == ["hle-a1", "hle-b2"]
+    mc = loaded.tasks[1]
+    assert mc.choices == ("Oxygen", "Argon", "Iron") and mc.answer == "B"
+    assert [t.id for t in load_suite("hle", path)] == ["hle-a1", "hle-b2"]
+    assert grade("hle", "Paris is the capital.\nAnswer: paris", loaded.tasks[0]) == ("paris", True)
+    assert grade("hle", "Argon is inert, so \\boxed{B}", mc) == ("B", True)
+    assert grade("hle", "Answer: C", mc) == ("C", False)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda r: r.update(answer_type="freeform"), "answer_type"),
+        (lambda r: r.pop("question"), "'question'"),
+        (lambda r: r.update(answer_type="multipleChoice", answer="Argon"), "option letter"),
+    ],
+)
+def test_hle_malformed_record_names_file_and_record(
+    tmp_path: Path, mutate: Callable[[dict[str, object]], object], message: str
+) -> None:
+    records = [dict(r) for r in HLE]
+    mutate(records[1])
+    path = tmp_path / "hle.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(DatasetError, match=message) as info:
+        load_suite("hle", path)
+    assert info.value.path == str(path) and info.value.index == 1

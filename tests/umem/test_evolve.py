@@ -468,5 +468,5 @@ def test_make_executor_by_suite() -> None:
     assert make_executor("aime", llm).scorer(Task("a", "aime", "p", "73"), "so \\boxed{073}") == ("73", True)  # type: ignore[attr-defined]
     # Building the ALFWorld executor imports nothing: the environment is loaded when a game starts.
     assert isinstance(make_executor("alfworld", llm), EnvExecutor)
-    with pytest.raises(ConfigError, match=re.escape("known suites: aime, gpqa, hotpotqa, mmlu, alfworld")):
+    with pytest.raises(ConfigError, match=re.escape("known suites: aime, gpqa, hle, hotpotqa, mmlu, alfworld")):
         make_executor("chess", llm)

@@ -1,7 +1,8 @@
 """Benchmark suites as lists of :class:`~memwise.tasks.types.Task`: loading and scoring by suite name.
 
 - :func:`load_suite` reads a suite's file in its official format ("mmlu", "aime": JSONL; "gpqa":
-  the GPQA CSV; "hotpotqa": the HotpotQA JSON; "alfworld": a split directory of games) and checks
+  the GPQA CSV; "hotpotqa": the HotpotQA JSON; "hle": the HLE parquet, JSON or JSONL, text-only
+  records; "alfworld": a split directory of games) and checks
   every record, so a malformed file fails at load time with a
   :class:`~memwise.exceptions.DatasetError` naming the file and record.
 - :mod:`memwise.tasks.suites.answers` pulls the final answer out of an executor's free text.
@@ -19,6 +20,7 @@ from memwise.tasks.suites.aime import load_aime, normalize_integer_answer
 from memwise.tasks.suites.alfworld import load_alfworld
 from memwise.tasks.suites.answers import extract_answer, extract_choice, extract_integer, extract_span
 from memwise.tasks.suites.gpqa import load_gpqa
+from memwise.tasks.suites.hle import hle_kind, load_hle, read_hle
 from memwise.tasks.suites.hotpotqa import load_hotpotqa, score_hotpotqa
 from memwise.tasks.suites.mmlu import load_mmlu
 from memwise.tasks.types import Task
@@ -26,6 +28,7 @@ from memwise.tasks.types import Task
 __all__ = [
     "ENV_SUITES",
     "SUITES",
+    "answer_kind",
     "extract_answer",
     "extract_choice",
     "extract_integer",
@@ -34,10 +37,12 @@ __all__ = [
     "load_aime",
     "load_alfworld",
     "load_gpqa",
+    "load_hle",
     "load_hotpotqa",
     "load_mmlu",
     "load_suite",
     "normalize_integer_answer",
+    "read_hle",
     "score_answer",
 ]
 
@@ -46,6 +51,7 @@ SUITES: dict[str, Callable[..., list[Task]]] = {
     "aime": load_aime,
     "gpqa": load_gpqa,
     "hotpotqa": load_hotpotqa,
+    "hle": load_hle,
     "alfworld": load_alfworld,
 }
 
@@ -83,24 +89,50 @@ def load_suite(name: str, path: str | Path, *, seed: int = 0, limit: int | None 
     return tasks if limit is None else tasks[:limit]
 
 
+def answer_kind(suite: str, task: Task) -> str:
+    """How ``task`` is answered: ``"choice"`` (an option letter), ``"integer"`` (AIME) or ``"span"`` (text).
+
+    HLE mixes kinds, so it is decided per task; every other suite has one kind.
+    """
+    key = _answer_suite(suite)
+    if key in ("mmlu", "gpqa"):
+        return "choice"
+    if key == "aime":
+        return "integer"
+    if key == "hle":
+        return hle_kind(task)
+    return "span"
+
+
+def _n_choices(task: Task) -> int:
+    if task.choices:
+        return max(len(task.choices), 1)
+    return 10 if task.suite == "hle" else 4  # HLE questions without parsable options: any letter A..J
+
+
 def score_answer(suite: str, prediction: str | None, task: Task) -> bool:
     """Whether an extracted final answer (see :func:`extract_answer`) matches ``task``'s gold.
 
-    Choices compare as letters, AIME answers as integers, HotpotQA spans by SQuAD-normalised exact
-    match. ``None`` (no answer found) is always wrong.
+    Choices compare as letters, AIME answers as integers, HotpotQA and HLE exact-match answers by
+    SQuAD-normalised exact match. ``None`` (no answer found) is always wrong.
     """
-    key = _answer_suite(suite)
+    kind = answer_kind(suite, task)
     if prediction is None:
         return False
-    if key in ("mmlu", "gpqa"):
+    if kind == "choice":
         return prediction.strip().strip("()[]*.").strip().upper() == task.answer
-    if key == "aime":
+    if kind == "integer":
         return normalize_integer_answer(prediction) == task.answer
     return score_hotpotqa(prediction, task.answer)
 
 
 def grade(suite: str, response: str, task: Task) -> tuple[str | None, bool]:
     """Extract the final answer from a raw ``response`` and score it: ``(answer or None, correct)``."""
-    key = _answer_suite(suite)
-    answer = extract_answer(key, response, n_choices=max(len(task.choices), 1) if task.choices else 4)
-    return answer, score_answer(key, answer, task)
+    kind = answer_kind(suite, task)
+    if kind == "choice":
+        answer = extract_choice(response, _n_choices(task))
+    elif kind == "integer":
+        answer = extract_integer(response)
+    else:
+        answer = extract_span(response)
+    return answer, score_answer(suite, answer, task)

@@ -107,14 +107,22 @@ _ANSWER_LABEL = re.compile(r"(?i)answer\s*[*_]*\s*:")
 
 
 def extract_span(text: str) -> str | None:
-    """A short free-text answer: what follows the last "Answer:" on its line, else the last line.
+    """A short free-text answer: the last ``\\boxed{}``, else what follows the last "Answer:" on its
+    line, else the last line.
 
     Markdown emphasis around the answer is dropped; the scorer's normalisation handles the rest.
+    The box comes first because the paper-style executor prompt asks for it.
 
     Example:
         >>> extract_span("Both were born in 1950.\\nAnswer: **yes**")
         'yes'
+        >>> extract_span("It is Paris.\\n\\\\boxed{\\\\text{Paris}}")
+        'Paris'
     """
+    boxes = _boxed_contents(text)
+    if boxes:
+        inner = re.sub(r"\\text\{(.*)\}", r"\1", boxes[-1].strip(), flags=re.DOTALL).strip()
+        return inner or None
     labels = list(_ANSWER_LABEL.finditer(text))
     if labels:
         candidate = text[labels[-1].end() :].strip().split("\n", 1)[0]
