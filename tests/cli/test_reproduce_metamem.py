@@ -1,0 +1,111 @@
+"""`memwise reproduce metamem` end to end on the fake server: all folds, one report, resumable for free."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from memwise.cli import app
+from memwise.testing import FakeOpenAIServer
+from memwise.testing.fake_openai import ChatCall
+
+runner = CliRunner()
+TYPES = ("single-session-user", "temporal-reasoning")
+
+
+def _lme(n: int = 12) -> list[dict[str, object]]:
+    """A tiny LongMemEval-format file: one haystack per question, two question types."""
+    return [
+        {
+            "question_id": f"q{i}",
+            "question_type": TYPES[i % 2],
+            "question": f"What is my locker code, number {i}?",
+            "answer": str(1000 + i),
+            "question_date": "2023/07/01 (Sat) 10:00",
+            "haystack_dates": ["2023/05/08 (Mon) 13:56"],
+            "haystack_session_ids": [f"s{i}"],
+            "haystack_sessions": [[{"role": "user", "content": f"My locker code is {1000 + i}.", "has_answer": True}]],
+            "answer_session_ids": [f"s{i}"],
+        }
+        for i in range(n)
+    ]
+
+
+def _responder(call: ChatCall) -> str:
+    user = call.messages[-1]["content"]
+    fmt = (call.body.get("response_format") or {}).get("json_schema") or {}
+    name = fmt.get("name")
+    if name == "Reflection":
+        return json.dumps({"used": [1], "lesson": "Quote the number from the fragment exactly."})
+    if name in ("Proposal", "Consolidation"):
+        return json.dumps({"operations": [{"op": "add", "text": "Quote numbers from fragments exactly."}]})
+    if "Reply with one word: yes or no" in user:
+        response = user.split("<response>")[-1].split("</response>")[0]
+        gold = user.split("<reference>")[-1].split("</reference>")[0].strip()
+        return "yes" if gold in response else "no"
+    code = re.search(r"locker code is (\d+)", user)
+    rules = "Quote numbers" in user
+    seed = call.body.get("seed") or 0
+    return f"It is {code.group(1)}." if code and (rules or seed % 2 == 0) else "I don't remember."
+
+
+def _ledger_calls(root: Path) -> int:
+    total = 0
+    for ledger in root.glob("fold-*/ledger.sqlite3"):
+        with sqlite3.connect(ledger) as conn:
+            total += conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+    return total
+
+
+def test_reproduce_metamem_two_folds_report_and_free_resume(tmp_path: Path) -> None:
+    data = tmp_path / "lme.json"
+    data.write_text(json.dumps(_lme()))
+    root = tmp_path / "repro"
+    server = FakeOpenAIServer(responder=_responder, json_responder=lambda call, schema: _responder(call))
+    with server.in_thread() as srv:
+        base = ["--base-url", srv.base_url, "--model", "m", "--embed-backend", "openai", "--embed-base-url"]
+        base.append(srv.base_url)
+        args = [
+            *base, "reproduce", "metamem", "--path", str(data), "--out", str(root), "--folds", "2",
+            "--epochs", "1", "--batch-size", "3", "--samples", "2", "--top-k", "3",
+        ]  # fmt: skip
+        first = runner.invoke(app, args)
+        assert first.exit_code == 0, first.output
+        assert "Cost estimate" in first.output and "| rollout |" in first.output
+        paid = srv.stats().completions
+        calls = _ledger_calls(root)
+        assert calls > 0
+
+        report = (root / "report.md").read_text()
+        assert "## Test accuracy by question type" in report and "paper (published, other models)" in report
+        for qtype in (*TYPES, "all"):
+            assert re.search(rf"\| {qtype} \| [\d.]+ ± [\d.]+ \[", report), qtype
+        assert "+3.6%" in report and "| FullText | 74.87 | paper (published) |" in report
+        assert "## Cost estimate (computed before any call)" in report
+        results = json.loads((root / "results.json").read_text())
+        assert len(results["folds"]) == 2 and results["by_type"]["all"]["with"]["folds"] == 2
+        tested = [q for f in results["folds"] for q in f["test_ids"]]
+        assert sorted(tested) == sorted(f"q{i}" for i in range(12))  # each question tested in exactly one fold
+
+        again = runner.invoke(app, args)
+        assert again.exit_code == 0, again.output
+        assert _ledger_calls(root) == calls  # everything replayed: nothing paid twice
+        assert srv.stats().completions == paid  # and the server saw no new chat request
+        assert (root / "report.md").read_text() == report
+
+
+def test_estimate_only_makes_no_call(tmp_path: Path) -> None:
+    data = tmp_path / "lme.json"
+    data.write_text(json.dumps(_lme()))
+    out = runner.invoke(
+        app, ["reproduce", "metamem", "--path", str(data), "--out", str(tmp_path / "r"), "--folds", "2",
+              "--epochs", "2", "--batch-size", "3", "--samples", "2", "--estimate-only"],
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    # 2 folds x 5 train questions (12 questions: 6 test, 1 validation per fold) x 2 epochs x 2 samples.
+    assert re.search(r"\| rollout \| 40 \|", out.output), out.output
+    assert not (tmp_path / "r").exists()
