@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from memwise.llm.base import ChatRequest
 from memwise.tasks.types import Task
 from memwise.testing import ScriptedLLM
@@ -82,3 +84,39 @@ async def test_env_executor_closes_each_environment_it_made() -> None:
     llm = ScriptedLLM(lambda req: "2")
     await EnvExecutor(llm, Closable, max_steps=3).run(Task("t", "toy", "count to 2", "2"))
     assert closed == [True]
+
+
+@pytest.mark.parametrize(
+    ("suite", "task", "reply", "asks"),
+    [
+        ("aime", Task("a-1", "aime", "Find m+n.", "73"), "So m+n = 73.\n\\boxed{73}", "final answer within \\boxed{}"),
+        ("mmlu", Task("m-1", "mmlu", "2+2?\nA) 3\nB) 4", "B", choices=("3", "4")), "It is four: \\boxed{B}",
+         "letter of the correct option within \\boxed{}"),
+        ("hotpotqa", Task("h-1", "hotpotqa", "Were both born in 1950?", "yes"), "Both were.\n\\boxed{yes}",
+         "final short answer within \\boxed{}"),
+    ],
+)  # fmt: skip
+async def test_paper_prompt_style_asks_per_domain_and_its_answers_are_graded(
+    suite: str, task: Task, reply: str, asks: str
+) -> None:
+    from memwise.umem.executors import make_executor
+
+    seen: list[str] = []
+
+    def answer(request: ChatRequest) -> str:
+        seen.append(request.messages[-1].content)
+        return reply
+
+    paper = await make_executor(suite, ScriptedLLM(answer), prompt_style="paper").run(task)
+    assert asks in seen[-1] and "Answer: <answer>" not in seen[-1]
+    assert paper.success and paper.answer == task.answer
+    generic = await make_executor(suite, ScriptedLLM(answer)).run(task)
+    assert seen[-1].rstrip().endswith("Answer: <answer>") and generic.success  # the box is read either way
+
+
+def test_an_unknown_prompt_style_is_refused_up_front() -> None:
+    from memwise.exceptions import ConfigError
+    from memwise.umem.executors import make_executor
+
+    with pytest.raises(ConfigError, match="prompt style must be one of generic, paper"):
+        make_executor("mmlu", ScriptedLLM(["x"]), prompt_style="fancy")  # type: ignore[arg-type]

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from memwise.exceptions import ConfigError
 from memwise.llm.base import ChatModel, ChatRequest, Message
 from memwise.llm.untrusted import data_notice, fence, neutralize, one_line
 from memwise.tasks.envs.base import Environment, Observation
@@ -25,12 +26,15 @@ Scorer = Callable[[Task, str], tuple[str | None, bool]]
 """(task, model output) -> (extracted final answer or None, success)."""
 
 __all__ = [
+    "PROMPT_STYLES",
     "EnvExecutor",
     "Environment",
     "ExecutionResult",
     "Observation",
+    "PromptStyle",
     "QAExecutor",
     "Scorer",
+    "answer_instruction",
     "build_env_messages",
     "build_executor_messages",
     "choose_action",
@@ -74,8 +78,43 @@ def render_insights(insights: Sequence[str]) -> str:
     return fence("lessons", "\n".join(f"- {one_line(value)}" for value in insights), one_line_text=False)
 
 
-def build_executor_messages(task: Task, insights: Sequence[str]) -> list[Message]:
+PromptStyle = Literal["generic", "paper"]
+PROMPT_STYLES: tuple[PromptStyle, ...] = ("generic", "paper")
+
+GENERIC_INSTRUCTION = "Think step by step, then finish with one line of the form\nAnswer: <answer>"
+PAPER_INSTRUCTIONS = {
+    "integer": "Please reason step by step, and put your final answer within \\boxed{}.",
+    "choice": "Please reason step by step, and put the letter of the correct option within \\boxed{}, "
+    "for example \\boxed{A}.",
+    "span": "Please reason step by step, and put your final short answer within \\boxed{}.",
+}
+"""The paper appendix's per-domain answer formats: a boxed result for math, the option letter for choices."""
+
+
+def answer_instruction(style: PromptStyle, kind: str) -> str:
+    """How the executor is asked to state its answer; ``kind`` is ``"integer"``, ``"choice"`` or ``"span"``.
+
+    Example:
+        >>> answer_instruction("paper", "choice").endswith("for example \\\\boxed{A}.")
+        True
+    """
+    if style == "generic":
+        return GENERIC_INSTRUCTION
+    if style != "paper":
+        raise ConfigError(f"prompt style must be one of {', '.join(PROMPT_STYLES)}, got {style!r}")
+    if kind not in PAPER_INSTRUCTIONS:
+        raise ConfigError(f"answer kind must be one of {', '.join(PAPER_INSTRUCTIONS)}, got {kind!r}")
+    return PAPER_INSTRUCTIONS[kind]
+
+
+def build_executor_messages(
+    task: Task, insights: Sequence[str], *, style: PromptStyle = "generic", kind: str = "span"
+) -> list[Message]:
     """The single-turn prompt: past experiences (if any), the task, and how to state the answer.
+
+    ``style="generic"`` asks every suite for an ``Answer:`` line; ``"paper"`` asks as the paper's
+    appendix does, per answer ``kind`` (see :func:`answer_instruction`). The suites' answer
+    extraction reads both forms.
 
     Example:
         >>> msgs = build_executor_messages(Task("t1", "mmlu", "2+2? A) 3 B) 4", "B"), ["Check arithmetic twice."])
@@ -86,22 +125,35 @@ def build_executor_messages(task: Task, insights: Sequence[str]) -> list[Message
     if insights:
         parts.append("Lessons from similar past tasks:\n" + render_insights(insights))
     parts.append(f"Task:\n{fence('task', task.prompt, one_line_text=False)}")
-    parts.append("Think step by step, then finish with one line of the form\nAnswer: <answer>")
+    parts.append(answer_instruction(style, kind))
     return [Message("system", _SYSTEM), Message("user", "\n\n".join(parts))]
 
 
 class QAExecutor:
     """Solves single-turn tasks with a frozen model (greedy by default, as the paper's executor)."""
 
-    def __init__(self, llm: ChatModel, scorer: Scorer, *, max_tokens: int = 1024, temperature: float = 0.0) -> None:
+    def __init__(
+        self,
+        llm: ChatModel,
+        scorer: Scorer,
+        *,
+        max_tokens: int = 1024,
+        temperature: float = 0.0,
+        prompt_style: PromptStyle = "generic",
+        kind_of: Callable[[Task], str] | None = None,
+    ) -> None:
+        answer_instruction(prompt_style, "span")  # an unknown style fails here, not on the first task
         self.llm = llm
         self.scorer = scorer
         self.max_tokens = max_tokens
         self.temperature = temperature
+        self.prompt_style: PromptStyle = prompt_style
+        self.kind_of = kind_of
 
     async def run(self, task: Task, insights: Sequence[str] = ()) -> ExecutionResult:
+        kind = self.kind_of(task) if self.kind_of is not None else "span"
         request = ChatRequest(
-            messages=tuple(build_executor_messages(task, insights)),
+            messages=tuple(build_executor_messages(task, insights, style=self.prompt_style, kind=kind)),
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             seed=0,

@@ -15,7 +15,7 @@ from memwise.llm.base import ChatModel
 from memwise.tasks import suites
 from memwise.tasks.suites import grade
 from memwise.tasks.types import Task
-from memwise.umem.executor import EnvExecutor, Environment, QAExecutor, Scorer
+from memwise.umem.executor import EnvExecutor, Environment, PromptStyle, QAExecutor, Scorer
 from memwise.umem.loop import Executor
 
 __all__ = ["ENV_SUITES", "KNOWN_SUITES", "QA_SUITES", "check_suite", "is_env_suite", "make_executor"]
@@ -71,17 +71,20 @@ def make_executor(
     *,
     max_tokens: int = 1024,
     env_factory: Callable[[], Environment] | None = None,
+    prompt_style: PromptStyle = "generic",
 ) -> Executor:
     """The executor that solves ``suite``'s tasks with ``llm``, greedily, as the paper's frozen executor.
 
     Args:
-        suite: ``mmlu``, ``aime``, ``gpqa``, ``hotpotqa`` (one answer, scored by the suite) or
+        suite: ``mmlu``, ``aime``, ``gpqa``, ``hotpotqa``, ``hle`` (one answer, scored by the suite) or
             ``alfworld`` (a game of at most 30 steps, scored by the game).
         llm: the executor model (the ``policy`` role); wrap it with ``RunDir.record`` to have its
             calls recorded and replayed.
         max_tokens: completion budget of a QA answer. Environment turns pick an action number, so
             they keep the environment executor's own small budget.
         env_factory: builds one environment per episode (tests pass a toy game); defaults to ALFWorld.
+        prompt_style: ``"generic"`` (an ``Answer:`` line for every suite) or ``"paper"`` (the paper's
+            per-domain formats: ``\\boxed{}`` for math, the option letter for multiple choice).
 
     Raises:
         ConfigError: an unknown suite.
@@ -94,4 +97,10 @@ def make_executor(
     key = check_suite(suite)
     if key in ENV_SUITES:
         return EnvExecutor(llm, env_factory or alfworld_env, max_steps=ALFWORLD_MAX_STEPS)
-    return QAExecutor(llm, suite_scorer(key), max_tokens=max_tokens)
+    return QAExecutor(
+        llm,
+        suite_scorer(key),
+        max_tokens=max_tokens,
+        prompt_style=prompt_style,
+        kind_of=lambda task: suites.answer_kind(key, task),
+    )
