@@ -446,6 +446,7 @@ def rank(query: str, candidates: Candidates, config: RetrieverConfig, top_k: int
 
 
 _MAX_QUERY_ENTITIES = 4  # each costs one full-text query; questions rarely name more
+_ENTITY_DEPTH = 30  # units read per entity: enough to tell a rare entity from a common one
 
 
 def _implied_question_date(filters: Filters) -> datetime | None:
@@ -578,14 +579,14 @@ class HybridRetriever:
         scope name each, and those units; found records are added to ``records``.
 
         The store's full-text index finds the units that contain a key's words; their entity keys
-        (index time) decide which really name it. Counting stops at ``candidate_k`` units, which is
+        (index time) decide which really name it. Counting stops at ``_ENTITY_DEPTH`` units, which is
         plenty to tell a rare key from a common one.
         """
         keys = extract_entities(text_query)[:_MAX_QUERY_ENTITIES]
         df: dict[str, int] = {}
         linked: list[str] = []
         for key in keys:
-            hits = await asyncio.to_thread(self.store.search_text, key, self.config.candidate_k, filters)
+            hits = await asyncio.to_thread(self.store.search_text, key, _ENTITY_DEPTH, filters)
             naming = [hit.record for hit in hits if key in unit_entities(hit.record)]
             df[key] = len(naming)
             for record in naming:
