@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -232,12 +232,15 @@ async def consolidate(
     top_k: int = 3,
     ledger: Ledger | None = None,
     max_tokens: int = 256,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> ConsolidationReport:
     """Consolidate ``user_id``'s current units (of ``kinds``, in the given agent/run when set).
 
     ``threshold`` is the cosine an earlier unit needs to be shown to the model (0.7 suits MiniLM's
     spread); ``top_k`` caps candidates per unit. Only units of exactly the same user, agent and run
-    are ever compared, so one scope's consolidation cannot touch another's units.
+    are ever compared, so one scope's consolidation cannot touch another's units. ``on_progress``
+    receives (units done, units in all) after each unit, for a progress bar: a user's memory can take
+    one model call per unit.
     """
     started = time.perf_counter()
     report = ConsolidationReport()
@@ -245,7 +248,9 @@ async def consolidate(
     # sorted is stable: insertion order on ties
     units = sorted(await asyncio.to_thread(store.list_records, scope), key=_event_time)
     position = {u.id: i for i, u in enumerate(units)}
-    for unit in units:
+    for done, unit in enumerate(units):
+        if on_progress is not None:
+            on_progress(done, len(units))
         report.units += 1
         vector = await asyncio.to_thread(store.get_vector, unit.id)
         if vector is None:
@@ -279,6 +284,8 @@ async def consolidate(
             report.decisions[kept[i].action if i in kept else "IGNORE"] += 1
         if verdicts:
             await asyncio.to_thread(_apply, store, unit.id, verdicts)
+    if on_progress is not None:
+        on_progress(len(units), len(units))
     report.seconds = time.perf_counter() - started
     return report
 

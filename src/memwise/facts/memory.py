@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -419,10 +419,12 @@ class AsyncMemory:
         run_id: str | None = None,
         kinds: tuple[str, ...] = ("fact", "turn"),
         threshold: float = 0.7,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> ConsolidationReport:
         """Offline ("sleep-time") consolidation of one user's memory: the model decides, for each unit
         and its similar earlier units, whether the new one updates or deletes an old one. Nothing is
-        erased; superseded units keep their validity interval and show in :meth:`history`."""
+        erased; superseded units keep their validity interval and show in :meth:`history`.
+        ``on_progress`` gets (units done, units in all) as it goes."""
         _require_user(user_id)
         if self.llm is None:
             raise ConfigError("consolidate() needs a chat model: pass llm= to Memory")
@@ -435,6 +437,7 @@ class AsyncMemory:
             kinds=kinds,
             threshold=threshold,
             ledger=self.ledger,
+            on_progress=on_progress,
         )
 
     async def delete(self, memory_id: str, *, user_id: str) -> None:
