@@ -55,6 +55,7 @@ RUN_ON_FAKE_SERVER = {
     ("metamem", "eval"),
     ("metamem", "report"),
     ("metamem", "answer"),
+    ("reproduce", "metamem"),
     ("umem", "evolve"),
     ("umem", "export-verl"),
     ("keys", "create"),
@@ -80,6 +81,11 @@ NOT_RUN = (
     (("serve",), "", "a server runs until stopped (the REST server has its own tests over real uvicorn)"),
     (("umem", "train"), "", "GRPO on a 1B model takes hours; tests/cli/test_umem_train_cli.py runs a tiny one"),
     (
+        ("reproduce", "metamem"),
+        "longmemeval_s_cleaned.json",
+        "LongMemEval-S is not shipped; tests/cli/test_reproduce_metamem.py runs all folds on the fake server",
+    ),
+    (
         ("bench", "retrieval"),
         "",
         "ranks 762 questions under every ablation (about a minute on 2 cores) and has no size option; "
@@ -102,7 +108,9 @@ SMALL = {
 }
 # metamem train after `prepare --conversations 1`: enough questions for 5 folds and several steps.
 SMALL_BY_COMMAND = {
-    ("metamem", "train"): {"--limit": "40"},
+    # --conversations 1 leaves one conversation: no fold can keep it whole, so the shrunk run splits by question.
+    ("metamem", "train"): {"--limit": "40", "--group-by": "question"},
+    ("reproduce", "metamem"): {"--conversations": "5"},
     ("umem", "export-verl"): {"--limit": "5"},
     ("demo",): {"--questions": "2"},
 }

@@ -33,7 +33,10 @@ MIRRORS: dict[tuple[str, ...], list[tuple[type[Any], dict[str, str]]]] = {
                 "seed": "seed",
             },
         ),
-        (SplitConfig, {"folds": "folds", "fold": "fold", "val_frac": "val_frac", "test_frac": "test_frac"}),
+        (
+            SplitConfig,
+            {"folds": "folds", "fold": "fold", "val_frac": "val_frac", "test_frac": "test_frac", "group_by": "group_by"},
+        ),
     ],
     ("umem", "evolve"): [
         (

@@ -95,6 +95,7 @@ def train(
     fold: int = config_option(SplitConfig, "fold"),
     val_frac: float = config_option(SplitConfig, "val_frac"),
     test_frac: float = config_option(SplitConfig, "test_frac"),
+    group_by: str = config_option(SplitConfig, "group_by"),
     limit: Annotated[int | None, typer.Option(help="use only the first N questions")] = None,
     seed: int = config_option(TrainConfig, "seed"),
 ) -> None:
@@ -110,7 +111,9 @@ def train(
         max_rules=max_rules,
         max_words=max_words,
     )
-    split_config = SplitConfig(folds=folds, fold=fold, val_frac=val_frac, test_frac=test_frac, seed=seed)
+    split_config = SplitConfig(
+        folds=folds, fold=fold, val_frac=val_frac, test_frac=test_frac, seed=seed, group_by=group_by
+    )
     split = split_questions(load_questions(questions)[:limit], split_config)
     asyncio.run(_train(opts.settings(), split, run_dir, config, split_config, metric))
 

@@ -142,6 +142,7 @@ class Spread:
 
     @staticmethod
     def of(values: Sequence[float | None]) -> Spread:
+        """The spread of the folds that scored; the sample std (0 for one fold), since folds are a sample."""
         got = [v for v in values if v is not None]
         if not got:
             return Spread(None, None, None, None, 0)
@@ -149,6 +150,7 @@ class Spread:
         return Spread(statistics.fmean(got), std, min(got), max(got), len(got))
 
     def text(self) -> str:
+        """As the report shows it, in percent: ``mean ± std [min-max]``, or ``-`` when no fold scored."""
         if self.mean is None or self.std is None:
             return "-"
         low, high = 100 * (self.low or 0.0), 100 * (self.high or 0.0)

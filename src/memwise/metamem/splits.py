@@ -51,6 +51,7 @@ class Fold:
     test_ids: tuple[str, ...]
 
     def to_dict(self) -> dict[str, list[str]]:
+        """Plain lists, for results files."""
         return {"train_ids": list(self.train_ids), "val_ids": list(self.val_ids), "test_ids": list(self.test_ids)}
 
 
@@ -123,7 +124,8 @@ def _make_grouped_folds(questions: Sequence[MetaQuestion], *, k: int, n_val: int
     if k > len(groups):
         raise ConfigError(
             f"k={k} folds cannot be formed from {len(groups)} conversations: a conversation's questions must "
-            f"stay in one part (train, validation or test). Use --folds {len(groups)} or fewer, or more conversations"
+            f"stay in one part (train, validation or test). Use --folds {max(len(groups), 2)} or fewer with at "
+            "least 3 conversations, or more conversations"
         )
     rng = random.Random(seed)
     chunks = _deal_groups(groups, k, rng)
