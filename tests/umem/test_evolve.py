@@ -6,6 +6,7 @@ import json
 import re
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -69,8 +70,10 @@ def executor_reply(req: ChatRequest) -> str:
 
 
 def adder(req: ChatRequest) -> str:
-    """ADD a lesson named after the task, or UPDATE entry 0 when the prompt shows one: a pure function
-    of the prompt, so replayed and fresh runs agree."""
+    """ADD a lesson named after the task, or UPDATE entry 0 when the prompt shows one.
+
+    A pure function of the prompt, so replayed and fresh runs agree.
+    """
     if not is_optimizer(req):
         return executor_reply(req)
     if "Entry 0:" in req.messages[-1].content:
@@ -470,3 +473,78 @@ def test_make_executor_by_suite() -> None:
     assert isinstance(make_executor("alfworld", llm), EnvExecutor)
     with pytest.raises(ConfigError, match=re.escape("known suites: aime, gpqa, hle, hotpotqa, mmlu, alfworld")):
         make_executor("chess", llm)
+
+
+# -- baseline modes -----------------------------------------------------------------------------
+
+
+async def test_no_memory_mode_runs_the_executor_alone_and_counts_nothing_as_malformed(tmp_path: Path) -> None:
+    llm = scripted(adder)
+    result = await run_evolution(tmp_path, [mc_task(0, Q_X), mc_task(1, Q_Y)], llm, mode="no-memory")
+    assert not any(is_optimizer(r) for r in llm.requests)
+    assert all(LESSONS_HEADER not in p for p in executor_prompts(llm))
+    assert [r.success for r in result.records] == [False, False] and result.summary.bank_size == 0
+    assert result.summary.actions == {"ADD": 0, "UPDATE": 0, "none": 0} and result.summary.mode == "no-memory"
+    assert result.summary.chance == 0.5
+
+
+async def test_raw_trajectory_mode_stores_attempts_verbatim_and_retrieves_them_by_similarity(tmp_path: Path) -> None:
+    llm = scripted(adder)
+    tasks = [mc_task(0, Q_X), mc_task(1, POEM), mc_task(2, Q_Y)]
+    result = await run_evolution(tmp_path, tasks, llm, mode="raw-trajectory")
+    assert not any(is_optimizer(r) for r in llm.requests)
+    assert [r.action for r in result.records] == ["ADD", "ADD", "ADD"] and result.summary.bank_size == 3
+    # the similar third task is shown the first one's raw attempt, not a distilled lesson
+    assert "- Past attempt (INCORRECT): Answer: A" in executor_prompts(llm)[2]
+    assert result.records[2].retrieved_ids == (result.records[0].written_id,)
+
+
+async def test_no_train_mode_is_the_umem_step_with_whatever_optimizer_is_given(tmp_path: Path) -> None:
+    base = scripted(adder)
+    run = RunDir(tmp_path)
+    try:
+        result = await evolve(
+            [mc_task(0, Q_X)],
+            executor=make_executor("mmlu", scripted(executor_reply)),
+            optimizer=base,
+            embedder=FakeEmbedder(dim=256),
+            run=run,
+            config=EvolveConfig(suite="mmlu", mode="no-train"),
+        )
+    finally:
+        run.close()
+    assert base.calls == 1 and result.records[0].action == "ADD" and result.summary.mode == "no-train"
+    with pytest.raises(ConfigError, match="calls a Mem-Optimizer"):
+        await evolve(
+            [mc_task(0, Q_X)],
+            executor=make_executor("mmlu", base),
+            optimizer=None,
+            embedder=FakeEmbedder(dim=256),
+            run=RunDir(tmp_path / "x"),
+            config=EvolveConfig(suite="mmlu", mode="no-train"),
+        )
+
+
+async def test_a_run_recorded_before_modes_existed_still_resumes(tmp_path: Path) -> None:
+    await run_evolution(tmp_path, [mc_task(0, Q_X)], scripted(adder))
+    state = json.loads((tmp_path / "evolve.json").read_text())
+    del state["mode"], state["prompt_style"]
+    (tmp_path / "evolve.json").write_text(json.dumps(state))
+    again = await run_evolution(tmp_path, [mc_task(0, Q_X)], scripted(adder), epochs=2)
+    assert again.resumed_from == 1 and len(again.records) == 2
+    with pytest.raises(ConfigError, match="mode was 'umem', now 'no-memory'"):
+        await run_evolution(tmp_path, [mc_task(0, Q_X)], scripted(adder), epochs=2, mode="no-memory")
+
+
+def test_report_and_cli_word_repaired_replies_alike(tmp_path: Path) -> None:
+    from memwise.umem.evolve_report import failures_text, repairs_text
+
+    rec = TaskRecord(1, 0, 0, "t", True, "B", "B", 3, 1, None, 0, (), (), 0, 5, "ADD", "no value", "e1", 1)
+    failed = replace(rec, index=1, position=1, task_id="u", action=None, written_id=None)
+    records = [replace(rec, repaired=True), failed]
+    summary = summarise(records, suite="mmlu", tasks_per_epoch=2, epochs=1)
+    report = write_report(tmp_path, summary).report_md.read_text()
+    expected = "Mem-Optimizer format failures: no value: 2 (1 left the bank unchanged, 1 repaired)"
+    assert failures_text(summary) == expected
+    assert failures_text(summary) in report and str(repairs_text(summary)) in report
+    assert "bank left unchanged): no value" not in report

@@ -18,7 +18,9 @@ from memwise.cli.umem_train import export_verl_command, train_command
 from memwise.config import Settings
 from memwise.exceptions import ConfigError
 from memwise.tasks.types import Task
+from memwise.umem.baselines import OPTIMIZER_MODES
 from memwise.umem.evolve import EvolveConfig, EvolveProgress, EvolveResult, EvolveSummary, ReportFiles
+from memwise.umem.evolve_report import failures_text, repairs_text
 from memwise.umem.executors import KNOWN_SUITES, check_suite
 
 umem_app = typer.Typer(
@@ -41,6 +43,8 @@ def evolve_command(
     max_tokens: int = config_option(EvolveConfig, "max_tokens"),
     optimizer_max_tokens: int = config_option(EvolveConfig, "optimizer_max_tokens"),
     repair: bool = config_option(EvolveConfig, "repair", "--repair/--no-repair"),
+    mode: str = config_option(EvolveConfig, "mode"),
+    prompt_style: str = config_option(EvolveConfig, "prompt_style"),
 ) -> None:
     """Stream the tasks for K epochs: retrieve, execute, let the Mem-Optimizer ADD or UPDATE; resumes a run dir."""
     # The executor is the policy model, the Mem-Optimizer the optimizer model (the policy model when no
@@ -59,6 +63,8 @@ def evolve_command(
         max_tokens=max_tokens,
         optimizer_max_tokens=optimizer_max_tokens,
         repair=repair,
+        mode=mode,  # type: ignore[arg-type]  # checked by EvolveConfig
+        prompt_style=prompt_style,  # type: ignore[arg-type]
     )
     tasks = load_suite(key, path, seed=seed, limit=limit)
     if not tasks:
@@ -113,9 +119,12 @@ async def _evolve(
 
     try:
         executor = make_executor(
-            config.suite, run.record(models.get("policy"), EXECUTOR_STAGE), max_tokens=config.max_tokens
+            config.suite,
+            run.record(models.get("policy"), EXECUTOR_STAGE),
+            max_tokens=config.max_tokens,
+            prompt_style=config.prompt_style,
         )
-        optimizer = run.record(models.get("optimizer"), OPTIMIZER_STAGE)
+        optimizer = run.record(models.get("optimizer"), OPTIMIZER_STAGE) if config.mode in OPTIMIZER_MODES else None
         with bar:
             result = await evolve(
                 tasks,
@@ -163,9 +172,14 @@ def _print_summary(console: Console, result: EvolveResult, files: ReportFiles, w
         f"bank: {summary.bank_size} entries ({summary.bank.added} added, {summary.bank.merged} merged, "
         f"{summary.bank.updated} updated, {summary.bank.evicted} evicted)"
     )
-    if summary.format_failures:
-        reasons = ", ".join(f"{reason}: {n}" for reason, n in summary.format_failures.items())
-        console.print(f"[yellow]Mem-Optimizer format failures (bank left unchanged): {reasons}[/]")
+    if summary.mode not in OPTIMIZER_MODES:
+        console.print(f"mode {summary.mode}: no Mem-Optimizer called")
+    elif summary.format_failures:
+        # The report's wording, so the two never disagree on what a repaired reply did to the bank.
+        console.print(f"[yellow]{failures_text(summary)}[/]")
+        repaired = repairs_text(summary)
+        if repaired:
+            console.print(repaired)
     else:
         console.print("Mem-Optimizer format failures: none")
     calls = Table("stage", "calls", "tokens (prompt+completion)", "latency s", "errors", "retries")

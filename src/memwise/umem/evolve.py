@@ -29,6 +29,10 @@ one; the summary counts failures from the records, so it is not affected. A torn
 ``records.jsonl`` is an unfinished record and is dropped. Epochs may be raised on a later run to
 continue a finished stream; any other changed setting or task stream is refused.
 
+**Modes.** ``EvolveConfig.mode`` runs the paper's baselines on the same stream with the same
+records: ``"no-memory"``, ``"no-train"`` (the untrained base model as Mem-Optimizer) and
+``"raw-trajectory"`` (see :mod:`memwise.umem.baselines`); ``"umem"`` is the method itself.
+
 Pure parts (:func:`build_record`, :func:`summarise`, :func:`cumulative_accuracy`,
 :func:`build_markdown`) are kept apart from the I/O (:func:`evolve`, :func:`write_report`).
 """
@@ -59,6 +63,7 @@ from memwise.runs.rundir import RunDir
 from memwise.store.sqlite import SQLiteStore
 from memwise.tasks.types import Task
 from memwise.umem.bank import BankEntry, BankStats, InsightBank
+from memwise.umem.baselines import MODES, OPTIMIZER_MODES, Mode, no_memory_step, raw_trajectory_step
 from memwise.umem.evolve_report import (
     WRITE_COUNTERS,
     EpochSummary,
@@ -69,6 +74,7 @@ from memwise.umem.evolve_report import (
     summarise,
     write_report,
 )
+from memwise.umem.executor import PROMPT_STYLES, PromptStyle
 from memwise.umem.loop import Attempt, Executor, attempt
 from memwise.umem.optimizer import (
     OptimizerAction,
@@ -96,8 +102,10 @@ __all__ = [
     "ReportFiles",
     "TaskRecord",
     "append_record",
+    "baseline_step",
     "build_markdown",
     "build_record",
+    "chance_level",
     "cumulative_accuracy",
     "evolve",
     "evolve_step",
@@ -129,8 +137,25 @@ class EvolveConfig:
             "first reply's failure is still recorded (small models rarely hold the tag format)"
         },
     )
+    mode: Mode = field(
+        default="umem",
+        metadata={
+            "help": "umem (the Mem-Optimizer), no-memory (executor alone), no-train (the untrained base model "
+            "as Mem-Optimizer), raw-trajectory (store and retrieve raw past attempts)"
+        },
+    )
+    prompt_style: PromptStyle = field(
+        default="generic",
+        metadata={"help": "executor prompt: generic (an Answer: line) or paper (\\boxed{} / option letter)"},
+    )
 
     def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"EvolveConfig: mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ConfigError(
+                f"EvolveConfig: prompt_style must be one of {', '.join(PROMPT_STYLES)}, got {self.prompt_style!r}"
+            )
         if self.epochs < 1:
             raise ConfigError(f"EvolveConfig: epochs must be at least 1, got {self.epochs}")
         if self.top_k < 1:
@@ -145,6 +170,10 @@ class EvolveConfig:
     def fixed(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues (all but ``epochs``)."""
         return {k: v for k, v in asdict(self).items() if k != "epochs"}
+
+
+_ADDED_SETTINGS = {"mode": "umem", "prompt_style": "generic"}
+"""Settings added after runs were first recorded: a state file without them was run with these values."""
 
 
 @dataclass(frozen=True)
@@ -214,7 +243,7 @@ def describe_action(action: OptimizerAction) -> str:
 
 def build_record(
     tried: Attempt,
-    parsed: OptimizerAction | str,
+    parsed: OptimizerAction | str | None,
     written: BankEntry | None,
     *,
     epoch: int,
@@ -227,11 +256,17 @@ def build_record(
 ) -> TaskRecord:
     """The record of one task from its attempt and the parsed optimizer reply (a str is a failure reason).
 
+    ``parsed`` is None when the mode asks no Mem-Optimizer and writes nothing (``"no-memory"``).
     ``first_failure`` is the reason the first reply was malformed when ``parsed`` comes from the repair
     request; it is what ``format_failure`` keeps, so repairs never hide a format failure.
     """
     result = tried.result
-    action, failure = (None, parsed) if isinstance(parsed, str) else (describe_action(parsed), None)
+    if parsed is None:
+        action, failure = None, None
+    elif isinstance(parsed, str):
+        action, failure = None, parsed
+    else:
+        action, failure = describe_action(parsed), None
     if first_failure is not None:
         failure = first_failure
     return TaskRecord(
@@ -319,6 +354,7 @@ def _check_state(paths: EvolvePaths, config: EvolveConfig, tasks: Sequence[Task]
         write_text_atomic(paths.state, json.dumps(expected, indent=2) + "\n")
         return
     found = json.loads(paths.state.read_text(encoding="utf-8"))
+    found = {**_ADDED_SETTINGS, **found}
     changed = [f"{k} was {found.get(k)!r}, now {v!r}" for k, v in expected.items() if found.get(k) != v]
     if changed:
         raise ConfigError(
@@ -478,6 +514,45 @@ async def evolve_step(
     )
 
 
+def chance_level(tasks: Sequence[Task]) -> float | None:
+    """The expected accuracy of guessing: mean 1/options when every task is multiple choice, else None.
+
+    Example:
+        >>> two, four = ("x", "y"), ("w", "x", "y", "z")
+        >>> chance_level([Task("a", "mmlu", "?", "A", choices=two), Task("b", "mmlu", "?", "B", choices=four)])
+        0.375
+    """
+    if not tasks or not all(task.choices for task in tasks):
+        return None
+    return sum(1 / len(task.choices) for task in tasks) / len(tasks)
+
+
+async def baseline_step(
+    mode: Mode, bank: InsightBank, executor: Executor, task: Task, *, epoch: int, index: int, position: int
+) -> TaskRecord:
+    """One task of a baseline mode (``"no-memory"`` or ``"raw-trajectory"``, see :mod:`memwise.umem.baselines`)."""
+    before = replace(bank.stats)
+    parsed: OptimizerAction | None = None
+    written: BankEntry | None = None
+    if mode == "no-memory":
+        tried = await no_memory_step(executor, task)
+    elif mode == "raw-trajectory":
+        tried, parsed, written = await raw_trajectory_step(bank, executor, task)
+    else:
+        raise ConfigError(f"baseline_step: {mode!r} is not a baseline mode (no-memory, raw-trajectory)")
+    return build_record(
+        tried,
+        parsed,
+        written,
+        epoch=epoch,
+        index=index,
+        position=position,
+        optimizer_tokens=0,
+        bank_size=bank.count(),
+        changes=bank_changes(before, bank.stats),
+    )
+
+
 def _progress(records: Sequence[TaskRecord], total: int) -> EvolveProgress:
     done = len(records)
     epoch = records[-1].epoch if records else 1
@@ -496,7 +571,7 @@ async def evolve(
     tasks: Sequence[Task],
     *,
     executor: Executor,
-    optimizer: ChatModel,
+    optimizer: ChatModel | None,
     embedder: Embedder,
     run: RunDir,
     config: EvolveConfig,
@@ -507,14 +582,16 @@ async def evolve(
     Args:
         tasks: the stream, in order; every epoch replays it.
         executor: solves a task with insights (its model should be recorded: ``run.record(m, "executor")``).
-        optimizer: the Mem-Optimizer model (``run.record(m, "optimizer")``), called at temperature 0.
+        optimizer: the Mem-Optimizer model (``run.record(m, "optimizer")``), called at temperature 0; for
+            ``mode="no-train"`` the untrained base model. Modes without an optimizer call ignore it (None).
         embedder: embeds bank keys and tasks.
         run: the run directory; the bank, records and checkpoints live there beside the ledger.
         config: run settings.
         on_progress: called before the first task and after each one.
 
     Raises:
-        ConfigError: no tasks, or a run directory started with other settings or tasks.
+        ConfigError: no tasks, no optimizer for a mode that needs one, or a run directory started with
+            other settings or tasks.
 
     Example:
         >>> import asyncio, tempfile
@@ -532,6 +609,8 @@ async def evolve(
     """
     if not tasks:
         raise ConfigError("online evolution needs at least one task")
+    if optimizer is None and config.mode in OPTIMIZER_MODES:
+        raise ConfigError(f"evolve: mode {config.mode!r} calls a Mem-Optimizer; pass its model as optimizer")
     paths = EvolvePaths(run.path)
     _check_state(paths, config, tasks)
     records = read_records(paths.records)
@@ -553,18 +632,21 @@ async def evolve(
             on_progress(_progress(records, total))
         for position in range(resumed_from, total):
             epoch, index = divmod(position, len(tasks))
-            record = await evolve_step(
-                bank,
-                executor,
-                optimizer,
-                tasks[index],
-                epoch=epoch + 1,
-                index=index,
-                position=position,
-                optimizer_max_tokens=config.optimizer_max_tokens,
-                ledger=run.ledger,
-                repair=config.repair,
-            )
+            where = {"epoch": epoch + 1, "index": index, "position": position}
+            if config.mode in OPTIMIZER_MODES:
+                assert optimizer is not None  # checked above
+                record = await evolve_step(
+                    bank,
+                    executor,
+                    optimizer,
+                    tasks[index],
+                    **where,
+                    optimizer_max_tokens=config.optimizer_max_tokens,
+                    ledger=run.ledger,
+                    repair=config.repair,
+                )
+            else:
+                record = await baseline_step(config.mode, bank, executor, tasks[index], **where)
             append_record(paths.records, record)
             _checkpoint(paths, position + 1)
             records.append(record)
@@ -573,6 +655,12 @@ async def evolve(
     finally:
         store.close()
     summary = summarise(
-        records, suite=config.suite, tasks_per_epoch=len(tasks), epochs=config.epochs, stages=run.ledger.stats()
+        records,
+        suite=config.suite,
+        tasks_per_epoch=len(tasks),
+        epochs=config.epochs,
+        stages=run.ledger.stats(),
+        mode=config.mode,
+        chance=chance_level(tasks),
     )
     return EvolveResult(records=records, summary=summary, resumed_from=resumed_from, paths=paths)

@@ -7,6 +7,7 @@ Everything here works from the per-task records alone, so a report can be rebuil
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,7 +28,12 @@ __all__ = [
     "ReportFiles",
     "build_markdown",
     "cumulative_accuracy",
+    "failures_text",
+    "plot_stream",
+    "repairs_text",
+    "stream_band",
     "summarise",
+    "wilson_interval",
     "write_report",
 ]
 
@@ -84,7 +90,9 @@ class EvolveSummary:
     ``epoch_curves`` holds the cumulative accuracy within each epoch (one list per epoch);
     ``cumulative_accuracy`` runs over the whole stream. ``format_failures`` counts malformed optimizer
     replies by reason; ``actions`` counts ADD, UPDATE and malformed (``"none"``). ``bank`` is the
-    bank's counters rebuilt from the records, so they hold across resumed processes.
+    bank's counters rebuilt from the records, so they hold across resumed processes. ``mode`` is the
+    run mode (see :mod:`memwise.umem.baselines`), ``chance`` the accuracy of guessing (multiple
+    choice only) and ``outcomes`` the success of each task along the stream, for plots and intervals.
     """
 
     suite: str
@@ -102,6 +110,9 @@ class EvolveSummary:
     bank_size: int
     stages: dict[str, StageStats] = field(default_factory=dict)
     repaired: int = 0
+    mode: str = "umem"
+    chance: float | None = None
+    outcomes: list[bool] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -120,6 +131,8 @@ def summarise(
     tasks_per_epoch: int,
     epochs: int,
     stages: Mapping[str, StageStats] | None = None,
+    mode: str = "umem",
+    chance: float | None = None,
 ) -> EvolveSummary:
     """The run summary from its records (pure); ``stages`` are the ledger's per-stage call totals."""
     if tasks_per_epoch < 1:
@@ -147,7 +160,10 @@ def summarise(
             )
         )
     failures = Counter(r.format_failure for r in records if r.format_failure is not None)
-    actions = Counter("none" if r.action is None else r.action.split()[0] for r in records)
+    # A record without action nor failure asked no Mem-Optimizer (a baseline mode): it is not "malformed".
+    actions = Counter(
+        r.action.split()[0] if r.action is not None else "none" for r in records if r.action or r.format_failure
+    )
     bank = BankStats(
         retrievals=len(records),
         hits=sum(r.retrieved for r in records),
@@ -171,6 +187,53 @@ def summarise(
         bank_size=records[-1].bank_size if records else 0,
         stages=dict(stages or {}),
         repaired=sum(1 for r in records if r.repaired),
+        mode=mode,
+        chance=chance,
+        outcomes=[r.success for r in records],
+    )
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a success rate (95% by default); (0, 1) when n is 0.
+
+    Wilson rather than the normal approximation: it stays inside [0, 1] and is sensible for the
+    small n at the start of a stream and for rates near 0 or 1.
+
+    Example:
+        >>> [round(x, 3) for x in wilson_interval(8, 10)]
+        [0.49, 0.943]
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def repairs_text(summary: EvolveSummary) -> str | None:
+    """One wording for repaired replies, shared by the report and the CLI (None when there were none)."""
+    if not summary.repaired:
+        return None
+    return (
+        f"{summary.repaired} malformed replies were repaired by a schema-constrained second request and their "
+        "action applied (still counted as format failures)"
+    )
+
+
+def failures_text(summary: EvolveSummary) -> str | None:
+    """One wording for format failures, shared by the report and the CLI (None when there were none).
+
+    Only the failures no repair rescued left the bank unchanged, so the line says how many those are.
+    """
+    if not summary.format_failures:
+        return None
+    total = sum(summary.format_failures.values())
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in summary.format_failures.items())
+    unchanged = total - summary.repaired
+    return (
+        f"Mem-Optimizer format failures: {reasons} ({unchanged} left the bank unchanged, {summary.repaired} repaired)"
     )
 
 
@@ -181,11 +244,17 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 def build_markdown(summary: EvolveSummary, *, plots: Sequence[str] = (), plot_note: str | None = None) -> str:
     """The report text (pure): per-epoch table, curve, optimizer format failures, bank, model calls."""
     state = "finished" if summary.finished else f"stopped after {summary.completed} of {summary.total} tasks"
+    if summary.completed:
+        low, high = wilson_interval(sum(summary.outcomes), len(summary.outcomes))
+        interval = f" (95% interval {low:.3f}-{high:.3f})" if summary.outcomes else ""
+    else:
+        interval = ""
+    chance = "" if summary.chance is None else f" Chance level {summary.chance:.3f}."
     lines = [
-        f"# UMEM online evolution: {summary.suite}",
+        f"# UMEM online evolution: {summary.suite}" + ("" if summary.mode == "umem" else f" ({summary.mode})"),
         "",
         f"{summary.tasks_per_epoch} tasks per epoch, {summary.epochs_planned} epoch(s), {state}. "
-        f"Stream accuracy {_fmt(summary.accuracy)}.",
+        f"Stream accuracy {_fmt(summary.accuracy)}{interval}.{chance}",
         "",
         "## Accuracy by epoch",
         "",
@@ -204,12 +273,16 @@ def build_markdown(summary: EvolveSummary, *, plots: Sequence[str] = (), plot_no
     if plot_note:
         lines += [plot_note, ""]
     lines += ["## Mem-Optimizer replies", ""]
-    lines.append(", ".join(f"{k}: {v}" for k, v in summary.actions.items()) + " (none = malformed, bank unchanged)")
-    if summary.repaired:
-        lines.append(
-            f"{summary.repaired} malformed replies were repaired by a schema-constrained second request "
-            "(still counted as format failures below)."
-        )
+    if summary.mode not in ("umem", "no-train"):
+        lines.append(f"Mode {summary.mode}: no Mem-Optimizer is called.")
+    lines.append(
+        ", ".join(f"{k}: {v}" for k, v in summary.actions.items())
+        + " (none = malformed and not repaired, bank unchanged)"
+    )
+    for text in (repairs_text(summary), failures_text(summary)):
+        if text:
+            lines.append("")
+            lines.append(text + ".")
     lines.append("")
     if summary.format_failures:
         lines += ["| format failure | count |", "|---|---|"]
@@ -250,30 +323,85 @@ class ReportFiles:
     plot_note: str | None = None
 
 
-def _plot(summary: EvolveSummary, folder: Path) -> list[Path]:
+def stream_band(outcomes: Sequence[bool]) -> tuple[list[float], list[float], list[float]]:
+    """Cumulative accuracy along a stream and its 95% Wilson band, point by point (pure)."""
+    curve: list[float] = []
+    low: list[float] = []
+    high: list[float] = []
+    wins = 0
+    for n, ok in enumerate(outcomes, start=1):
+        wins += ok
+        curve.append(wins / n)
+        a, b = wilson_interval(wins, n)
+        low.append(a)
+        high.append(b)
+    return curve, low, high
+
+
+def plot_stream(
+    path: Path,
+    lines: Mapping[str, Sequence[bool]],
+    *,
+    title: str,
+    tasks_per_epoch: int,
+    chance: float | None = None,
+) -> Path:
+    """One plot of cumulative accuracy for several runs on one stream, the x axis running on across epochs.
+
+    Each line gets its 95% Wilson band; epochs are marked by dotted rules, and a dashed rule shows
+    chance level when there is one (multiple choice). ``lines`` maps a label to the stream's
+    per-task outcomes, in stream order.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    written: list[Path] = []
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for epoch, curve in zip(summary.epochs, summary.epoch_curves, strict=True):
-        ax.plot(range(1, len(curve) + 1), curve, marker="." if len(curve) < 60 else None, label=f"epoch {epoch.epoch}")
+    fig, ax = plt.subplots(figsize=(7.0, 4.0))
+    longest = max((len(o) for o in lines.values()), default=0)
+    for label, outcomes in lines.items():
+        if not outcomes:
+            continue
+        curve, low, high = stream_band(outcomes)
+        xs = list(range(1, len(curve) + 1))
+        style = {"linestyle": "--", "color": "black"} if label == "no memory" else {}
+        (drawn,) = ax.plot(xs, curve, marker="." if len(curve) < 60 else None, label=label, **style)
+        ax.fill_between(xs, low, high, alpha=0.15, color=drawn.get_color(), linewidth=0)
+    for boundary in range(tasks_per_epoch, longest, tasks_per_epoch):
+        ax.axvline(boundary + 0.5, color="grey", linestyle=":", linewidth=1)
+    if chance is not None:
+        ax.axhline(chance, color="red", linestyle="--", linewidth=1, label=f"chance ({chance:.2f})")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("tasks seen in the epoch")
-    ax.set_ylabel("cumulative accuracy")
+    ax.set_xlabel("tasks seen along the stream (epochs marked by dotted lines)")
+    ax.set_ylabel("cumulative accuracy (95% band)")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"{summary.suite}: cumulative accuracy along the stream")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    if len(summary.epochs) > 1:
-        ax.legend(fontsize="small")
+    ax.legend(fontsize="small")
     fig.tight_layout()
-    path = folder / "cumulative_accuracy.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    written.append(path)
+    return path
+
+
+def _plot(summary: EvolveSummary, folder: Path, baselines: Mapping[str, Sequence[bool]]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written: list[Path] = []
+    label = "UMEM" if summary.mode == "umem" else summary.mode
+    written.append(
+        plot_stream(
+            folder / "cumulative_accuracy.png",
+            {label: summary.outcomes, **baselines},
+            title=f"{summary.suite}: cumulative accuracy along the stream",
+            tasks_per_epoch=summary.tasks_per_epoch,
+            chance=summary.chance,
+        )
+    )
 
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     xs = [e.epoch for e in summary.epochs]
@@ -296,11 +424,14 @@ def _plot(summary: EvolveSummary, folder: Path) -> list[Path]:
     return written
 
 
-def write_report(folder: Path, summary: EvolveSummary) -> ReportFiles:
+def write_report(
+    folder: Path, summary: EvolveSummary, baselines: Mapping[str, Sequence[bool]] | None = None
+) -> ReportFiles:
     """Write ``summary.json``, the two PNG plots and ``report.md`` into ``folder``.
 
-    Plots need matplotlib (``memwise[plots]``); without it the JSON and Markdown are still written
-    and the report says the plots were skipped.
+    ``baselines`` are other runs' outcomes on the same stream (e.g. ``{"no memory": [...]}``), drawn
+    beside this run's curve. Plots need matplotlib (``memwise[plots]``); without it the JSON and
+    Markdown are still written and the report says the plots were skipped.
     """
     summary_json = write_text_atomic(
         folder / "summary.json", json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n"
@@ -309,7 +440,7 @@ def write_report(folder: Path, summary: EvolveSummary) -> ReportFiles:
     plots: list[Path] = []
     if summary.completed:
         try:
-            plots = _plot(summary, folder)
+            plots = _plot(summary, folder, dict(baselines or {}))
         except ImportError:
             note = "Plots skipped: matplotlib is not installed (`pip install 'memwise[plots]'`)."
     else:

@@ -92,10 +92,10 @@ PAPER_INSTRUCTIONS = {
 
 
 def answer_instruction(style: PromptStyle, kind: str) -> str:
-    """How the executor is asked to state its answer; ``kind`` is ``"integer"``, ``"choice"`` or ``"span"``.
+    r"""How the executor is asked to state its answer; ``kind`` is ``"integer"``, ``"choice"`` or ``"span"``.
 
     Example:
-        >>> answer_instruction("paper", "choice").endswith("for example \\\\boxed{A}.")
+        >>> answer_instruction("paper", "choice").endswith(r"for example \boxed{A}.")
         True
     """
     if style == "generic":

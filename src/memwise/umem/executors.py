@@ -84,7 +84,7 @@ def make_executor(
             they keep the environment executor's own small budget.
         env_factory: builds one environment per episode (tests pass a toy game); defaults to ALFWorld.
         prompt_style: ``"generic"`` (an ``Answer:`` line for every suite) or ``"paper"`` (the paper's
-            per-domain formats: ``\\boxed{}`` for math, the option letter for multiple choice).
+            per-domain formats: ``boxed{}`` for math, the option letter for multiple choice).
 
     Raises:
         ConfigError: an unknown suite.

@@ -282,7 +282,7 @@ def normalise_text(text: str) -> str:
     """Lower case, punctuation dropped, spaces collapsed: two tasks equal under it are copies.
 
     Example:
-        >>> normalise_text("  What is 2+2?\n") == normalise_text("what is 2 + 2")
+        >>> normalise_text("  What is 2+2? ") == normalise_text("what is 2 + 2")
         True
     """
     return " ".join(re.sub(r"[^\w]+", " ", text.lower()).split())
