@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from memwise.cli._options import DatasetFormat, DatasetPath, GlobalOptions, config_option, dataset_format
+from memwise.cli.reproduce_umem import reproduce_umem_command
 from memwise.metamem.reproduce import ReproduceConfig
 from memwise.metamem.trainer import TrainConfig
 
@@ -63,3 +64,6 @@ def metamem(
     )
     if report is not None:
         console.print(f"report: {report}")
+
+
+reproduce_app.command("umem")(reproduce_umem_command)
