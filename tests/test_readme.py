@@ -86,6 +86,12 @@ NOT_RUN = (
         "LongMemEval-S is not shipped; tests/cli/test_reproduce_metamem.py runs all folds on the fake server",
     ),
     (
+        ("reproduce", "umem"),
+        "aime24_25.jsonl",
+        "GPQA, HLE and HotpotQA are not shipped; tests/cli/test_reproduce_umem_cli.py runs every method on the fake "
+        "server",
+    ),
+    (
         ("bench", "retrieval"),
         "",
         "ranks 762 questions under every ablation (about a minute on 2 cores) and has no size option; "
