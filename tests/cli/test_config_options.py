@@ -14,7 +14,7 @@ import typer
 
 from memwise.cli import app
 from memwise.metamem.splits import SplitConfig
-from memwise.metamem.trainer import TrainConfig
+from memwise.metamem.trainer import StageBudgets, TrainConfig
 from memwise.umem.evolve import EvolveConfig
 
 # command path -> (config class, {option parameter name: field name})
@@ -28,9 +28,20 @@ MIRRORS: dict[tuple[str, ...], list[tuple[type[Any], dict[str, str]]]] = {
                 "samples": "samples",
                 "temperature": "temperature",
                 "max_tokens": "max_tokens",
+                "answer_style": "answer_style",
                 "max_rules": "max_rules",
                 "max_words": "max_words",
                 "seed": "seed",
+            },
+        ),
+        (
+            StageBudgets,
+            {
+                "rollout_tokens": "rollout",
+                "judge_tokens": "judge",
+                "reflection_tokens": "reflection",
+                "proposal_tokens": "proposal",
+                "consolidation_tokens": "consolidation",
             },
         ),
         (

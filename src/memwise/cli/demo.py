@@ -45,7 +45,7 @@ async def run_main_job(
     from memwise.metamem.prepare import prepare_from_conversations
     from memwise.metamem.rules import render
     from memwise.metamem.splits import SplitConfig, split_questions
-    from memwise.metamem.trainer import StepRecord, TrainConfig
+    from memwise.metamem.trainer import StageBudgets, StepRecord, TrainConfig
 
     started = time.perf_counter()
     if not data.is_file():
@@ -73,7 +73,7 @@ async def run_main_job(
         samples=samples,
         temperature=0.7,
         max_tokens=256,
-        answer_max_tokens=64,
+        budgets=StageBudgets(rollout=64),
         seed=0,
     )
     run = open_run(run_dir, "memwise demo", {"train": config, "metric": metric}, settings, warn=console.print)

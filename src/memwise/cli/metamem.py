@@ -27,14 +27,18 @@ from memwise.cli._options import (
 from memwise.cli._rundirs import open_run
 from memwise.config import Settings
 from memwise.exceptions import ConfigError
+from memwise.facts.answer import AnswerStyle, check_answer_style
 from memwise.metamem.data import MetaQuestion, load_questions, save_questions
 from memwise.metamem.evaluate import EvalResult
 from memwise.metamem.rules import RuleHistory, RuleSet, diff, render, render_diff
 from memwise.metamem.splits import SplitConfig, split_questions
-from memwise.metamem.trainer import StepRecord, TrainConfig
+from memwise.metamem.trainer import StageBudgets, StepRecord, TrainConfig
 
 metamem_app = typer.Typer(help="MetaMem: learn rules on how to use retrieved memory.", no_args_is_help=True)
 RunDirArg = Annotated[Path, typer.Option(help="the MetaMem run directory")]
+AnswerStyleOption = Annotated[
+    str | None, typer.Option(help="direct or reasoning (default: the style the run trained with)")
+]
 
 
 @metamem_app.command("prepare")
@@ -88,6 +92,12 @@ def train(
     samples: int = config_option(TrainConfig, "samples"),
     temperature: float = config_option(TrainConfig, "temperature"),
     max_tokens: int = config_option(TrainConfig, "max_tokens"),
+    answer_style: str = config_option(TrainConfig, "answer_style"),
+    rollout_tokens: int | None = config_option(StageBudgets, "rollout", "--rollout-tokens"),
+    judge_tokens: int | None = config_option(StageBudgets, "judge", "--judge-tokens"),
+    reflection_tokens: int | None = config_option(StageBudgets, "reflection", "--reflection-tokens"),
+    proposal_tokens: int | None = config_option(StageBudgets, "proposal", "--proposal-tokens"),
+    consolidation_tokens: int | None = config_option(StageBudgets, "consolidation", "--consolidation-tokens"),
     metric: MetricOption = DEFAULT_METRIC,
     max_rules: int = config_option(TrainConfig, "max_rules"),
     max_words: int = config_option(TrainConfig, "max_words"),
@@ -107,6 +117,14 @@ def train(
         samples=samples,
         temperature=temperature,
         max_tokens=max_tokens,
+        answer_style=answer_style,
+        budgets=StageBudgets(
+            rollout=rollout_tokens,
+            judge=judge_tokens,
+            reflection=reflection_tokens,
+            proposal=proposal_tokens,
+            consolidation=consolidation_tokens,
+        ),
         seed=seed,
         max_rules=max_rules,
         max_words=max_words,
@@ -234,10 +252,12 @@ def evaluate(
     metric: MetricOption = DEFAULT_METRIC,
     step: Annotated[int | None, typer.Option(help="a step's rules instead of the chosen ones")] = None,
     max_tokens: Annotated[int, typer.Option()] = 1024,
+    answer_style: AnswerStyleOption = None,
 ) -> None:
     """Accuracy on a question set with and without the learned rules, per question type."""
     opts: GlobalOptions = ctx.obj
-    asyncio.run(_evaluate(opts.settings(), load_questions(questions), run_dir, metric, step, max_tokens))
+    style = _style_for(run_dir, answer_style)
+    asyncio.run(_evaluate(opts.settings(), load_questions(questions), run_dir, metric, step, max_tokens, style))
 
 
 async def _evaluate(
@@ -247,6 +267,7 @@ async def _evaluate(
     metric: str,
     step: int | None,
     max_tokens: int,
+    style: AnswerStyle,
 ) -> None:
     from memwise.llm.registry import ModelSet
     from memwise.metamem.evaluate import evaluate_rules
@@ -265,13 +286,23 @@ async def _evaluate(
         judge = run.record(models.get("judge"), "eval_judge")
         scorer = make_scorer(metric, judge, run.ledger)
         with_rules, without = await asyncio.gather(
-            evaluate_rules(qs, rules, policy=policy, scorer=scorer, max_tokens=max_tokens),
-            evaluate_rules(qs, RuleSet(), policy=policy, scorer=scorer, max_tokens=max_tokens),
+            evaluate_rules(qs, rules, policy=policy, scorer=scorer, max_tokens=max_tokens, style=style),
+            evaluate_rules(qs, RuleSet(), policy=policy, scorer=scorer, max_tokens=max_tokens, style=style),
         )
     finally:
         await models.aclose()
         run.close()
     _print_test(Console(), without, with_rules)
+
+
+def _style_for(run_dir: Path, given: str | None) -> AnswerStyle:
+    """The answer style asked for, else the one the run trained with, else ``direct``."""
+    from memwise.metamem.pipeline import load_train_config
+
+    if given is not None:
+        return check_answer_style(given)
+    config = load_train_config(run_dir)
+    return config.style if config is not None else "direct"
 
 
 def _rules_at(history: RuleHistory, step: int) -> RuleSet:
@@ -319,21 +350,37 @@ def answer(
     run_dir: RunDirArg = Path("runs/metamem"),
     question_date: Annotated[str | None, typer.Option(help="'today' for the question")] = None,
     top_k: Annotated[int, typer.Option()] = 20,
+    answer_style: AnswerStyleOption = None,
+    max_tokens: Annotated[int | None, typer.Option(help="output tokens (default: the run's rollout budget)")] = None,
 ) -> None:
-    """Answer from the factual memory with the learned rules; the question date reaches the prompt."""
+    """Answer from the factual memory with the learned rules; the question date reaches the prompt.
+
+    The prompt is the one the rules were trained and selected on: same builder, rule ids, answer style
+    (the run's, unless ``--answer-style`` says otherwise) and the question date as given.
+    """
     from memwise.facts.memory import AsyncMemory
-    from memwise.metamem.pipeline import load_result_rules
+    from memwise.metamem.pipeline import load_result_rules, load_train_config
 
     opts: GlobalOptions = ctx.obj
     rules = load_result_rules(run_dir)
-    when = parse_when(question_date, "--question-date")
+    style = _style_for(run_dir, answer_style)
+    trained = load_train_config(run_dir)
+    budget = max_tokens or (trained.answer_tokens if trained is not None else 256)
+    # Checked here for a clear error, but passed on as written: rollouts showed the dataset's own text.
+    parse_when(question_date, "--question-date")
 
     async def run() -> str:
         mem = AsyncMemory.from_settings(opts.settings(), db)
         try:
             with spinner("answering"):
                 reply = await mem.answer(
-                    question, user_id=user_id, question_date=when, top_k=top_k, rules=[r.text for r in rules.rules]
+                    question,
+                    user_id=user_id,
+                    question_date=question_date,
+                    top_k=top_k,
+                    rules={r.id: r.text for r in rules.rules},
+                    style=style,
+                    max_tokens=budget,
                 )
         finally:
             await mem.aclose()

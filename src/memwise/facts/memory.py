@@ -31,7 +31,15 @@ from memwise.config import Settings, load_settings
 from memwise.embed.base import Embedder
 from memwise.exceptions import ConfigError, MemoryNotFoundError, StoreError
 from memwise.facts._text import day_label
-from memwise.facts.answer import Answer, build_answer_messages, format_question_date, question_time_bound
+from memwise.facts.answer import (
+    Answer,
+    AnswerStyle,
+    build_answer_messages,
+    check_answer_style,
+    final_answer,
+    format_question_date,
+    question_time_bound,
+)
 from memwise.facts.consolidate import ConsolidationReport
 from memwise.facts.consolidate import consolidate as consolidate_units
 from memwise.facts.consolidate import history as history_of
@@ -587,8 +595,9 @@ class AsyncMemory:
         user_id: str,
         question_date: datetime | str | None = None,
         top_k: int = 20,
-        rules: Sequence[str] = (),
+        rules: Mapping[str, str] | Sequence[str] = (),
         max_tokens: int = 256,
+        style: AnswerStyle = "direct",
     ) -> Answer:
         """Retrieve ``top_k`` memories of ``user_id`` and answer, with the question date in the prompt.
 
@@ -597,22 +606,32 @@ class AsyncMemory:
         rest on the future. A memory without a date cannot be placed before the question, so it is left
         out too. Without a question date (LoCoMo gives none) nothing is filtered.
 
+        The prompt is MetaMem's (:func:`~memwise.facts.answer.build_fragment_answer_messages`), so learned
+        ``rules`` (a trained ``{"R3": text}`` mapping, or plain texts numbered ``R1..``) serve here on the
+        prompt they were selected on. ``style="reasoning"`` asks for step-by-step reasoning: ``text`` is
+        then the final answer alone and ``reasoning`` the whole reply.
+
         Raises:
-            ConfigError: no chat model, or a ``question_date`` string that does not read as a date.
+            ConfigError: no chat model, an unknown ``style``, or a ``question_date`` string that does not
+                read as a date.
         """
         if self.llm is None:
             raise ConfigError("answer() needs a chat model: pass llm= to Memory")
+        check_answer_style(style)
         _require_user(user_id)
         until = question_time_bound(question_date)
         filters = Filters(user_id=user_id, until=until, time_field="ts")
         hits = await self.retriever.search(question, filters=filters, top_k=top_k)
-        messages = build_answer_messages(question, [h.record for h in hits], question_date=question_date, rules=rules)
+        messages = build_answer_messages(
+            question, [h.record for h in hits], question_date=question_date, rules=rules, style=style
+        )
         reply = await self.llm.complete(ChatRequest(messages=tuple(messages), max_tokens=max_tokens))
         return Answer(
-            text=reply.text.strip(),
+            text=final_answer(reply.text, style),
             memories=tuple(hits),
             usage=reply.usage,
             question_date=format_question_date(question_date),
+            reasoning=reply.text.strip() if style == "reasoning" else None,
         )
 
     def _owned(self, memory_id: str, user_id: str) -> Record:
@@ -888,13 +907,20 @@ class Memory:
         user_id: str,
         question_date: datetime | str | None = None,
         top_k: int = 20,
-        rules: Sequence[str] = (),
+        rules: Mapping[str, str] | Sequence[str] = (),
         max_tokens: int = 256,
+        style: AnswerStyle = "direct",
     ) -> Answer:
         """See :meth:`AsyncMemory.answer`."""
         return self._run(
             self.inner.answer(
-                question, user_id=user_id, question_date=question_date, top_k=top_k, rules=rules, max_tokens=max_tokens
+                question,
+                user_id=user_id,
+                question_date=question_date,
+                top_k=top_k,
+                rules=rules,
+                max_tokens=max_tokens,
+                style=style,
             )
         )
 

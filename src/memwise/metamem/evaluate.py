@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from memwise.exceptions import LLMError, ParseError
+from memwise.facts.answer import AnswerStyle, final_answer
 from memwise.llm.base import ChatModel, ChatRequest
 from memwise.metamem.data import MetaQuestion
 from memwise.metamem.prompts import build_rollout_messages
@@ -31,6 +32,7 @@ class EvalOutcome:
     response: str | None
     score: float | None
     error: str | None = None
+    reasoning: str | None = None  # the whole reply of a reasoning answer; ``response`` is its final answer
 
 
 @dataclass(frozen=True)
@@ -72,25 +74,33 @@ async def evaluate_rules(
     policy: ChatModel,
     scorer: Scorer,
     max_tokens: int = 1024,
+    style: AnswerStyle = "direct",
 ) -> EvalResult:
     """Answer each question at temperature 0 with ``rules`` and score it.
 
-    Concurrency is the caller's: pass models that share one bound (as the trainer's do).
+    The prompt is the rollouts' (same builder, same ``style``), so a rule set is validated and tested
+    on the prompt it was trained on. With ``style="reasoning"`` the scorer sees the final answer only,
+    and the outcome keeps the whole reply. Concurrency is the caller's: pass models that share one
+    bound (as the trainer's do).
     """
     rule_map = {r.id: r.text for r in rules.rules}
 
     async def one(q: MetaQuestion) -> EvalOutcome:
-        messages = build_rollout_messages(q.question, q.memories, question_date=q.question_date, rules=rule_map)
+        messages = build_rollout_messages(
+            q.question, q.memories, question_date=q.question_date, rules=rule_map, style=style
+        )
         request = ChatRequest(messages=tuple(messages), temperature=0.0, max_tokens=max_tokens, seed=0)
         try:
             text = (await policy.complete(request)).text.strip()
         except LLMError as exc:
             return EvalOutcome(q.question_id, q.question_type, None, None, f"answer: {exc}")
+        answer = final_answer(text, style)
+        reasoning = text if style == "reasoning" else None
         try:
-            score = await scorer.score(q, text)
+            score = await scorer.score(q, answer)
         except (ParseError, LLMError) as exc:
-            return EvalOutcome(q.question_id, q.question_type, text, None, f"score: {exc}")
-        return EvalOutcome(q.question_id, q.question_type, text, score.value)
+            return EvalOutcome(q.question_id, q.question_type, answer, None, f"score: {exc}", reasoning)
+        return EvalOutcome(q.question_id, q.question_type, answer, score.value, reasoning=reasoning)
 
     return summarise(await asyncio.gather(*(one(q) for q in questions)))
 
@@ -116,10 +126,14 @@ async def validate_history(
     policy: ChatModel,
     scorer: Scorer,
     max_tokens: int = 1024,
+    style: AnswerStyle = "direct",
 ) -> dict[int, EvalResult]:
     """Each version's validation result, by step; versions are evaluated concurrently."""
     versions = list(history.versions)
     results = await asyncio.gather(
-        *(evaluate_rules(valset, v.rules, policy=policy, scorer=scorer, max_tokens=max_tokens) for v in versions)
+        *(
+            evaluate_rules(valset, v.rules, policy=policy, scorer=scorer, max_tokens=max_tokens, style=style)
+            for v in versions
+        )
     )
     return {v.step: r for v, r in zip(versions, results, strict=True)}

@@ -17,7 +17,7 @@ from memwise.llm.base import ChatModel
 from memwise.metamem.data import MetaQuestion
 from memwise.metamem.evaluate import EvalResult, evaluate_rules, select_best, validate_history
 from memwise.metamem.rules import RuleHistory, RuleSet
-from memwise.metamem.trainer import MetaMemTrainer, StepRecord, TrainConfig
+from memwise.metamem.trainer import MetaMemTrainer, StepRecord, TrainConfig, train_config_from_dict
 from memwise.runs.files import write_text_atomic
 from memwise.runs.rundir import RunDir
 
@@ -62,6 +62,21 @@ def load_result_rules(run_dir: str | Path) -> RuleSet:
     return RuleSet.from_dict(json.loads(path.read_text())["rules"])
 
 
+def load_train_config(run_dir: str | Path) -> TrainConfig | None:
+    """The configuration a run trained with (from its checkpoint), or ``None`` when it has none.
+
+    ``metamem answer`` and ``metamem eval`` read the answer style from it, so learned rules are served
+    on the prompt style they were selected on unless the user asks otherwise.
+    """
+    path = Path(run_dir) / "metamem" / "history.json"
+    if not path.exists():
+        return None
+    try:
+        return train_config_from_dict(json.loads(path.read_text())["config"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"MetaMem checkpoint {path} has no readable config ({exc}); pass --answer-style") from exc
+
+
 def load_history(run_dir: str | Path) -> RuleHistory:
     """Every version of a run's rules (from the trainer's checkpoint)."""
     path = Path(run_dir) / "metamem" / "history.json"
@@ -98,23 +113,14 @@ async def train_and_select(
     history = await trainer.compile(train)
     cfg = trainer.config
     eval_model = trainer.models["eval"]
-    validation = (
-        await validate_history(
-            history, val, policy=eval_model, scorer=trainer.eval_scorer, max_tokens=cfg.answer_tokens
-        )
-        if val
-        else {}
-    )
+    answering = {"scorer": trainer.eval_scorer, "max_tokens": cfg.answer_tokens, "style": cfg.style}
+    validation = await validate_history(history, val, policy=eval_model, **answering) if val else {}
     best = select_best({step: r.accuracy for step, r in validation.items()}) if validation else history.latest.step
     chosen = history.at_step(best)
     with_rules = without_rules = None
     if test:
-        with_rules = await evaluate_rules(
-            test, chosen, policy=eval_model, scorer=trainer.eval_scorer, max_tokens=cfg.answer_tokens
-        )
-        without_rules = await evaluate_rules(
-            test, RuleSet(), policy=eval_model, scorer=trainer.eval_scorer, max_tokens=cfg.answer_tokens
-        )
+        with_rules = await evaluate_rules(test, chosen, policy=eval_model, **answering)
+        without_rules = await evaluate_rules(test, RuleSet(), policy=eval_model, **answering)
     result = MetaMemResult(
         history=history,
         steps=tuple(trainer.step_records()),

@@ -23,9 +23,9 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from memwise.facts.answer import build_fragment_answer_messages, format_question_date
+from memwise.facts.answer import AnswerStyle, build_fragment_answer_messages, format_question_date, render_rules
 from memwise.llm.base import Message
-from memwise.llm.untrusted import data_notice, fence, neutralize
+from memwise.llm.untrusted import data_notice, fence
 from memwise.metamem.parse import ProposedOp, Reflection, normalize_rule_id
 
 MAX_RULE_WORDS = 30
@@ -84,7 +84,7 @@ def format_rules(rules: Mapping[str, str]) -> list[str]:
             f"rules must map rule id to text, e.g. {{'R3': '...'}}, got {type(rules).__name__}: "
             "the ids are shown so that proposals can name the rule they change"
         )
-    return [f"[{normalize_rule_id(rule_id)}] {neutralize(' '.join(text.split()))}" for rule_id, text in rules.items()]
+    return render_rules(rules)
 
 
 def _rules_block(rules: Mapping[str, str]) -> str:
@@ -120,6 +120,7 @@ def build_rollout_messages(
     *,
     question_date: datetime | str | None,
     rules: Mapping[str, str],
+    style: AnswerStyle = "direct",
 ) -> list[Message]:
     """The answer prompt a rollout samples from: the same prompt inference uses, rules shown with ids.
 
@@ -133,9 +134,8 @@ def build_rollout_messages(
         >>> "Today is 2023-07-01." in msgs[-1].content and "[R1] Use the question date." in msgs[-1].content
         True
     """
-    return build_fragment_answer_messages(
-        question, fragments, question_date=question_date, rule_lines=format_rules(rules)
-    )
+    format_rules(rules)  # refuses a plain list: training needs the ids proposals refer to
+    return build_fragment_answer_messages(question, fragments, question_date=question_date, rules=rules, style=style)
 
 
 # --------------------------------------------------------------------------------------------

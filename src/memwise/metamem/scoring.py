@@ -40,10 +40,12 @@ class MetricScorer:
         )
 
 
-def make_scorer(metric: str, judge: ChatModel, ledger: Ledger | None) -> Scorer:
-    """The scorer for a metric name; the judge model is used only by ``"judge"``."""
+def make_scorer(metric: str, judge: ChatModel, ledger: Ledger | None, *, max_tokens: int | None = None) -> Scorer:
+    """The scorer for a metric name; the judge model (and its ``max_tokens`` budget) is used only by ``"judge"``."""
     if metric == "judge":
-        return MetricScorer(LLMJudge(judge, ledger=ledger))
+        if max_tokens is None:
+            return MetricScorer(LLMJudge(judge, ledger=ledger))
+        return MetricScorer(LLMJudge(judge, ledger=ledger, max_tokens=max_tokens))
     if metric == "f1":
         return MetricScorer(TokenF1Metric())
     if metric == "em":

@@ -31,6 +31,7 @@ from typing import Any
 
 from memwise._aio import gather_or_cancel
 from memwise.exceptions import ConfigError, LLMError, ParseError
+from memwise.facts.answer import AnswerStyle, check_answer_style, final_answer
 from memwise.llm.base import ChatModel, ChatRequest, ChatResponse
 from memwise.llm.structured import complete_structured
 from memwise.metamem.data import MetaQuestion
@@ -56,6 +57,35 @@ from memwise.metamem.scoring import Scorer, make_scorer
 from memwise.runs.files import write_text_atomic
 from memwise.runs.rundir import RunDir
 
+JUDGE_MAX_TOKENS = 4096
+"""The judge's output budget when none is set (:class:`~memwise.tasks.judge.LLMJudge`'s default)."""
+STAGES = ("rollout", "judge", "reflection", "proposal", "consolidation")
+
+
+@dataclass(frozen=True)
+class StageBudgets:
+    """Output tokens per call, per stage; ``None`` means :attr:`TrainConfig.max_tokens` (judge: 4096).
+
+    Apart because the stages need very different room: a reasoning rollout may need thousands of tokens
+    while a judge verdict needs a word, and one shared cap either starves the first or pays for the
+    second. Validation and test answers use the rollout budget (they are rollouts at temperature 0)
+    and their judge the judge budget.
+    """
+
+    rollout: int | None = field(default=None, metadata={"help": "output tokens per answer (rollouts, evaluation)"})
+    judge: int | None = field(
+        default=None, metadata={"help": f"output tokens per judge call (default {JUDGE_MAX_TOKENS})"}
+    )
+    reflection: int | None = field(default=None, metadata={"help": "output tokens per reflection"})
+    proposal: int | None = field(default=None, metadata={"help": "output tokens per proposal"})
+    consolidation: int | None = field(default=None, metadata={"help": "output tokens per consolidation"})
+
+    def __post_init__(self) -> None:
+        for name in STAGES:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"StageBudgets.{name} must be >= 1 (or None for the default), got {value}")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -65,10 +95,13 @@ class TrainConfig:
     batch_size: int = field(default=50, metadata={"help": "questions per step"})
     samples: int = field(default=5, metadata={"help": "answers sampled per question"})
     temperature: float = field(default=0.7, metadata={"help": "rollout temperature"})
-    max_tokens: int = field(default=1024, metadata={"help": "output tokens per call (reference: 4096)"})
-    answer_max_tokens: int | None = field(
-        default=None, metadata={"help": "output tokens per answer (rollouts, evaluation); default max_tokens"}
+    max_tokens: int = field(
+        default=1024, metadata={"help": "output tokens per call where no stage budget is set (reference: 4096)"}
     )
+    answer_style: str = field(
+        default="direct", metadata={"help": "answer prompt: direct, or reasoning (step by step, then an Answer: line)"}
+    )
+    budgets: StageBudgets = field(default_factory=StageBudgets)
     seed: int = field(default=0, metadata={"help": "seeds shuffles and sampling"})
     max_rules: int = field(default=30, metadata={"help": "cap on the rule count"})
     max_words: int = field(default=30, metadata={"help": "cap on words per rule"})
@@ -76,9 +109,33 @@ class TrainConfig:
 
     @property
     def answer_tokens(self) -> int:
-        return self.answer_max_tokens or self.max_tokens
+        """The output budget of one answer (rollouts, validation and test)."""
+        return self.tokens("rollout")
+
+    @property
+    def style(self) -> AnswerStyle:
+        """``answer_style``, typed (checked on construction)."""
+        return check_answer_style(self.answer_style)
+
+    def tokens(self, stage: str) -> int:
+        """The output budget of one call of ``stage`` (one of :data:`STAGES`).
+
+        Example:
+            >>> cfg = TrainConfig(max_tokens=256, budgets=StageBudgets(rollout=2048))
+            >>> [cfg.tokens(s) for s in STAGES]
+            [2048, 4096, 256, 256, 256]
+        """
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+        budget: int | None = getattr(self.budgets, stage)
+        if budget is not None:
+            return budget
+        return JUDGE_MAX_TOKENS if stage == "judge" else self.max_tokens
 
     def __post_init__(self) -> None:
+        check_answer_style(self.answer_style)
+        if not isinstance(self.budgets, StageBudgets):
+            raise ConfigError(f"TrainConfig.budgets must be a StageBudgets, got {type(self.budgets).__name__}")
         for name in ("epochs", "batch_size", "samples", "max_tokens", "max_rules", "max_words"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -94,6 +151,7 @@ class Rollout:
     text: str
     score: float | None
     feedback: str = ""
+    answer: str | None = None  # what the judge saw: the final answer line of a reasoning reply
 
 
 @dataclass(frozen=True)
@@ -212,6 +270,33 @@ def to_operations(ops: Sequence[ProposedOp], *, step: int, question_ids: Sequenc
     return out
 
 
+def upgrade_config_dict(saved: Any) -> Any:
+    """A checkpoint's saved config in today's layout, so runs written before stage budgets still resume.
+
+    Older checkpoints had ``answer_max_tokens`` (now ``budgets.rollout``) and neither ``answer_style``
+    nor ``budgets``; their defaults are what those runs used. Anything else is returned unchanged.
+
+    Example:
+        >>> upgrade_config_dict({"max_tokens": 64, "answer_max_tokens": 32})["budgets"]["rollout"]
+        32
+    """
+    if not isinstance(saved, dict) or "budgets" in saved:
+        return saved
+    out = dict(saved)
+    budgets = asdict(StageBudgets())
+    budgets["rollout"] = out.pop("answer_max_tokens", None)
+    out.setdefault("answer_style", "direct")
+    out["budgets"] = budgets
+    return out
+
+
+def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """A :class:`TrainConfig` from its ``asdict`` form (a checkpoint's ``config``), old layouts included."""
+    fields = dict(upgrade_config_dict(data))
+    budgets = StageBudgets(**fields.pop("budgets"))
+    return TrainConfig(**fields, budgets=budgets)
+
+
 class MetaMemTrainer:
     """Learns a :class:`RuleSet` from training questions; ``compile`` returns the rule history.
 
@@ -255,8 +340,9 @@ class MetaMemTrainer:
             )
         }
         self.metric = metric
-        self.scorer: Scorer = make_scorer(metric, self.models["judge"], run.ledger)
-        self.eval_scorer: Scorer = make_scorer(metric, self.models["eval_judge"], run.ledger)
+        judge_tokens = self.config.tokens("judge")
+        self.scorer: Scorer = make_scorer(metric, self.models["judge"], run.ledger, max_tokens=judge_tokens)
+        self.eval_scorer: Scorer = make_scorer(metric, self.models["eval_judge"], run.ledger, max_tokens=judge_tokens)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -375,7 +461,9 @@ class MetaMemTrainer:
         self, q: MetaQuestion, rule_map: dict[str, str], index: int, *, step: int, epoch: int
     ) -> Rollout:
         cfg = self.config
-        messages = build_rollout_messages(q.question, q.memories, question_date=q.question_date, rules=rule_map)
+        messages = build_rollout_messages(
+            q.question, q.memories, question_date=q.question_date, rules=rule_map, style=cfg.style
+        )
         request = ChatRequest(
             messages=tuple(messages),
             temperature=cfg.temperature,
@@ -384,13 +472,15 @@ class MetaMemTrainer:
         )
         reply = await self.models["rollout"].complete(request)
         text = reply.text.strip()
+        # The judge grades the final answer only; the reflection sees the whole reply, reasoning included.
+        answer = final_answer(text, cfg.style)
         try:
-            score = await self.scorer.score(q, text)
+            score = await self.scorer.score(q, answer)
         except (ParseError, LLMError) as exc:
             # No verdict is not a wrong answer: leave it out of the group, counted in the step record.
             self.run.ledger.record_failure(stage="score", kind="no_verdict", detail=f"{q.question_id}: {exc}")
-            return Rollout(index, text, None)
-        return Rollout(index, text, score.value, score.feedback)
+            return Rollout(index, text, None, answer=answer)
+        return Rollout(index, text, score.value, score.feedback, answer=answer)
 
     async def _reflect(self, q: MetaQuestion, rollout: Rollout) -> Reflection | None:
         messages = build_reflection_messages(
@@ -404,7 +494,7 @@ class MetaMemTrainer:
         )
         request = ChatRequest(
             messages=tuple(messages),
-            max_tokens=self.config.max_tokens,
+            max_tokens=self.config.tokens("reflection"),
             json_schema=reflection_schema(len(q.memories)),
             schema_name="Reflection",
             seed=stable_seed(self.config.seed, q.question_id, rollout.index, "reflect"),
@@ -425,7 +515,7 @@ class MetaMemTrainer:
         )
         request = ChatRequest(
             messages=tuple(messages),
-            max_tokens=self.config.max_tokens,
+            max_tokens=self.config.tokens("proposal"),
             json_schema=proposal_schema(list(rule_map), max_ops=3),
             schema_name="Proposal",
             seed=stable_seed(self.config.seed, q.question_id, "propose"),
@@ -456,7 +546,7 @@ class MetaMemTrainer:
         labels = question_labels(shown)  # the prompt names questions Q1..Qn, never by their dataset ids
         request = ChatRequest(
             messages=tuple(messages),
-            max_tokens=self.config.max_tokens,
+            max_tokens=self.config.tokens("consolidation"),
             json_schema=consolidation_schema(list(rule_map), list(labels), max_ops=self.config.max_rules),
             schema_name="Consolidation",
             seed=stable_seed(self.config.seed, step, "consolidate"),
@@ -489,7 +579,7 @@ class MetaMemTrainer:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             # Never start over silently from an unreadable checkpoint (a defect of the reference setup).
             raise ConfigError(f"MetaMem checkpoint {path} is unreadable ({exc}); move it away to retrain") from exc
-        if data.get("config") != asdict(self.config):
+        if upgrade_config_dict(data.get("config")) != asdict(self.config):
             raise ConfigError(f"MetaMem checkpoint {path} was written with another configuration; use a new run dir")
         return history, records
 
