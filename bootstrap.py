@@ -2,7 +2,7 @@
 """Set up memwise in ./.venv with only python3, pip and a C compiler, then run the demo or the tests.
 
     python3 bootstrap.py demo    # create the environment, install everything, run the main job
-    python3 bootstrap.py test    # the same environment plus test tools, then lint and run the tests
+    python3 bootstrap.py test    # the same environment plus test tools, then ruff, pyright and pytest
 
 Why a script and not a bare `pip install`: two packages need care on CPU machines.
 - torch: only torch==2.13.0 is taken from the local CPU wheel; any other request pulls CUDA wheels,
@@ -34,11 +34,13 @@ STAMP = VENV / ".memwise-installed"
 
 
 def run(*cmd: str | Path, env: dict[str, str] | None = None) -> None:
+    """Echo and run ``cmd`` in the repository; a failure ends the script with the command's status."""
     print("+", " ".join(map(str, cmd)), flush=True)
     subprocess.run([str(c) for c in cmd], check=True, env=env, cwd=ROOT)
 
 
 def pip(*args: str | Path, env: dict[str, str] | None = None) -> None:
+    """Install into .venv with its own pip, never the interpreter that runs this script."""
     run(BIN / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *args, env=env)
 
 
@@ -67,6 +69,7 @@ def source_wheels() -> None:
 
 
 def install(extras: str) -> None:
+    """Install memwise with ``extras``; skipped when neither the extras nor pyproject.toml changed since."""
     signature = f"{extras}\n{(ROOT / 'pyproject.toml').read_text()}"
     if STAMP.exists() and STAMP.read_text() == signature:
         return
@@ -82,6 +85,7 @@ def install(extras: str) -> None:
 
 
 def main(argv: list[str]) -> int:
+    """Run ``demo`` or ``test``; anything else prints the usage and returns 2."""
     if len(argv) != 1 or argv[0] not in ("demo", "test"):
         print(__doc__)
         return 2
@@ -91,6 +95,7 @@ def main(argv: list[str]) -> int:
         return 0
     install("all,test")
     run(BIN / "ruff", "check", "src", "tests", "bench", "bootstrap.py")
+    run(BIN / "pyright")  # settings (src/, standard mode, this venv) in pyproject's [tool.pyright]
     run(BIN / "python", "-m", "pytest", "-q")
     return 0
 

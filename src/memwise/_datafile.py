@@ -32,7 +32,7 @@ import codecs
 import itertools
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from pathlib import Path
 
 from memwise.exceptions import ConfigError, DatasetError
@@ -176,7 +176,7 @@ def read_text(path: PathLike, what: str = "dataset file") -> str:
         raise DatasetError(_describe_bad_bytes(exc, start + exc.start, line), path=str(p)) from None
 
 
-def iter_lines(path: PathLike, *, limit: int | None = None) -> Iterator[tuple[int, str | DatasetError]]:
+def iter_lines(path: PathLike, *, limit: int | None = None) -> Generator[tuple[int, str | DatasetError], None, None]:
     """Yield ``(index, line)`` for each physical line of a JSONL file; ``index`` is 0-based.
 
     A line that cannot be used comes out as ``(index, DatasetError)`` instead, so the caller decides

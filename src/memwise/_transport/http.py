@@ -282,7 +282,10 @@ def _proxied(base_url: str) -> bool:
     proxies = urllib.request.getproxies_environment()
     if parts.scheme not in proxies and "all" not in proxies:
         return False
-    return not urllib.request.proxy_bypass_environment(parts.hostname or "", proxies)
+    # proxy_bypass_environment is in urllib.request on every platform but missing from typeshed's stubs;
+    # proxy_bypass (which the stubs have) would read the macOS/Windows system settings instead of no_proxy.
+    bypass = urllib.request.proxy_bypass_environment  # pyright: ignore[reportAttributeAccessIssue]
+    return not bypass(parts.hostname or "", proxies)
 
 
 def build_http_client(

@@ -20,12 +20,25 @@ class Embedder(Protocol):
     same name must produce the same vectors.
     """
 
-    name: str
-    dim: int
+    # Read-only in the protocol: a wrapper (the cache) forwards them as properties, and a remote
+    # model may learn ``dim`` from its first reply; a plain attribute satisfies them too.
+    @property
+    def name(self) -> str:
+        """Identifies the vectors; the cache key, so it must change when the vectors would."""
+        ...
 
-    async def embed(self, texts: Sequence[str]) -> Vectors: ...
+    @property
+    def dim(self) -> int:
+        """Width of each row; 0 until a remote model whose size is not known has answered once."""
+        ...
 
-    def describe(self) -> str: ...
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        """One row per text, in the order given; the batch size is the caller's to choose."""
+        ...
+
+    def describe(self) -> str:
+        """One line for logs and run records: backend, model and where it runs."""
+        ...
 
     async def aclose(self) -> None:
         """Release connections or files; the embedder is not used afterwards."""

@@ -33,8 +33,7 @@ from memwise.llm.base import ChatModel, ChatRequest, Message
 from memwise.llm.structured import complete_structured, parse_model
 from memwise.llm.untrusted import data_notice, fence
 from memwise.runs.ledger import Ledger
-from memwise.store.base import Filters, Record
-from memwise.store.sqlite import SQLiteStore
+from memwise.store.base import Filters, Record, Store
 
 STAGE = "consolidate"
 ACTIONS = ("UPDATE", "DELETE", "IGNORE")
@@ -172,7 +171,7 @@ def _supersedes(record: Record) -> list[str]:
     return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
-def _apply(store: SQLiteStore, new_id: str, verdicts: list[tuple[Record, Decision]]) -> None:
+def _apply(store: Store, new_id: str, verdicts: list[tuple[Record, Decision]]) -> None:
     """Apply one unit's UPDATE/DELETE verdicts in one transaction (all of them, or none)."""
     with store.transaction():
         new = store.get(new_id)
@@ -197,7 +196,7 @@ def _apply(store: SQLiteStore, new_id: str, verdicts: list[tuple[Record, Decisio
 
 
 def _candidates(
-    store: SQLiteStore,
+    store: Store,
     unit: Record,
     vector: Vectors,
     position: dict[str, int],
@@ -221,7 +220,7 @@ def _candidates(
 
 
 async def consolidate(
-    store: SQLiteStore,
+    store: Store,
     llm: ChatModel,
     *,
     user_id: str,
@@ -290,7 +289,7 @@ async def consolidate(
     return report
 
 
-def history(store: SQLiteStore, record_id: str) -> list[Record]:
+def history(store: Store, record_id: str) -> list[Record]:
     """Every version of a unit, oldest first: the chain of ``supersedes``/``superseded_by`` links
     followed both ways from ``record_id`` (a unit may supersede several), within the unit's user.
     Empty if there is no such unit.

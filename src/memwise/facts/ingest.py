@@ -41,8 +41,7 @@ from memwise.facts.types import Conversation, Session
 from memwise.facts.units import session_digest, unit_id
 from memwise.llm.base import ChatModel
 from memwise.runs.ledger import Ledger
-from memwise.store.base import Record
-from memwise.store.sqlite import SQLiteStore
+from memwise.store.base import Record, Store
 
 __all__ = ["RECEIPT", "IngestReport", "IngestSummary", "Mode", "ingest_conversation", "ingest_many", "receipt_id"]
 
@@ -87,7 +86,7 @@ DELETED = "deleted"
 consolidation or an edit retired: saying the same thing again after a delete must store it again."""
 
 
-def _already_in(store: SQLiteStore, rid: str) -> list[str] | None:
+def _already_in(store: Store, rid: str) -> list[str] | None:
     """The units an earlier ingest wrote, if its receipt and every unit it lists are still there and
     none of them was deleted by its user since."""
     receipt = store.get(rid)
@@ -100,7 +99,7 @@ def _already_in(store: SQLiteStore, rid: str) -> list[str] | None:
     return ids
 
 
-def _fresh_ids(store: SQLiteStore, records: list[Record]) -> dict[str, str]:
+def _fresh_ids(store: Store, records: list[Record]) -> dict[str, str]:
     """New ids for records whose id belongs to a unit its user deleted: derived from the old id and
     the deletion, so a re-add is stored again while the deleted version stays in history."""
     renamed: dict[str, str] = {}
@@ -122,12 +121,12 @@ def _rename(record: Record, renamed: dict[str, str]) -> Record:
     return replace(record, id=renamed.get(record.id, record.id), metadata=metadata)
 
 
-def _found(store: SQLiteStore, rids: list[str]) -> list[list[str] | None]:
+def _found(store: Store, rids: list[str]) -> list[list[str] | None]:
     return [_already_in(store, rid) for rid in rids]
 
 
 def _write(
-    store: SQLiteStore, records: list[Record], vectors: Vectors, owners: list[int], receipts: list[Record]
+    store: Store, records: list[Record], vectors: Vectors, owners: list[int], receipts: list[Record]
 ) -> tuple[int, int] | None:
     """Write the new sessions of a conversation in one transaction: ``(written, present)``, or None if a
     concurrent ingest committed all of them first.
@@ -181,7 +180,7 @@ def _link(records: list[Record], owners: list[int]) -> list[Record]:
 async def _ingest(
     conv: Conversation,
     *,
-    store: SQLiteStore,
+    store: Store,
     embedder: Embedder,
     scope: Scope,
     mode: Mode,
@@ -256,7 +255,7 @@ def _check(mode: Mode, llm: ChatModel | None) -> None:
 async def ingest_conversation(
     conv: Conversation,
     *,
-    store: SQLiteStore,
+    store: Store,
     embedder: Embedder,
     user_id: str,
     mode: Mode = "turns",
@@ -297,7 +296,7 @@ async def ingest_conversation(
 async def ingest_many(
     convs: Iterable[Conversation],
     *,
-    store: SQLiteStore,
+    store: Store,
     embedder: Embedder,
     user_id: str | Callable[[Conversation], str],
     mode: Mode = "turns",

@@ -13,7 +13,7 @@ import json
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -164,11 +164,22 @@ async def _answer_and_score(
     em_metric: ExactMatchMetric,
     top_k: int,
 ) -> QAOutcome:
-    base = {"question_id": q.id, "user_id": user_id, "category": q.category, "question": q.question, "gold": q.answer}
+    # The question's fields, nothing answered yet: both the failure and the success fill it in.
+    unanswered = QAOutcome(
+        question_id=q.id,
+        user_id=user_id,
+        category=q.category,
+        question=q.question,
+        gold=q.answer,
+        prediction=None,
+        judge_correct=None,
+        f1=None,
+        exact_match=None,
+    )
     try:
         answer = await memory.answer(q.question, user_id=user_id, question_date=q.question_date, top_k=top_k)
     except LLMError as exc:
-        return QAOutcome(**base, prediction=None, judge_correct=None, f1=None, exact_match=None, answer_error=str(exc))
+        return replace(unanswered, answer_error=str(exc))
     when = format_question_date(q.question_date)
     f1 = await f1_metric.score(q.question, q.answer, answer.text, question_type=q.category)
     em = await em_metric.score(q.question, q.answer, answer.text, question_type=q.category)
@@ -188,8 +199,8 @@ async def _answer_and_score(
             verdict = judgement.correct
         except (ParseError, LLMError) as exc:
             judge_error = str(exc)
-    return QAOutcome(
-        **base,
+    return replace(
+        unanswered,
         prediction=answer.text,
         judge_correct=verdict,
         f1=f1.value,

@@ -71,8 +71,7 @@ from memwise.facts.entities import ENTITIES, extract_entities
 from memwise.facts.temporal import DateRange, asks_when, says_time, time_range, time_score
 from memwise.facts.types import Conversation
 from memwise.facts.units import from_epoch, index_text_for_turn, to_epoch, turn_record
-from memwise.store.base import ANY, Filters, Record, ScoredRecord
-from memwise.store.sqlite import SQLiteStore
+from memwise.store.base import ANY, Filters, Record, ScoredRecord, Store
 
 CONTEXT_BEFORE = "context_before"
 """Metadata key: ids of the preceding turns of the same session, nearest first."""
@@ -496,7 +495,7 @@ class HybridRetriever:
 
     def __init__(
         self,
-        store: SQLiteStore,
+        store: Store,
         embedder: Embedder,
         config: RetrieverConfig | None = None,
         *,

@@ -322,7 +322,9 @@ def _parse_chat(body: bytes) -> tuple[list[dict[str, Any]], Usage]:
             raise MalformedReply("a choice has no message content")
     if len(choices) > 1:
         choices = sorted(choices, key=lambda c: c.get("index", 0))
-    raw_usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    raw_usage = data.get("usage")
+    if not isinstance(raw_usage, dict):
+        raw_usage = {}
     usage = Usage(int(raw_usage.get("prompt_tokens") or 0), int(raw_usage.get("completion_tokens") or 0))
     return choices, usage
 

@@ -310,7 +310,7 @@ class VectorIndex:
         if old.any() and not np.array_equal(self._scope[:, positions[old]], codes[:, old]):
             self._lists_stale = True  # a row changed scope: rebuild the row lists before the next search
         if bulk:  # rows first_fresh onwards, in order: copy each blob straight in, skipping a joined copy
-            target = memoryview(self._mat[first_fresh : first_fresh + len(ids)]).cast("B")
+            target = self._mat[first_fresh : first_fresh + len(ids)].data.cast("B")
             for i, blob in enumerate(blobs):
                 target[i * width : (i + 1) * width] = blob
         else:

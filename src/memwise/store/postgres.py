@@ -282,7 +282,7 @@ class PostgresStore:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
                 conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
                 if self.schema is not None:
-                    self._enter_schema(conn)
+                    self._enter_schema(conn, self.schema)
                 conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
                 row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
                 current = int(row[0] or 0) if row else 0
@@ -301,8 +301,8 @@ class PostgresStore:
         finally:
             conn.close()
 
-    def _enter_schema(self, conn: Any) -> None:
-        """Create this store's schema if missing and make it (then pgvector's schema) the search path.
+    def _enter_schema(self, conn: Any, schema: str) -> None:
+        """Create ``schema`` (this store's) if missing and make it (then pgvector's schema) the search path.
 
         Runs inside the migration transaction, so ``SET LOCAL`` ends with it; pooled connections get
         the same path, session-wide, from :meth:`_configure`.
@@ -314,8 +314,8 @@ class PostgresStore:
             "WHERE e.extname = 'vector'"
         ).fetchone()
         vector_schema = row[0] if row else "public"
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
-        self._search_path = sql.SQL("{}, {}").format(sql.Identifier(self.schema), sql.Identifier(vector_schema))
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        self._search_path = sql.SQL("{}, {}").format(sql.Identifier(schema), sql.Identifier(vector_schema))
         conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(self._search_path))
 
     def _configure(self, conn: Any) -> None:

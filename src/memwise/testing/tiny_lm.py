@@ -9,6 +9,16 @@ from __future__ import annotations
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
+from memwise.exceptions import ConfigError
+
+
+def _single_id(tokenizer: PreTrainedTokenizerBase, attribute: str) -> int | None:
+    """A special token's id as the model config wants it; the tokenizer's stubs also allow strings and lists."""
+    value = getattr(tokenizer, attribute)
+    if value is not None and not isinstance(value, int):
+        raise ConfigError(f"tokenizer {attribute} is {value!r}; tiny_llama needs one integer id (or None)")
+    return value
+
 
 def tiny_llama(
     tokenizer: PreTrainedTokenizerBase,
@@ -28,9 +38,9 @@ def tiny_llama(
         num_attention_heads=heads,
         num_key_value_heads=heads,
         max_position_embeddings=max_positions,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=_single_id(tokenizer, "pad_token_id"),
+        bos_token_id=_single_id(tokenizer, "bos_token_id"),
+        eos_token_id=_single_id(tokenizer, "eos_token_id"),
         tie_word_embeddings=False,
     )
     torch.manual_seed(seed)

@@ -365,7 +365,8 @@ def plot_stream(
             continue
         curve, low, high = stream_band(outcomes)
         xs = list(range(1, len(curve) + 1))
-        style = {"linestyle": "--", "color": "black"} if label == "no memory" else {}
+        # Line2D keywords, typed loosely: plot's stubs give each keyword its own type.
+        style: dict[str, Any] = {"linestyle": "--", "color": "black"} if label == "no memory" else {}
         (drawn,) = ax.plot(xs, curve, marker="." if len(curve) < 60 else None, label=label, **style)
         ax.fill_between(xs, low, high, alpha=0.15, color=drawn.get_color(), linewidth=0)
     for boundary in range(tasks_per_epoch, longest, tasks_per_epoch):

@@ -68,7 +68,9 @@ from memwise.umem.trainset import TrainSet
 try:
     from datasets import Dataset
     from transformers import TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    # trl exports these lazily, which type checkers cannot follow; the defining modules are the same objects.
+    from trl.trainer.grpo_config import GRPOConfig
+    from trl.trainer.grpo_trainer import GRPOTrainer
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "memwise.umem.grpo needs the training extra: pip install 'memwise[train]' (trl, peft, datasets, pyarrow)"

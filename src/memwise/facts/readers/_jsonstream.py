@@ -17,7 +17,7 @@ Bytes that are not UTF-8 surface as a :class:`DatasetError` naming their offset 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any, TextIO
 
 from memwise._datafile import max_record_bytes, too_large, utf8_error
@@ -95,7 +95,7 @@ class _Buffer:
 
 def iter_json_array(
     handle: TextIO, *, path: str, chunk_size: int = DEFAULT_CHUNK, limit: int | None = None
-) -> Iterator[tuple[int, Any]]:
+) -> Generator[tuple[int, Any], None, None]:
     """Yield ``(index, element)`` for each element of the JSON array in ``handle``.
 
     ``limit`` caps one element's size in characters (default :func:`max_record_bytes`).
