@@ -13,6 +13,10 @@ retrieve past experience without a trained extractor. Three run modes of
 
 ``"umem"`` is the trained Mem-Optimizer. Both steps here return what the shared record builder
 needs, so every mode's records, summaries and plots have one shape.
+
+Over several epochs a raw-trajectory task retrieves its own earlier attempt, answer included, where
+UMEM's lessons pass the answer-leak screen; read later-epoch raw-trajectory accuracy with that in
+mind (the paper repeats only ALFWorld, whose games have no answer to copy).
 """
 
 from __future__ import annotations
