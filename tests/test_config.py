@@ -124,3 +124,23 @@ def test_registry_backends_build_from_settings() -> None:
     assert type(embedder).__name__ == EMBED_BACKENDS["openai"].rpartition(":")[2]
     with pytest.raises(ConfigError, match="only all-MiniLM-L6-v2"):
         build_embedder(EmbedConfig(backend="minilm", model="bge-small"))
+
+
+def test_a_role_naming_only_a_model_is_served_where_the_policy_is() -> None:
+    env = {
+        "MEMWISE_BASE_URL": "http://127.0.0.1:8000/v1",
+        "MEMWISE_MODEL": "Qwen/Qwen3-8B",
+        "MEMWISE_OPTIMIZER_MODEL": "my-mem-optimizer",
+    }
+    settings = load_settings(env=env)
+    optimizer = settings.model("optimizer")
+    assert (optimizer.backend, optimizer.base_url, optimizer.model) == (
+        "openai",
+        "http://127.0.0.1:8000/v1",
+        "my-mem-optimizer",
+    )
+    # A role with its own server keeps it; an unset role follows the policy whole.
+    own = {"MEMWISE_JUDGE_BASE_URL": "http://127.0.0.1:8001/v1", "MEMWISE_JUDGE_MODEL": "j"}
+    judged = load_settings(env={**env, **own})
+    assert judged.model("judge").base_url == "http://127.0.0.1:8001/v1"
+    assert settings.model("judge") == settings.model("policy")

@@ -261,7 +261,12 @@ def load_settings(
             raise ConfigError(f"unknown settings section {section!r}")
 
     models: dict[str, ModelConfig] = {}
+    policy = raw_models.get("policy", {})
     for role, values in raw_models.items():
+        if role != "policy" and "base_url" not in values and "backend" not in values:
+            # A role that names only a model (say --optimizer-model) is served where the policy is;
+            # falling back to the embedded model would silently ignore the name.
+            values = {**policy, **values}
         # A base URL without an explicit backend means an OpenAI-compatible server.
         if values.get("base_url") and "backend" not in values:
             values = {**values, "backend": "openai"}
