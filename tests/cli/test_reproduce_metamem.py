@@ -109,3 +109,53 @@ def test_estimate_only_makes_no_call(tmp_path: Path) -> None:
     # 2 folds x 5 train questions (12 questions: 6 test, 1 validation per fold) x 2 epochs x 2 samples.
     assert re.search(r"\| rollout \| 40 \|", out.output), out.output
     assert not (tmp_path / "r").exists()
+
+
+def test_estimate_charges_each_stage_its_own_budget(tmp_path: Path) -> None:
+    data = tmp_path / "lme.json"
+    data.write_text(json.dumps(_lme()))
+    out = runner.invoke(
+        app, ["reproduce", "metamem", "--path", str(data), "--out", str(tmp_path / "r"), "--folds", "2",
+              "--epochs", "2", "--batch-size", "3", "--samples", "2", "--estimate-only", "--max-tokens", "100",
+              "--rollout-tokens", "2000", "--judge-tokens", "8", "--answer-style", "reasoning"],
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    # 40 rollouts at 2,000, 40 judge calls at 8, 40 reflections at the shared 100.
+    assert re.search(r"\| rollout \| 40 \| 80,000 \|", out.output), out.output
+    assert re.search(r"\| judge \| 40 \| 320 \|", out.output), out.output
+    assert re.search(r"\| reflect \| 40 \| 4,000 \|", out.output), out.output
+
+
+def _lightmem_responder(call: ChatCall) -> str:
+    """Facts for extraction calls (each turn restated), the usual replies otherwise."""
+    user = str(call.messages[-1]["content"])
+    fmt = (call.body.get("response_format") or {}).get("json_schema") or {}
+    if fmt.get("name") == "Extraction":
+        turns = re.findall(r'<turn id="(T\d+)">([^:]+): ([^<]*)</turn>', user)
+        facts = [{"text": f"The user said: {text}", "speaker": who, "source_ids": [tid]} for tid, who, text in turns]
+        return json.dumps({"facts": facts})
+    return _responder(call)
+
+
+def test_reproduce_metamem_with_the_lightmem_memory(tmp_path: Path) -> None:
+    data = tmp_path / "lme.json"
+    data.write_text(json.dumps(_lme(6)))
+    root = tmp_path / "repro"
+    server = FakeOpenAIServer(
+        responder=_lightmem_responder, json_responder=lambda call, schema: _lightmem_responder(call)
+    )
+    with server.in_thread() as srv:
+        base = ["--base-url", srv.base_url, "--model", "m", "--embed-backend", "openai", "--embed-base-url"]
+        base.append(srv.base_url)
+        args = [
+            *base, "reproduce", "metamem", "--path", str(data), "--out", str(root), "--folds", "2",
+            "--epochs", "1", "--batch-size", "3", "--samples", "2", "--top-k", "3", "--memory", "lightmem",
+        ]  # fmt: skip
+        done = runner.invoke(app, args)
+        assert done.exit_code == 0, done.output
+        memwise = runner.invoke(app, [*args[:-1], "memwise"])
+    questions = [json.loads(line) for line in (root / "questions.jsonl").read_text().splitlines()]
+    assert all(q["metadata"]["memory"] == "lightmem" for q in questions)
+    assert all(m.split(" ", 3)[3].startswith("The user said: ") for q in questions for m in q["memories"])
+    assert "Factual memory: lightmem, top-3 fragments" in (root / "report.md").read_text()
+    assert memwise.exit_code != 0 and "prepared with memory lightmem" in str(memwise.exception)

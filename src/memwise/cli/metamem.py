@@ -50,32 +50,37 @@ def prepare(
     top_k: Annotated[int, typer.Option(help="memory fragments retrieved per question")] = 20,
     conversations: Annotated[int | None, typer.Option(help="use only the first N conversations")] = None,
     db: Annotated[Path | None, typer.Option(help="factual memory database (default: beside --out)")] = None,
+    memory: Annotated[
+        str, typer.Option(help="memwise (turns, hybrid retrieval) or lightmem (model-extracted facts, cosine top-k)")
+    ] = "memwise",
 ) -> None:
     """Build a question set by retrieving each question's top-k fragments from the factual memory."""
     from memwise.facts.memory import AsyncMemory
     from memwise.facts.readers import read_conversations
-    from memwise.metamem.prepare import prepare_from_conversations, selected_questions
+    from memwise.metamem.prepare import check_memory_kind, prepare_from_conversations, selected_questions
 
     opts: GlobalOptions = ctx.obj
+    kind = check_memory_kind(memory)
     convs = read_conversations(path, dataset_format(dataset))[:conversations]
     turns = sum(len(c.turns()) for c in convs)
     wanted = sum(len(selected_questions(c, include_adversarial=False)) for c in convs)
 
     async def run() -> list[MetaQuestion]:
-        memory = AsyncMemory.from_settings(opts.settings(), db or out.with_suffix(".db"), with_llm=False)
+        mem = AsyncMemory.from_settings(opts.settings(), db or out.with_suffix(".db"), with_llm=kind == "lightmem")
         try:
             with progress_bar() as bar:
                 ingested = bar.add_task("ingest turns", total=turns)
                 retrieved = bar.add_task("retrieve", total=wanted)
                 return await prepare_from_conversations(
                     convs,
-                    memory=memory,
+                    memory=mem,
                     top_k=top_k,
+                    kind=kind,
                     on_ingested=lambda n: bar.advance(ingested, n),
                     on_done=lambda _: bar.advance(retrieved),
                 )
         finally:
-            await memory.aclose()
+            await mem.aclose()
 
     questions = asyncio.run(run())
     save_questions(out, questions)

@@ -16,7 +16,7 @@ from rich.console import Console
 from memwise.cli._options import DatasetFormat, DatasetPath, GlobalOptions, config_option, dataset_format
 from memwise.cli.reproduce_umem import reproduce_umem_command
 from memwise.metamem.reproduce import ReproduceConfig
-from memwise.metamem.trainer import TrainConfig
+from memwise.metamem.trainer import StageBudgets, TrainConfig
 
 reproduce_app = typer.Typer(help="Reproduce a paper's tables end to end on your model servers.", no_args_is_help=True)
 
@@ -38,6 +38,13 @@ def metamem(
     batch_size: int = config_option(TrainConfig, "batch_size"),
     samples: int = config_option(TrainConfig, "samples"),
     temperature: float = config_option(TrainConfig, "temperature"),
+    max_tokens: int = config_option(TrainConfig, "max_tokens"),
+    answer_style: str = config_option(TrainConfig, "answer_style"),
+    rollout_tokens: int | None = config_option(StageBudgets, "rollout", "--rollout-tokens"),
+    judge_tokens: int | None = config_option(StageBudgets, "judge", "--judge-tokens"),
+    reflection_tokens: int | None = config_option(StageBudgets, "reflection", "--reflection-tokens"),
+    proposal_tokens: int | None = config_option(StageBudgets, "proposal", "--proposal-tokens"),
+    consolidation_tokens: int | None = config_option(StageBudgets, "consolidation", "--consolidation-tokens"),
     seed: int = config_option(TrainConfig, "seed"),
     conversations: Annotated[int | None, typer.Option(help="use only the first N conversations")] = None,
     estimate_only: Annotated[bool, typer.Option(help="print the cost estimate and stop before any call")] = False,
@@ -47,7 +54,23 @@ def metamem(
 
     opts: GlobalOptions = ctx.obj
     config = ReproduceConfig(folds=folds, val_frac=val_frac, seed=seed, memory=memory, top_k=top_k, metric=metric)
-    train = TrainConfig(epochs=epochs, batch_size=batch_size, samples=samples, temperature=temperature, seed=seed)
+    budgets = StageBudgets(
+        rollout=rollout_tokens,
+        judge=judge_tokens,
+        reflection=reflection_tokens,
+        proposal=proposal_tokens,
+        consolidation=consolidation_tokens,
+    )
+    train = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        samples=samples,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        answer_style=answer_style,
+        budgets=budgets,
+        seed=seed,
+    )
     console = Console()
     report = asyncio.run(
         reproduce_metamem(

@@ -27,21 +27,27 @@ Choices:
   LongMemEval's types as they are, LoCoMo categories as words (``"2"`` becomes ``"temporal"``).
   LongMemEval abstention ids keep their ``_abs`` suffix, which is how the judge recognises them.
 * LoCoMo's adversarial category 5 is left out unless ``include_adversarial``.
+* Memory (``memory=``): ``"memwise"`` ingests turns and retrieves with memwise's hybrid retriever;
+  ``"lightmem"`` is the paper's setting (LightMem): facts extracted by the model (ingest mode
+  ``facts``), retrieved by plain cosine similarity of the question to each fact (the store's
+  ``search_vector``: no BM25, no context, no entity or time steps), kept in rank order and rendered
+  ``<timestamp> <weekday> <fact>``. Running both on the same data compares the paper's memory with memwise's.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, cast
 
 from memwise.exceptions import ConfigError, DatasetError
 from memwise.facts.answer import question_time_bound
 from memwise.facts.memory import AsyncMemory
 from memwise.facts.ownership import owner_of
 from memwise.facts.types import Conversation, Question
-from memwise.facts.units import render_for_prompt
+from memwise.facts.units import FACT, render_for_prompt
 from memwise.metamem.data import MetaQuestion
 from memwise.store.base import Filters, ScoredRecord
 from memwise.tasks.question_types import canonical_question_type
@@ -75,12 +81,39 @@ def selected_questions(conv: Conversation, *, include_adversarial: bool) -> list
     return [q for q in conv.questions if include_adversarial or not q.metadata.get("adversarial")]
 
 
+MemoryKind = Literal["memwise", "lightmem"]
+MEMORY_KINDS: tuple[MemoryKind, ...] = ("memwise", "lightmem")
+
+
+def check_memory_kind(kind: str) -> MemoryKind:
+    """``kind`` if it is a :data:`MemoryKind`, else a ConfigError naming the kinds."""
+    if kind not in MEMORY_KINDS:
+        raise ConfigError(f"memory must be one of {', '.join(MEMORY_KINDS)}, got {kind!r}")
+    return cast(MemoryKind, kind)
+
+
 def _oldest_first(hits: list[ScoredRecord]) -> list[ScoredRecord]:
     return sorted(hits, key=lambda h: (h.record.ts is None, h.record.ts or 0.0))
 
 
-def build_meta_question(conv: Conversation, question: Question, hits: list[ScoredRecord]) -> MetaQuestion:
+async def lightmem_search(memory: AsyncMemory, question: str, *, filters: Filters, top_k: int) -> list[ScoredRecord]:
+    """LightMem's retrieval: the ``top_k`` extracted facts by cosine similarity to the question, best first.
+
+    Facts only (a segment whose extraction failed contributes nothing, as in LightMem; the ingest
+    report counts such segments), searched in the store's vector index alone.
+    """
+    [vector] = await memory.embedder.embed([question])
+    only_facts = replace(filters, kind=FACT)
+    return await asyncio.to_thread(memory.store.search_vector, vector, top_k, only_facts)
+
+
+def build_meta_question(
+    conv: Conversation, question: Question, hits: list[ScoredRecord], *, memory: MemoryKind = "memwise"
+) -> MetaQuestion:
     """One :class:`MetaQuestion` from a question and its retrieved hits (pure).
+
+    memwise's hits are shown oldest first, as the answer prompt orders records; LightMem's in rank
+    order, as the paper shows them. ``metadata["memory"]`` says which memory produced the fragments.
 
     Raises:
         DatasetError: an empty gold answer or an unknown question type.
@@ -92,9 +125,10 @@ def build_meta_question(conv: Conversation, question: Question, hits: list[Score
     except ValueError as exc:
         raise DatasetError(f"question {question.id!r}: {exc}", path=conv.id) from None
     date_text, date_source = question_date_of(conv, question)
-    ordered = _oldest_first(hits)
+    ordered = list(hits) if memory == "lightmem" else _oldest_first(hits)
     metadata: dict[str, Any] = {
         "conversation_id": conv.id,
+        "memory": memory,
         "source": conv.metadata.get("source"),
         "category": question.category,
         "question_date_source": date_source,
@@ -131,8 +165,12 @@ async def prepare_questions(
     top_k: int = 20,
     include_adversarial: bool = False,
     on_done: Callable[[MetaQuestion], None] | None = None,
+    kind: MemoryKind = "memwise",
 ) -> list[MetaQuestion]:
     """Retrieve ``top_k`` fragments for every question, scoped to its conversation's owner, in input order.
+
+    ``kind`` picks the retrieval: memwise's hybrid retriever, or LightMem's plain cosine top-k over facts
+    (:func:`lightmem_search`).
 
     ``on_done`` is called once per prepared question (for a progress bar).
 
@@ -146,6 +184,7 @@ async def prepare_questions(
     """
     if top_k < 1:
         raise ConfigError(f"top_k must be >= 1, got {top_k}")
+    check_memory_kind(kind)
     convs = list(conversations)
     items: list[tuple[Conversation, Question]] = []
     seen: dict[str, str] = {}
@@ -163,8 +202,11 @@ async def prepare_questions(
         # Only the dataset's own question date bounds retrieval: LoCoMo's stand-in (the last session) does not.
         filters = Filters(user_id=owner_of(conv), until=question_time_bound(question.question_date), time_field="ts")
         # The embedding backend bounds its own calls in flight; the search itself runs in worker threads.
-        hits = await memory.retriever.search(question.question, filters=filters, top_k=top_k)
-        prepared = build_meta_question(conv, question, hits)
+        if kind == "lightmem":
+            hits = await lightmem_search(memory, question.question, filters=filters, top_k=top_k)
+        else:
+            hits = await memory.retriever.search(question.question, filters=filters, top_k=top_k)
+        prepared = build_meta_question(conv, question, hits, memory=kind)
         if on_done is not None:
             on_done(prepared)
         return prepared
@@ -179,8 +221,13 @@ async def prepare_from_conversations(
     top_k: int = 20,
     on_ingested: Callable[[int], None] | None = None,
     on_done: Callable[[MetaQuestion], None] | None = None,
+    kind: MemoryKind = "memwise",
 ) -> list[MetaQuestion]:
-    """Ingest the conversations as turns under their owners, then prepare their questions.
+    """Ingest the conversations under their owners, then prepare their questions.
+
+    ``kind="memwise"`` ingests turns (no model call); ``kind="lightmem"`` has ``memory.llm`` extract
+    facts (ingest mode ``facts``, calls recorded in ``memory.ledger`` when it has one) and retrieves
+    them by cosine only. Keep one database per kind: each search reads every unit of its user.
 
     Ingesting is idempotent (a conversation already in ``memory`` is skipped), so re-running on the
     same database costs only the retrieval. ``on_ingested`` receives each conversation's turn count as
@@ -197,12 +244,18 @@ async def prepare_from_conversations(
         raise ConfigError(
             f"preparing from conversations ingests them, which needs a SQLite store; got {type(memory.store).__name__}"
         )
+    check_memory_kind(kind)
+    if kind == "lightmem" and memory.llm is None:
+        raise ConfigError("memory 'lightmem' extracts facts with a model: build the memory with llm= (with_llm=True)")
     convs = list(conversations)
     await ingest_many(
         convs,
         store=memory.store,
         embedder=memory.embedder,
         user_id=owner_of,
+        mode="facts" if kind == "lightmem" else "turns",
+        llm=memory.llm if kind == "lightmem" else None,
+        ledger=memory.ledger,
         on_report=(lambda report: on_ingested(report.turns)) if on_ingested is not None else None,
     )
-    return await prepare_questions(convs, memory=memory, top_k=top_k, on_done=on_done)
+    return await prepare_questions(convs, memory=memory, top_k=top_k, on_done=on_done, kind=kind)

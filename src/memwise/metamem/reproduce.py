@@ -31,8 +31,9 @@ from memwise.metamem.splits import Fold, make_folds
 from memwise.metamem.trainer import TrainConfig
 from memwise.runs.files import write_text_atomic
 
+# memwise.metamem.prepare's kinds, spelled here so that importing the CLI does not import the memory stack.
 MEMORY_KINDS = ("memwise", "lightmem")
-JUDGE_MAX_TOKENS = 4096  # LLMJudge's default output budget
+
 
 # Published figures (metamem.md, "Results to anchor on"): other models, other judges; shown beside ours
 # for orientation, never as a like-for-like comparison.
@@ -95,6 +96,8 @@ def estimate_cost(folds: Sequence[Fold], train: TrainConfig, *, metric: str) -> 
     Per step of ``b`` questions: ``b*N`` rollouts, ``b*N`` judge calls, ``b*N`` reflections (every
     question assumed kept), ``b`` proposals and one consolidation. Validation answers every version
     (steps + 1) on the fold's validation questions; the test answers twice (with and without rules).
+    Each call is charged its stage's budget (:meth:`TrainConfig.tokens`); evaluation answers and their
+    judge calls use the rollout and judge budgets.
     """
     judged = metric == "judge"
     totals: dict[str, int] = dict.fromkeys(
@@ -114,12 +117,15 @@ def estimate_cost(folds: Sequence[Fold], train: TrainConfig, *, metric: str) -> 
         totals["eval"] += answers
         totals["eval_judge"] += answers if judged else 0
     budget = {
-        "rollout": train.answer_tokens,
-        "eval": train.answer_tokens,
-        "judge": JUDGE_MAX_TOKENS,
-        "eval_judge": JUDGE_MAX_TOKENS,
+        "rollout": train.tokens("rollout"),
+        "judge": train.tokens("judge"),
+        "reflect": train.tokens("reflection"),
+        "propose": train.tokens("proposal"),
+        "consolidate": train.tokens("consolidation"),
+        "eval": train.tokens("rollout"),
+        "eval_judge": train.tokens("judge"),
     }
-    return [StageCost(stage, calls, calls * budget.get(stage, train.max_tokens)) for stage, calls in totals.items()]
+    return [StageCost(stage, calls, calls * budget[stage]) for stage, calls in totals.items()]
 
 
 def render_estimate(costs: Sequence[StageCost]) -> str:
@@ -257,16 +263,16 @@ async def _prepare(
     convs: Sequence[Conversation], root: Path, settings: Settings, config: ReproduceConfig
 ) -> list[MetaQuestion]:
     from memwise.facts.memory import AsyncMemory
-    from memwise.metamem.prepare import prepare_from_conversations
+    from memwise.metamem.prepare import check_memory_kind, prepare_from_conversations
 
-    if config.memory != "memwise":
-        raise ConfigError(
-            "reproduce --memory lightmem is not available yet: prepare the question set with "
-            "`memwise metamem prepare` and the memory you want, or use --memory memwise"
-        )
-    memory = AsyncMemory.from_settings(settings, root / "memory.sqlite3", with_llm=False)
+    kind = check_memory_kind(config.memory)
+    if kind == "lightmem":
+        # Its own database (facts, not turns) and a run directory whose ledger replays the extraction.
+        memory = AsyncMemory.from_settings(settings, root / "memory-lightmem.sqlite3", run_dir=root / "extract")
+    else:
+        memory = AsyncMemory.from_settings(settings, root / "memory.sqlite3", with_llm=False)
     try:
-        return await prepare_from_conversations(convs, memory=memory, top_k=config.top_k)
+        return await prepare_from_conversations(convs, memory=memory, top_k=config.top_k, kind=kind)
     finally:
         await memory.aclose()
 
@@ -306,6 +312,12 @@ async def reproduce_metamem(
     qfile = root / "questions.jsonl"
     if qfile.exists():
         questions = load_questions(qfile)
+        made_by = {str(q.metadata.get("memory", "memwise")) for q in questions}
+        if made_by - {config.memory}:
+            raise ConfigError(
+                f"{qfile} was prepared with memory {', '.join(sorted(made_by))}, not {config.memory}: "
+                "use another --out for this memory, or move the file away to prepare again"
+            )
     else:
         questions = await _prepare(convs, root, settings, config)
         save_questions(qfile, questions)
