@@ -37,6 +37,7 @@ class AsyncStore:
 
     @property
     def space(self) -> str:
+        """The wrapped store's vector space."""
         return self.store.space
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -73,43 +74,55 @@ class AsyncStore:
             await loop.run_in_executor(executor, cm.__exit__, None, None, None)
 
     async def close(self) -> None:
+        """Close the wrapped store, in a worker thread."""
         await self._call(self.store.close)
 
     async def add(
         self, records: Iterable[Record], vectors: npt.ArrayLike | None = None, *, space: str | None = None
     ) -> list[str]:
+        """:meth:`Store.add` in a worker thread; ``records`` is read into a list first, on the loop."""
         return await self._call(self.store.add, list(records), vectors, space=space)
 
     async def update(self, record_id: str, **changes: Any) -> Record:
+        """:meth:`Store.update` in a worker thread."""
         return await self._call(self.store.update, record_id, **changes)
 
     async def delete(self, record_id: str) -> bool:
+        """:meth:`Store.delete` in a worker thread."""
         return await self._call(self.store.delete, record_id)
 
     async def invalidate(self, record_id: str, at: float | None = None) -> Record:
+        """:meth:`Store.invalidate` in a worker thread."""
         return await self._call(self.store.invalidate, record_id, at)
 
     async def get(self, record_id: str) -> Record | None:
+        """:meth:`Store.get` in a worker thread."""
         return await self._call(self.store.get, record_id)
 
     async def get_many(self, ids: Iterable[str]) -> list[Record]:
+        """:meth:`Store.get_many` in a worker thread; ``ids`` is read into a list first, on the loop."""
         return await self._call(self.store.get_many, list(ids))
 
     async def get_vector(self, record_id: str, *, space: str | None = None) -> npt.NDArray[np.float32] | None:
+        """:meth:`Store.get_vector` in a worker thread."""
         return await self._call(self.store.get_vector, record_id, space=space)
 
     async def list_records(
         self, filters: Filters | None = None, limit: int | None = None, offset: int = 0
     ) -> list[Record]:
+        """:meth:`Store.list_records` in a worker thread."""
         return await self._call(self.store.list_records, filters, limit, offset)
 
     async def count(self, filters: Filters | None = None) -> int:
+        """:meth:`Store.count` in a worker thread."""
         return await self._call(self.store.count, filters)
 
     async def search_text(self, query: str, top_k: int = 10, filters: Filters | None = None) -> list[ScoredRecord]:
+        """:meth:`Store.search_text` in a worker thread."""
         return await self._call(self.store.search_text, query, top_k, filters)
 
     async def search_vector(
         self, query_vec: npt.ArrayLike, top_k: int = 10, filters: Filters | None = None, *, space: str | None = None
     ) -> list[ScoredRecord]:
+        """:meth:`Store.search_vector` in a worker thread."""
         return await self._call(self.store.search_vector, query_vec, top_k, filters, space=space)

@@ -95,6 +95,7 @@ class Record:
     index_text: str | None = None
 
     def __post_init__(self) -> None:
+        """Refuse a record no store could keep or find again, at construction rather than inside a write."""
         if not isinstance(self.id, str) or not self.id:
             raise StoreError(f"record id must be a non-empty string, got {self.id!r}")
         if not isinstance(self.text, str):
@@ -157,6 +158,7 @@ class Filters:
     metadata: MetaFilter | Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        """Normalise the filter (parsed metadata, kinds as a tuple) and refuse fields no store can apply."""
         if self.metadata is not None and not isinstance(self.metadata, Cmp | In | And | Or | Not):
             object.__setattr__(self, "metadata", parse_metadata(self.metadata))
         if self.time_field not in ("created_at", "ts"):
@@ -225,13 +227,19 @@ class Store(Protocol):
 
     space: str
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release every connection this store opened; the store is not used afterwards."""
+        ...
 
-    def transaction(self) -> AbstractContextManager[None]: ...
+    def transaction(self) -> AbstractContextManager[None]:
+        """Group this thread's writes: all of them commit at the end, or none if the block raises."""
+        ...
 
     def add(
         self, records: Iterable[Record], vectors: npt.ArrayLike | None = None, *, space: str | None = None
-    ) -> list[str]: ...
+    ) -> list[str]:
+        """Insert ``records`` (with one vector row each, when given) atomically and return their ids in order."""
+        ...
 
     def update(
         self,
@@ -242,25 +250,43 @@ class Store(Protocol):
         vector: npt.ArrayLike | None = None,
         space: str | None = None,
         index_text: str | None = None,
-    ) -> Record: ...
+    ) -> Record:
+        """Change a record in place and return it; None means keep, and ``metadata`` replaces the whole dict."""
+        ...
 
-    def delete(self, record_id: str) -> bool: ...
+    def delete(self, record_id: str) -> bool:
+        """Remove a record and its vectors for good (no history); False when there was none."""
+        ...
 
-    def invalidate(self, record_id: str, at: float | None = None) -> Record: ...
+    def invalidate(self, record_id: str, at: float | None = None) -> Record:
+        """End a record's validity at ``at`` (now by default) instead of deleting it, so history keeps it."""
+        ...
 
-    def get(self, record_id: str) -> Record | None: ...
+    def get(self, record_id: str) -> Record | None:
+        """The record with this id, or None; filters do not apply (an invalidated record is returned too)."""
+        ...
 
-    def get_many(self, ids: Iterable[str]) -> list[Record]: ...
+    def get_many(self, ids: Iterable[str]) -> list[Record]:
+        """The records of ``ids`` that exist, in the order asked; missing ids are skipped, not errors."""
+        ...
 
-    def get_vector(self, record_id: str, *, space: str | None = None) -> npt.NDArray[np.float32] | None: ...
+    def get_vector(self, record_id: str, *, space: str | None = None) -> npt.NDArray[np.float32] | None:
+        """The record's vector in ``space`` (the store's own by default), or None if it has none there."""
+        ...
 
     def list_records(
         self, filters: Filters | None = None, limit: int | None = None, offset: int = 0
-    ) -> list[Record]: ...
+    ) -> list[Record]:
+        """Records matching ``filters``, oldest first, a page at a time (``limit``/``offset``)."""
+        ...
 
-    def count(self, filters: Filters | None = None) -> int: ...
+    def count(self, filters: Filters | None = None) -> int:
+        """How many records match ``filters``, without reading them."""
+        ...
 
-    def search_text(self, query: str, top_k: int = 10, filters: Filters | None = None) -> list[ScoredRecord]: ...
+    def search_text(self, query: str, top_k: int = 10, filters: Filters | None = None) -> list[ScoredRecord]:
+        """Full-text matches for ``query``, best first, with the filters applied inside the store."""
+        ...
 
     def search_vector(
         self,
@@ -269,4 +295,6 @@ class Store(Protocol):
         filters: Filters | None = None,
         *,
         space: str | None = None,
-    ) -> list[ScoredRecord]: ...
+    ) -> list[ScoredRecord]:
+        """Nearest records to ``query_vec`` by cosine similarity, best first, filters applied inside the store."""
+        ...

@@ -60,16 +60,19 @@ class In:
 
 @dataclass(frozen=True, slots=True)
 class And:
+    """Every item must hold (``$and``)."""
     items: tuple[MetaFilter, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Or:
+    """At least one item must hold (``$or``)."""
     items: tuple[MetaFilter, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Not:
+    """The item must not hold (``$not``, and the negated operators)."""
     item: MetaFilter
 
 
