@@ -1,4 +1,4 @@
-"""Opening and decoding dataset files, shared by every reader so bad input fails the same way everywhere.
+r"""Opening and decoding dataset files, shared by every reader so bad input fails the same way everywhere.
 
 Dataset files come from users, so the readers must turn the usual accidents into errors that say what
 to do instead of tracebacks:
@@ -18,10 +18,10 @@ to do instead of tracebacks:
 Example:
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.jsonl"
-    >>> _ = p.write_bytes(b'{"a": 1}\\n{"caf\\xe9": 2}\\n')
+    >>> _ = p.write_bytes(b'{"a": 1}\n{"caf\xe9": 2}\n')
     >>> first, second = iter_lines(p)
     >>> first
-    (0, '{"a": 1}\\n')
+    (0, '{"a": 1}\n')
     >>> print(second[1])  # doctest: +ELLIPSIS
     /.../a.jsonl, record 1: line 2: not valid UTF-8 text at byte offset 14 (line 2): 0xe9 (invalid ...
 """

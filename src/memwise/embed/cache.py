@@ -1,8 +1,8 @@
-"""A persistent embedding cache: the same text is never embedded twice by the same model.
+r"""A persistent embedding cache: the same text is never embedded twice by the same model.
 
 Benchmarks re-ingest the same conversations under many configurations, and a CPU model embeds a
 few hundred texts a second at best, so vectors are kept in SQLite keyed by
-``sha256(embedder.name + "\\0" + text)``. The name is part of the key, so two models never share an
+``sha256(embedder.name + "\0" + text)``. The name is part of the key, so two models never share an
 entry; several processes may share one cache file.
 """
 
@@ -63,9 +63,11 @@ class CachedEmbedder:
         return self.inner.dim
 
     def describe(self) -> str:
+        """The inner embedder's description and the cache file."""
         return f"{self.inner.describe()} [cached in {self.path}]"
 
     def close(self) -> None:
+        """Close the cache database only; :meth:`aclose` also closes the inner embedder."""
         self._db.close()
 
     async def aclose(self) -> None:

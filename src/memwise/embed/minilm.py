@@ -156,6 +156,7 @@ class MiniLMEmbedder:
         self._loaded: SharedModel | None = None
 
     def describe(self) -> str:
+        """Model, size, folder and every library version that can change the vectors."""
         return (
             f"{self.name} ({self.dim}-d, cpu, batch {self.batch_size}) from {self.path}; "
             f"{DISTRIBUTION} {_version(DISTRIBUTION)}, sentence-transformers {_version('sentence-transformers')}, "
@@ -165,6 +166,7 @@ class MiniLMEmbedder:
     async def aclose(self) -> None:
         # The model holds no connections or files, and the loaded copy belongs to the process (see
         # `shared_model`), so closing only lets go of this instance's handle on it.
+        """Drop this instance's handle; the loaded model is shared by the process and stays loaded."""
         self._loaded = None
 
     @property

@@ -116,9 +116,11 @@ class OpenAICompatEmbedder:
         return self._dim or self._dim_guess
 
     def describe(self) -> str:
+        """The endpoint and model name (never the API key)."""
         return f"openai-embeddings({self._endpoint.url}, model={self.model})"
 
     async def aclose(self) -> None:
+        """Close the HTTP connections; safe to call again."""
         if not self._http.is_closed:
             await self._http.aclose()
 

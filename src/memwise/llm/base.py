@@ -23,6 +23,7 @@ class Message:
     content: str
 
     def to_dict(self) -> dict[str, str]:
+        """The OpenAI chat wire shape, ``{"role": ..., "content": ...}``."""
         return {"role": self.role, "content": self.content}
 
 
@@ -50,6 +51,7 @@ class ChatRequest:
     schema_name: str = "output"
 
     def __post_init__(self) -> None:
+        """Refuse a request no backend could serve before it is sent (and retried)."""
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
         if not self.messages:
@@ -65,6 +67,7 @@ class ChatRequest:
 
     @classmethod
     def from_messages(cls, messages: Sequence[Message | dict[str, str]], **params: Any) -> ChatRequest:
+        """A request from messages given as :class:`Message` or OpenAI-style dicts; ``params`` are the other fields."""
         converted = tuple(m if isinstance(m, Message) else Message(m["role"], m["content"]) for m in messages)  # type: ignore[arg-type]
         return cls(messages=converted, **params)
 
@@ -109,6 +112,7 @@ class Usage:
 
     @property
     def total_tokens(self) -> int:
+        """Prompt plus completion tokens, what most budgets count."""
         return self.prompt_tokens + self.completion_tokens
 
     def __add__(self, other: Usage) -> Usage:
@@ -145,10 +149,12 @@ class ChatResponse:
 
     @property
     def texts(self) -> list[str]:
+        """Each sample's text, in sample order."""
         return [s.text for s in self.samples]
 
     @property
     def usage(self) -> Usage:
+        """The tokens of all samples summed; each sample carries the prompt's tokens."""
         total = Usage()
         for s in self.samples:
             total = total + s.usage
@@ -170,6 +176,10 @@ class ChatModel(Protocol):
         """Return ``request.n`` samples, or raise :class:`memwise.exceptions.LLMError`."""
         ...
 
-    def describe(self) -> str: ...
+    def describe(self) -> str:
+        """One line for logs and run records: backend, model and where it runs."""
+        ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Release connections or the loaded model; the chat model is not used afterwards."""
+        ...

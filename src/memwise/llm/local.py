@@ -202,6 +202,7 @@ class LocalLLM:
         return cls(config.model_path, n_ctx=config.n_ctx, n_threads=config.n_threads, seed=seed)
 
     def describe(self) -> str:
+        """The model file and the llama.cpp version, which decide the output as much as the seed does."""
         return f"local({self.model_path}, llama_cpp {llama_cpp_version()})"
 
     @property
@@ -210,6 +211,7 @@ class LocalLLM:
         return self._llama is not None
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
+        """The ``n`` samples one at a time: one llama.cpp context cannot run two generations at once."""
         samples: list[Sample] = []
         for index in range(request.n):
             single = request.single(index)

@@ -160,9 +160,11 @@ class OpenAICompatLLM:
         return self._response_format_ok
 
     def describe(self) -> str:
+        """The endpoint and model name (never the API key)."""
         return f"openai({self.base_url}, model={self.model})"
 
     async def aclose(self) -> None:
+        """Close the HTTP connections; safe to call again."""
         if not self._http.is_closed:
             await self._client.close()
 
@@ -175,6 +177,7 @@ class OpenAICompatLLM:
     # ---------------------------------------------------------------- calls
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
+        """Send the request, retrying transient failures under this client's retry policy."""
         return await self._complete(request, self.policy)
 
     async def health_check(self) -> str:

@@ -43,12 +43,15 @@ class RecordedLLM:
         return view
 
     def describe(self) -> str:
+        """The inner model's description and the ledger it records into."""
         return f"{self.inner.describe()} [ledger {self.ledger.path}]"
 
     async def aclose(self) -> None:
+        """Close the inner model; the ledger belongs to the run and stays open."""
         await self.inner.aclose()
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
+        """Each sample replayed from the ledger when recorded, else asked for and recorded, concurrently."""
         samples = await gather_or_cancel(*(self._one(request, i) for i in range(request.n)))
         return ChatResponse(model=self.name, samples=tuple(samples))
 

@@ -33,12 +33,14 @@ class ModelSet:
         self._built: dict[ModelConfig, ChatModel] = {}
 
     def get(self, role: str) -> ChatModel:
+        """The model for ``role`` (policy, judge, optimizer...), built on first use and shared by equal settings."""
         cfg = self.settings.model(role)
         if cfg not in self._built:
             self._built[cfg] = build_llm(cfg)
         return self._built[cfg]
 
     async def aclose(self) -> None:
+        """Close every model built so far; a later :meth:`get` builds afresh."""
         for model in self._built.values():
             await model.aclose()
         self._built.clear()

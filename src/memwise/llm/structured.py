@@ -239,7 +239,7 @@ def _reason(notes: list[str], text: str) -> str:
 
 
 def extract_json(text: str) -> Any:
-    """The first JSON value in a model reply.
+    r"""The first JSON value in a model reply.
 
     Looks in ```json fences, then other fences, then the reply itself (whole, or the first balanced
     ``{...}``/``[...]`` that parses), after removing reasoning blocks. Trailing commas, smart double
@@ -249,7 +249,7 @@ def extract_json(text: str) -> Any:
         ParseError: nothing parses; the message says why and ``raw`` keeps the reply.
 
     Example:
-        >>> extract_json('Sure! ```json\\n{"answer": "Paris", "confidence": 9,}\\n``` Hope it helps.')
+        >>> extract_json('Sure! ```json\n{"answer": "Paris", "confidence": 9,}\n``` Hope it helps.')
         {'answer': 'Paris', 'confidence': 9}
     """
     notes: list[str] = []

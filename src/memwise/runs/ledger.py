@@ -153,6 +153,7 @@ class Ledger:
         return self._db.conn()
 
     def close(self) -> None:
+        """Close the ledger's database connection; the ledger is not used afterwards."""
         with self._lock:
             self._db.close()
 
@@ -231,6 +232,7 @@ class Ledger:
             raise StoreError(f"cannot write to run ledger {self.path}: {exc}") from exc
 
     def record_error(self, key: str, *, model: str, stage: str, error: str) -> None:
+        """Note a call that failed for good, so the run report counts it per stage."""
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO errors(key, model, stage, error, created_at) VALUES (?,?,?,?,?)",
@@ -246,6 +248,7 @@ class Ledger:
             )
 
     def count_calls(self, stage: str | None = None) -> int:
+        """How many calls are recorded, for ``stage`` or in all (replays add none)."""
         sql, args = (
             ("SELECT COUNT(*) FROM calls", ())
             if stage is None
@@ -264,6 +267,7 @@ class Ledger:
             return int(self._conn.execute(sql, (stage,) if stage else ()).fetchone()[0])
 
     def failures(self, stage: str | None = None) -> list[dict[str, Any]]:
+        """The recorded failures, oldest first, for ``stage`` or in all."""
         sql = "SELECT stage, kind, detail, raw FROM failures" + (" WHERE stage = ?" if stage else "") + " ORDER BY id"
         with self._lock:
             rows = self._conn.execute(sql, (stage,) if stage else ()).fetchall()

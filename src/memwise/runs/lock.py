@@ -91,9 +91,11 @@ class RunLock:
 
     @property
     def held(self) -> bool:
+        """Whether this instance holds the lock now."""
         return self._fd is not None
 
     def acquire(self) -> None:
+        """Take the lock and write who holds it; a no-op if already held, RunDirBusyError if another process does."""
         if self._fd is not None:
             return
         try:
