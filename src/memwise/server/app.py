@@ -67,6 +67,7 @@ class ServerState:
         return tenant
 
     async def aclose(self) -> None:
+        """Stop the jobs, then close every tenant's store, then the models if this state built them."""
         await self.jobs.aclose()
         self.tenants.close()
         if self.owns_models:

@@ -38,6 +38,7 @@ async def send_json(
 
 
 def too_large_body(max_bytes: int) -> dict[str, Any]:
+    """The 413 error body, in the server's ``{"error": {...}}`` shape, naming the limit and what to do."""
     return {
         "error": {
             "code": "too_large",
@@ -55,6 +56,7 @@ class BodyLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse a declared Content-Length over the limit at once, and count a streamed body as it arrives."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

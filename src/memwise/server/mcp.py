@@ -135,6 +135,7 @@ class KeyGate:
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the key on HTTP requests only; lifespan and other scopes pass through untouched."""
         if scope["type"] == "http" and self.state.keys is not None:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
             key = key_from_headers(headers.get("authorization"), headers.get("x-api-key"))
