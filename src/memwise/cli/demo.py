@@ -38,6 +38,7 @@ async def run_main_job(
     batch_size: int,
     metric: str,
 ) -> None:
+    """The demo end to end on two LoCoMo conversations: memory, prepared questions, MetaMem, rules, accuracy."""
     from memwise.facts.memory import AsyncMemory
     from memwise.facts.readers import read_locomo
     from memwise.llm.registry import ModelSet

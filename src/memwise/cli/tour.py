@@ -56,6 +56,7 @@ def _epoch(day: str) -> float:
 
 
 async def run_tour(settings: Settings, run_dir: Path, console: Console) -> None:
+    """Show the building blocks on a small example (models, store, retrieval, structured output, answers, ledger)."""
     run = open_run(run_dir, "memwise tour", {}, settings, warn=console.print)
     try:
         models = ModelSet(settings)

@@ -28,8 +28,11 @@ _EMBED_BATCH = 256
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """Whose memory the units are; checked on construction, since every unit id and receipt is built
-    from it and an ill-formed id (empty, or with a control character) would be stored for good."""
+    """Whose memory the units are; checked on construction.
+
+    Every unit id and receipt is built from it, and an ill-formed id (empty, or with a control
+    character) would be stored for good.
+    """
 
     user_id: str
     agent_id: str | None = None
@@ -42,8 +45,10 @@ class Scope:
 
 
 def turn_unit(turn: Turn, conversation_id: str, scope: Scope) -> Record:
-    """A turn as a unit: the utterance as said, the speaker in metadata (``turn_record``'s layout, which
-    retrieval and the memory API read)."""
+    """A turn as a unit: the utterance as said, the speaker in metadata.
+
+    This is ``turn_record``'s layout, which retrieval and the memory API read.
+    """
     return turn_record(
         turn, conversation_id=conversation_id, user_id=scope.user_id, agent_id=scope.agent_id, run_id=scope.run_id
     )

@@ -61,6 +61,7 @@ class Decision(BaseModel):
 
 
 class Decisions(BaseModel):
+    """The model's structured reply: one verdict per numbered older unit."""
     decisions: list[Decision]
 
 
@@ -77,9 +78,11 @@ def _line(tag: str, record: Record, number: int | None = None) -> str:
 
 
 def build_consolidation_messages(new: Record, candidates: Sequence[Record]) -> list[Message]:
-    """The prompt: the new unit, then the older ones numbered from 1 (short numbers, not 32-hex ids,
-    because a small model copies a number far more reliably). Each memory is fenced, so a stored
-    text cannot forge another candidate or an instruction."""
+    """The prompt: the new unit, then the older ones numbered from 1.
+
+    Short numbers, not 32-hex ids, because a small model copies a number far more reliably. Each
+    memory is fenced, so a stored text cannot forge another candidate or an instruction.
+    """
     if not candidates:
         raise ValueError("build_consolidation_messages needs at least one older memory")
     lines = ["New memory:", _line("new_memory", new), "", "Older memories:"]
@@ -156,6 +159,7 @@ class ConsolidationReport:
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, for run records and the server's job results."""
         return asdict(self)
 
 
@@ -290,9 +294,10 @@ async def consolidate(
 
 
 def history(store: Store, record_id: str) -> list[Record]:
-    """Every version of a unit, oldest first: the chain of ``supersedes``/``superseded_by`` links
-    followed both ways from ``record_id`` (a unit may supersede several), within the unit's user.
-    Empty if there is no such unit.
+    """Every version of a unit, oldest first; empty if there is no such unit.
+
+    The versions are the chain of ``supersedes``/``superseded_by`` links followed both ways from
+    ``record_id`` (a unit may supersede several), within the unit's user.
     """
     start = store.get(record_id)
     if start is None:

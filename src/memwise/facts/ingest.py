@@ -58,8 +58,10 @@ def receipt_id(
     agent_id: str | None = None,
     run_id: str | None = None,
 ) -> str:
-    """The id of the receipt an ingest of this session, exactly as it reads now, leaves behind (per
-    conversation, scope and mode)."""
+    """The id of the receipt an ingest of this session, exactly as it reads now, leaves behind.
+
+    One per conversation, scope and mode.
+    """
     return unit_id(RECEIPT, user_id, agent_id, run_id, conversation_id, mode, session_digest(session))
 
 
@@ -87,8 +89,11 @@ consolidation or an edit retired: saying the same thing again after a delete mus
 
 
 def _already_in(store: Store, rid: str) -> list[str] | None:
-    """The units an earlier ingest wrote, if its receipt and every unit it lists are still there and
-    none of them was deleted by its user since."""
+    """The units an earlier ingest wrote, if they all still stand.
+
+    That is: its receipt and every unit it lists are still there, and none of them was deleted by
+    its user since.
+    """
     receipt = store.get(rid)
     if receipt is None:
         return None
@@ -100,8 +105,11 @@ def _already_in(store: Store, rid: str) -> list[str] | None:
 
 
 def _fresh_ids(store: Store, records: list[Record]) -> dict[str, str]:
-    """New ids for records whose id belongs to a unit its user deleted: derived from the old id and
-    the deletion, so a re-add is stored again while the deleted version stays in history."""
+    """New ids for records whose id belongs to a unit its user deleted.
+
+    Each is derived from the old id and the deletion, so a re-add is stored again while the deleted
+    version stays in history.
+    """
     renamed: dict[str, str] = {}
     for record in records:
         rid = record.id
@@ -128,8 +136,9 @@ def _found(store: Store, rids: list[str]) -> list[list[str] | None]:
 def _write(
     store: Store, records: list[Record], vectors: Vectors, owners: list[int], receipts: list[Record]
 ) -> tuple[int, int] | None:
-    """Write the new sessions of a conversation in one transaction: ``(written, present)``, or None if a
-    concurrent ingest committed all of them first.
+    """Write the new sessions of a conversation in one transaction.
+
+    Returns ``(written, present)``, or None if a concurrent ingest committed all of them first.
 
     ``owners[i]`` is the index in ``receipts`` of the session that unit ``i`` came from. A session a
     concurrent ingest committed meanwhile is left out with its units (its model may have said other

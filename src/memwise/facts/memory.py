@@ -1,6 +1,7 @@
-"""The factual memory as users call it: ``add``, ``search``, ``get_all``, ``update``, ``delete``,
-``delete_all``, ``history``, ``answer``, ``export``/``import_jsonl`` and ``reset``, every one scoped to a
-user but ``reset``.
+"""The factual memory as users call it, every operation scoped to a user but ``reset``.
+
+The operations: ``add``, ``search``, ``get_all``, ``update``, ``delete``, ``delete_all``, ``history``,
+``answer``, ``export``/``import_jsonl`` and ``reset``.
 
 The names and arguments are mem0's, so a mem0 user can switch by changing an import: ``Memory()``
 with no arguments reads the usual settings, ``add`` takes a string, a message or a list, ``metadata=``
@@ -162,12 +163,17 @@ class SearchResults(list[ScoredRecord]):
 class Retriever(Protocol):
     """What :class:`AsyncMemory` needs from a retriever."""
 
-    async def search(self, query: str, *, filters: Filters, top_k: int) -> list[ScoredRecord]: ...
+    async def search(self, query: str, *, filters: Filters, top_k: int) -> list[ScoredRecord]:
+        """The best ``top_k`` records for ``query`` among those ``filters`` allow (a hard limit), best first."""
+        ...
 
 
 def _said(messages: Messages) -> list[tuple[str, str]]:
-    """``(speaker, content)`` per message. A string, or a single mapping, is one message: iterating it
-    would store one memory per character (or per key)."""
+    """``(speaker, content)`` per message.
+
+    A string, or a single mapping, is one message: iterating it would store one memory per
+    character (or per key).
+    """
     if isinstance(messages, str | Mapping):
         messages = [messages]
     elif isinstance(messages, bytes | bytearray) or not isinstance(messages, Sequence):
@@ -287,8 +293,10 @@ class AsyncMemory:
         run_dir: str | Path | None = None,
         with_llm: bool = True,
     ) -> AsyncMemory:
-        """A memory over ``path`` (a SQLite file or a ``postgresql://`` DSN; default: the ``store``
-        setting, else ``$MEMWISE_HOME/memory.sqlite3``), with the configured policy model and embedder.
+        """A memory over ``path``, with the configured policy model and embedder.
+
+        ``path`` is a SQLite file or a ``postgresql://`` DSN; by default the ``store`` setting, else
+        ``$MEMWISE_HOME/memory.sqlite3``.
 
         Embeddings of a SQLite memory are cached beside its file; with ``run_dir``, model calls go to
         that run's ledger and are replayed on a re-run.
@@ -429,10 +437,13 @@ class AsyncMemory:
         threshold: float = 0.7,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> ConsolidationReport:
-        """Offline ("sleep-time") consolidation of one user's memory: the model decides, for each unit
-        and its similar earlier units, whether the new one updates or deletes an old one. Nothing is
-        erased; superseded units keep their validity interval and show in :meth:`history`.
-        ``on_progress`` gets (units done, units in all) as it goes."""
+        """Offline ("sleep-time") consolidation of one user's memory.
+
+        The model decides, for each unit and its similar earlier units, whether the new one updates
+        or deletes an old one. Nothing is erased; superseded units keep their validity interval and
+        show in :meth:`history`.
+        ``on_progress`` gets (units done, units in all) as it goes.
+        """
         _require_user(user_id)
         if self.llm is None:
             raise ConfigError("consolidate() needs a chat model: pass llm= to Memory")
@@ -473,8 +484,10 @@ class AsyncMemory:
         run_id: str | None = None,
         filters: MetadataFilter | None = None,
     ) -> int:
-        """Retire every current memory in the scope (and matching ``filters``) at one instant,
-        atomically; returns how many. History keeps them, as for :meth:`delete`."""
+        """Retire every current memory in the scope (and matching ``filters``); returns how many.
+
+        All retire at one instant, atomically. History keeps them, as for :meth:`delete`.
+        """
         _check_scope(user_id, agent_id, run_id)
         scope = Filters(user_id=user_id, agent_id=agent_id, run_id=run_id, metadata=_metadata_filter(filters))
 
@@ -486,8 +499,10 @@ class AsyncMemory:
         return await asyncio.to_thread(work)
 
     async def reset(self) -> int:
-        """Erase every record of this memory's store, of every user, for good (no history kept);
-        returns how many records went. Meant for tests and a per-tenant store; there is no undo."""
+        """Erase every record of this memory's store, of every user, for good; returns how many went.
+
+        No history is kept. Meant for tests and a per-tenant store; there is no undo.
+        """
 
         def work() -> int:
             with self.store.transaction():
@@ -534,8 +549,10 @@ class AsyncMemory:
         limit: int | None = None,
         filters: MetadataFilter | None = None,
     ) -> MemoryList:
-        """Every current memory of ``user_id`` (or every version, with ``include_history``), oldest
-        first, at most ``limit``, matching the metadata ``filters``."""
+        """Every current memory of ``user_id`` (or every version, with ``include_history``), oldest first.
+
+        At most ``limit`` of them, matching the metadata ``filters``.
+        """
         _require_user(user_id)
         _check_limit(limit)
         scope = Filters(

@@ -61,6 +61,7 @@ class QAReport:
     tokens_per_question: float
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as written next to the per-question results."""
         return asdict(self)
 
 

@@ -43,6 +43,7 @@ class IngestReport:
     """The ids of the conversation's memories: those written now and those found already stored."""
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as the CLI and the server report it."""
         return asdict(self)
 
 
@@ -75,9 +76,11 @@ class IngestSummary:
 
     @classmethod
     def of(cls, reports: Iterable[IngestReport]) -> IngestSummary:
+        """The counts of ``reports`` added up, one conversation per report."""
         reports = list(reports)
         summed = {f.name: sum(getattr(r, f.name) for r in reports) for f in fields(cls) if f.name != "conversations"}
         return cls(conversations=len(reports), **summed)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as the CLI reports it."""
         return asdict(self)

@@ -318,6 +318,7 @@ async def evaluate_retrieval(
 
 
 def print_report(result: dict[str, Any]) -> None:
+    """The recall table: the headline, baselines and ablations, overall and per LoCoMo category."""
     keys = [f"recall@{k}" for k in KS] + ["all@10"]
     rows = [("hybrid (headline)", result)]
     rows += [(f"baseline: {n}", m) for n, m in result["baselines"].items()]
@@ -338,6 +339,7 @@ def print_report(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command-line entry (``python -m``): evaluate, print the table, write the JSON; returns the exit status."""
     args = _parse_args(argv)
     from memwise.embed.minilm import MiniLMEmbedder
 

@@ -108,8 +108,10 @@ def link_sessions(records: Sequence[Record], window: int = 2) -> list[Record]:
 
 
 def link_context(records: Sequence[Record], window: int = 2) -> list[Record]:
-    """Copies of one session's records (in order) with the ids of up to ``window`` neighbours each side,
-    and their entity keys (:func:`~memwise.facts.entities.extract_entities`), for the entity step.
+    """Copies of one session's records (in order) with the ids of up to ``window`` neighbours each side.
+
+    Each copy also carries its entity keys (:func:`~memwise.facts.entities.extract_entities`), for
+    the entity step.
     """
     if window < 0:
         raise ConfigError(f"link_context: window must be >= 0, got {window}")
@@ -229,8 +231,9 @@ def speaker_bonus(query: str, speakers: Mapping[str, str | None], boost: float) 
 
 
 def session_scores(base: Mapping[str, float], sessions: Mapping[str, object], top: int) -> dict[str, float]:
-    """Each record's session strength in [0, 1]: the mean of its session's ``top`` best base scores,
-    over the strongest session's.
+    """Each record's session strength in [0, 1].
+
+    The strength is the mean of its session's ``top`` best base scores, over the strongest session's.
 
     Evidence that spans a session ("How did Ann's first week at the new job go?") is spread over
     turns that each match the question only a little; together they outweigh one stray strong turn
@@ -387,9 +390,10 @@ class ScoreParts:
 
 
 def score_parts(query: str, candidates: Candidates, config: RetrieverConfig) -> ScoreParts:
-    """Steps 3-8 before weighting. Depends on the config's fusion, context and pool knobs, and on
-    whether ``entity_weight`` is set (the entity channel's units join the pool only then), not on
-    the other weights.
+    """Steps 3-8 before weighting.
+
+    Depends on the config's fusion, context and pool knobs, and on whether ``entity_weight`` is set
+    (the entity channel's units join the pool only then), not on the other weights.
     """
     base = base_scores(candidates, config)
     records = candidates.records
@@ -456,8 +460,10 @@ def _implied_question_date(filters: Filters) -> datetime | None:
 
 
 def _within(filters: Filters, window: DateRange) -> Filters | None:
-    """``filters`` narrowed to event times in ``window`` (plus its width each side, as the score decays
-    there); None when the caller bounds another time field, which one Filters cannot combine with.
+    """``filters`` narrowed to event times in ``window``, plus its width each side.
+
+    The margin is there because the time score decays there. None when the caller bounds another
+    time field, which one Filters cannot combine with.
     """
     if filters.time_field != "ts" and (filters.since is not None or filters.until is not None):
         return None
@@ -525,8 +531,9 @@ class HybridRetriever:
         question_date: datetime | date | None = None,
         entity_channel: bool | None = None,
     ) -> Candidates:
-        """Both channels' candidates, the entity and time channels', and the neighbours the context
-        step will need.
+        """Both channels' candidates, the entity and time channels'.
+
+        Also the neighbours the context step will need.
 
         ``fetch_all_neighbours`` fetches the neighbours of every candidate instead of only those of
         the best ``expand_top``, so that :func:`rank` can be re-run under other configs (sweeps);
@@ -574,8 +581,10 @@ class HybridRetriever:
     async def _entity_channel(
         self, text_query: str, filters: Filters, records: dict[str, Record]
     ) -> tuple[dict[str, float], list[str]]:
-        """The question's entity keys (speaker names already out), weighted by how many units of the
-        scope name each, and those units; found records are added to ``records``.
+        """The question's entity keys (speaker names already out), weighted, and the units naming them.
+
+        Each key's weight depends on how many units of the scope name it; found records are added
+        to ``records``.
 
         The store's full-text index finds the units that contain a key's words; their entity keys
         (index time) decide which really name it. Counting stops at ``_ENTITY_DEPTH`` units, which is

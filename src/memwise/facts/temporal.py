@@ -80,6 +80,7 @@ class DateRange:
 
     @property
     def days(self) -> int:
+        """Whole days the range covers (``end`` is exclusive)."""
         return (self.end - self.start).days
 
 

@@ -1,11 +1,11 @@
-"""Memory units: how turns and extracted facts become store records, and how records read in prompts.
+r"""Memory units: how turns and extracted facts become store records, and how records read in prompts.
 
 A unit's id is derived from its scope, its source and what was said, so ingesting the same conversation
 twice (a retry after a crash, a resumed run) writes nothing new instead of duplicating it, while a turn
 id that comes back with other words is a new unit, never mistaken for the old one.
 
 Stores written before ids were built by :func:`unit_id`'s structured encoding (parts joined with
-``"\\x1f"``, ``None`` read as ``""``) keep their old ids; nothing migrates them. Re-ingesting a
+``"\x1f"``, ``None`` read as ``""``) keep their old ids; nothing migrates them. Re-ingesting a
 conversation into such a store finds no receipt under the new ids and writes it again beside the old
 units; start a fresh store to avoid the duplicates.
 """
@@ -30,10 +30,10 @@ IdPart = str | None | Sequence[str]
 
 
 def unit_id(*parts: IdPart) -> str:
-    """A stable id from the unit's scope and source parts, distinct for every distinct list of parts.
+    r"""A stable id from the unit's scope and source parts, distinct for every distinct list of parts.
 
     The parts are hashed as one JSON array, not joined by a separator: no text inside a part can shift
-    a boundary (``("alice", "\\x1fC")`` and ``("alice\\x1f", "C")`` differ), ``None`` differs from
+    a boundary (``("alice", "\x1fC")`` and ``("alice\x1f", "C")`` differ), ``None`` differs from
     ``""``, and a sequence part (a fact's source ids) stays a list rather than text that could also
     be read as one id with a comma in it.
 
@@ -61,9 +61,10 @@ def session_digest(session: Session) -> str:
 
 
 def check_scope_id(name: str, value: object, *, optional: bool = False) -> None:
-    """Refuse a scope id a store could not keep apart from another: not a string, empty, or with a
-    control character (ids are compared, printed and logged; a ``\\x1f`` or a newline inside one is
-    always a caller's bug, not a name).
+    r"""Refuse a scope id a store could not keep apart from another.
+
+    Refused: not a string, empty, or with a control character (ids are compared, printed and
+    logged; a ``\x1f`` or a newline inside one is always a caller's bug, not a name).
 
     ``optional`` ids (``agent_id``, ``run_id``) may be None, meaning "not scoped by this"; an empty
     string would be a second spelling of the same thing and is refused too.
