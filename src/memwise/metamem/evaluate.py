@@ -46,6 +46,7 @@ class EvalResult:
     outcomes: tuple[EvalOutcome, ...]
 
     def to_dict(self, *, with_outcomes: bool = False) -> dict[str, Any]:
+        """JSON-ready form; per-question outcomes only on request, as they dominate the size."""
         out = asdict(self)
         if not with_outcomes:
             out.pop("outcomes")

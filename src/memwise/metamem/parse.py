@@ -394,13 +394,13 @@ def parse_reflection(text: str) -> Reflection:
 
 
 def parse_proposal(text: str) -> list[ProposedOp]:
-    """The edits one question's proposal asks for (possibly none).
+    r"""The edits one question's proposal asks for (possibly none).
 
     Raises:
         ParseError: no JSON list of ops, or an op that is unknown or lacks its rule id or text.
 
     Example:
-        >>> parse_proposal('```json\\n[{"op": "ADD", "text": "Count across all sessions."}]\\n```')[0].op
+        >>> parse_proposal('```json\n[{"op": "ADD", "text": "Count across all sessions."}]\n```')[0].op
         'add'
     """
     return parse_model(text, Proposal).operations

@@ -39,6 +39,7 @@ class MetaMemResult:
         return self.history.at_step(self.best_step)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as written to :func:`result_path`."""
         return {
             "best_step": self.best_step,
             "rules": self.rules.to_dict(),
@@ -51,6 +52,7 @@ class MetaMemResult:
 
 
 def result_path(run_dir: str | Path) -> Path:
+    """Where a run directory keeps the MetaMem result (``metamem/result.json``)."""
     return Path(run_dir) / "metamem" / "result.json"
 
 

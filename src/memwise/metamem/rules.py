@@ -91,15 +91,18 @@ class Rule:
     updated_step: int
 
     def __post_init__(self) -> None:
+        """Refuse an id that is not ``R<number>`` and an update dated before the creation."""
         rule_number(self.id)
         if self.updated_step < self.created_step:
             raise ValueError(f"rule {self.id}: updated_step {self.updated_step} precedes created_step")
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as kept in the rule history."""
         return {"id": self.id, "text": self.text, "created_step": self.created_step, "updated_step": self.updated_step}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Rule:
+        """The inverse of :meth:`to_dict`."""
         return cls(
             id=str(data["id"]),
             text=str(data["text"]),
@@ -127,6 +130,7 @@ class Operation:
     reason: str | None = None
 
     def __post_init__(self) -> None:
+        """Refuse an operation the rule set could not apply: an unknown op, or a missing or extra field."""
         if self.op not in _KINDS:
             raise ValueError(f"op must be one of {_KINDS}, got {self.op!r}")
         if self.op == "add" and self.rule_id is not None:
@@ -138,6 +142,7 @@ class Operation:
         object.__setattr__(self, "question_ids", tuple(self.question_ids))
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as kept in the rule history."""
         return {
             "op": self.op,
             "rule_id": self.rule_id,
@@ -149,6 +154,7 @@ class Operation:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Operation:
+        """The inverse of :meth:`to_dict`; ``step`` and the provenance fields may be absent."""
         return cls(
             op=data["op"],
             rule_id=data.get("rule_id"),
@@ -214,6 +220,7 @@ class RuleSet:
     max_words: int = DEFAULT_MAX_WORDS
 
     def __post_init__(self) -> None:
+        """Refuse a set whose ids repeat, are out of order or could be minted again, and bad limits."""
         object.__setattr__(self, "rules", tuple(self.rules))
         numbers = [rule_number(rule.id) for rule in self.rules]
         if numbers != sorted(set(numbers)):
@@ -233,6 +240,7 @@ class RuleSet:
 
     @property
     def ids(self) -> tuple[str, ...]:
+        """The rule ids in order."""
         return tuple(rule.id for rule in self.rules)
 
     def get(self, rule_id: str) -> Rule | None:
@@ -311,6 +319,7 @@ class RuleSet:
         return None if op.op == "delete" else text_problem(op.text or "", max_words=self.max_words)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, limits included, as kept in the rule history."""
         return {
             "version": self.version,
             "next_id": self.next_id,
@@ -321,6 +330,7 @@ class RuleSet:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RuleSet:
+        """The inverse of :meth:`to_dict`; histories written before the limits existed get the defaults."""
         return cls(
             rules=tuple(Rule.from_dict(item) for item in data["rules"]),
             version=int(data["version"]),
@@ -495,6 +505,7 @@ class RuleSetVersion:
         return self.rules.version
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: the rules and every operation applied, rejected or merged at this step."""
         return {
             "version": self.version,
             "step": self.step,
@@ -507,6 +518,7 @@ class RuleSetVersion:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RuleSetVersion:
+        """The inverse of :meth:`to_dict`."""
         version = cls(
             step=int(data["step"]),
             rules=RuleSet.from_dict(data["rules"]),
@@ -532,6 +544,7 @@ class RuleHistory:
     versions: tuple[RuleSetVersion, ...] = ()
 
     def __post_init__(self) -> None:
+        """Refuse versions that do not strictly increase."""
         object.__setattr__(self, "versions", tuple(self.versions))
         numbers = [v.version for v in self.versions]
         if any(b <= a for a, b in zip(numbers, numbers[1:], strict=False)):
@@ -550,6 +563,7 @@ class RuleHistory:
 
     @property
     def latest(self) -> RuleSetVersion:
+        """The newest version; LookupError on an empty history."""
         if not self.versions:
             raise LookupError("the history is empty; start it with RuleHistory.start(rule_set)")
         return self.versions[-1]
@@ -573,6 +587,7 @@ class RuleHistory:
         raise KeyError(f"step {step} is not in the history (steps: {[v.step for v in self.versions]})")
 
     def append(self, version: RuleSetVersion) -> RuleHistory:
+        """A new history with ``version`` at the end (histories are immutable)."""
         return RuleHistory((*self.versions, version))
 
     def record(self, result: ApplyResult, *, note: str = "") -> RuleHistory:
@@ -599,10 +614,12 @@ class RuleHistory:
         ]
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, the checkpoint a run resumes from."""
         return {"versions": [v.to_dict() for v in self.versions]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RuleHistory:
+        """The inverse of :meth:`to_dict`."""
         return cls(tuple(RuleSetVersion.from_dict(v) for v in data["versions"]))
 
 

@@ -20,7 +20,9 @@ class Scorer(Protocol):
     Raises ParseError or LLMError when no grade could be had; callers count that, never as "wrong".
     """
 
-    async def score(self, question: MetaQuestion, response: str) -> Score: ...
+    async def score(self, question: MetaQuestion, response: str) -> Score:
+        """The grade of ``response``; raise ParseError or LLMError when none could be had, never guess."""
+        ...
 
 
 class MetricScorer:
@@ -30,6 +32,7 @@ class MetricScorer:
         self.metric = metric
 
     async def score(self, question: MetaQuestion, response: str) -> Score:
+        """The metric's grade, given the question's type, id and date (what judge prompts use)."""
         return await self.metric.score(
             question.question,
             question.answer,

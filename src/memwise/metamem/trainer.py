@@ -81,6 +81,7 @@ class StageBudgets:
     consolidation: int | None = field(default=None, metadata={"help": "output tokens per consolidation"})
 
     def __post_init__(self) -> None:
+        """Refuse a budget below one token; None keeps the stage's default."""
         for name in STAGES:
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -133,6 +134,7 @@ class TrainConfig:
         return JUDGE_MAX_TOKENS if stage == "judge" else self.max_tokens
 
     def __post_init__(self) -> None:
+        """Refuse settings no run could use, before any model is called."""
         check_answer_style(self.answer_style)
         if not isinstance(self.budgets, StageBudgets):
             raise ConfigError(f"TrainConfig.budgets must be a StageBudgets, got {type(self.budgets).__name__}")
@@ -207,12 +209,15 @@ class CallCounter:
         self.name = inner.name
 
     def describe(self) -> str:
+        """The wrapped model's description; counting changes nothing it would say."""
         return self.inner.describe()
 
     async def aclose(self) -> None:
+        """Close the wrapped model."""
         await self.inner.aclose()
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
+        """Forward the request and report the stage once it returned (failed calls are not counted)."""
         response = await self.inner.complete(request)
         if self.on_done is not None:
             self.on_done(self.stage)
@@ -346,6 +351,7 @@ class MetaMemTrainer:
 
     @property
     def checkpoint_path(self) -> Path:
+        """Where the rule history is checkpointed and a resumed run reads it from."""
         return self.run.path / "metamem" / "history.json"
 
     async def compile(self, trainset: Sequence[MetaQuestion], *, initial: RuleSet | None = None) -> RuleHistory:
