@@ -135,13 +135,13 @@ def read_verdict(text: str) -> tuple[bool | None, str]:
 
 
 def parse_verdict(text: str) -> bool:
-    """True for a ``yes`` verdict, False for ``no``.
+    r"""True for a ``yes`` verdict, False for ``no``.
 
     Raises:
         ParseError: no verdict, or both (``raw`` keeps the reply).
 
     Example:
-        >>> parse_verdict("<think>At first glance no, but the date matches.</think>\\n**Yes**")
+        >>> parse_verdict("<think>At first glance no, but the date matches.</think>\n**Yes**")
         True
         >>> parse_verdict("Verdict: no.")
         False

@@ -183,7 +183,9 @@ class Metric(Protocol):
         question_type: str | int,
         question_id: str | None = None,
         question_date: str | None = None,
-    ) -> Score: ...
+    ) -> Score:
+        """Grade ``response`` against ``gold`` in [0, 1], with feedback a reflection step can use."""
+        ...
 
 
 def _listing(tokens: list[str]) -> str:
@@ -230,6 +232,7 @@ class TokenF1Metric:
         question_id: str | None = None,
         question_date: str | None = None,
     ) -> Score:
+        """Token F1 against the gold answer (open-domain golds: the part before ``;``)."""
         kind = canonical_question_type(question_type)
         multi = kind == "multi-hop" if self.multi_answer is None else self.multi_answer
         if kind == "open-domain":
@@ -258,6 +261,7 @@ class ExactMatchMetric:
         question_id: str | None = None,
         question_date: str | None = None,
     ) -> Score:
+        """1.0 when the normalised response equals the normalised gold, else 0.0, with both shown."""
         canonical_question_type(question_type)  # reject unknown types here too, as every metric does
         value = exact_match(response, gold)
         if value:

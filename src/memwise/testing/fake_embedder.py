@@ -40,9 +40,11 @@ class FakeEmbedder:
         self.texts_embedded = 0
 
     def describe(self) -> str:
+        """Says plainly that this is a test double, so no report mistakes it for a model."""
         return f"{self.name}: hashed word and character-trigram features, {self.dim}-d (test double, no model)"
 
     async def aclose(self) -> None:
+        """Nothing to release."""
         return None
 
     def _features(self, text: str) -> list[tuple[str, float]]:

@@ -45,12 +45,15 @@ class ScriptedLLM:
         return len(self.requests)
 
     def describe(self) -> str:
+        """The script's name, for logs and ledgers."""
         return f"scripted({self.name})"
 
     async def aclose(self) -> None:
+        """Nothing to release."""
         return None
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
+        """The next scripted reply (or the handler's) for each of the ``n`` samples, in order."""
         samples = [await self._sample(request.single(i)) for i in range(request.n)]
         return ChatResponse(model=self.name, samples=tuple(samples))
 

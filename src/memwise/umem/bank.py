@@ -88,14 +88,14 @@ def clean_values(values: Sequence[str]) -> list[str]:
 
 
 def render_for_executor(entries: Sequence[BankEntry]) -> str:
-    """The values of ``entries`` as a bullet list, keys left out.
+    r"""The values of ``entries`` as a bullet list, keys left out.
 
     Keys are other tasks' texts; showing them would invite the executor to copy an unrelated answer.
     Values repeated across entries appear once. No entries gives an empty string.
 
     Example:
         >>> render_for_executor([BankEntry("1", "task", ["Check units.", "Re-read the question."])])
-        '- Check units.\\n- Re-read the question.'
+        '- Check units.\n- Re-read the question.'
     """
     values = clean_values([value for entry in entries for value in entry.values])
     return "\n".join("- " + value.replace("\n", "\n  ") for value in values)

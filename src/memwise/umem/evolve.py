@@ -214,6 +214,7 @@ class TaskRecord:
     repaired: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, one line of ``records.jsonl``."""
         out = asdict(self)
         out["retrieved_ids"] = list(self.retrieved_ids)
         out["similarities"] = list(self.similarities)
@@ -221,6 +222,7 @@ class TaskRecord:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TaskRecord:
+        """The inverse of :meth:`to_dict`; keys this version does not know are ignored."""
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
         values["retrieved_ids"] = tuple(values.get("retrieved_ids", ()))
@@ -306,20 +308,25 @@ class EvolvePaths:
 
     @property
     def state(self) -> Path:
+        """The run's fixed settings and task stream digest; a resume with other settings is refused."""
         return self.root / "evolve.json"
 
     @property
     def records(self) -> Path:
+        """One JSON line per finished task, in order."""
         return self.root / "records.jsonl"
 
     @property
     def bank(self) -> Path:
+        """The live insight bank."""
         return self.root / "bank.sqlite3"
 
     def checkpoint(self, done: int) -> Path:
+        """The bank's snapshot after ``done`` records, which a resumed run restores."""
         return self.root / f"bank.ckpt-{done:06d}.sqlite3"
 
     def checkpoints(self) -> list[Path]:
+        """Every snapshot on disk, oldest first (the zero-padded count sorts by name)."""
         return sorted(self.root.glob("bank.ckpt-*.sqlite3"))
 
 
@@ -577,7 +584,7 @@ async def evolve(
     config: EvolveConfig,
     on_progress: Callable[[EvolveProgress], None] | None = None,
 ) -> EvolveResult:
-    """Run (or resume) online memory evolution over ``tasks`` for ``config.epochs`` epochs.
+    r"""Run (or resume) online memory evolution over ``tasks`` for ``config.epochs`` epochs.
 
     Args:
         tasks: the stream, in order; every epoch replays it.
@@ -599,7 +606,7 @@ async def evolve(
         >>> from memwise.umem.executors import make_executor
         >>> reply = lambda req: "<experience><value>Eliminate options.</value><operation>ADD</operation></experience>"
         >>> llm = ScriptedLLM(lambda req: reply(req) if "<experience>" in req.messages[0].content else "Answer: B")
-        >>> task = Task("q0", "mmlu", "2+2?\\nA) 3\\nB) 4", "B", text="2+2?")
+        >>> task = Task("q0", "mmlu", "2+2?\nA) 3\nB) 4", "B", text="2+2?")
         >>> run = RunDir(tempfile.mkdtemp())
         >>> result = asyncio.run(evolve([task], executor=make_executor("mmlu", llm), optimizer=llm,
         ...     embedder=FakeEmbedder(), run=run, config=EvolveConfig(suite="mmlu", epochs=2)))

@@ -116,9 +116,11 @@ class EvolveSummary:
 
     @property
     def finished(self) -> bool:
+        """Whether every task of the run has a record."""
         return self.completed == self.total
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, ``finished`` included."""
         out = asdict(self)
         out["finished"] = self.finished
         return out

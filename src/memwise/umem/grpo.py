@@ -65,10 +65,11 @@ from memwise.umem.refcache import RefKey
 from memwise.umem.rewards import ExecResult
 from memwise.umem.trainset import TrainSet
 
+# GRPOConfig and GRPOTrainer come from their defining modules: trl's top level exports them lazily, which
+# type checkers cannot follow (they are the same objects).
 try:
     from datasets import Dataset
     from transformers import TrainerCallback
-    # trl exports these lazily, which type checkers cannot follow; the defining modules are the same objects.
     from trl.trainer.grpo_config import GRPOConfig
     from trl.trainer.grpo_trainer import GRPOTrainer
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
@@ -313,6 +314,7 @@ class StepRecord:
     update_conflicts: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, one line of the step log."""
         return asdict(self)
 
 
@@ -395,6 +397,7 @@ class MemoryEvolution:
 
     @property
     def bank(self) -> InsightBank:
+        """The insight bank the scorer reads and the GRPO steps update."""
         return self.scorer.bank
 
     # prompts
@@ -456,7 +459,7 @@ class MemoryEvolution:
         log_metric: Callable[[str, float], None] | None = None,
         **kwargs: Any,
     ) -> list[float | None]:
-        """trl reward function: ``format_ok + mean gain on the neighbours`` per completion.
+        """Reward function for trl: ``format_ok + mean gain on the neighbours`` per completion.
 
         Scores every group against the bank as the prompts showed it, then commits each group's
         best candidate (positive gain only) in batch order, then appends the step's record. Other
@@ -596,6 +599,7 @@ class BankCheckpoint(TrainerCallback):
         self.bank_path = bank_path
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Save the bank beside each trainer checkpoint, so a resumed run gets the matching bank."""
         snapshot_sqlite(self.bank_path, Path(args.output_dir) / f"checkpoint-{state.global_step}" / BANK_SNAPSHOT)
 
 

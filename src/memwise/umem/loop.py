@@ -61,7 +61,9 @@ __all__ = [
 class Executor(Protocol):
     """Anything that solves a task given past experiences (`QAExecutor`, `EnvExecutor`, test doubles)."""
 
-    async def run(self, task: Task, insights: Sequence[str] = ()) -> ExecutionResult: ...
+    async def run(self, task: Task, insights: Sequence[str] = ()) -> ExecutionResult:
+        """Attempt ``task`` with ``insights`` shown to the solver; the result says whether it succeeded."""
+        ...
 
 
 def insights_of(entries: Sequence[BankEntry]) -> list[str]:
@@ -147,9 +149,11 @@ class ExecutorCost:
 
     @property
     def executor_runs(self) -> int:
+        """Every executor run paid for, reference and candidate alike."""
         return self.reference_runs + self.candidate_runs
 
     def as_dict(self) -> dict[str, object]:
+        """JSON-ready form, as logged per step."""
         return {
             "executor_runs": self.executor_runs,
             "reference_runs": self.reference_runs,

@@ -150,7 +150,7 @@ def marginal_utility_reward(
     gains: Sequence[Sequence[float] | None],
     **kwargs: Any,
 ) -> list[float | None]:
-    """trl ``RewardFunc``: one `total_reward` per completion from precomputed neighbour gains.
+    """A trl ``RewardFunc``: one `total_reward` per completion from precomputed neighbour gains.
 
     ``format_ok[i]`` says whether completion i parsed; ``gains[i]`` are its per-neighbour gains
     (from `paper_gain` or `released_gain`). ``gains[i] is None`` for a well-formed completion means

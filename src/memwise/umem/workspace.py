@@ -62,6 +62,7 @@ class TrainParts:
     bank: InsightBank
 
     async def aclose(self) -> None:
+        """Close the embedder and every model built."""
         await self.embedder.aclose()
         await self.models.aclose()
 

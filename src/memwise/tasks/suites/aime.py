@@ -1,7 +1,7 @@
-"""AIME problems from JSONL records ``{problem, answer, id?}``.
+r"""AIME problems from JSONL records ``{problem, answer, id?}``.
 
 AIME answers are integers from 0 to 999, so the gold is kept as a canonical integer string ("073"
-and "$\\boxed{73}$" both become "73"); predictions go through the same normalisation before the
+and "$\boxed{73}$" both become "73"); predictions go through the same normalisation before the
 comparison, which makes scoring a plain string equality.
 """
 
@@ -22,13 +22,13 @@ _INSTRUCTION = re.compile(r"\s*Please reason step by step.*$", re.DOTALL | re.IG
 
 
 def normalize_integer_answer(raw: object) -> str | None:
-    """The integer an answer states, as a string without leading zeros; ``None`` if it is not one.
+    r"""The integer an answer states, as a string without leading zeros; ``None`` if it is not one.
 
-    Thousands separators and LaTeX wrappers (``$``, ``\\boxed{}``, ``\\text{}``) are dropped, and a
+    Thousands separators and LaTeX wrappers (``$``, ``\boxed{}``, ``\text{}``) are dropped, and a
     trailing ``.0`` or full stop is tolerated, since models and files write integers in all these ways.
 
     Example:
-        >>> normalize_integer_answer("$\\\\boxed{073}$")
+        >>> normalize_integer_answer("$\\boxed{073}$")
         '73'
         >>> normalize_integer_answer("1,000") , normalize_integer_answer("3/4")
         ('1000', None)

@@ -69,7 +69,7 @@ def extract_choice(text: str, n_choices: int = 4) -> str | None:
 
 
 def _boxed_contents(text: str) -> list[str]:
-    """The contents of every ``\\boxed{...}``, with nested braces balanced."""
+    r"""The contents of every ``\boxed{...}``, with nested braces balanced."""
     out: list[str] = []
     for match in re.finditer(r"\\boxed\s*\{", text):
         depth, start = 1, match.end()
@@ -85,13 +85,13 @@ _ANSWER_IS_INT = re.compile(r"(?i:answer)\s*(?:(?i:is)\s*)?[:=]?\s*[*$]*\s*([+-]
 
 
 def extract_integer(text: str) -> str | None:
-    """The integer answer of an AIME-style reply: the last ``\\boxed{}``, else the last "answer is N".
+    r"""The integer answer of an AIME-style reply: the last ``\boxed{}``, else the last "answer is N".
 
-    A last box that holds no integer (``\\boxed{\\frac{1}{2}}``) yields ``None``: the model did answer,
+    A last box that holds no integer (``\boxed{\frac{1}{2}}``) yields ``None``: the model did answer,
     but not in the form the suite accepts.
 
     Example:
-        >>> extract_integer("so m+n = 113, i.e. \\\\boxed{113}")
+        >>> extract_integer("so m+n = 113, i.e. \\boxed{113}")
         '113'
         >>> extract_integer("The answer is 073.")
         '73'
@@ -107,16 +107,17 @@ _ANSWER_LABEL = re.compile(r"(?i)answer\s*[*_]*\s*:")
 
 
 def extract_span(text: str) -> str | None:
-    """A short free-text answer: the last ``\\boxed{}``, else what follows the last "Answer:" on its
-    line, else the last line.
+    r"""A short free-text answer.
+
+    The last ``\boxed{}``, else what follows the last "Answer:" on its line, else the last line.
 
     Markdown emphasis around the answer is dropped; the scorer's normalisation handles the rest.
     The box comes first because the paper-style executor prompt asks for it.
 
     Example:
-        >>> extract_span("Both were born in 1950.\\nAnswer: **yes**")
+        >>> extract_span("Both were born in 1950.\nAnswer: **yes**")
         'yes'
-        >>> extract_span("It is Paris.\\n\\\\boxed{\\\\text{Paris}}")
+        >>> extract_span("It is Paris.\n\\boxed{\\text{Paris}}")
         'Paris'
     """
     boxes = _boxed_contents(text)

@@ -38,10 +38,10 @@ class HLEFile:
 
 
 def options_of(question: str) -> tuple[str, ...]:
-    """The options listed under "Answer Choices:" (``A. text`` lines), in order; () when there are none.
+    r"""The options listed under "Answer Choices:" (``A. text`` lines), in order; () when there are none.
 
     Example:
-        >>> options_of("Which?\\n\\nAnswer Choices:\\nA. red\\nB. blue")
+        >>> options_of("Which?\n\nAnswer Choices:\nA. red\nB. blue")
         ('red', 'blue')
     """
     headers = list(_CHOICES_HEADER.finditer(question))
