@@ -1,5 +1,8 @@
-"""The command line as a newcomer meets it: --version, --log-level, one flag per concept, tour registered,
-run directories that warn about a changed model, and benchmarks that reuse their database."""
+"""The command line as a newcomer meets it.
+
+--version, --log-level, one flag per concept, tour registered, run directories that warn about a
+changed model, and benchmarks that reuse their database.
+"""
 
 from __future__ import annotations
 

@@ -46,7 +46,13 @@ MIRRORS: dict[tuple[str, ...], list[tuple[type[Any], dict[str, str]]]] = {
         ),
         (
             SplitConfig,
-            {"folds": "folds", "fold": "fold", "val_frac": "val_frac", "test_frac": "test_frac", "group_by": "group_by"},
+            {
+                "folds": "folds",
+                "fold": "fold",
+                "val_frac": "val_frac",
+                "test_frac": "test_frac",
+                "group_by": "group_by",
+            },
         ),
     ],
     ("umem", "evolve"): [

@@ -130,8 +130,10 @@ async def test_bad_arguments_are_config_errors(store: SQLiteStore, conv: Convers
 
 
 class TopicEmbedder(FakeEmbedder):
-    """Turns about "topic N" all get the same vector, one per N, so segments are known in advance:
-    remarks 0-2 of a session form one segment and remarks 3-5 another. Other texts hash as usual."""
+    """Turns about "topic N" all get the same vector, one per N, so segments are known in advance.
+
+    Remarks 0-2 of a session form one segment and remarks 3-5 another. Other texts hash as usual.
+    """
 
     async def embed(self, texts: Sequence[str]) -> Any:
         vectors = np.array(await super().embed(texts))

@@ -1,5 +1,8 @@
-"""The memory API as a mem0 user calls it: no-argument construction, metadata, filters, delete_all,
-reset, export/import, the ``{"results": [...]}`` shape, and sync methods with real signatures."""
+"""The memory API as a mem0 user calls it.
+
+No-argument construction, metadata, filters, delete_all, reset, export/import, the
+``{"results": [...]}`` shape, and sync methods with real signatures.
+"""
 
 from __future__ import annotations
 

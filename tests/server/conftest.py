@@ -66,8 +66,10 @@ def database_uri(server_uri: str, name: str) -> str:
 
 @pytest.fixture
 def pg_server_db(pg_database: str) -> Iterator[str]:
-    """A fresh, empty database on the session's Postgres (tenant schemas have fixed names, so each
-    test needs its own database to start from nothing); dropped afterwards, connections or not."""
+    """A fresh, empty database on the session's Postgres; dropped afterwards, connections or not.
+
+    Tenant schemas have fixed names, so each test needs its own database to start from nothing.
+    """
     import psycopg
 
     name = f"srv_{uuid.uuid4().hex[:12]}"

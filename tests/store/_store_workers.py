@@ -75,7 +75,7 @@ def late_writer(path: str) -> None:
 
 
 def pg_writer(dsn: str, owner: int, n: int) -> int:
-    """n adds of its own records on a Postgres store, plus re-adds of the other writer's ids."""
+    """``n`` adds of its own records on a Postgres store, plus re-adds of the other writer's ids."""
     from memwise.store.postgres import PostgresStore
 
     with PostgresStore(dsn) as store:
