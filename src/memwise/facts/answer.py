@@ -107,6 +107,32 @@ def check_answer_style(style: str) -> AnswerStyle:
     return cast(AnswerStyle, style)
 
 
+_RULE_ID = re.compile(r"^\s*\[?\s*(?:r(?:ule)?)?\s*[-_#:]?\s*(\d+)\s*\]?\s*$", re.IGNORECASE)
+
+
+def normalize_rule_id(value: str | int) -> str:
+    """A rule id in the one spelling the rule set uses: ``R`` and the number.
+
+    Models copy ids back as ``R3``, ``r3``, ``3``, ``[R3]``, ``R-03`` or ``Rule 3``; all mean rule 3.
+
+    Raises:
+        ValueError: nothing in ``value`` reads as a rule number.
+
+    Example:
+        >>> [normalize_rule_id(v) for v in ("R3", "[r3]", "3", 3, "Rule 03")]
+        ['R3', 'R3', 'R3', 'R3', 'R3']
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"a rule id must be text or a number, got {type(value).__name__}")
+    match = _RULE_ID.match(str(value))
+    if match is None:
+        raise ValueError(f"{value!r} is not a rule id (expected R<number>, e.g. R3)")
+    number = int(match.group(1))
+    if number < 1:
+        raise ValueError(f"{value!r} is not a rule id: rule numbers start at 1")
+    return f"R{number}"
+
+
 def render_rules(rules: Mapping[str, str] | Sequence[str]) -> list[str]:
     """Rules as the answer prompt shows them: ``[R3] text``, one line each, in the order given.
 
@@ -123,9 +149,6 @@ def render_rules(rules: Mapping[str, str] | Sequence[str]) -> list[str]:
         >>> render_rules(["Prefer newer fragments."])
         ['[R1] Prefer newer fragments.']
     """
-    # Imported here: memwise.metamem imports this module, so a top-level import would be circular.
-    from memwise.metamem.parse import normalize_rule_id
-
     pairs = rules.items() if isinstance(rules, Mapping) else ((f"R{i}", text) for i, text in enumerate(rules, 1))
     return [f"[{normalize_rule_id(rule_id)}] {neutralize(' '.join(text.split()))}" for rule_id, text in pairs]
 

@@ -19,13 +19,13 @@ mask, and an id that belongs to someone else behaves exactly like an id that doe
 from __future__ import annotations
 
 import asyncio
-import json
+import functools
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
 
 from memwise._aio import LoopThread
 from memwise.config import Settings, load_settings
@@ -45,9 +45,18 @@ from memwise.facts.consolidate import ConsolidationReport
 from memwise.facts.consolidate import consolidate as consolidate_units
 from memwise.facts.consolidate import history as history_of
 from memwise.facts.ingest import DELETED, IngestReport, ingest_conversation
+from memwise.facts.messages import Messages, to_conversation
+from memwise.facts.results import (
+    RESERVED_METADATA,
+    MemoryList,
+    MetadataFilter,
+    SearchResults,
+    check_metadata,
+    user_metadata,
+)
 from memwise.facts.transfer import export_lines, import_records, parse_export
-from memwise.facts.types import Conversation, Session, Turn
-from memwise.facts.units import check_scope_id, from_epoch, to_epoch, unit_id
+from memwise.facts.types import Conversation
+from memwise.facts.units import check_scope_id, from_epoch, to_epoch
 from memwise.llm.base import ChatModel, ChatRequest
 from memwise.runs.ledger import Ledger
 from memwise.runs.rundir import RunDir
@@ -57,178 +66,14 @@ from memwise.store.filters import parse as parse_metadata_filter
 from memwise.store.registry import build_store, is_dsn
 
 T = TypeVar("T")
+P = ParamSpec("P")
 Mode = Literal["turns", "facts"]
-MessageLike = Mapping[str, Any] | str
-Messages = MessageLike | Sequence[MessageLike]
-"""What ``add`` takes: one message (a string or a ``{"role", "content"}`` mapping) or a list of them."""
-MetadataFilter = Mapping[str, Any]
-"""mem0's filter dict: ``{"k": v}``, ``{"k": {"gte": 1}}``, ``{"k": {"in": [...]}}``, ``{"AND"|"OR": [...]}``."""
-
-RESERVED_METADATA = frozenset(
-    {
-        "speaker",
-        "conversation_id",
-        "session_id",
-        "source_ids",
-        "timestamp",
-        "supersedes",
-        "superseded_by",
-        "edited",
-        "context_before",
-        "context_after",
-        "entity_keys",
-        DELETED,
-    }
-)
-"""Metadata keys memwise writes on memory units itself; a caller's metadata may not use them."""
-
-
-def check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A caller's metadata as stored: string keys, JSON scalar values, no key memwise uses itself.
-
-    Flat values keep every metadata filter expressible in both stores (SQLite JSON paths, jsonb).
-
-    Example:
-        >>> check_metadata({"category": "pets", "year": 2024})
-        {'category': 'pets', 'year': 2024}
-    """
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, Mapping):
-        raise ConfigError(f"metadata must be a mapping of names to values, got {type(metadata).__name__}")
-    clean: dict[str, Any] = {}
-    for key, value in metadata.items():
-        if not isinstance(key, str) or not key:
-            raise ConfigError(f"metadata keys must be non-empty strings, got {key!r}")
-        check_scope_id(f"metadata key {key!r}", key)
-        if '"' in key:
-            raise ConfigError(f"metadata key {key!r}: double quotes are not allowed in a key")
-        if key in RESERVED_METADATA:
-            raise ConfigError(f"metadata key {key!r} is reserved by memwise; choose another name")
-        if value is not None and not isinstance(value, str | int | float | bool):
-            raise ConfigError(
-                f"metadata {key!r}: values must be strings, numbers, booleans or null, got {type(value).__name__}"
-            )
-        if isinstance(value, float) and value != value:  # NaN: no store can compare it
-            raise ConfigError(f"metadata {key!r}: NaN cannot be stored or filtered")
-        clean[key] = value
-    return clean
-
-
-def user_metadata(record: Record) -> dict[str, Any]:
-    """The caller's part of a record's metadata (what ``add(metadata=...)`` stored)."""
-    return {k: v for k, v in record.metadata.items() if k not in RESERVED_METADATA}
-
-
-def memory_to_dict(record: Record, score: float | None = None) -> dict[str, Any]:
-    """One memory in mem0's result shape (``memory`` is the text; times as ISO strings, UTC)."""
-    item: dict[str, Any] = {
-        "id": record.id,
-        "memory": record.text,
-        "hash": record.content_hash(),
-        "metadata": user_metadata(record),
-        "created_at": from_epoch(record.created_at).isoformat() + "+00:00",
-        "updated_at": None,
-        "user_id": record.user_id,
-    }
-    if record.agent_id is not None:
-        item["agent_id"] = record.agent_id
-    if record.run_id is not None:
-        item["run_id"] = record.run_id
-    if record.ts is not None:
-        item["event_time"] = from_epoch(record.ts).isoformat()
-    if record.valid_to is not None:
-        item["valid_to"] = from_epoch(record.valid_to).isoformat() + "+00:00"
-    if score is not None:
-        item["score"] = score
-    return item
-
-
-class MemoryList(list[Record]):
-    """A list of memories that also renders as mem0's ``{"results": [...]}``."""
-
-    def to_dict(self) -> dict[str, list[dict[str, Any]]]:
-        """mem0's result shape."""
-        return {"results": [memory_to_dict(r) for r in self]}
-
-
-class SearchResults(list[ScoredRecord]):
-    """Search hits, best first, that also render as mem0's ``{"results": [...]}`` (with scores)."""
-
-    def to_dict(self) -> dict[str, list[dict[str, Any]]]:
-        """mem0's result shape."""
-        return {"results": [memory_to_dict(h.record, h.score) for h in self]}
-
-
 class Retriever(Protocol):
     """What :class:`AsyncMemory` needs from a retriever."""
 
     async def search(self, query: str, *, filters: Filters, top_k: int) -> list[ScoredRecord]:
         """The best ``top_k`` records for ``query`` among those ``filters`` allow (a hard limit), best first."""
         ...
-
-
-def _said(messages: Messages) -> list[tuple[str, str]]:
-    """``(speaker, content)`` per message.
-
-    A string, or a single mapping, is one message: iterating it would store one memory per
-    character (or per key).
-    """
-    if isinstance(messages, str | Mapping):
-        messages = [messages]
-    elif isinstance(messages, bytes | bytearray) or not isinstance(messages, Sequence):
-        raise ConfigError(
-            f"messages must be a string, a message mapping or a list of them, got {type(messages).__name__}"
-        )
-    said = []
-    for i, msg in enumerate(messages):
-        if isinstance(msg, str):
-            said.append(("user", msg))
-            continue
-        if not isinstance(msg, Mapping):
-            raise ConfigError(f"message {i} must be a string or a mapping with 'content', got {type(msg).__name__}")
-        content = msg.get("content")
-        if not isinstance(content, str):
-            raise StoreError(f"message {i}: 'content' must be a string, got {type(content).__name__}")
-        said.append((str(msg.get("speaker") or msg.get("name") or msg.get("role") or "user"), content))
-    return said
-
-
-def to_conversation(
-    messages: Messages,
-    *,
-    conversation_id: str | None = None,
-    session_id: str | None = None,
-    session_time: datetime | None = None,
-    metadata: Mapping[str, Any] | None = None,
-) -> Conversation:
-    """Chat messages (``{"role"|"speaker", "content"}`` or plain strings) as a one-session conversation.
-
-    Without ``session_id``, the session is named after its content (messages, time and metadata):
-    adding the same messages twice is then recognised as the same session and stored once, while
-    different messages (or the same ones with other metadata) under the same ``conversation_id`` are a
-    new session and are stored. ``conversation_id`` defaults to the session id.
-    """
-    said = _said(messages)
-    if session_id is None:
-        when = session_time.isoformat() if session_time is not None else None
-        labels = json.dumps(dict(metadata or {}), sort_keys=True, ensure_ascii=True, default=str)
-        parts = (part for pair in said for part in pair)
-        session_id = "s-" + unit_id("session", conversation_id, when, labels, *parts)[:16]
-    turns = []
-    for i, (speaker, content) in enumerate(said):
-        turns.append(
-            Turn(
-                id=f"{session_id}:{i}",
-                speaker=speaker,
-                text=content,
-                session_id=session_id,
-                index=i,
-                timestamp=session_time,
-            )
-        )
-    session = Session(id=session_id, turns=tuple(turns), timestamp=session_time)
-    return Conversation(id=conversation_id or session_id, sessions=(session,))
 
 
 class AsyncMemory:
@@ -713,6 +558,22 @@ def _check_scope(user_id: str, agent_id: str | None, run_id: str | None) -> None
     check_scope_id("run_id", run_id, optional=True)
 
 
+def _blocking(
+    method: Callable[Concatenate[AsyncMemory, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[Memory, P], T]:
+    """``method`` as a blocking method of :class:`Memory`, with the same parameters and docstring.
+
+    The parameters travel through ``ParamSpec``, so type checkers and editors show the async method's
+    real signature (and ``inspect.signature`` follows ``__wrapped__``), without a second copy to drift.
+    """
+
+    @functools.wraps(method)
+    def blocking(self: Memory, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._run(method(self.inner, *args, **kwargs))
+
+    return blocking
+
+
 class Memory:
     """The synchronous twin of :class:`AsyncMemory`: same methods, same arguments, blocking.
 
@@ -770,184 +631,23 @@ class Memory:
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._loop.run(coro)
 
-    def add(
-        self,
-        messages: Messages,
-        *,
-        user_id: str,
-        agent_id: str | None = None,
-        run_id: str | None = None,
-        session_time: datetime | None = None,
-        session_id: str | None = None,
-        conversation_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> IngestReport:
-        """See :meth:`AsyncMemory.add`."""
-        return self._run(
-            self.inner.add(
-                messages,
-                user_id=user_id,
-                agent_id=agent_id,
-                run_id=run_id,
-                session_time=session_time,
-                session_id=session_id,
-                conversation_id=conversation_id,
-                metadata=metadata,
-            )
-        )
-
-    def add_conversation(
-        self,
-        conv: Conversation,
-        *,
-        user_id: str,
-        agent_id: str | None = None,
-        run_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> IngestReport:
-        """See :meth:`AsyncMemory.add_conversation`."""
-        return self._run(
-            self.inner.add_conversation(conv, user_id=user_id, agent_id=agent_id, run_id=run_id, metadata=metadata)
-        )
-
-    def search(
-        self,
-        query: str,
-        *,
-        user_id: str,
-        agent_id: str | None = None,
-        run_id: str | None = None,
-        top_k: int = 10,
-        limit: int | None = None,
-        filters: MetadataFilter | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        include_history: bool = False,
-    ) -> SearchResults:
-        """See :meth:`AsyncMemory.search`."""
-        return self._run(
-            self.inner.search(
-                query,
-                user_id=user_id,
-                agent_id=agent_id,
-                run_id=run_id,
-                top_k=top_k,
-                limit=limit,
-                filters=filters,
-                since=since,
-                until=until,
-                include_history=include_history,
-            )
-        )
-
-    def get(self, memory_id: str, *, user_id: str) -> Record:
-        """See :meth:`AsyncMemory.get`."""
-        return self._run(self.inner.get(memory_id, user_id=user_id))
-
-    def get_all(
-        self,
-        *,
-        user_id: str,
-        agent_id: str | None = None,
-        run_id: str | None = None,
-        include_history: bool = False,
-        limit: int | None = None,
-        filters: MetadataFilter | None = None,
-    ) -> MemoryList:
-        """See :meth:`AsyncMemory.get_all`."""
-        return self._run(
-            self.inner.get_all(
-                user_id=user_id,
-                agent_id=agent_id,
-                run_id=run_id,
-                include_history=include_history,
-                limit=limit,
-                filters=filters,
-            )
-        )
-
-    def update(
-        self, memory_id: str, text: str, *, user_id: str, metadata: Mapping[str, Any] | None = None
-    ) -> Record:
-        """See :meth:`AsyncMemory.update`."""
-        return self._run(self.inner.update(memory_id, text, user_id=user_id, metadata=metadata))
-
-    def consolidate(
-        self,
-        *,
-        user_id: str,
-        agent_id: str | None = None,
-        run_id: str | None = None,
-        kinds: tuple[str, ...] = ("fact", "turn"),
-        threshold: float = 0.7,
-        on_progress: Callable[[int, int], None] | None = None,
-    ) -> ConsolidationReport:
-        """See :meth:`AsyncMemory.consolidate`."""
-        return self._run(
-            self.inner.consolidate(
-                user_id=user_id,
-                agent_id=agent_id,
-                run_id=run_id,
-                kinds=kinds,
-                threshold=threshold,
-                on_progress=on_progress,
-            )
-        )
-
-    def delete(self, memory_id: str, *, user_id: str) -> None:
-        """See :meth:`AsyncMemory.delete`."""
-        return self._run(self.inner.delete(memory_id, user_id=user_id))
-
-    def delete_all(
-        self,
-        *,
-        user_id: str,
-        agent_id: str | None = None,
-        run_id: str | None = None,
-        filters: MetadataFilter | None = None,
-    ) -> int:
-        """See :meth:`AsyncMemory.delete_all`."""
-        return self._run(self.inner.delete_all(user_id=user_id, agent_id=agent_id, run_id=run_id, filters=filters))
-
-    def reset(self) -> int:
-        """See :meth:`AsyncMemory.reset`."""
-        return self._run(self.inner.reset())
-
-    def history(self, memory_id: str, *, user_id: str) -> list[Record]:
-        """See :meth:`AsyncMemory.history`."""
-        return self._run(self.inner.history(memory_id, user_id=user_id))
-
-    def answer(
-        self,
-        question: str,
-        *,
-        user_id: str,
-        question_date: datetime | str | None = None,
-        top_k: int = 20,
-        rules: Mapping[str, str] | Sequence[str] = (),
-        max_tokens: int = 256,
-        style: AnswerStyle = "direct",
-    ) -> Answer:
-        """See :meth:`AsyncMemory.answer`."""
-        return self._run(
-            self.inner.answer(
-                question,
-                user_id=user_id,
-                question_date=question_date,
-                top_k=top_k,
-                rules=rules,
-                max_tokens=max_tokens,
-                style=style,
-            )
-        )
+    add = _blocking(AsyncMemory.add)
+    add_conversation = _blocking(AsyncMemory.add_conversation)
+    search = _blocking(AsyncMemory.search)
+    get = _blocking(AsyncMemory.get)
+    get_all = _blocking(AsyncMemory.get_all)
+    update = _blocking(AsyncMemory.update)
+    consolidate = _blocking(AsyncMemory.consolidate)
+    delete = _blocking(AsyncMemory.delete)
+    delete_all = _blocking(AsyncMemory.delete_all)
+    reset = _blocking(AsyncMemory.reset)
+    history = _blocking(AsyncMemory.history)
+    answer = _blocking(AsyncMemory.answer)
+    import_jsonl = _blocking(AsyncMemory.import_jsonl)
 
     def export(self, *, user_id: str) -> Iterator[str]:
         """See :meth:`AsyncMemory.export`."""
         return self.inner.export(user_id=user_id)
-
-    def import_jsonl(self, lines: Iterable[str], *, user_id: str, source: str = "import") -> tuple[int, int]:
-        """See :meth:`AsyncMemory.import_jsonl`."""
-        return self._run(self.inner.import_jsonl(lines, user_id=user_id, source=source))
 
     def close(self) -> None:
         """Close the store, embedder and model, and stop the private loop."""

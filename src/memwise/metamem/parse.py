@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from memwise.facts.answer import normalize_rule_id
 from memwise.llm.structured import parse_model
 
 OpName = Literal["add", "update", "delete"]
@@ -45,7 +46,6 @@ _OP_SYNONYMS: dict[str, OpName] = {
 # Ops that explicitly change nothing; a reply listing one says "leave it", so it is dropped, not refused.
 _NO_OPS = frozenset({"keep", "none", "noop", "no_op", "no_change", "unchanged", "skip"})
 
-_RULE_ID = re.compile(r"^\s*\[?\s*(?:r(?:ule)?)?\s*[-_#:]?\s*(\d+)\s*\]?\s*$", re.IGNORECASE)
 _INT = re.compile(r"\d+")
 _NONE_WORDS = frozenset({"", "none", "null", "n/a", "na", "nothing", "-"})
 
@@ -92,29 +92,6 @@ _REFLECTION_KEYS = {
     "general_lesson": "lesson",
     "insight": "lesson",
 }
-
-
-def normalize_rule_id(value: str | int) -> str:
-    """A rule id in the one spelling the rule set uses: ``R`` and the number.
-
-    Models copy ids back as ``R3``, ``r3``, ``3``, ``[R3]``, ``R-03`` or ``Rule 3``; all mean rule 3.
-
-    Raises:
-        ValueError: nothing in ``value`` reads as a rule number.
-
-    Example:
-        >>> [normalize_rule_id(v) for v in ("R3", "[r3]", "3", 3, "Rule 03")]
-        ['R3', 'R3', 'R3', 'R3', 'R3']
-    """
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValueError(f"a rule id must be text or a number, got {type(value).__name__}")
-    match = _RULE_ID.match(str(value))
-    if match is None:
-        raise ValueError(f"{value!r} is not a rule id (expected R<number>, e.g. R3)")
-    number = int(match.group(1))
-    if number < 1:
-        raise ValueError(f"{value!r} is not a rule id: rule numbers start at 1")
-    return f"R{number}"
 
 
 def _snake(key: object) -> str:

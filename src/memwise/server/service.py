@@ -17,7 +17,8 @@ from memwise.exceptions import MemoryNotFoundError, StoreError
 from memwise.facts.answer import Answer
 from memwise.facts.consolidate import ConsolidationReport
 from memwise.facts.ingest import IngestReport
-from memwise.facts.memory import AsyncMemory, MessageLike
+from memwise.facts.memory import AsyncMemory
+from memwise.facts.messages import MessageLike
 from memwise.facts.types import Conversation
 from memwise.store.base import Record, ScoredRecord
 
