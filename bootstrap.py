@@ -95,7 +95,9 @@ def main(argv: list[str]) -> int:
         return 0
     install("all,test")
     run(BIN / "ruff", "check", "src", "tests", "bench", "bootstrap.py")
-    run(BIN / "pyright")  # settings (src/, standard mode, this venv) in pyproject's [tool.pyright]
+    # Settings (src/, standard mode, this venv) in pyproject's [tool.pyright], named explicitly: pyright
+    # would otherwise take the first pyrightconfig.json it finds in a parent folder.
+    run(BIN / "pyright", "--project", ROOT / "pyproject.toml")
     run(BIN / "python", "-m", "pytest", "-q")
     return 0
 

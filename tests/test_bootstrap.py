@@ -48,3 +48,15 @@ def test_pyright_comes_from_the_test_extra_and_checks_src_in_standard_mode() -> 
     assert settings["include"] == ["src"]
     assert settings["typeCheckingMode"] == "standard"
     assert (settings["venvPath"], settings["venv"]) == (".", ".venv")
+
+
+def test_pyright_is_pointed_at_this_projects_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A pyrightconfig.json in any parent folder would otherwise win over pyproject's [tool.pyright]
+    # and check nothing ("/tmp/src does not exist", 0 errors), a green gate that checks no file.
+    bootstrap = _bootstrap()
+    commands: list[list[str]] = []
+    monkeypatch.setattr(bootstrap, "install", lambda extras: None)
+    monkeypatch.setattr(bootstrap, "run", lambda *cmd, env=None: commands.append([str(c) for c in cmd]))
+    bootstrap.main(["test"])
+    (pyright,) = [cmd for cmd in commands if Path(cmd[0]).name == "pyright"]
+    assert pyright[1:] == ["--project", str(bootstrap.ROOT / "pyproject.toml")]
