@@ -17,27 +17,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from memwise.exceptions import ConfigError
+from memwise.facts.readers._dates import MONTHS
 
-_MONTHS = {
-    name: i + 1
-    for i, names in enumerate(
-        (
-            ("january", "jan"),
-            ("february", "feb"),
-            ("march", "mar"),
-            ("april", "apr"),
-            ("may",),
-            ("june", "jun"),
-            ("july", "jul"),
-            ("august", "aug"),
-            ("september", "sep", "sept"),
-            ("october", "oct"),
-            ("november", "nov"),
-            ("december", "dec"),
-        )
-    )
-    for name in names
-}
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _NUMBERS = {
     "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
@@ -45,7 +26,7 @@ _NUMBERS = {
     "several": 4,
 }  # fmt: skip
 _UNIT_DAYS = {"day": 1, "week": 7, "month": 30, "year": 365}
-_MONTH_RE = "|".join(sorted(_MONTHS, key=len, reverse=True))
+_MONTH_RE = "|".join(sorted(MONTHS, key=len, reverse=True))
 _NUMBER_RE = r"\d+|" + "|".join(sorted((re.escape(n) for n in _NUMBERS), key=len, reverse=True))
 
 _FULL_DATE = re.compile(
@@ -100,12 +81,12 @@ def _day(year: int, month: int, day: int) -> DateRange | None:
 def _absolute(text: str) -> DateRange | None:
     if m := _FULL_DATE.search(text):
         day = m.group("d1") or m.group("d2")
-        month = _MONTHS[(m.group("m1") or m.group("m2")).lower()]
+        month = MONTHS[(m.group("m1") or m.group("m2")).lower()]
         return _day(int(m.group("y1") or m.group("y2")), month, int(day))
     if m := _ISO_DATE.search(text):
         return _day(int(m.group("y")), int(m.group("m")), int(m.group("d")))
     if m := _MONTH_YEAR.search(text):
-        return _month_range(int(m.group("y")), _MONTHS[m.group("m").lower()])
+        return _month_range(int(m.group("y")), MONTHS[m.group("m").lower()])
     if m := _YEAR.search(text):
         year = int(m.group("y"))
         return DateRange(date(year, 1, 1), date(year + 1, 1, 1))
@@ -146,7 +127,7 @@ def _relative(text: str, today: date) -> DateRange | None:
         start = today - timedelta(days=back)
         return DateRange(start, start + timedelta(days=1))
     if m := _MONTH_ALONE.search(text):
-        month = _MONTHS[m.group("m").lower()]
+        month = MONTHS[m.group("m").lower()]
         year = today.year if month <= today.month else today.year - 1
         if m.group("pre").lower() == "last" and month == today.month:
             year -= 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-_MONTHS = {
+MONTHS = {
     name: number
     for number, names in enumerate(
         (
@@ -49,7 +49,7 @@ def _from_locomo(match: re.Match[str]) -> datetime:
     hour = int(match["hour"])
     if not 1 <= hour <= 12:
         raise ValueError(f"hour {hour} is not a 12-hour clock hour")
-    month = _MONTHS.get(match["month"].lower())
+    month = MONTHS.get(match["month"].lower())
     if month is None:
         raise ValueError(f"unknown month {match['month']!r}")
     hour = hour % 12 + (12 if match["half"].lower() == "p" else 0)
