@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from memwise.embed.base import Embedder
-from memwise.embed.minilm import MiniLMEmbedder
+from memwise.embed.minilm import MiniLMEmbedder, plan_batches
 from memwise.exceptions import ConfigError, EmbeddingError
 
 # Checked without importing: sentence-transformers takes seconds to import, paid once by the fixture.
@@ -100,3 +100,38 @@ def test_bad_settings(tmp_path: Path) -> None:
         MiniLMEmbedder(batch_size=0)
     with pytest.raises(ConfigError, match="not a sentence-transformers model folder"):
         MiniLMEmbedder(path=tmp_path)
+
+
+def test_plan_batches_covers_every_text_once_within_the_limits() -> None:
+    lengths = [300, 12, 40, 40, 9, 100, 12, 7, 55]
+    passes = plan_batches(lengths, max_texts=3, token_budget=120)
+    assert sorted(i for rows in passes for i in rows) == list(range(len(lengths)))
+    assert passes[0] == [0]  # longer than the budget: alone
+    for rows in passes:
+        assert len(rows) <= 3
+        assert len(rows) == 1 or max(lengths[i] for i in rows) * len(rows) <= 120
+        assert all(4 * lengths[i] >= 3 * lengths[rows[0]] for i in rows)  # padded by a quarter at most
+    assert [lengths[rows[0]] for rows in passes] == sorted((lengths[rows[0]] for rows in passes), reverse=True)
+    assert plan_batches([], max_texts=8) == []
+
+
+async def test_a_long_text_does_not_pad_the_short_ones(minilm: MiniLMEmbedder) -> None:
+    """Mixed lengths cost about their real tokens: no pass pads many short texts to a long one's width."""
+    long_text = " ".join(f"word{i}" for i in range(120))
+    texts = [f"short note {i}" for i in range(20)] + [long_text] + [f"another short note {i}" for i in range(10)]
+    widths: list[tuple[int, int]] = []
+
+    def record(module: Any, args: tuple[dict[str, Any]]) -> None:
+        rows, width = args[0]["input_ids"].shape  # the features of one forward pass
+        widths.append((rows, width))
+
+    handle = minilm.model[0].register_forward_pre_hook(record)
+    try:
+        vecs = await minilm.embed(texts)
+    finally:
+        handle.remove()
+    real = sum(len(ids) for ids in minilm.model.tokenizer(texts)["input_ids"])
+    padded = sum(rows * width for rows, width in widths)
+    assert widths and padded <= 1.3 * real, (widths, real)
+    alone = np.stack([(await minilm.embed([text]))[0] for text in (texts[0], long_text, texts[-1])])
+    np.testing.assert_allclose(vecs[[0, 20, 30]], alone, atol=1e-5)

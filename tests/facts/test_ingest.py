@@ -364,3 +364,25 @@ async def test_facts_mode_with_the_embedded_model(
     covered = {sid for u in units if u.kind == "turn" for sid in u.metadata["source_ids"]}
     assert report.fallbacks > 0 or not covered  # raw turns appear only as counted fallbacks
     ledger.close()
+
+
+class SizeRecordingEmbedder(FakeEmbedder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    async def embed(self, texts: Any) -> Any:
+        self.sizes.append(len(texts))
+        return await super().embed(texts)
+
+
+async def test_a_long_conversation_is_embedded_in_one_call(store: SQLiteStore, workers: types.ModuleType) -> None:
+    """The embedder sees the whole conversation at once.
+
+    So its own batching (MiniLM's length-sorted passes, the remote embedder's concurrent requests)
+    covers all of it, instead of fixed slices one after another.
+    """
+    conv = workers.conversation(n_sessions=3, per_session=120)
+    embedder = SizeRecordingEmbedder()
+    report = await ingest_conversation(conv, store=store, embedder=embedder, user_id="u1")
+    assert embedder.sizes == [360] and report.units_written == 360
