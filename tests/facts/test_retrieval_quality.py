@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from memwise.embed.cache import CachedEmbedder
 from memwise.embed.minilm import MiniLMEmbedder
-from memwise.facts.retrieval_eval import evaluate_retrieval
+from memwise.facts.retrieval_eval import embed_rate, evaluate_retrieval
+from memwise.testing import FakeEmbedder
 
 
 async def test_hybrid_recall_at_10_beats_baselines_and_target(shared_data: Path) -> None:
@@ -20,3 +24,18 @@ async def test_hybrid_recall_at_10_beats_baselines_and_target(shared_data: Path)
     assert result["recall@10"] > max(b["recall@10"] for b in baselines.values()) + 0.1
     # The session, time-cue, entity and time-window steps add to fusion + context + speaker (0.789).
     assert result["recall@10"] > result["ablations"]["fusion + context + speaker"]["recall@10"] + 0.005
+    # Ingest speed is reported against the embedder alone on the same texts, in the same run.
+    assert result["embed_only_texts_per_s"] > 0
+    assert result["ingest_to_embed_ratio"] == pytest.approx(
+        result["ingest_turns_per_s"] / result["embed_only_texts_per_s"], rel=0.01
+    )
+
+
+async def test_embed_rate_times_the_embedder_not_its_cache(tmp_path: Path) -> None:
+    inner = FakeEmbedder()
+    cached = CachedEmbedder(inner, tmp_path / "cache.sqlite3")
+    texts = [f"turn {i}" for i in range(20)]
+    await cached.embed(texts)  # what ingest would have left in the cache
+    assert await embed_rate(cached, texts) > 0
+    assert inner.texts_embedded == 40  # embedded again, not answered from the cache
+    cached.close()
