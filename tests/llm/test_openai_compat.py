@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
+from memwise._transport.keys import is_local_url
 from memwise.config import ModelConfig
 from memwise.exceptions import ConfigError, LLMError
 from memwise.llm.base import ChatModel, ChatRequest
-from memwise.llm.openai_compat import OpenAICompatLLM, is_local_url
+from memwise.llm.openai_compat import OpenAICompatLLM
 from memwise.testing.fake_openai import FAILURE_KINDS, ChatCall, FailureKind, FailurePlan, FakeOpenAIServer
 
 
@@ -467,7 +468,7 @@ async def test_stale_pooled_connections_are_not_reused() -> None:
 
 
 async def test_https_and_proxied_urls_keep_the_sdk_http_client(monkeypatch: pytest.MonkeyPatch) -> None:
-    from memwise.llm.openai_compat import KeepAliveTransport, build_http_client
+    from memwise._transport.http import KeepAliveTransport, build_http_client
 
     client, direct = build_http_client("https://api.example.com/v1", max_connections=7, timeout_s=5)
     assert direct is None

@@ -2,9 +2,10 @@
 
 Texts go out in batches of ``batch_size``, several batches in flight at once, each with the shared
 retry policy; rows come back in input order whatever order the server lists them in, L2-normalised
-float32. The HTTP plumbing is the chat backend's: :mod:`memwise._transport.http` (a lean keep-alive pool for
-plain-HTTP servers, ~0.15 ms of client CPU per call against the openai SDK's ~2.5 ms; https and proxied
-URLs use the SDK's HTTP client), and the API-key rules of :mod:`memwise.llm.openai_compat`.
+float32. Connection, API key, concurrency and retries are the chat backend's too:
+:class:`memwise._transport.client.OpenAICompatClient`, on :mod:`memwise._transport.http` (a lean keep-alive
+pool for plain-HTTP servers, ~0.15 ms of client CPU per call against the openai SDK's ~2.5 ms; https and
+proxied URLs use the SDK's HTTP client).
 """
 
 from __future__ import annotations
@@ -13,28 +14,25 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Self
 
 import numpy as np
 
 from memwise._aio import gather_or_cancel
-from memwise._transport.http import Endpoint, Timeouts, build_http_client, json_headers, post_body
-from memwise._transport.keys import resolve_api_key
-from memwise._transport.retry import Failure, HTTPStatusFailure, MalformedReply, RetryPolicy, retry_call
+from memwise._transport.client import OpenAICompatClient, Sleep, load_json, raise_for_status
+from memwise._transport.retry import Failure, MalformedReply, RetryPolicy
 from memwise.config import EmbedConfig
 from memwise.embed.base import Vectors, normalise
 from memwise.exceptions import ConfigError, EmbeddingError
 
 log = logging.getLogger(__name__)
 
-Sleep = Callable[[float], Awaitable[object]]
-
 #: Dimensions of well-known models, so ``dim`` is right before the first call (caches read it early).
 KNOWN_DIMS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
 
 
-class OpenAICompatEmbedder:
+class OpenAICompatEmbedder(OpenAICompatClient):
     """An :class:`~memwise.embed.base.Embedder` on an OpenAI-compatible ``/embeddings`` endpoint.
 
     Args:
@@ -77,38 +75,17 @@ class OpenAICompatEmbedder:
             raise ConfigError("OpenAICompatEmbedder needs base_url and model")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        if max_concurrency < 1:
-            raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        self.base_url = base_url.rstrip("/")
-        self.model = model
-        self.name = model
+        policy = RetryPolicy(max_retries, retry_budget_s, backoff_base_s, backoff_max_s)
+        super().__init__(base_url, model, api_key, api_key_env, max_concurrency, timeout_s, policy, sleep, rng)
         self.batch_size = batch_size
         self._dim = dim
         self._dim_guess = KNOWN_DIMS.get(model, 0)
-        self.policy = RetryPolicy(max_retries, retry_budget_s, backoff_base_s, backoff_max_s)
-        self._sleep = sleep
-        self._rng = rng or random.Random()
-        key = resolve_api_key(self.base_url, api_key, api_key_env)
-        self._http, self._direct = build_http_client(
-            self.base_url, max_connections=max_concurrency, timeout_s=timeout_s
-        )
-        self._headers = json_headers(key, "memwise-embedder")
-        self._endpoint = Endpoint.of(self.base_url, "/embeddings", self._headers)
-        self._timeouts = Timeouts(pool=timeout_s, connect=min(timeout_s, 10.0), read=timeout_s)
-        self._slots = asyncio.Semaphore(max_concurrency)
+        self._use_endpoint("/embeddings", "memwise-embedder")
 
     @classmethod
     def from_config(cls, cfg: EmbedConfig, **overrides: Any) -> Self:
         """Build from an :class:`EmbedConfig`; ``overrides`` pass straight to the constructor."""
-        if cfg.backend != "openai" or not cfg.base_url:
-            raise ConfigError(f"OpenAICompatEmbedder needs backend 'openai' with a base_url, got {cfg.backend!r}")
-        params: dict[str, Any] = {
-            "base_url": cfg.base_url,
-            "model": cfg.model,
-            "api_key_env": cfg.api_key_env,
-            "batch_size": cfg.batch_size,
-        }
-        return cls(**{**params, **overrides})
+        return cls._from_settings(cfg, "backend 'openai' with a base_url", overrides, batch_size=cfg.batch_size)
 
     @property
     def dim(self) -> int:
@@ -118,17 +95,6 @@ class OpenAICompatEmbedder:
     def describe(self) -> str:
         """The endpoint and model name (never the API key)."""
         return f"openai-embeddings({self._endpoint.url}, model={self.model})"
-
-    async def aclose(self) -> None:
-        """Close the HTTP connections; safe to call again."""
-        if not self._http.is_closed:
-            await self._http.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
         """Unit-norm float32 rows, one per text, in input order.
@@ -154,9 +120,7 @@ class OpenAICompatEmbedder:
         return normalise(np.concatenate(parts, axis=0))
 
     async def _embed_batch(self, batch: list[str]) -> np.ndarray:
-        rows = await retry_call(
-            lambda: self._attempt(batch), self.policy, give_up=self._give_up, sleep=self._sleep, rng=self._rng
-        )
+        rows = await self._retry(lambda: self._attempt(batch))
         width = rows.shape[1]
         if self._dim is None:
             if self._dim_guess and width != self._dim_guess:
@@ -169,12 +133,8 @@ class OpenAICompatEmbedder:
     async def _attempt(self, batch: list[str]) -> np.ndarray:
         payload = {"model": self.model, "input": batch, "encoding_format": "float"}
         body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        async with self._slots:
-            reply = await post_body(
-                self._http, self._direct, self._endpoint, body, headers=self._headers, timeouts=self._timeouts
-            )
-        if reply.status >= 400:
-            raise HTTPStatusFailure(reply.status, reply.body.decode("utf-8", "replace"), reply.headers)
+        reply = await self._post(body)
+        raise_for_status(reply)
         return _parse_embeddings(reply.body, len(batch))
 
     def _give_up(self, message: str, failure: Failure, attempts: int) -> EmbeddingError:
@@ -184,10 +144,7 @@ class OpenAICompatEmbedder:
 
 def _parse_embeddings(body: bytes, expected: int) -> np.ndarray:
     """Rows in input order; an unusable body is a retryable :class:`MalformedReply`."""
-    try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise MalformedReply(f"body is not JSON ({exc}): {body[:120]!r}") from exc
+    data = load_json(body)
     items = data.get("data") if isinstance(data, dict) else None
     if not isinstance(items, list) or len(items) != expected:
         got = len(items) if isinstance(items, list) else "no"

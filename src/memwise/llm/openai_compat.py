@@ -25,43 +25,18 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, Self
 
 import openai
 
-from memwise._transport.http import (
-    Endpoint,
-    HttpReply,
-    KeepAliveTransport,
-    RawReply,
-    Timeouts,
-    build_http_client,
-    json_headers,
-    post_body,
-)
-from memwise._transport.keys import is_local_url, resolve_api_key
-from memwise._transport.retry import Failure, HTTPStatusFailure, MalformedReply, RetryPolicy, httpx, retry_call
+from memwise._transport.client import OpenAICompatClient, Sleep, load_json, raise_for_status
+from memwise._transport.http import HttpReply
+from memwise._transport.retry import Failure, MalformedReply, RetryPolicy, httpx
 from memwise.config import ModelConfig
 from memwise.exceptions import ConfigError, LLMError
 from memwise.llm.base import ChatRequest, ChatResponse, Sample, Usage
 
-# The transport's names stay importable from here, where they lived before memwise._transport.
-__all__ = [
-    "Endpoint",
-    "KeepAliveTransport",
-    "OpenAICompatLLM",
-    "RawReply",
-    "Timeouts",
-    "build_http_client",
-    "is_local_url",
-    "json_headers",
-    "resolve_api_key",
-]
-
 log = logging.getLogger(__name__)
-
-Sleep = Callable[[float], Awaitable[object]]
 
 _RESPONSE_FORMAT_HINTS = ("response_format", "json_schema", "unsupported", "not supported")
 
@@ -69,7 +44,7 @@ _RESPONSE_FORMAT_HINTS = ("response_format", "json_schema", "unsupported", "not 
 # -------------------------------------------------------------------------------------------- backend
 
 
-class OpenAICompatLLM:
+class OpenAICompatLLM(OpenAICompatClient):
     """A :class:`~memwise.llm.base.ChatModel` on an OpenAI-compatible ``/chat/completions`` endpoint.
 
     Args:
@@ -114,45 +89,29 @@ class OpenAICompatLLM:
             raise ConfigError("OpenAICompatLLM needs base_url, e.g. http://127.0.0.1:8000/v1")
         if not model:
             raise ConfigError(f"OpenAICompatLLM needs a model name for {base_url} (set MEMWISE_MODEL)")
-        if max_concurrency < 1:
-            raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        self.base_url = base_url.rstrip("/")
-        self.model = model
-        self.name = model
-        self.timeout_s = timeout_s
-        self.policy = RetryPolicy(max_retries, retry_budget_s, backoff_base_s, backoff_max_s)
+        policy = RetryPolicy(max_retries, retry_budget_s, backoff_base_s, backoff_max_s)
+        super().__init__(base_url, model, api_key, api_key_env, max_concurrency, timeout_s, policy, sleep, rng)
         self.sdk_requests = sdk_requests
-        self._sleep = sleep
-        self._rng = rng or random.Random()
-        key = resolve_api_key(self.base_url, api_key, api_key_env)
-        self._http, self._direct = build_http_client(
-            self.base_url, max_connections=max_concurrency, timeout_s=timeout_s
-        )
+        # The SDK client runs on the same HTTP client; it carries every call when sdk_requests is set.
         self._client = openai.AsyncOpenAI(
-            base_url=self.base_url, api_key=key, max_retries=0, timeout=timeout_s, http_client=self._http
+            base_url=self.base_url, api_key=self._key, max_retries=0, timeout=timeout_s, http_client=self._http
         )
-        self._headers = json_headers(key, f"memwise {self._client.user_agent}")
-        self._endpoint = Endpoint.of(self.base_url, "/chat/completions", self._headers)
-        self._timeouts = Timeouts(pool=timeout_s, connect=min(timeout_s, 10.0), read=timeout_s)
-        self._slots = asyncio.Semaphore(max_concurrency)
+        self._use_endpoint("/chat/completions", f"memwise {self._client.user_agent}")
         self._response_format_ok = True
         self._n_ok = True
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, **overrides: Any) -> Self:
         """Build from a :class:`ModelConfig`; ``overrides`` pass straight to the constructor."""
-        if cfg.backend != "openai" or not cfg.base_url:
-            raise ConfigError(f"OpenAICompatLLM needs an 'openai' model config with base_url, got {cfg.backend!r}")
-        params: dict[str, Any] = {
-            "base_url": cfg.base_url,
-            "model": cfg.model,
-            "api_key_env": cfg.api_key_env,
-            "max_concurrency": cfg.max_concurrency,
-            "timeout_s": cfg.timeout_s,
-            "max_retries": cfg.max_retries,
-            "retry_budget_s": cfg.retry_budget_s,
-        }
-        return cls(**{**params, **overrides})
+        return cls._from_settings(
+            cfg,
+            "an 'openai' model config with base_url",
+            overrides,
+            max_concurrency=cfg.max_concurrency,
+            timeout_s=cfg.timeout_s,
+            max_retries=cfg.max_retries,
+            retry_budget_s=cfg.retry_budget_s,
+        )
 
     @property
     def supports_response_format(self) -> bool:
@@ -162,17 +121,6 @@ class OpenAICompatLLM:
     def describe(self) -> str:
         """The endpoint and model name (never the API key)."""
         return f"openai({self.base_url}, model={self.model})"
-
-    async def aclose(self) -> None:
-        """Close the HTTP connections; safe to call again."""
-        if not self._http.is_closed:
-            await self._client.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     # ---------------------------------------------------------------- calls
 
@@ -195,13 +143,8 @@ class OpenAICompatLLM:
         if request.n > 1 and not self._n_ok:
             choices, usage = await self._fill(request, [], policy, retried)
         else:
-            choices, usage = await retry_call(
-                lambda: self._attempt(request),
-                policy,
-                give_up=self._give_up,
-                sleep=self._sleep,
-                rng=self._rng,
-                on_retry=lambda failure: retried.append(failure.label),
+            choices, usage = await self._retry(
+                lambda: self._attempt(request), policy, lambda failure: retried.append(failure.label)
             )
             if len(choices) < request.n:
                 log.info("%s returned %d of %d choices; asking per sample", self.describe(), len(choices), request.n)
@@ -227,13 +170,8 @@ class OpenAICompatLLM:
 
         async def one(index: int) -> tuple[list[dict[str, Any]], Usage]:
             single = request.single(index)
-            return await retry_call(
-                lambda: self._attempt(single),
-                policy,
-                give_up=self._give_up,
-                sleep=self._sleep,
-                rng=self._rng,
-                on_retry=lambda failure: retried.append(failure.label),
+            return await self._retry(
+                lambda: self._attempt(single), policy, lambda failure: retried.append(failure.label)
             )
 
         extra = await asyncio.gather(*(one(i) for i in range(len(have), request.n)))
@@ -251,17 +189,14 @@ class OpenAICompatLLM:
             log.warning("%s rejected response_format; sending plain requests from now on", self.describe())
             self._response_format_ok = False
             reply = await self._post(_encode_chat(self.model, request, False, self._n_ok))
-        if reply.status >= 400:
-            raise HTTPStatusFailure(reply.status, reply.body.decode("utf-8", "replace"), reply.headers)
+        raise_for_status(reply)
         return _parse_chat(reply.body)
 
     async def _post(self, body: bytes) -> HttpReply:
+        if not self.sdk_requests:
+            return await super()._post(body)
         async with self._slots:
-            if self.sdk_requests:
-                return await self._post_sdk(body)
-            return await post_body(
-                self._http, self._direct, self._endpoint, body, headers=self._headers, timeouts=self._timeouts
-            )
+            return await self._post_sdk(body)
 
     async def _post_sdk(self, body: bytes) -> HttpReply:
         """The same POST through the SDK's request pipeline; its status errors become plain replies."""
@@ -310,10 +245,7 @@ def _rejects_response_format(body: bytes) -> bool:
 
 def _parse_chat(body: bytes) -> tuple[list[dict[str, Any]], Usage]:
     """Choices in index order and the call's usage; anything unusable is a retryable :class:`MalformedReply`."""
-    try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise MalformedReply(f"body is not JSON ({exc}): {body[:120]!r}") from exc
+    data = load_json(body)
     if not isinstance(data, dict):
         raise MalformedReply(f"body is not a JSON object: {body[:120]!r}")
     choices = data.get("choices")
