@@ -46,7 +46,8 @@ from memwise.testing.tiny_lm import tiny_llama
 from memwise.umem.bank import InsightBank
 from memwise.umem.bridge import AsyncBridge
 from memwise.umem.executor import ExecutionResult
-from memwise.umem.grpo import GRPOSettings, train_mem_optimizer
+from memwise.umem.grpo import train_mem_optimizer
+from memwise.umem.grpo_settings import GRPOSettings
 from memwise.umem.optimizer import build_optimizer_messages
 from memwise.umem.trainset import build_trainset
 

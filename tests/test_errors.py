@@ -16,8 +16,8 @@ from memwise.server.service import MemoryNotFound
 from memwise.store.sqlite import SQLiteStore
 from memwise.testing import FakeEmbedder, FakeOpenAIServer
 from memwise.umem.bank import InsightBank
-from memwise.umem.evolve import EvolveConfig
-from memwise.umem.grpo import GRPOSettings
+from memwise.umem.evolve_config import EvolveConfig
+from memwise.umem.grpo_settings import GRPOSettings
 
 
 def test_a_missing_or_foreign_memory_is_not_found_and_still_a_store_error(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import typer
 from memwise.cli import app
 from memwise.metamem.splits import SplitConfig
 from memwise.metamem.trainer import StageBudgets, TrainConfig
-from memwise.umem.evolve import EvolveConfig
+from memwise.umem.evolve_config import EvolveConfig
 
 # command path -> (config class, {option parameter name: field name})
 MIRRORS: dict[tuple[str, ...], list[tuple[type[Any], dict[str, str]]]] = {
@@ -123,7 +123,7 @@ def test_option_default_and_help_come_from_the_dataclass(
 
 def test_umem_train_defaults_are_grpo_settings_defaults_save_steps_included() -> None:
     pytest.importorskip("trl")
-    from memwise.umem.grpo import GRPOSettings
+    from memwise.umem.grpo_settings import GRPOSettings
 
     for option, field_name in GRPO_FIELDS.items():
         assert _option_default(("umem", "train"), option) == _field(GRPOSettings, field_name).default, option

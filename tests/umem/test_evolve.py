@@ -19,17 +19,10 @@ from memwise.store.sqlite import SQLiteStore
 from memwise.tasks.types import Task
 from memwise.testing import FakeEmbedder, ScriptedLLM
 from memwise.umem.bank import InsightBank
-from memwise.umem.evolve import (
-    AGENT_ID,
-    EvolveConfig,
-    EvolveProgress,
-    EvolveResult,
-    TaskRecord,
-    cumulative_accuracy,
-    evolve,
-    summarise,
-    write_report,
-)
+from memwise.umem.evolve import EvolveProgress, EvolveResult, evolve
+from memwise.umem.evolve_config import AGENT_ID, EvolveConfig
+from memwise.umem.evolve_records import TaskRecord
+from memwise.umem.evolve_report import cumulative_accuracy, summarise, write_report
 from memwise.umem.executor import EnvExecutor, Observation, QAExecutor
 from memwise.umem.executors import make_executor
 

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import torch
 from safetensors.torch import load_file
+from tests.umem._unit_tasks import UNIT_TASKS as TASKS
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 from trl import GRPOTrainer
@@ -32,18 +33,11 @@ from memwise.tasks.types import Task
 from memwise.testing import FakeEmbedder, ScriptedLLM
 from memwise.testing.tiny_lm import tiny_llama
 from memwise.umem.bank import BankEntry, InsightBank
+from memwise.umem.bridge import AsyncBridge
 from memwise.umem.executor import ExecutionResult, QAExecutor
-from memwise.umem.grpo import (
-    STEP_LOG,
-    AsyncBridge,
-    GRPOSettings,
-    LoRASettings,
-    MemoryEvolution,
-    UMEMGRPOTrainer,
-    _groups,
-    grpo_dataset,
-    train_mem_optimizer,
-)
+from memwise.umem.grpo import UMEMGRPOTrainer, grpo_dataset, train_mem_optimizer
+from memwise.umem.grpo_evolution import STEP_LOG, MemoryEvolution, _groups
+from memwise.umem.grpo_settings import GRPOSettings, LoRASettings
 from memwise.umem.loop import CandidateScore, UtilityScorer
 from memwise.umem.trainset import TrainSet, build_trainset
 
@@ -58,13 +52,6 @@ GOOD_ADD = f"<experience><value>{LESSON}</value><operation>ADD</operation></expe
 GOOD_UPDATE = f"<experience><value>{LESSON}</value><operation>UPDATE 0</operation></experience>"
 BAD_ADD = "<experience><value>Pick the longest option.</value><operation>ADD</operation></experience>"
 BROKEN = "I would rather not say."
-
-TASKS = [
-    Task("u1", "mmlu", "Convert 3 metres to centimetres. A) 30 B) 300", "B", text="convert metres to centimetres"),
-    Task("u2", "mmlu", "Convert 5 kilograms to grams. A) 500 B) 5000", "B", text="convert kilograms to grams"),
-    Task("u3", "mmlu", "Convert 2 hours to minutes. A) 20 B) 120", "B", text="convert hours to minutes"),
-    Task("u4", "mmlu", "Convert 7 litres to millilitres. A) 70 B) 7000", "B", text="convert litres to millilitres"),
-]
 
 
 # -- test doubles ---------------------------------------------------------------------------------
@@ -137,6 +124,20 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 def tiny_model(tok: PreTrainedTokenizerFast) -> LlamaForCausalLM:
     return tiny_llama(tok)
+
+
+def tiny_settings(*, max_steps: int, learning_rate: float, lora: LoRASettings | None = None) -> GRPOSettings:
+    """Two tasks of four completions a step, one micro-batch, 16 tokens: a CPU-sized GRPO run."""
+    return GRPOSettings(
+        group_size=4,
+        batch_tasks=2,
+        micro_batch_size=8,
+        max_steps=max_steps,
+        max_completion_length=16,
+        learning_rate=learning_rate,
+        gradient_checkpointing=False,
+        lora=lora,
+    )
 
 
 @pytest.fixture
@@ -343,15 +344,7 @@ def test_two_grpo_steps_train_the_model_and_evolve_the_bank(
     # A stale, useless entry every task retrieves: the prompts number it 0, so UPDATE 0 has a target.
     stale = asyncio.run(bank.add("convert units of measure", ["Pick the longest option."]))
     scorer = SpyScorer(bank, QAExecutor(llm, grade), trainset.task_map(), trainset.neighbourhoods, form="paper")
-    settings = GRPOSettings(
-        group_size=4,
-        batch_tasks=2,
-        micro_batch_size=8,
-        max_steps=2,
-        max_completion_length=16,
-        learning_rate=1e-4,
-        gradient_checkpointing=False,
-    )
+    settings = tiny_settings(max_steps=2, learning_rate=1e-4)
     result = train_mem_optimizer(str(model_dir), trainset, scorer, output_dir=tmp_path / "run", settings=settings)
 
     assert result.steps == 2
@@ -389,16 +382,8 @@ def test_lora_run_on_built_objects_trains_only_the_adapter(
     model = tiny_model(tok)
     base = {name: p.detach().clone() for name, p in model.named_parameters()}
     scorer = trainset.scorer(make_bank(store), UnitsExecutor())
-    settings = GRPOSettings(
-        group_size=4,
-        batch_tasks=2,
-        micro_batch_size=8,
-        max_steps=1,
-        max_completion_length=16,
-        learning_rate=1e-3,
-        gradient_checkpointing=False,
-        lora=LoRASettings(r=2, alpha=4, dropout=0.0, target_modules=("q_proj", "v_proj")),
-    )
+    lora = LoRASettings(r=2, alpha=4, dropout=0.0, target_modules=("q_proj", "v_proj"))
+    settings = tiny_settings(max_steps=1, learning_rate=1e-3, lora=lora)
     result = train_mem_optimizer(model, trainset, scorer, output_dir=tmp_path / "run", settings=settings, tokenizer=tok)
     assert result.steps == 1 and result.records[0].reward_std > 0
     assert result.model_dir is not None

@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from tests.umem._unit_tasks import UNIT_TASKS
 
 from memwise.exceptions import ConfigError
 from memwise.store.sqlite import SQLiteStore
@@ -18,10 +19,9 @@ from memwise.umem.executor import ExecutionResult
 from memwise.umem.trainset import TrainSet, build_trainset
 from memwise.umem.verl_export import VERL_ABILITY, VERL_SCHEMA_FIELDS, export_verl, verl_rows, verl_schema
 
+# Three unit conversions that neighbour each other, and one task about nothing the bank knows.
 TASKS = [
-    Task("u1", "mmlu", "Convert 3 metres to centimetres. A) 30 B) 300", "B", text="convert metres to centimetres"),
-    Task("u2", "mmlu", "Convert 5 kilograms to grams. A) 500 B) 5000", "B", text="convert kilograms to grams"),
-    Task("u3", "mmlu", "Convert 2 hours to minutes. A) 120 B) 200", "A", text="convert hours to minutes"),
+    *UNIT_TASKS[:3],
     Task("p1", "mmlu", "Which poet wrote about autumn leaves?", "A", text="poet who wrote about autumn leaves"),
 ]
 
@@ -91,5 +91,3 @@ async def test_empty_entry_ids_keep_their_type(tmp_path: Path, bank: InsightBank
 async def test_every_task_needs_an_attempt(trainset: TrainSet) -> None:
     with pytest.raises(ConfigError, match="no attempt"):
         verl_rows(trainset, {})
-
-

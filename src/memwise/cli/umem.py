@@ -19,8 +19,9 @@ from memwise.config import Settings
 from memwise.exceptions import ConfigError
 from memwise.tasks.types import Task
 from memwise.umem.baselines import OPTIMIZER_MODES
-from memwise.umem.evolve import EvolveConfig, EvolveProgress, EvolveResult, EvolveSummary, ReportFiles
-from memwise.umem.evolve_report import failures_text, repairs_text
+from memwise.umem.evolve import EvolveProgress, EvolveResult
+from memwise.umem.evolve_config import EvolveConfig
+from memwise.umem.evolve_report import EvolveSummary, ReportFiles, failures_text, repairs_text
 from memwise.umem.executors import KNOWN_SUITES, check_suite
 
 umem_app = typer.Typer(
@@ -80,7 +81,9 @@ async def _evolve(
 ) -> tuple[EvolveResult, ReportFiles]:
     from memwise.embed.registry import build_embedder
     from memwise.llm.registry import ModelSet
-    from memwise.umem.evolve import EXECUTOR_STAGE, OPTIMIZER_STAGE, evolve, write_report
+    from memwise.umem.evolve import evolve
+    from memwise.umem.evolve_config import EXECUTOR_STAGE, OPTIMIZER_STAGE
+    from memwise.umem.evolve_report import write_report
     from memwise.umem.executors import make_executor
 
     command = f"memwise umem evolve --suite {config.suite}"

@@ -18,13 +18,13 @@ from rich.table import Table
 from memwise.cli._options import GlobalOptions, config_option, lazy_config_option, spinner
 from memwise.cli._rundirs import model_changes, model_identity
 from memwise.exceptions import ConfigError
-from memwise.umem.evolve import EvolveConfig
+from memwise.umem.evolve_config import EvolveConfig
 from memwise.umem.executors import KNOWN_SUITES, check_suite
 from memwise.umem.workspace import TrainSource, train_session
 
 
 def _grpo(name: str, *, help: str) -> Any:  # noqa: A002
-    return lazy_config_option("memwise.umem.grpo", "GRPOSettings", name, help=help)
+    return lazy_config_option("memwise.umem.grpo_settings", "GRPOSettings", name, help=help)
 
 
 Suite = Annotated[str, typer.Option(help=f"task suite: {', '.join(KNOWN_SUITES)}")]
@@ -69,7 +69,9 @@ def train_command(
 
     Re-running the command on the same run directory resumes from its latest checkpoint, bank included.
     """
-    from memwise.umem.grpo import GRPOSettings, LoRASettings, latest_checkpoint, train_mem_optimizer
+    from memwise.umem.grpo import train_mem_optimizer
+    from memwise.umem.grpo_checkpoints import latest_checkpoint
+    from memwise.umem.grpo_settings import GRPOSettings, LoRASettings
 
     opts: GlobalOptions = ctx.obj
     key = check_suite(suite)

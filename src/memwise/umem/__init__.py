@@ -18,9 +18,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from memwise.umem.bank import BankEntry, InsightBank, Retrieval
-from memwise.umem.evolve import EvolveConfig, EvolveResult
+from memwise.umem.evolve import EvolveResult
+from memwise.umem.evolve_config import EvolveConfig
 from memwise.umem.executor import EnvExecutor, Environment, ExecutionResult, Observation, QAExecutor
 from memwise.umem.executors import make_executor
+from memwise.umem.grpo_settings import GRPOSettings
 from memwise.umem.loop import Attempt, CandidateScore, UtilityScorer, attempt, commit_best
 from memwise.umem.neighbours import Neighbourhoods
 from memwise.umem.optimizer import (
@@ -34,7 +36,7 @@ from memwise.umem.rewards import paper_gain, released_gain
 from memwise.umem.trainset import TrainSet, build_trainset
 
 if TYPE_CHECKING:
-    from memwise.umem.grpo import GRPOSettings, TrainResult, train_mem_optimizer
+    from memwise.umem.grpo import TrainResult, train_mem_optimizer
 
 __all__ = [
     "Attempt",
@@ -68,7 +70,7 @@ __all__ = [
     "train_mem_optimizer",
 ]
 
-_TRAINING = ("GRPOSettings", "TrainResult", "train_mem_optimizer")
+_TRAINING = ("TrainResult", "train_mem_optimizer")
 
 
 def __getattr__(name: str) -> Any:

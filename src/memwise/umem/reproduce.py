@@ -36,15 +36,10 @@ from memwise.runs.files import write_text_atomic
 from memwise.runs.rundir import RunDir
 from memwise.tasks.types import Task
 from memwise.umem.baselines import OPTIMIZER_MODES, Mode
-from memwise.umem.evolve import (
-    EXECUTOR_STAGE,
-    OPTIMIZER_STAGE,
-    REPAIR_MAX_TOKENS,
-    EvolveConfig,
-    EvolveSummary,
-    chance_level,
-)
-from memwise.umem.evolve_report import plot_stream, wilson_interval, write_report
+from memwise.umem.evolve import chance_level
+from memwise.umem.evolve_config import EXECUTOR_STAGE, OPTIMIZER_STAGE, EvolveConfig
+from memwise.umem.evolve_report import EvolveSummary, plot_stream, wilson_interval, write_report
+from memwise.umem.evolve_steps import REPAIR_MAX_TOKENS
 from memwise.umem.executor import PROMPT_STYLES, PromptStyle
 from memwise.umem.executors import ALFWORLD_MAX_STEPS, check_suite, is_env_suite
 from memwise.umem.optimizer import build_optimizer_messages

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,15 +74,7 @@ class TrainRow:
 
 
 def _task_to_dict(task: Task) -> dict[str, Any]:
-    return {
-        "id": task.id,
-        "suite": task.suite,
-        "prompt": task.prompt,
-        "answer": task.answer,
-        "text": task.text,
-        "choices": list(task.choices),
-        "metadata": dict(task.metadata),
-    }
+    return {**asdict(task), "choices": list(task.choices)}  # JSON has no tuples
 
 
 def _task_from_dict(data: Mapping[str, Any]) -> Task:

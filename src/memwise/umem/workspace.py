@@ -27,6 +27,7 @@ from memwise.runs.rundir import RunDir
 from memwise.tasks.types import Task
 from memwise.umem.bank import InsightBank
 from memwise.umem.bridge import AsyncBridge
+from memwise.umem.grpo_checkpoints import restore_bank
 from memwise.umem.loop import Executor
 from memwise.umem.trainset import TrainSet
 
@@ -113,15 +114,11 @@ async def _build_in(
                 f"and {src.near_duplicate}; use a new --run-dir for each neighbourhood setting"
             )
     else:
-        trainset = await build_trainset(
-            tasks, embedder, neighbours=src.neighbours, near_duplicate=src.near_duplicate
-        )
+        trainset = await build_trainset(tasks, embedder, neighbours=src.neighbours, near_duplicate=src.near_duplicate)
         trainset.save(stored)
     llm = run.record(models.get("policy"), EXECUTOR_STAGE)
     executor = make_executor(src.suite, llm, max_tokens=src.max_tokens)
     if bank_from is not None:
-        from memwise.umem.grpo import restore_bank
-
         restore_bank(bank_from, src.run_dir / "bank.db")  # before the store opens it
     bank = InsightBank(
         SQLiteStore(src.run_dir / "bank.db"), embedder, agent_id=BANK_SCOPE, top_k=src.top_k,
