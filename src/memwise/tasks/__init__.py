@@ -1,63 +1,13 @@
-"""Scoring answers to memory questions: lexical metrics and an LLM judge with per-type rubrics.
+"""Tasks and their scoring: lexical metrics and an LLM judge with per-type rubrics, task suites, environments.
 
 - :mod:`memwise.tasks.metrics`: normalisation, :func:`exact_match`, :func:`token_f1`, and the
   :class:`Metric` protocol (a :class:`Score` with textual feedback).
 - :mod:`memwise.tasks.judge`: :class:`LLMJudge`, with pure prompt building and verdict parsing.
 - :mod:`memwise.tasks.rubrics` and :mod:`memwise.tasks.question_types`: which rubric a LongMemEval
   type or LoCoMo category gets, and how their spellings resolve.
+- :mod:`memwise.tasks.suites`, :mod:`memwise.tasks.envs` and :mod:`memwise.tasks.types`: the task
+  suites (MMLU, AIME, GPQA, HLE, HotpotQA, ALFWorld), interactive environments and the task record.
+
+Nothing is re-exported: names are imported from their own modules, so loading one (a task suite, say)
+does not load the judge and its model and ledger dependencies with it.
 """
-
-from __future__ import annotations
-
-from memwise.tasks.judge import (
-    JudgeCase,
-    JudgeError,
-    Judgement,
-    LLMJudge,
-    build_judge_messages,
-    parse_verdict,
-    read_verdict,
-)
-from memwise.tasks.metrics import (
-    ExactMatchMetric,
-    Metric,
-    Score,
-    TokenF1Metric,
-    answer_tokens,
-    exact_match,
-    normalize_answer,
-    split_answers,
-    token_f1,
-)
-from memwise.tasks.question_types import (
-    LOCOMO_CATEGORIES,
-    LONGMEMEVAL_TYPES,
-    canonical_question_type,
-    is_abstention,
-)
-from memwise.tasks.rubrics import Rubric, select_rubric
-
-__all__ = [
-    "LOCOMO_CATEGORIES",
-    "LONGMEMEVAL_TYPES",
-    "ExactMatchMetric",
-    "JudgeCase",
-    "JudgeError",
-    "Judgement",
-    "LLMJudge",
-    "Metric",
-    "Rubric",
-    "Score",
-    "TokenF1Metric",
-    "answer_tokens",
-    "build_judge_messages",
-    "canonical_question_type",
-    "exact_match",
-    "is_abstention",
-    "normalize_answer",
-    "parse_verdict",
-    "read_verdict",
-    "select_rubric",
-    "split_answers",
-    "token_f1",
-]

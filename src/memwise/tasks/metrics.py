@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -188,6 +189,27 @@ class Metric(Protocol):
         ...
 
 
+class _LexicalMetric(ABC):
+    """A :class:`Metric` computed from the words alone: no model call, so grading itself is synchronous."""
+
+    async def score(
+        self,
+        question: str,
+        gold: str,
+        response: str,
+        *,
+        question_type: str | int,
+        question_id: str | None = None,
+        question_date: str | None = None,
+    ) -> Score:
+        """Grade with :meth:`grade`; an unknown question type is rejected here, as every metric does."""
+        return self.grade(gold, response, canonical_question_type(question_type))
+
+    @abstractmethod
+    def grade(self, gold: str, response: str, kind: str) -> Score:
+        """Grade ``response`` against ``gold`` for a question of canonical type ``kind``."""
+
+
 def _listing(tokens: list[str]) -> str:
     shown = ", ".join(tokens[:_FEEDBACK_TOKENS])
     return shown + (f" (+{len(tokens) - _FEEDBACK_TOKENS} more)" if len(tokens) > _FEEDBACK_TOKENS else "")
@@ -206,7 +228,7 @@ def _token_feedback(value: float, response: str, gold: str) -> str:
 
 
 @dataclass(frozen=True)
-class TokenF1Metric:
+class TokenF1Metric(_LexicalMetric):
     """Token F1 as a :class:`Metric`.
 
     ``multi_answer=None`` follows LoCoMo: comma-separated items for multi-hop questions only. For
@@ -222,18 +244,8 @@ class TokenF1Metric:
 
     multi_answer: bool | None = None
 
-    async def score(
-        self,
-        question: str,
-        gold: str,
-        response: str,
-        *,
-        question_type: str | int,
-        question_id: str | None = None,
-        question_date: str | None = None,
-    ) -> Score:
+    def grade(self, gold: str, response: str, kind: str) -> Score:
         """Token F1 against the gold answer (open-domain golds: the part before ``;``)."""
-        kind = canonical_question_type(question_type)
         multi = kind == "multi-hop" if self.multi_answer is None else self.multi_answer
         if kind == "open-domain":
             gold = gold.split(";", 1)[0]
@@ -242,7 +254,7 @@ class TokenF1Metric:
 
 
 @dataclass(frozen=True)
-class ExactMatchMetric:
+class ExactMatchMetric(_LexicalMetric):
     """Exact match after normalisation, as a :class:`Metric`.
 
     Example:
@@ -251,18 +263,8 @@ class ExactMatchMetric:
         0.0
     """
 
-    async def score(
-        self,
-        question: str,
-        gold: str,
-        response: str,
-        *,
-        question_type: str | int,
-        question_id: str | None = None,
-        question_date: str | None = None,
-    ) -> Score:
+    def grade(self, gold: str, response: str, kind: str) -> Score:
         """1.0 when the normalised response equals the normalised gold, else 0.0, with both shown."""
-        canonical_question_type(question_type)  # reject unknown types here too, as every metric does
         value = exact_match(response, gold)
         if value:
             return Score(value, f"the response matches the gold answer {gold!r}")
