@@ -9,13 +9,14 @@ them so that one class, :class:`ConversationStream`, decides between failing fas
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, Literal
 
-from memwise._datafile import MAX_TURN_ENV, existing_file
+from memwise._datafile import MAX_TURN_ENV, existing_file, max_turn_chars
 from memwise.exceptions import ConfigError, DatasetError
 from memwise.facts.readers._dates import parse_datetime
+from memwise.facts.readers._jsonstream import iter_json_array
 from memwise.facts.types import Conversation
 
 ErrorMode = Literal["raise", "collect"]
@@ -91,6 +92,41 @@ class ConversationStream(Iterator[Conversation]):
 def check_readable(path: PathLike) -> None:
     """Fail at call time, not at the first ``next()``, when the path is missing or is a directory."""
     existing_file(path)
+
+
+def stream_json_array(
+    path: PathLike,
+    convert: Callable[[Any, int], Conversation],
+    *,
+    id_key: str,
+    errors: ErrorMode,
+    chunk_size: int,
+) -> ConversationStream:
+    """Stream a file holding a JSON array with one conversation per element, decoding one at a time.
+
+    ``convert`` turns one element into a conversation, given the per-turn character limit; an element
+    it rejects is reported with the element's own ``id_key`` when that is a string.
+    """
+    check_readable(path)
+    return ConversationStream(_array_outcomes(path, convert, id_key, chunk_size), errors)
+
+
+def _array_outcomes(
+    path: PathLike, convert: Callable[[Any, int], Conversation], id_key: str, chunk_size: int
+) -> Iterator[Outcome]:
+    name = str(path)
+    max_turn = max_turn_chars()
+    with open(path, encoding="utf-8-sig") as handle:
+        try:
+            for index, record in iter_json_array(handle, path=name, chunk_size=chunk_size):
+                try:
+                    yield convert(record, max_turn)
+                except RecordError as err:
+                    own_id = record.get(id_key) if isinstance(record, dict) else None
+                    record_id = own_id if isinstance(own_id, str) else None
+                    yield dataset_error(err, path=name, index=index, record_id=record_id)
+        except DatasetError as err:
+            yield err  # the array itself is broken: nothing after this point can be read
 
 
 def require(record: dict[str, Any], key: str, where: str) -> Any:

@@ -23,16 +23,13 @@ Choices, each driven by what the real file contains:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from memwise._datafile import DEFAULT_MAX_TURN_CHARS, max_turn_chars
-from memwise.exceptions import DatasetError
+from memwise._datafile import DEFAULT_MAX_TURN_CHARS
 from memwise.facts.readers._common import (
     ConversationStream,
     ErrorMode,
-    Outcome,
     PathLike,
     RecordError,
     as_datetime,
@@ -42,12 +39,11 @@ from memwise.facts.readers._common import (
     as_str_list,
     as_text,
     as_turn_text,
-    check_readable,
-    dataset_error,
     join,
     require,
+    stream_json_array,
 )
-from memwise.facts.readers._jsonstream import DEFAULT_CHUNK, iter_json_array
+from memwise.facts.readers._jsonstream import DEFAULT_CHUNK
 from memwise.facts.types import Conversation, Question, Session, Turn
 
 _SESSION_KEY = re.compile(r"session_(\d+)")
@@ -73,9 +69,7 @@ def normalise_evidence(refs: list[str]) -> list[str]:
     return out
 
 
-def _turn(
-    raw: Any, where: str, session_id: str, index: int, timestamp: datetime, render: bool, max_turn: int
-) -> Turn:
+def _turn(raw: Any, where: str, session_id: str, index: int, timestamp: datetime, render: bool, max_turn: int) -> Turn:
     record = as_dict(raw, where)
     speaker, dia_id = (as_str(require(record, key, where), join(where, key)) for key in ("speaker", "dia_id"))
     text = as_turn_text(require(record, "text", where), join(where, "text"), max_turn)
@@ -155,31 +149,15 @@ def locomo_conversation(
     return Conversation(sample_id, tuple(sessions), questions, speakers, metadata)
 
 
-def _outcomes(path: PathLike, render_photos: bool, chunk_size: int) -> Iterator[Outcome]:
-    name = str(path)
-    max_turn = max_turn_chars()
-    with open(path, encoding="utf-8-sig") as handle:
-        try:
-            for index, record in iter_json_array(handle, path=name, chunk_size=chunk_size):
-                try:
-                    yield locomo_conversation(record, render_photos=render_photos, max_turn_chars=max_turn)
-                except RecordError as err:
-                    sample_id = record.get("sample_id") if isinstance(record, dict) else None
-                    yield dataset_error(err, path=name, index=index, record_id=_text_or_none(sample_id))
-        except DatasetError as err:
-            yield err  # the array itself is broken: nothing after this point can be read
-
-
-def _text_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
 def iter_locomo(
     path: PathLike, *, errors: ErrorMode = "raise", render_photos: bool = True, chunk_size: int = DEFAULT_CHUNK
 ) -> ConversationStream:
     """Stream the conversations of a LoCoMo file, decoding one sample at a time."""
-    check_readable(path)
-    return ConversationStream(_outcomes(path, render_photos, chunk_size), errors)
+
+    def convert(record: Any, max_turn: int) -> Conversation:
+        return locomo_conversation(record, render_photos=render_photos, max_turn_chars=max_turn)
+
+    return stream_json_array(path, convert, id_key="sample_id", errors=errors, chunk_size=chunk_size)
 
 
 def read_locomo(path: PathLike, *, render_photos: bool = True) -> list[Conversation]:

@@ -17,16 +17,13 @@ Choices:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from memwise._datafile import DEFAULT_MAX_TURN_CHARS, max_turn_chars
-from memwise.exceptions import DatasetError
+from memwise._datafile import DEFAULT_MAX_TURN_CHARS
 from memwise.facts.readers._common import (
     ConversationStream,
     ErrorMode,
-    Outcome,
     PathLike,
     RecordError,
     as_datetime,
@@ -37,12 +34,11 @@ from memwise.facts.readers._common import (
     as_str_list,
     as_text,
     as_turn_text,
-    check_readable,
-    dataset_error,
     join,
     require,
+    stream_json_array,
 )
-from memwise.facts.readers._jsonstream import DEFAULT_CHUNK, iter_json_array
+from memwise.facts.readers._jsonstream import DEFAULT_CHUNK
 from memwise.facts.types import Conversation, Question, Session, Turn
 
 _TURN_FIELDS = ("role", "content", "has_answer")
@@ -119,28 +115,15 @@ def longmemeval_conversation(record: Any, *, max_turn_chars: int = DEFAULT_MAX_T
     return Conversation(question_id, tuple(sessions), (question,), speakers, conversation_metadata)
 
 
-def _outcomes(path: PathLike, chunk_size: int) -> Iterator[Outcome]:
-    name = str(path)
-    max_turn = max_turn_chars()
-    with open(path, encoding="utf-8-sig") as handle:
-        try:
-            for index, record in iter_json_array(handle, path=name, chunk_size=chunk_size):
-                try:
-                    yield longmemeval_conversation(record, max_turn_chars=max_turn)
-                except RecordError as err:
-                    question_id = record.get("question_id") if isinstance(record, dict) else None
-                    record_id = question_id if isinstance(question_id, str) else None
-                    yield dataset_error(err, path=name, index=index, record_id=record_id)
-        except DatasetError as err:
-            yield err  # the array itself is broken: nothing after this point can be read
-
-
 def iter_longmemeval(
     path: PathLike, *, errors: ErrorMode = "raise", chunk_size: int = DEFAULT_CHUNK
 ) -> ConversationStream:
     """Stream a LongMemEval file one question (and its haystack) at a time; LongMemEval-M is gigabytes."""
-    check_readable(path)
-    return ConversationStream(_outcomes(path, chunk_size), errors)
+
+    def convert(record: Any, max_turn: int) -> Conversation:
+        return longmemeval_conversation(record, max_turn_chars=max_turn)
+
+    return stream_json_array(path, convert, id_key="question_id", errors=errors, chunk_size=chunk_size)
 
 
 def read_longmemeval(path: PathLike) -> list[Conversation]:
