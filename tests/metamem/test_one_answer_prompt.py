@@ -26,7 +26,8 @@ from memwise.metamem.data import MetaQuestion
 from memwise.metamem.evaluate import evaluate_rules, validate_history
 from memwise.metamem.pipeline import result_path
 from memwise.metamem.prepare import prepare_from_conversations
-from memwise.metamem.rules import Operation, RuleHistory, RuleSet
+from memwise.metamem.rule_history import RuleHistory
+from memwise.metamem.rules import Operation, RuleSet
 from memwise.metamem.trainer import MetaMemTrainer, StageBudgets, TrainConfig
 from memwise.runs.rundir import RunDir
 from memwise.testing import FakeOpenAIServer, ScriptedLLM
@@ -115,6 +116,7 @@ def test_rollout_validation_test_cli_and_memory_answer_send_the_same_prompt(tmp_
                 "embedding": {"backend": "openai", "base_url": srv.base_url},
             }
         )
+
         async def library_and_memory() -> tuple[dict[str, Prompt], Answer]:
             memory = AsyncMemory.from_settings(settings, db)
             try:

@@ -19,7 +19,8 @@ from memwise.exceptions import ConfigError, DatasetError
 from memwise.llm.base import ChatRequest
 from memwise.metamem.data import MetaQuestion, load_questions
 from memwise.metamem.prompts import build_reflection_messages, build_rollout_messages
-from memwise.metamem.rules import Operation, RuleSet, fallback_subset
+from memwise.metamem.rule_fallback import fallback_subset
+from memwise.metamem.rules import Operation, RuleSet
 from memwise.metamem.trainer import MetaMemTrainer, TrainConfig, epoch_batches
 from memwise.runs.rundir import RunDir
 from memwise.tasks.judge import JudgeCase, LLMJudge, parse_verdict

@@ -8,16 +8,9 @@ import random
 
 import pytest
 
-from memwise.metamem.rules import (
-    Operation,
-    RuleHistory,
-    RuleSet,
-    diff,
-    fallback_subset,
-    render,
-    render_diff,
-    token_jaccard,
-)
+from memwise.metamem.rule_fallback import fallback_subset
+from memwise.metamem.rule_history import RuleHistory, diff, render_diff
+from memwise.metamem.rules import Operation, RuleSet, render, token_jaccard
 
 TEXTS = [
     "When fragments disagree, prefer the most recent one unless the question asks about history.",

@@ -30,7 +30,8 @@ from memwise.exceptions import ConfigError
 from memwise.facts.answer import AnswerStyle, check_answer_style
 from memwise.metamem.data import MetaQuestion, load_questions, save_questions
 from memwise.metamem.evaluate import EvalResult
-from memwise.metamem.rules import RuleHistory, RuleSet, diff, render, render_diff
+from memwise.metamem.rule_history import RuleHistory, diff, render_diff
+from memwise.metamem.rules import RuleSet, render
 from memwise.metamem.splits import SplitConfig, split_questions
 from memwise.metamem.trainer import StageBudgets, StepRecord, TrainConfig
 

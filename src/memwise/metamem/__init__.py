@@ -10,7 +10,8 @@ from __future__ import annotations
 from memwise.metamem.data import MetaQuestion, load_questions, save_questions
 from memwise.metamem.evaluate import EvalResult, evaluate_rules, select_best
 from memwise.metamem.pipeline import MetaMemResult, load_result_rules, train_and_select
-from memwise.metamem.rules import Operation, Rule, RuleHistory, RuleSet
+from memwise.metamem.rule_history import RuleHistory
+from memwise.metamem.rules import Operation, Rule, RuleSet
 from memwise.metamem.splits import Fold, make_folds, split_once
 from memwise.metamem.trainer import MetaMemTrainer, StepRecord, TrainConfig
 

@@ -19,7 +19,8 @@ from memwise.facts.answer import AnswerStyle, final_answer
 from memwise.llm.base import ChatModel, ChatRequest
 from memwise.metamem.data import MetaQuestion
 from memwise.metamem.prompts import build_rollout_messages
-from memwise.metamem.rules import RuleHistory, RuleSet
+from memwise.metamem.rule_history import RuleHistory
+from memwise.metamem.rules import RuleSet
 from memwise.metamem.scoring import Scorer
 
 

@@ -16,7 +16,8 @@ from memwise.exceptions import ConfigError
 from memwise.llm.base import ChatModel
 from memwise.metamem.data import MetaQuestion
 from memwise.metamem.evaluate import EvalResult, evaluate_rules, select_best, validate_history
-from memwise.metamem.rules import RuleHistory, RuleSet
+from memwise.metamem.rule_history import RuleHistory
+from memwise.metamem.rules import RuleSet
 from memwise.metamem.trainer import MetaMemTrainer, StepRecord, TrainConfig, train_config_from_dict
 from memwise.runs.files import write_text_atomic
 from memwise.runs.rundir import RunDir

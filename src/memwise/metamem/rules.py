@@ -8,9 +8,10 @@ conflicting edits whenever the consolidation call failed. This module is the fix
   reused after a delete and never renumbered;
 - :meth:`RuleSet.apply` returns a *new* set and accounts for every edit: applied, merged into an existing
   rule, or rejected with a reason code (see :data:`RejectReason`);
-- :func:`fallback_subset` picks a small, de-conflicted subset of raw proposals when consolidation fails;
-- :class:`RuleHistory` keeps every version with the edits that produced it, so a diff can say which step
-  and which questions caused each change.
+- :func:`~memwise.metamem.rule_fallback.fallback_subset` picks a small, de-conflicted subset of raw
+  proposals when consolidation fails;
+- :class:`~memwise.metamem.rule_history.RuleHistory` keeps every version with the edits that produced it,
+  so a diff can say which step and which questions caused each change.
 
 Example::
 
@@ -23,8 +24,8 @@ Example::
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Literal, NamedTuple, get_args
 
@@ -287,7 +288,7 @@ class RuleSet:
                 elif op.op == "update":
                     outcome = _update(live, op, step, similarity, threshold)
                 else:
-                    twin = _nearest(clean_text(op.text or ""), live.values(), similarity, threshold, skip=None)
+                    twin = nearest_rule(clean_text(op.text or ""), live.values(), similarity, threshold, skip=None)
                     if twin is not None:
                         outcome = Merged(op, twin[0], twin[1])
                     elif len(live) >= self.max_rules:
@@ -357,10 +358,13 @@ def text_problem(text: str, *, max_words: int) -> RejectReason | None:
     return "too_long" if len(text.split()) > max_words else None
 
 
-def _nearest(
+def nearest_rule(
     text: str, rules: Iterable[Rule], similarity: Similarity, threshold: float, *, skip: str | None
 ) -> tuple[str, float] | None:
-    """The most similar rule scoring ``>= threshold`` (ties go to the lowest id), as ``(id, score)``."""
+    """The most similar rule scoring ``>= threshold`` (ties go to the lowest id), as ``(id, score)``.
+
+    ``skip`` leaves one rule out (the one an update edits, which would always match itself).
+    """
     best: tuple[str, float] | None = None
     for rule in sorted(rules, key=lambda r: rule_number(r.id)):
         if rule.id == skip:
@@ -379,304 +383,12 @@ def _update(
     text = clean_text(op.text)
     if text == current.text:
         return Merged(op, current.id, 1.0)
-    if _nearest(text, live.values(), similarity, threshold, skip=current.id) is not None:
+    if nearest_rule(text, live.values(), similarity, threshold, skip=current.id) is not None:
         return Rejected(op, "duplicate")
     live[current.id] = replace(current, text=text, updated_step=step)
     return Applied(op, current.id)
 
 
-@dataclass(slots=True)
-class _Cluster:
-    """Near-identical proposals; the earliest one leads and speaks for the group."""
-
-    lead: Operation
-    first: int
-    proposals: set[int] = field(default_factory=set)
-    question_ids: list[str] = field(default_factory=list)
-
-    def join(self, op: Operation, proposal: int) -> None:
-        self.proposals.add(proposal)
-        self.question_ids.extend(q for q in op.question_ids if q not in self.question_ids)
-
-    @property
-    def text(self) -> str:
-        return clean_text(self.lead.text or "")
-
-    def merged_op(self) -> Operation:
-        return replace(self.lead, question_ids=tuple(self.question_ids))
-
-
-def _cluster(items: Iterable[tuple[int, int, Operation]], similarity: Similarity, threshold: float) -> list[_Cluster]:
-    clusters: list[_Cluster] = []
-    for order, proposal, op in items:
-        text = clean_text(op.text or "")
-        home = next((c for c in clusters if similarity(text, c.text) >= threshold), None)
-        if home is None:
-            home = _Cluster(lead=op, first=order)
-            clusters.append(home)
-        home.join(op, proposal)
-    return clusters
-
-
-def _useful(op: Operation, rules: RuleSet, similarity: Similarity, threshold: float) -> bool:
-    """Whether ``apply`` would act on the edit alone: a known target, acceptable text, a real change."""
-    current = rules.get(op.rule_id) if op.rule_id is not None else None
-    if op.rule_id is not None and current is None:
-        return False
-    if op.op == "delete":
-        return True
-    if text_problem(op.text or "", max_words=rules.max_words) is not None:
-        return False
-    if current is None:
-        return True
-    text = clean_text(op.text or "")
-    return text != current.text and _nearest(text, rules, similarity, threshold, skip=current.id) is None
-
-
-def fallback_subset(
-    proposals: Sequence[Sequence[Operation]],
-    rules: RuleSet,
-    *,
-    limit: int = FALLBACK_LIMIT,
-    similarity: Similarity = token_jaccard,
-    threshold: float = DUPLICATE_THRESHOLD,
-) -> list[Operation]:
-    """A small, conflict-free subset of a step's raw proposals, for when the consolidation call fails.
-
-    ``proposals`` holds one sequence per question. Applying them all (the reference's fallback) piles up
-    hundreds of contradicting edits; instead, deterministically:
-
-    1. drop edits that :meth:`RuleSet.apply` would reject or merge anyway: unknown ids, empty or over-long
-       text, updates that change nothing or copy another rule;
-    2. per rule id keep one edit: an update beats a delete; competing updates are grouped by similarity and
-       the group proposed by the most questions wins, ties to the earliest; its lead edit is kept;
-    3. group near-duplicate adds and drop those that duplicate an existing rule; at most as many adds as
-       the set has free slots;
-    4. rank updates, then adds, then deletes (deleting is the riskiest edit), each by question support, then
-       by first appearance; return at most ``limit``. Kept edits carry the question ids of their whole group.
-    """
-    if limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
-    flat = [(proposal, op) for proposal, ops in enumerate(proposals) for op in ops]
-    usable = [(order, p, op) for order, (p, op) in enumerate(flat) if _useful(op, rules, similarity, threshold)]
-    ranked: list[tuple[int, _Cluster]] = []
-    for rule_id in sorted({op.rule_id for _, _, op in usable if op.rule_id is not None}, key=rule_number):
-        mine = [item for item in usable if item[2].rule_id == rule_id]
-        updates = _cluster((i for i in mine if i[2].op == "update"), similarity, threshold)
-        if updates:
-            ranked.append((0, min(updates, key=lambda c: (-len(c.proposals), c.first))))
-        else:
-            deletes = _Cluster(lead=mine[0][2], first=mine[0][0])
-            for _, proposal, op in mine:
-                deletes.join(op, proposal)
-            ranked.append((2, deletes))
-    adds = _cluster((i for i in usable if i[2].op == "add"), similarity, threshold)
-    fresh = [c for c in adds if _nearest(c.text, rules, similarity, threshold, skip=None) is None]
-    fresh.sort(key=lambda c: (-len(c.proposals), c.first))
-    ranked.extend((1, c) for c in fresh[: rules.max_rules - len(rules)])
-    ranked.sort(key=lambda pair: (pair[0], -len(pair[1].proposals), pair[1].first))
-    return [cluster.merged_op() for _, cluster in ranked[:limit]]
-
-
-# --------------------------------------------------------------------------------------------
-# Versions, diffs and rendering
-
-
-def _outcome_dict(item: Applied | Rejected | Merged) -> dict[str, Any]:
-    data: dict[str, Any] = {"op": item.op.to_dict()}
-    data.update({k: v for k, v in item._asdict().items() if k != "op"})
-    return data
-
-
-@dataclass(frozen=True, slots=True)
-class RuleSetVersion:
-    """One saved version of E with the edits that produced it (empty for a starting point)."""
-
-    step: int
-    rules: RuleSet
-    ops_applied: tuple[Applied, ...] = ()
-    ops_rejected: tuple[Rejected, ...] = ()
-    ops_merged: tuple[Merged, ...] = ()
-    note: str = ""
-
-    @property
-    def version(self) -> int:
-        """The rule set's own version, so the two can never disagree."""
-        return self.rules.version
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: the rules and every operation applied, rejected or merged at this step."""
-        return {
-            "version": self.version,
-            "step": self.step,
-            "note": self.note,
-            "rules": self.rules.to_dict(),
-            "ops_applied": [_outcome_dict(x) for x in self.ops_applied],
-            "ops_rejected": [_outcome_dict(x) for x in self.ops_rejected],
-            "ops_merged": [_outcome_dict(x) for x in self.ops_merged],
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RuleSetVersion:
-        """The inverse of :meth:`to_dict`."""
-        version = cls(
-            step=int(data["step"]),
-            rules=RuleSet.from_dict(data["rules"]),
-            ops_applied=tuple(Applied(Operation.from_dict(x["op"]), str(x["rule_id"])) for x in data["ops_applied"]),
-            ops_rejected=tuple(Rejected(Operation.from_dict(x["op"]), x["reason"]) for x in data["ops_rejected"]),
-            ops_merged=tuple(
-                Merged(Operation.from_dict(x["op"]), str(x["into"]), float(x["similarity"])) for x in data["ops_merged"]
-            ),
-            note=str(data.get("note", "")),
-        )
-        if "version" in data and int(data["version"]) != version.version:
-            raise ValueError(f"version {data['version']} disagrees with its rule set's version {version.version}")
-        return version
-
-
-@dataclass(frozen=True, slots=True)
-class RuleHistory:
-    """Every version of E in order, append-only: each new history is the old one plus one version.
-
-    Versions must strictly increase, so a stale or reset rule set cannot be recorded on top of a newer one.
-    """
-
-    versions: tuple[RuleSetVersion, ...] = ()
-
-    def __post_init__(self) -> None:
-        """Refuse versions that do not strictly increase."""
-        object.__setattr__(self, "versions", tuple(self.versions))
-        numbers = [v.version for v in self.versions]
-        if any(b <= a for a, b in zip(numbers, numbers[1:], strict=False)):
-            raise ValueError(f"versions must strictly increase, got {numbers}")
-
-    @classmethod
-    def start(cls, rules: RuleSet, *, step: int = 0, note: str = "initial") -> RuleHistory:
-        """A history whose first version is ``rules`` as given (no edits behind it)."""
-        return cls((RuleSetVersion(step=step, rules=rules, note=note),))
-
-    def __len__(self) -> int:
-        return len(self.versions)
-
-    def __iter__(self) -> Iterator[RuleSetVersion]:
-        return iter(self.versions)
-
-    @property
-    def latest(self) -> RuleSetVersion:
-        """The newest version; LookupError on an empty history."""
-        if not self.versions:
-            raise LookupError("the history is empty; start it with RuleHistory.start(rule_set)")
-        return self.versions[-1]
-
-    def at(self, version: int) -> RuleSetVersion:
-        """The saved version with this number; ``KeyError`` if it was never recorded."""
-        for item in self.versions:
-            if item.version == version:
-                return item
-        raise KeyError(f"version {version} is not in the history ({[v.version for v in self.versions]})")
-
-    def at_step(self, step: int) -> RuleSet:
-        """The rules as they stood after training step ``step`` (0: the initial rules).
-
-        Raises:
-            KeyError: the run has no such step; the message lists the steps it has.
-        """
-        for item in self.versions:
-            if item.step == step:
-                return item.rules
-        raise KeyError(f"step {step} is not in the history (steps: {[v.step for v in self.versions]})")
-
-    def append(self, version: RuleSetVersion) -> RuleHistory:
-        """A new history with ``version`` at the end (histories are immutable)."""
-        return RuleHistory((*self.versions, version))
-
-    def record(self, result: ApplyResult, *, note: str = "") -> RuleHistory:
-        """The history with ``result.new_set`` appended, together with the edits behind it."""
-        return self.append(
-            RuleSetVersion(
-                step=result.step,
-                rules=result.new_set,
-                ops_applied=result.applied,
-                ops_rejected=result.rejected,
-                ops_merged=result.merged,
-                note=note,
-            )
-        )
-
-    def changes_to(self, rule_id: str, *, after: int, upto: int) -> list[tuple[int, Applied]]:
-        """``(step, edit)`` for every applied edit of ``rule_id`` in versions ``after < v <= upto``."""
-        return [
-            (item.step, applied)
-            for item in self.versions
-            if after < item.version <= upto
-            for applied in item.ops_applied
-            if applied.rule_id == rule_id
-        ]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, the checkpoint a run resumes from."""
-        return {"versions": [v.to_dict() for v in self.versions]}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RuleHistory:
-        """The inverse of :meth:`to_dict`."""
-        return cls(tuple(RuleSetVersion.from_dict(v) for v in data["versions"]))
-
-
-@dataclass(frozen=True, slots=True)
-class RuleDiff:
-    """How E changed between two versions, matched by id (ids are stable, so this is meaningful)."""
-
-    from_version: int
-    to_version: int
-    added: tuple[Rule, ...] = ()
-    removed: tuple[Rule, ...] = ()
-    changed: tuple[tuple[Rule, Rule], ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.added or self.removed or self.changed)
-
-
-def diff(a: RuleSet, b: RuleSet) -> RuleDiff:
-    """What it takes to go from ``a`` to ``b``; each list is ordered by id number."""
-    before = {rule.id: rule for rule in a.rules}
-    after = {rule.id: rule for rule in b.rules}
-    return RuleDiff(
-        from_version=a.version,
-        to_version=b.version,
-        added=tuple(rule for rule in b.rules if rule.id not in before),
-        removed=tuple(rule for rule in a.rules if rule.id not in after),
-        changed=tuple((before[r.id], r) for r in b.rules if r.id in before and before[r.id].text != r.text),
-    )
-
-
 def render(rule_set: RuleSet) -> str:
     """E as prompt text, one ``[R3] rule`` line per rule, so reflections can cite ids; ``""`` when empty."""
     return "\n".join(f"[{rule.id}] {rule.text}" for rule in rule_set.rules)
-
-
-def _provenance_lines(history: RuleHistory, change: RuleDiff, rule_id: str) -> list[str]:
-    found = history.changes_to(rule_id, after=change.from_version, upto=change.to_version)
-    if not found:
-        return ["    (no recorded edit)"]
-    lines = []
-    for step, applied in found:
-        questions = ", ".join(applied.op.question_ids) or "no question ids"
-        why = f"; reason: {applied.op.reason}" if applied.op.reason else ""
-        lines.append(f"    {applied.op.op} at step {step} from {questions}{why}")
-    return lines
-
-
-def render_diff(change: RuleDiff, history: RuleHistory) -> str:
-    """A readable diff in which every change names the step and the questions that produced it."""
-    lines = [
-        f"v{change.from_version} -> v{change.to_version}: {len(change.added)} added, "
-        f"{len(change.removed)} removed, {len(change.changed)} changed"
-    ]
-    for rule in change.added:
-        lines += [f"+ [{rule.id}] {rule.text}", *_provenance_lines(history, change, rule.id)]
-    for old, new in change.changed:
-        lines += [f"~ [{old.id}] {old.text}", f"  => {new.text}", *_provenance_lines(history, change, old.id)]
-    for rule in change.removed:
-        lines += [f"- [{rule.id}] {rule.text}", *_provenance_lines(history, change, rule.id)]
-    return "\n".join(lines)

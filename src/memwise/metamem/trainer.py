@@ -52,7 +52,9 @@ from memwise.metamem.prompts import (
     question_labels,
     unlabel_questions,
 )
-from memwise.metamem.rules import ApplyResult, Operation, RuleHistory, RuleSet, fallback_subset
+from memwise.metamem.rule_fallback import fallback_subset
+from memwise.metamem.rule_history import RuleHistory
+from memwise.metamem.rules import ApplyResult, Operation, RuleSet
 from memwise.metamem.scoring import Scorer, make_scorer
 from memwise.runs.files import write_text_atomic
 from memwise.runs.rundir import RunDir
