@@ -52,12 +52,17 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def read_json_list(path: Path) -> list[Any]:
-    """A file holding one JSON array (HotpotQA's layout)."""
+def read_json_file(path: Path) -> Any:
+    """The one JSON value a file holds; malformed JSON is a :class:`DatasetError` naming its line."""
     try:
-        data = json.loads(read_text(path))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise DatasetError(f"invalid JSON: {exc.msg} (line {exc.lineno})", path=str(path)) from exc
+
+
+def read_json_list(path: Path) -> list[Any]:
+    """A file holding one JSON array (HotpotQA's layout)."""
+    data = read_json_file(path)
     if not isinstance(data, list):
         raise DatasetError(f"expected a JSON array of records, got {type(data).__name__}", path=str(path))
     return data

@@ -22,7 +22,7 @@ from typing import Any
 
 from memwise._datafile import existing_dir
 from memwise.exceptions import ConfigError, DatasetError
-from memwise.tasks.suites._io import read_text
+from memwise.tasks.suites._io import read_json_file
 from memwise.tasks.types import Task
 
 SUITE = "alfworld"
@@ -57,10 +57,7 @@ def _read_json_object(path: Path) -> dict[str, Any]:
     # Inside a split, a missing or misplaced trial file is a defect of the dataset, not a user's typo.
     if not path.is_file():
         raise DatasetError("is a directory, not a file" if path.is_dir() else "file is missing", path=str(path))
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"invalid JSON: {exc.msg} (line {exc.lineno})", path=str(path)) from exc
+    data = read_json_file(path)
     if not isinstance(data, dict):
         raise DatasetError(f"expected a JSON object, got {type(data).__name__}", path=str(path))
     return data
