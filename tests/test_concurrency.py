@@ -7,14 +7,11 @@ once and add no semaphore of their own, so the one setting (``memwise --concurre
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from typer.testing import CliRunner
 
 from memwise.cli import app
 from memwise.config import load_settings
-from memwise.llm.base import ChatRequest
 from memwise.llm.registry import ModelSet
 from memwise.tasks.judge import JudgeCase, LLMJudge
 from memwise.testing import FakeOpenAIServer
@@ -23,19 +20,9 @@ from memwise.testing.scripted import ScriptedLLM
 
 async def test_callers_add_no_limit_of_their_own() -> None:
     """The judge used to cap itself at 16 in flight whatever the backend allowed."""
-    in_flight = peak = 0
-
-    async def handler(req: ChatRequest) -> str:
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        await asyncio.sleep(0.02)
-        in_flight -= 1
-        return "yes"
-
-    judge = LLMJudge(ScriptedLLM(handler))
-    await judge.score_many([JudgeCase(f"Q{i}?", "A", "A", question_type="generic") for i in range(40)])
-    assert peak == 40
+    llm = ScriptedLLM(lambda req: "yes", latency_s=0.02)
+    await LLMJudge(llm).score_many([JudgeCase(f"Q{i}?", "A", "A", question_type="generic") for i in range(40)])
+    assert llm.peak_in_flight == 40
 
 
 async def test_the_roles_backend_is_the_one_bound_set_from_one_setting() -> None:

@@ -214,21 +214,12 @@ def test_sigkill_during_the_transaction_leaves_nothing(tmp_path: Path, workers: 
 
 
 async def test_facts_mode_stores_sourced_dated_facts(store: SQLiteStore, conv: Conversation) -> None:
-    in_flight = peak = 0
-
-    async def handler(request: ChatRequest) -> str:
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        await asyncio.sleep(0.01)
-        in_flight -= 1
-        return one_fact_per_turn(request)
-
-    llm = ScriptedLLM(handler)
+    llm = ScriptedLLM(one_fact_per_turn, latency_s=0.01)
     report = await ingest_conversation(
         conv, store=store, embedder=TopicEmbedder(), user_id="u1", mode="facts", llm=llm
     )
-    assert report.segments == 4 and llm.calls == 4 and peak == 4  # all segments at once; the backend bounds calls
+    # all segments at once; the backend bounds calls
+    assert report.segments == 4 and llm.calls == 4 and llm.peak_in_flight == 4
     assert sorted(tid for tid, _ in segment_ids(llm.requests[0])) in (
         ["D1:1", "D1:2", "D1:3"],
         ["D1:4", "D1:5", "D1:6"],

@@ -288,20 +288,11 @@ async def test_twenty_judge_calls_run_concurrently() -> None:
 
 
 async def test_score_many_keeps_failures_in_place_and_leaves_the_bound_to_the_backend() -> None:
-    in_flight = peak = 0
-
-    async def handler(req: ChatRequest) -> str:
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        await asyncio.sleep(0.02)
-        in_flight -= 1
-        return "no idea" if "<question>\nQ3?" in _user_prompt(req) else "yes"
-
-    judge = LLMJudge(ScriptedLLM(handler), max_attempts=2)
+    llm = ScriptedLLM(lambda req: "no idea" if "<question>\nQ3?" in _user_prompt(req) else "yes", latency_s=0.02)
+    judge = LLMJudge(llm, max_attempts=2)
     cases = [JudgeCase(f"Q{i}?", "A", "A", question_type="generic") for i in range(12)]
     results = await judge.score_many(cases)
-    assert peak == 12  # no limit of its own: the judge role's backend bounds calls (max_concurrency)
+    assert llm.peak_in_flight == 12  # no limit of its own: the judge role's backend bounds calls (max_concurrency)
     assert [isinstance(r, JudgeError) for r in results] == [i == 3 for i in range(12)]
     assert all(r.correct for r in results if isinstance(r, Judgement))
 

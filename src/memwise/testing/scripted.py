@@ -18,7 +18,8 @@ class ScriptedLLM:
     """Replies from a handler function or a list of scripted replies, and remembers every request.
 
     A request for n samples calls the handler once per sample with ``request.single(i)``, so a
-    handler can tell samples apart by their seed.
+    handler can tell samples apart by their seed. With a ``latency_s``, :attr:`peak_in_flight` tells a
+    concurrency test how many calls its callers had open at once.
 
     Example:
         >>> llm = ScriptedLLM(lambda req: req.messages[-1].content.upper())
@@ -38,11 +39,18 @@ class ScriptedLLM:
         else:
             self._handler = None
             self._replies = list(self.script)
+        self._in_flight = 0
+        self._peak = 0
 
     @property
     def calls(self) -> int:
         """Backend calls made (one per sample)."""
         return len(self.requests)
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most calls that were in progress at once."""
+        return self._peak
 
     def describe(self) -> str:
         """The script's name, for logs and ledgers."""
@@ -59,6 +67,14 @@ class ScriptedLLM:
 
     async def _sample(self, request: ChatRequest) -> Sample:
         self.requests.append(request)
+        self._in_flight += 1
+        self._peak = max(self._peak, self._in_flight)
+        try:
+            return await self._reply(request)
+        finally:
+            self._in_flight -= 1
+
+    async def _reply(self, request: ChatRequest) -> Sample:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         if self._handler is not None:
