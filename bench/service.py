@@ -43,8 +43,9 @@ import httpx
 import numpy as np
 
 from memwise.runs.files import write_text_atomic
+from memwise.store._pg_schema import index_name
 from memwise.store.base import Filters
-from memwise.store.postgres import PostgresStore, _index_name
+from memwise.store.postgres import PostgresStore
 from memwise.store.sqlite import SQLiteStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -221,9 +222,9 @@ def _pg_ingest(uri: str, corpus: store_scale.Corpus, batch: int) -> dict[str, An
         register_vector(conn)
         (indexdef,) = conn.execute(
             "SELECT indexdef FROM pg_indexes WHERE schemaname = 'bench_scale' AND indexname = %s",
-            (_index_name(SPACE),),
+            (index_name(SPACE),),
         ).fetchone()
-        conn.execute(f"DROP INDEX {_index_name(SPACE)}")  # one bulk build after COPY beats 1M inserts
+        conn.execute(f"DROP INDEX {index_name(SPACE)}")  # one bulk build after COPY beats 1M inserts
         cols = "id, kind, text, user_id, agent_id, run_id, metadata, created_at, ts, valid_to, content_hash"
         for lo in range(1, units, batch):
             hi = min(units, lo + batch)

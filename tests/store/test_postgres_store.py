@@ -16,9 +16,10 @@ import pytest
 from memwise.config import load_settings
 from memwise.exceptions import ConfigError, StoreError
 from memwise.facts.memory import AsyncMemory
+from memwise.store._pg_schema import SCHEMA_VERSION
 from memwise.store.aio import AsyncStore
 from memwise.store.base import Filters, Record
-from memwise.store.postgres import SCHEMA_VERSION, PostgresStore
+from memwise.store.postgres import PostgresStore
 from memwise.store.registry import build_store
 from memwise.store.sqlite import SQLiteStore
 from memwise.testing import FakeEmbedder

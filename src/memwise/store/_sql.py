@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from memwise.store.base import Filters, Record
@@ -124,8 +125,11 @@ def prefixed(alias: str) -> str:
     return ", ".join(f"{alias}.{c.strip()}" for c in RECORD_COLUMNS.split(","))
 
 
-def row_to_record(row: sqlite3.Row | tuple[Any, ...]) -> Record:
-    """A `records` row (selected as RECORD_COLUMNS, in order) as a Record."""
+def row_to_record(row: sqlite3.Row | Sequence[Any], *, json_text: bool = True) -> Record:
+    """A `records` row (selected as RECORD_COLUMNS, in order) as a Record.
+
+    SQLite hands metadata back as JSON text (``json_text``); Postgres's jsonb arrives already decoded.
+    """
     return Record(
         id=row[0],
         kind=row[1],
@@ -133,7 +137,7 @@ def row_to_record(row: sqlite3.Row | tuple[Any, ...]) -> Record:
         user_id=row[3],
         agent_id=row[4],
         run_id=row[5],
-        metadata=json.loads(row[6]),
+        metadata=json.loads(row[6]) if json_text else row[6],
         created_at=row[7],
         ts=row[8],
         valid_from=row[9],

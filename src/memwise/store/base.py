@@ -274,9 +274,7 @@ class Store(Protocol):
         """The record's vector in ``space`` (the store's own by default), or None if it has none there."""
         ...
 
-    def list_records(
-        self, filters: Filters | None = None, limit: int | None = None, offset: int = 0
-    ) -> list[Record]:
+    def list_records(self, filters: Filters | None = None, limit: int | None = None, offset: int = 0) -> list[Record]:
         """Records matching ``filters``, oldest first, a page at a time (``limit``/``offset``)."""
         ...
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -61,18 +61,21 @@ class In:
 @dataclass(frozen=True, slots=True)
 class And:
     """Every item must hold (``$and``)."""
+
     items: tuple[MetaFilter, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Or:
     """At least one item must hold (``$or``)."""
+
     items: tuple[MetaFilter, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Not:
     """The item must not hold (``$not``, and the negated operators)."""
+
     item: MetaFilter
 
 
@@ -203,38 +206,44 @@ def matches(node: MetaFilter, metadata: Mapping[str, Any]) -> bool:
 _SQL_OPS = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
+def _render(
+    node: MetaFilter, leaf: Callable[[str, str, Scalar], tuple[str, list[Any]]], false: str
+) -> tuple[str, list[Any]]:
+    """The SQL of a filter tree: ``leaf`` renders one key/op/value test, the tree's shape is the same SQL.
+
+    A comparison or ``$in`` is the OR of its leaf tests wrapped in ``COALESCE(.., false)``, so a missing
+    key is false rather than NULL and NOT stays exact.
+    """
+    if isinstance(node, Cmp | In):
+        values = (node.value,) if isinstance(node, Cmp) else node.values
+        op = node.op if isinstance(node, Cmp) else "eq"
+        rendered = [leaf(node.key, op, value) for value in values]
+        sql = " OR ".join(part for part, _ in rendered)
+        return f"COALESCE(({sql}), {false})", [p for _, ps in rendered for p in ps]
+    if isinstance(node, Not):
+        sql, params = _render(node.item, leaf, false)
+        return f"(NOT {sql})", params
+    joiner = " AND " if isinstance(node, And) else " OR "
+    parts = [_render(item, leaf, false) for item in node.items]
+    return "(" + joiner.join(sql for sql, _ in parts) + ")", [p for _, ps in parts for p in ps]
+
+
 def to_sqlite(node: MetaFilter, column: str) -> tuple[str, list[Any]]:
     """A SQLite condition (0 or 1, never NULL, so NOT stays exact) and its parameters.
 
     ``json_type`` tells the JSON types apart (``json_extract`` turns ``true`` into 1); the value is
     only compared once the type matched, and ``COALESCE`` turns the NULL of a missing key into 0.
     """
-    if isinstance(node, Cmp | In):
-        path = f'$."{node.key}"'
-        values = (node.value,) if isinstance(node, Cmp) else node.values
-        op = node.op if isinstance(node, Cmp) else "eq"
-        parts: list[str] = []
-        params: list[Any] = []
-        for value in values:
-            kind = _kind(value)
-            if kind == "bool":
-                parts.append(f"(json_type({column}, ?) IS ?)")
-                params += [path, "true" if value else "false"]
-            elif kind == "num":
-                parts.append(
-                    f"(json_type({column}, ?) IN ('integer', 'real') AND json_extract({column}, ?) {_SQL_OPS[op]} ?)"
-                )
-                params += [path, path, value]
-            else:
-                parts.append(f"(json_type({column}, ?) IS 'text' AND json_extract({column}, ?) {_SQL_OPS[op]} ?)")
-                params += [path, path, value]
-        return "COALESCE((" + " OR ".join(parts) + "), 0)", params
-    if isinstance(node, Not):
-        sql, params = to_sqlite(node.item, column)
-        return f"(NOT {sql})", params
-    joiner = " AND " if isinstance(node, And) else " OR "
-    rendered = [to_sqlite(item, column) for item in node.items]
-    return "(" + joiner.join(sql for sql, _ in rendered) + ")", [p for _, ps in rendered for p in ps]
+
+    def leaf(key: str, op: str, value: Scalar) -> tuple[str, list[Any]]:
+        path = f'$."{key}"'
+        kind = _kind(value)
+        if kind == "bool":
+            return f"(json_type({column}, ?) IS ?)", [path, "true" if value else "false"]
+        jtype = "IN ('integer', 'real')" if kind == "num" else "IS 'text'"
+        return f"(json_type({column}, ?) {jtype} AND json_extract({column}, ?) {_SQL_OPS[op]} ?)", [path, path, value]
+
+    return _render(node, leaf, "0")
 
 
 def to_postgres(node: MetaFilter, column: str) -> tuple[str, list[Any]]:
@@ -244,30 +253,17 @@ def to_postgres(node: MetaFilter, column: str) -> tuple[str, list[Any]]:
     text under the "C" collation, which orders by code point as Python does whatever the database's
     collation. ``COALESCE`` keeps a missing key false rather than NULL, so NOT stays exact.
     """
-    if isinstance(node, Cmp | In):
-        values = (node.value,) if isinstance(node, Cmp) else node.values
-        op = node.op if isinstance(node, Cmp) else "eq"
-        parts: list[str] = []
-        params: list[Any] = []
-        for value in values:
-            kind = _kind(value)
-            if kind == "str":
-                parts.append(
-                    f"(jsonb_typeof({column} -> %s::text) = 'string' "
-                    f"AND ({column} ->> %s::text) COLLATE \"C\" {_SQL_OPS[op]} %s::text)"
-                )
-                params += [node.key, node.key, value]
-            else:
-                jtype = "boolean" if kind == "bool" else "number"
-                parts.append(
-                    f"(jsonb_typeof({column} -> %s::text) = '{jtype}' "
-                    f"AND ({column} -> %s::text) {_SQL_OPS[op]} %s::jsonb)"
-                )
-                params += [node.key, node.key, json.dumps(value)]
-        return "COALESCE((" + " OR ".join(parts) + "), false)", params
-    if isinstance(node, Not):
-        sql, params = to_postgres(node.item, column)
-        return f"(NOT {sql})", params
-    joiner = " AND " if isinstance(node, And) else " OR "
-    rendered = [to_postgres(item, column) for item in node.items]
-    return "(" + joiner.join(sql for sql, _ in rendered) + ")", [p for _, ps in rendered for p in ps]
+
+    def leaf(key: str, op: str, value: Scalar) -> tuple[str, list[Any]]:
+        kind = _kind(value)
+        if kind == "str":
+            return (
+                f"(jsonb_typeof({column} -> %s::text) = 'string' "
+                f'AND ({column} ->> %s::text) COLLATE "C" {_SQL_OPS[op]} %s::text)'
+            ), [key, key, value]
+        jtype = "boolean" if kind == "bool" else "number"
+        return (
+            f"(jsonb_typeof({column} -> %s::text) = '{jtype}' AND ({column} -> %s::text) {_SQL_OPS[op]} %s::jsonb)"
+        ), [key, key, json.dumps(value)]
+
+    return _render(node, leaf, "false")

@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -22,9 +21,9 @@ import numpy as np
 import numpy.typing as npt
 
 from memwise._sqlite import Database
-from memwise.embed.base import normalise
 from memwise.exceptions import StoreError
 from memwise.store import _sql
+from memwise.store._prepare import as_matrix, checked_batch, edited, query_vector
 from memwise.store._vectors import VectorIndex
 from memwise.store.base import ANY, Filters, Record, ScoredRecord
 
@@ -46,17 +45,6 @@ def _log_changes(conn: sqlite3.Connection, ids: Iterable[str]) -> None:
         "INSERT INTO changes(record_id, seq) VALUES (?, ?) ON CONFLICT(record_id) DO UPDATE SET seq = excluded.seq",
         [(rid, base + i + 1) for i, rid in enumerate(ids)],
     )
-
-
-def _as_matrix(vectors: npt.ArrayLike, rows: int, what: str) -> npt.NDArray[np.float32]:
-    arr = np.asarray(vectors, dtype=np.float32)
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2 or arr.shape[0] != rows or arr.shape[1] == 0:
-        raise StoreError(f"{what}: expected vectors of shape ({rows}, dim), got {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise StoreError(f"{what}: vectors contain NaN or infinity")
-    return np.ascontiguousarray(normalise(arr))
 
 
 class SQLiteStore:
@@ -145,18 +133,10 @@ class SQLiteStore:
         Re-adding an id with the same content is a no-op, so a retried ingest never duplicates;
         the same id with different content raises StoreError and writes nothing.
         """
-        batch = list(records)
+        batch, hashes, order, mat = checked_batch(records, vectors)
         if not batch:
             return []
         space = space or self.space
-        mat = None if vectors is None else _as_matrix(vectors, len(batch), "add")
-        hashes = [record.content_hash() for record in batch]
-        unique: dict[str, int] = {}
-        for i, record in enumerate(batch):
-            first = unique.setdefault(record.id, i)
-            if first != i and hashes[first] != hashes[i]:
-                raise StoreError(f"add: record id {record.id!r} appears twice in one batch with different content")
-        order = list(unique.values())
 
         def work(conn: sqlite3.Connection) -> None:
             if mat is not None:
@@ -222,24 +202,18 @@ class SQLiteStore:
         are dropped for the same reason.
         """
         space = space or self.space
-        vec = None if vector is None else _as_matrix(vector, 1, f"update of {record_id}")[0]
+        vec = None if vector is None else as_matrix(vector, 1, f"update of {record_id}")[0]
 
         def work(conn: sqlite3.Connection) -> Record:
             current = self._fetch(conn, record_id)
             if current is None:
                 raise StoreError(f"update: no record {record_id!r} in {self.path}")
-            text_changed = text is not None and text != current.text
-            new = replace(
-                current,
-                text=current.text if text is None else text,
-                metadata=current.metadata if metadata is None else dict(metadata),
-                index_text=index_text if index_text is not None else None if text_changed else current.index_text,
-            )
+            new, text_changed = edited(current, text=text, metadata=metadata, index_text=index_text)
             conn.execute(
                 "UPDATE records SET text = ?, metadata = ?, content_hash = ?, index_text = ? WHERE id = ?",
                 (new.text, _sql.dump_metadata(new), new.content_hash(), new.index_text, record_id),
             )
-            if text is not None and text != current.text or vec is not None:
+            if text_changed or vec is not None:
                 conn.execute("DELETE FROM vectors WHERE record_id = ?", (record_id,))
             if vec is not None:
                 self._check_dim(conn, space, vec.shape[0])
@@ -360,10 +334,7 @@ class SQLiteStore:
         """The ``top_k`` records by exact cosine to ``query_vec`` among those ``filters`` allow."""
         space = space or self.space
         filters = filters or ANY
-        query = np.asarray(query_vec, dtype=np.float32).reshape(-1)
-        if query.size == 0 or not np.isfinite(query).all():
-            raise StoreError(f"search_vector: query vector is empty or not finite (shape {query.shape})")
-        query = normalise(query)[0]
+        query = query_vector(query_vec)
         index = self._index(space)
         now = time.time()
         hits = index.search(query, top_k, filters, now)
