@@ -202,6 +202,13 @@ def test_sync_methods_have_the_async_signatures() -> None:
         assert list(sync.parameters) == list(inspect.signature(method).parameters), name
 
 
+def test_sync_factory_and_export_have_the_async_signatures() -> None:
+    for name in ("from_settings", "export"):
+        sync, fast = inspect.signature(getattr(Memory, name)), inspect.signature(getattr(AsyncMemory, name))
+        assert list(sync.parameters) == list(fast.parameters), name
+    assert inspect.signature(Memory.from_settings).return_annotation == "Memory"
+
+
 def test_saying_it_again_after_a_delete_stores_it_again(memory: Memory) -> None:
     first = memory.add("I like cats.", user_id="alice", metadata={"topic": "pets"})
     memory.delete(first.unit_ids[0], user_id="alice")

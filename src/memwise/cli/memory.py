@@ -21,8 +21,9 @@ from memwise.cli._options import (
     spinner,
 )
 from memwise.exceptions import ConfigError
-from memwise.facts.memory import AsyncMemory, Mode, default_store_path
+from memwise.facts.memory import AsyncMemory, Mode
 from memwise.facts.ownership import owner_of
+from memwise.facts.parts import default_store_path
 from memwise.facts.readers import iter_conversations
 from memwise.facts.units import render_for_prompt
 

@@ -8,12 +8,14 @@ may not use the keys memwise writes on units itself. Results are plain lists of 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from memwise.exceptions import ConfigError
+from memwise.facts._text import day_label
 from memwise.facts.ingest import DELETED
 from memwise.facts.units import check_scope_id, from_epoch
-from memwise.store.base import Record, ScoredRecord
+from memwise.store.base import Record, ScoredRecord, new_id
 
 MetadataFilter = Mapping[str, Any]
 """mem0's filter dict: ``{"k": v}``, ``{"k": {"gte": 1}}``, ``{"k": {"in": [...]}}``, ``{"AND"|"OR": [...]}``."""
@@ -72,6 +74,26 @@ def check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
 def user_metadata(record: Record) -> dict[str, Any]:
     """The caller's part of a record's metadata (what ``add(metadata=...)`` stored)."""
     return {k: v for k, v in record.metadata.items() if k not in RESERVED_METADATA}
+
+
+def next_version(old: Record, text: str, *, labels: Mapping[str, Any], now: float) -> Record:
+    """The record an edit of ``old`` writes: a new id, the new text, valid from ``now``, linked to ``old``.
+
+    The caller metadata becomes ``labels``; memwise's own keys (speaker, session, sources) carry over,
+    so the new version is found and shown as the old one was. A dated memory keeps its date in the
+    words full-text search indexes.
+    """
+    system = {k: v for k, v in old.metadata.items() if k in RESERVED_METADATA}
+    return replace(
+        old,
+        id=new_id(),
+        text=text,
+        index_text=f"[{day_label(from_epoch(old.ts))}] {text}" if old.ts is not None else None,
+        created_at=now,
+        valid_from=now,
+        valid_to=None,
+        metadata={**labels, **system, "supersedes": [old.id], "superseded_by": None, "edited": True},
+    )
 
 
 def memory_to_dict(record: Record, score: float | None = None) -> dict[str, Any]:

@@ -1,0 +1,478 @@
+"""AsyncMemory: the factual memory's implementation, every operation scoped to a user but ``reset``.
+
+The names and arguments are mem0's (see :mod:`memwise.facts.memory`, which adds the blocking twin).
+Scoping is enforced here and in the store: every read filters on ``user_id`` in SQL or in the vector
+mask, and an id that belongs to someone else behaves exactly like an id that does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from memwise.config import Settings, load_settings
+from memwise.embed.base import Embedder
+from memwise.exceptions import ConfigError, MemoryNotFoundError, StoreError
+from memwise.facts._arguments import check_limit, check_scope, metadata_filter, require_user
+from memwise.facts.answer import (
+    Answer,
+    AnswerStyle,
+    build_answer_messages,
+    check_answer_style,
+    final_answer,
+    format_question_date,
+    question_time_bound,
+)
+from memwise.facts.consolidate import ConsolidationReport
+from memwise.facts.consolidate import consolidate as consolidate_units
+from memwise.facts.consolidate import history as history_of
+from memwise.facts.ingest import DELETED, IngestReport, ingest_conversation
+from memwise.facts.messages import Messages, to_conversation
+from memwise.facts.parts import build_parts
+from memwise.facts.results import (
+    MemoryList,
+    MetadataFilter,
+    SearchResults,
+    check_metadata,
+    next_version,
+    user_metadata,
+)
+from memwise.facts.transfer import export_lines, import_records, parse_export
+from memwise.facts.types import Conversation
+from memwise.facts.units import check_scope_id, to_epoch
+from memwise.llm.base import ChatModel, ChatRequest
+from memwise.runs.ledger import Ledger
+from memwise.runs.rundir import RunDir
+from memwise.store.base import Filters, Record, ScoredRecord, Store
+
+Mode = Literal["turns", "facts"]
+"""How ``add`` stores a session: each turn as a unit, or the facts a model extracts from it."""
+
+
+class Retriever(Protocol):
+    """What :class:`AsyncMemory` needs from a retriever."""
+
+    async def search(self, query: str, *, filters: Filters, top_k: int) -> list[ScoredRecord]:
+        """The best ``top_k`` records for ``query`` among those ``filters`` allow (a hard limit), best first."""
+        ...
+
+
+class AsyncMemory:
+    """Long-term factual memory for many users in one store (SQLite file or Postgres).
+
+    ``AsyncMemory()`` with no arguments uses the configured settings (``memwise.toml``, ``MEMWISE_*``
+    variables) and the store they name, else ``$MEMWISE_HOME/memory.sqlite3``; pass instances to
+    choose each part yourself.
+
+    Example:
+        >>> from memwise.testing import FakeEmbedder
+        >>> from memwise.store.sqlite import SQLiteStore
+        >>> import tempfile, pathlib
+        >>> mem = AsyncMemory(store=SQLiteStore(pathlib.Path(tempfile.mkdtemp()) / "m.db"), embedder=FakeEmbedder())
+        >>> _ = asyncio.run(mem.add("I adopted a beagle called Pepper.", user_id="alice", metadata={"topic": "pets"}))
+        >>> hits = asyncio.run(mem.search("dog Pepper", user_id="alice", limit=1, filters={"topic": "pets"}))
+        >>> hits.to_dict()["results"][0]["memory"]
+        'user: I adopted a beagle called Pepper.'
+        >>> asyncio.run(mem.search("dog Pepper", user_id="bob"))
+        []
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store | None = None,
+        embedder: Embedder | None = None,
+        llm: ChatModel | None = None,
+        retriever: Retriever | None = None,
+        ledger: Ledger | None = None,
+        mode: Mode = "turns",
+    ) -> None:
+        if store is None or embedder is None:
+            if store is not None or embedder is not None or llm is not None:
+                raise ConfigError(
+                    "pass both store= and embedder= (and llm= if you need answers), or none of them to use "
+                    "the configured settings"
+                )
+            built = build_parts(load_settings(), None, with_llm=True)
+            store, embedder, llm = built
+        if mode == "facts" and llm is None:
+            raise ConfigError("mode 'facts' extracts facts with a model: pass llm=")
+        self.store = store
+        self.embedder = embedder
+        self.llm = llm
+        self.ledger = ledger
+        self.mode: Mode = mode
+        if retriever is None:
+            from memwise.facts.retrieve import HybridRetriever
+
+            retriever = HybridRetriever(store=store, embedder=embedder)
+        self.retriever = retriever
+        self._run: RunDir | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        path: str | Path | None = None,
+        *,
+        mode: Mode = "turns",
+        run_dir: str | Path | None = None,
+        with_llm: bool = True,
+    ) -> AsyncMemory:
+        """A memory over ``path``, with the configured policy model and embedder.
+
+        ``path`` is a SQLite file or a ``postgresql://`` DSN; by default the ``store`` setting, else
+        ``$MEMWISE_HOME/memory.sqlite3``.
+
+        Embeddings of a SQLite memory are cached beside its file; with ``run_dir``, model calls go to
+        that run's ledger and are replayed on a re-run.
+        """
+        store, embedder, llm = build_parts(settings, path, with_llm=with_llm)
+        run: RunDir | None = None
+        try:
+            run = RunDir(run_dir) if run_dir is not None else None
+            if run is not None and llm is not None:
+                llm = run.record(llm, stage="memory")
+            memory = cls(store=store, embedder=embedder, llm=llm, ledger=run.ledger if run else None, mode=mode)
+        except BaseException:
+            store.close()
+            if run is not None:
+                run.close()
+            raise
+        memory._run = run
+        return memory
+
+    async def aclose(self) -> None:
+        """Close the store, embedder, model and run directory (releasing its lock)."""
+        try:
+            self.store.close()
+            await self.embedder.aclose()
+            if self.llm is not None:
+                await self.llm.aclose()
+        finally:
+            if self._run is not None:
+                self._run.close()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    async def add(
+        self,
+        messages: Messages,
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        session_time: datetime | None = None,
+        session_id: str | None = None,
+        conversation_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> IngestReport:
+        """Remember one session of messages for ``user_id``, atomically (all units or none).
+
+        ``messages`` is one message (a string or a ``{"role", "content"}`` mapping) or a list of them.
+        ``metadata`` (flat JSON values) is stored on every memory the add writes, returned with it and
+        usable in ``filters``. Adding the same messages again is a no-op; new messages are always
+        stored, also under a ``conversation_id`` or ``session_id`` used before (see :func:`to_conversation`).
+        The report's ``unit_ids`` name the memories written or found.
+        """
+        check_scope(user_id, agent_id, run_id)
+        check_scope_id("conversation_id", conversation_id, optional=True)
+        check_scope_id("session_id", session_id, optional=True)
+        labels = check_metadata(metadata)
+        conv = to_conversation(
+            messages,
+            conversation_id=conversation_id,
+            session_id=session_id,
+            session_time=session_time,
+            metadata=labels,
+        )
+        return await self.add_conversation(conv, user_id=user_id, agent_id=agent_id, run_id=run_id, metadata=labels)
+
+    async def add_conversation(
+        self,
+        conv: Conversation,
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> IngestReport:
+        """Remember a whole conversation (as the dataset readers produce) for ``user_id``.
+
+        Sessions already stored with the same content are skipped; new or changed ones are stored.
+        """
+        check_scope(user_id, agent_id, run_id)
+        labels = check_metadata(metadata)
+        check_scope_id("conversation id", conv.id)
+        for session in conv.sessions:
+            check_scope_id(f"session id (in conversation {conv.id!r})", session.id)
+        return await ingest_conversation(
+            conv,
+            store=self.store,
+            embedder=self.embedder,
+            user_id=user_id,
+            agent_id=agent_id,
+            run_id=run_id,
+            mode=self.mode,
+            llm=self.llm,
+            ledger=self.ledger,
+            metadata=labels,
+        )
+
+    async def update(
+        self, memory_id: str, text: str, *, user_id: str, metadata: Mapping[str, Any] | None = None
+    ) -> Record:
+        """Replace a memory's text (and, with ``metadata``, its caller metadata).
+
+        The old version is kept, closed at this moment, in its history; the new one gets a new id.
+        """
+        old = self._owned(memory_id, user_id)
+        if old.valid_to is not None and old.valid_to <= time.time():
+            raise StoreError(f"memory {memory_id} is no longer current; update its latest version")
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError("update() needs the new text as a non-empty string")
+        labels = user_metadata(old) if metadata is None else check_metadata(metadata)
+        now = time.time()
+        new = next_version(old, text, labels=labels, now=now)
+        vector = (await self.embedder.embed([new.index_text or text]))[0:1]
+        with self.store.transaction():
+            self.store.add([new], vectors=vector)
+            self.store.update(old.id, metadata={**old.metadata, "superseded_by": new.id})
+            self.store.invalidate(old.id, at=now)
+        return new
+
+    async def consolidate(
+        self,
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        kinds: tuple[str, ...] = ("fact", "turn"),
+        threshold: float = 0.7,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> ConsolidationReport:
+        """Offline ("sleep-time") consolidation of one user's memory.
+
+        The model decides, for each unit and its similar earlier units, whether the new one updates
+        or deletes an old one. Nothing is erased; superseded units keep their validity interval and
+        show in :meth:`history`.
+        ``on_progress`` gets (units done, units in all) as it goes.
+        """
+        require_user(user_id)
+        if self.llm is None:
+            raise ConfigError("consolidate() needs a chat model: pass llm= to Memory")
+        return await consolidate_units(
+            self.store,
+            self.llm,
+            user_id=user_id,
+            agent_id=agent_id,
+            run_id=run_id,
+            kinds=kinds,
+            threshold=threshold,
+            ledger=self.ledger,
+            on_progress=on_progress,
+        )
+
+    async def delete(self, memory_id: str, *, user_id: str) -> None:
+        """Retire a memory: hidden from search and ``get_all``, still shown by ``history``.
+
+        Saying the same thing again later (``add`` of the same messages) stores it again.
+        """
+        record = self._owned(memory_id, user_id)
+        if record.valid_to is not None and record.valid_to <= time.time():
+            return
+        await asyncio.to_thread(self._retire, [record], time.time())
+
+    def _retire(self, records: Sequence[Record], at: float) -> None:
+        """Mark ``records`` deleted by their user and close them at ``at``, in one transaction."""
+        with self.store.transaction():
+            for record in records:
+                self.store.update(record.id, metadata={**record.metadata, DELETED: True})
+                self.store.invalidate(record.id, at=at)
+
+    async def delete_all(
+        self,
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        filters: MetadataFilter | None = None,
+    ) -> int:
+        """Retire every current memory in the scope (and matching ``filters``); returns how many.
+
+        All retire at one instant, atomically. History keeps them, as for :meth:`delete`.
+        """
+        check_scope(user_id, agent_id, run_id)
+        scope = Filters(user_id=user_id, agent_id=agent_id, run_id=run_id, metadata=metadata_filter(filters))
+
+        def work() -> int:
+            current = self.store.list_records(scope)
+            self._retire(current, time.time())
+            return len(current)
+
+        return await asyncio.to_thread(work)
+
+    async def reset(self) -> int:
+        """Erase every record of this memory's store, of every user, for good; returns how many went.
+
+        No history is kept. Meant for tests and a per-tenant store; there is no undo.
+        """
+
+        def work() -> int:
+            with self.store.transaction():
+                ids = [r.id for r in self.store.list_records(Filters(include_invalid=True))]
+                for rid in ids:
+                    self.store.delete(rid)
+            return len(ids)
+
+        return await asyncio.to_thread(work)
+
+    # -- moving memory between stores ----------------------------------------------------------
+
+    def export(self, *, user_id: str) -> Iterator[str]:
+        """Every memory of ``user_id``, history included, as JSONL lines (each ending in a newline).
+
+        :meth:`import_jsonl` of the lines into an empty memory reproduces them exactly.
+        """
+        require_user(user_id)
+        return export_lines(self.store, user_id=user_id)
+
+    async def import_jsonl(self, lines: Iterable[str], *, user_id: str, source: str = "import") -> tuple[int, int]:
+        """Import lines written by :meth:`export` as memories of ``user_id``; ``(imported, skipped)``.
+
+        All or nothing: a malformed line, a line of another user, or an id present with other content
+        raises before anything is written. Records are re-embedded with this memory's embedder.
+        """
+        require_user(user_id)
+        records = parse_export(lines, user_id=user_id, source=source)
+        return await import_records(self.store, self.embedder, records)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def get(self, memory_id: str, *, user_id: str) -> Record:
+        """One memory of ``user_id`` (current or not)."""
+        return self._owned(memory_id, user_id)
+
+    async def get_all(
+        self,
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        include_history: bool = False,
+        limit: int | None = None,
+        filters: MetadataFilter | None = None,
+    ) -> MemoryList:
+        """Every current memory of ``user_id`` (or every version, with ``include_history``), oldest first.
+
+        At most ``limit`` of them, matching the metadata ``filters``.
+        """
+        require_user(user_id)
+        check_limit(limit)
+        scope = Filters(
+            user_id=user_id,
+            agent_id=agent_id,
+            run_id=run_id,
+            include_invalid=include_history,
+            metadata=metadata_filter(filters),
+        )
+        return MemoryList(await asyncio.to_thread(self.store.list_records, scope, limit))
+
+    async def search(
+        self,
+        query: str,
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        top_k: int = 10,
+        limit: int | None = None,
+        filters: MetadataFilter | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        include_history: bool = False,
+    ) -> SearchResults:
+        """The ``top_k`` (mem0: ``limit``) memories of ``user_id`` most relevant to ``query``, best first.
+
+        ``filters`` is a metadata filter (mem0's language, applied inside the store); ``since``/``until``
+        bound the event time (the session date). All are hard filters.
+        """
+        require_user(user_id)
+        if not isinstance(query, str):
+            raise ConfigError(f"query must be a string, got {type(query).__name__}")
+        k = top_k if limit is None else limit
+        check_limit(k)
+        scope = Filters(
+            user_id=user_id,
+            agent_id=agent_id,
+            run_id=run_id,
+            since=to_epoch(since),
+            until=to_epoch(until),
+            time_field="ts",
+            include_invalid=include_history,
+            metadata=metadata_filter(filters),
+        )
+        return SearchResults(await self.retriever.search(query, filters=scope, top_k=k))
+
+    async def history(self, memory_id: str, *, user_id: str) -> list[Record]:
+        """Every version of a memory, oldest first: edits by :meth:`update` and consolidation alike."""
+        self._owned(memory_id, user_id)
+        return await asyncio.to_thread(history_of, self.store, memory_id)
+
+    async def answer(
+        self,
+        question: str,
+        *,
+        user_id: str,
+        question_date: datetime | str | None = None,
+        top_k: int = 20,
+        rules: Mapping[str, str] | Sequence[str] = (),
+        max_tokens: int = 256,
+        style: AnswerStyle = "direct",
+    ) -> Answer:
+        """Retrieve ``top_k`` memories of ``user_id`` and answer, with the question date in the prompt.
+
+        With a ``question_date`` only memories dated at or before it are retrieved: from the question's
+        point of view later ones do not exist yet, and showing them lets an answer (or a benchmark score)
+        rest on the future. A memory without a date cannot be placed before the question, so it is left
+        out too. Without a question date (LoCoMo gives none) nothing is filtered.
+
+        The prompt is MetaMem's (:func:`~memwise.facts.answer.build_fragment_answer_messages`), so learned
+        ``rules`` (a trained ``{"R3": text}`` mapping, or plain texts numbered ``R1..``) serve here on the
+        prompt they were selected on. ``style="reasoning"`` asks for step-by-step reasoning: ``text`` is
+        then the final answer alone and ``reasoning`` the whole reply.
+
+        Raises:
+            ConfigError: no chat model, an unknown ``style``, or a ``question_date`` string that does not
+                read as a date.
+        """
+        if self.llm is None:
+            raise ConfigError("answer() needs a chat model: pass llm= to Memory")
+        check_answer_style(style)
+        require_user(user_id)
+        until = question_time_bound(question_date)
+        filters = Filters(user_id=user_id, until=until, time_field="ts")
+        hits = await self.retriever.search(question, filters=filters, top_k=top_k)
+        messages = build_answer_messages(
+            question, [h.record for h in hits], question_date=question_date, rules=rules, style=style
+        )
+        reply = await self.llm.complete(ChatRequest(messages=tuple(messages), max_tokens=max_tokens))
+        return Answer(
+            text=final_answer(reply.text, style),
+            memories=tuple(hits),
+            usage=reply.usage,
+            question_date=format_question_date(question_date),
+            reasoning=reply.text.strip() if style == "reasoning" else None,
+        )
+
+    def _owned(self, memory_id: str, user_id: str) -> Record:
+        require_user(user_id)
+        record = self.store.get(memory_id)
+        # Someone else's memory answers exactly like a missing one: no existence leak across users.
+        if record is None or record.user_id != user_id:
+            raise MemoryNotFoundError(f"no memory {memory_id!r} for user {user_id!r}")
+        return record
