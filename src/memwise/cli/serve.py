@@ -6,9 +6,10 @@ and ``memwise --help`` must work without them.
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,11 +18,12 @@ from memwise.config import Settings
 from memwise.exceptions import ConfigError
 from memwise.store.registry import is_dsn
 
+if TYPE_CHECKING:
+    from memwise.server.config import ServerConfig
+
 keys_app = typer.Typer(help="API keys for `memwise serve` / `memwise mcp --transport http`.", no_args_is_help=True)
 
-DataDirOption = Annotated[
-    Path | None, typer.Option(help="where tenant memories live (default: $MEMWISE_HOME/server)")
-]
+DataDirOption = Annotated[Path | None, typer.Option(help="where tenant memories live (default: $MEMWISE_HOME/server)")]
 StoreOption = Annotated[
     str | None,
     typer.Option(
@@ -70,12 +72,40 @@ def _server_store(flag: str | None, settings: Settings) -> str | None:
     return None
 
 
-def _require_server_extra() -> None:
-    try:
-        import fastapi  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as exc:
-        raise ConfigError(f"the server needs the 'server' extra: pip install 'memwise[server]' ({exc})") from exc
+def _require_server_extra(what: str, *modules: str) -> None:
+    """Refuse to start ``what`` without the ``server`` extra, naming the install command."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"{what} needs the 'server' extra: pip install 'memwise[server]' ({exc})") from exc
+
+
+def _server_config(
+    ctx: typer.Context, *, data_dir: Path | None, store: str | None, keys_file: Path | None, mode: str, **more: Any
+) -> ServerConfig:
+    """The ServerConfig both commands build from their shared options (``more``: command-specific fields)."""
+    from memwise.server.config import ServerConfig
+
+    opts: GlobalOptions = ctx.obj
+    settings = opts.settings()
+    return ServerConfig(
+        data_dir=_data_dir(data_dir),
+        store=_server_store(store, settings),
+        keys_file=keys_file,
+        settings=settings,
+        mode=mode,  # type: ignore[arg-type]
+        **more,
+    )
+
+
+def _warn_if_exposed(host: str, config: ServerConfig) -> None:
+    """Say on stderr when the bind address reaches beyond this machine without keys (the server still starts)."""
+    from memwise.server.config import check_bind
+
+    warning = check_bind(host, config)
+    if warning:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
 
 
 def serve(
@@ -92,26 +122,21 @@ def serve(
     ] = None,
 ) -> None:
     """Serve memory over REST: /v1/memories..., /v1/jobs..., /health, /ready, OpenAPI docs at /docs."""
-    _require_server_extra()
+    _require_server_extra("the server", "fastapi", "uvicorn")
     import uvicorn
 
     from memwise.server.app import create_app
-    from memwise.server.config import ServerConfig, check_bind
 
-    opts: GlobalOptions = ctx.obj
-    settings = opts.settings()
-    config = ServerConfig(
-        data_dir=_data_dir(data_dir),
-        store=_server_store(store, settings),
+    config = _server_config(
+        ctx,
+        data_dir=data_dir,
+        store=store,
         keys_file=_keys_file(keys),
-        settings=settings,
-        mode=mode,  # type: ignore[arg-type]
+        mode=mode,
         max_body_bytes=max_body_bytes,
         ingest_dir=ingest_dir,
     )
-    warning = check_bind(host, config)
-    if warning:
-        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    _warn_if_exposed(host, config)
     uvicorn.run(create_app(config), host=host, port=port, log_level="info")
 
 
@@ -132,31 +157,23 @@ def mcp(
     """Serve memory tools (add, search, answer, get_all, delete) to MCP clients."""
     if transport not in ("stdio", "http"):
         raise ConfigError(f"--transport must be 'stdio' or 'http', got {transport!r}")
-    try:
-        import mcp as _sdk  # noqa: F401
-    except ImportError as exc:
-        raise ConfigError(f"the MCP server needs the 'server' extra: pip install 'memwise[server]' ({exc})") from exc
+    _require_server_extra("the MCP server", "mcp")
     import anyio
 
     from memwise.server.app import create_state
     from memwise.server.auth import validate_tenant
-    from memwise.server.config import ServerConfig, check_bind
     from memwise.server.mcp import build_mcp_server, mcp_http_app
 
-    opts: GlobalOptions = ctx.obj
-    settings = opts.settings()
-    config = ServerConfig(
-        data_dir=_data_dir(data_dir),
-        store=_server_store(store, settings),
+    config = _server_config(
+        ctx,
+        data_dir=data_dir,
+        store=store,
         keys_file=_keys_file(keys) if transport == "http" else None,
-        settings=settings,
-        mode=mode,  # type: ignore[arg-type]
+        mode=mode,
         default_tenant=validate_tenant(tenant),
     )
     if transport == "http":
-        warning = check_bind(host, config)
-        if warning:
-            typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+        _warn_if_exposed(host, config)
     state = create_state(config)
     server = build_mcp_server(state, tenant=config.default_tenant, user_id=user_id)
 

@@ -91,6 +91,8 @@ async def _tenant(
 
 Tenant = Annotated[str, Depends(_tenant)]
 State = Annotated[ServerState, Depends(_state)]
+UserId = Annotated[str, Query(min_length=1, max_length=256)]
+"""Whose memory a query-string request reads or changes (JSON bodies carry their own ``user_id``)."""
 
 
 def _memory(state: ServerState, tenant: str) -> MemoryService:
@@ -157,8 +159,7 @@ def create_app(config: ServerConfig, *, embedder: Embedder | None = None, llm: C
     app = FastAPI(
         title="memwise",
         version="1",
-        description="Long-term memory for LLM agents, per tenant and user. Errors: "
-        '{"error": {"code", "message"}}.',
+        description='Long-term memory for LLM agents, per tenant and user. Errors: {"error": {"code", "message"}}.',
         lifespan=lifespan,
     )
     app.state.memwise = state
@@ -221,7 +222,8 @@ def _install_routes(app: FastAPI, config: ServerConfig) -> None:
     async def add(body: s.AddRequest, tenant: Tenant, state: State) -> s.AddResponse:
         """Remember one session of messages for a user (all its units or none)."""
         _cap(len(body.messages), config.max_messages, "the number of messages")
-        result = await _memory(state, tenant).add(
+        memory = _memory(state, tenant)
+        report = await memory.add(
             [{"role": m.role, "content": m.content} for m in body.messages],
             user_id=body.user_id,
             agent_id=body.agent_id,
@@ -229,7 +231,7 @@ def _install_routes(app: FastAPI, config: ServerConfig) -> None:
             session_time=body.session_time,
             metadata=body.metadata,
         )
-        return s.AddResponse.of(result.report, result.memories)
+        return s.AddResponse.of(report, memory.written(report))
 
     @app.post("/v1/memories/search", response_model=s.SearchResponse, tags=["memories"])
     async def search(body: s.SearchRequest, tenant: Tenant, state: State) -> s.SearchResponse:
@@ -244,7 +246,7 @@ def _install_routes(app: FastAPI, config: ServerConfig) -> None:
             since=body.since,
             until=body.until,
             include_history=body.include_history,
-            metadata=body.filters,
+            filters=body.filters or None,
         )
         return s.SearchResponse(results=[s.Hit.of(h) for h in hits])
 
@@ -256,7 +258,7 @@ def _install_routes(app: FastAPI, config: ServerConfig) -> None:
             run_id=body.run_id,
             include_history=body.include_history,
             limit=body.limit or config.max_limit,
-            metadata=body.filters,
+            filters=body.filters or None,
         )
         return s.MemoriesResponse(results=[s.MemoryOut.of(r) for r in records])
 
@@ -264,7 +266,7 @@ def _install_routes(app: FastAPI, config: ServerConfig) -> None:
     async def get_all(
         tenant: Tenant,
         state: State,
-        user_id: Annotated[str, Query(min_length=1, max_length=256)],
+        user_id: UserId,
         agent_id: str | None = None,
         run_id: str | None = None,
         include_history: bool = False,
@@ -285,7 +287,7 @@ def _install_routes(app: FastAPI, config: ServerConfig) -> None:
     async def delete_all(
         tenant: Tenant,
         state: State,
-        user_id: Annotated[str, Query(min_length=1, max_length=256)],
+        user_id: UserId,
         agent_id: str | None = None,
         run_id: str | None = None,
     ) -> s.DeletedResponse:
@@ -294,17 +296,13 @@ def _install_routes(app: FastAPI, config: ServerConfig) -> None:
         return s.DeletedResponse(deleted=n)
 
     @app.get("/v1/memories/export", tags=["memories"], response_class=StreamingResponse)
-    async def export(
-        tenant: Tenant, state: State, user_id: Annotated[str, Query(min_length=1, max_length=256)]
-    ) -> StreamingResponse:
+    async def export(tenant: Tenant, state: State, user_id: UserId) -> StreamingResponse:
         """Every record of a user, history included, as JSONL (one record a line)."""
-        lines = list(_memory(state, tenant).export_jsonl(user_id=user_id))
+        lines = list(_memory(state, tenant).export(user_id=user_id))
         return StreamingResponse(iter(lines), media_type="application/x-ndjson")
 
     @app.post("/v1/memories/import", response_model=s.ImportResponse, tags=["memories"])
-    async def import_(
-        request: Request, tenant: Tenant, state: State, user_id: Annotated[str, Query(min_length=1, max_length=256)]
-    ) -> s.ImportResponse:
+    async def import_(request: Request, tenant: Tenant, state: State, user_id: UserId) -> s.ImportResponse:
         """Import an export (JSONL body) as this user: all lines or none."""
         raw = await request.body()
         try:
@@ -326,9 +324,7 @@ def _install_routes(app: FastAPI, config: ServerConfig) -> None:
         )
 
     @app.get("/v1/memories/{memory_id}", response_model=s.MemoryOut, tags=["memories"])
-    async def get(
-        memory_id: str, tenant: Tenant, state: State, user_id: Annotated[str, Query(min_length=1, max_length=256)]
-    ) -> s.MemoryOut:
+    async def get(memory_id: str, tenant: Tenant, state: State, user_id: UserId) -> s.MemoryOut:
         """One memory of a user (current or not)."""
         return s.MemoryOut.of(await _memory(state, tenant).get(memory_id, user_id=user_id))
 
@@ -338,17 +334,13 @@ def _install_routes(app: FastAPI, config: ServerConfig) -> None:
         return s.MemoryOut.of(await _memory(state, tenant).update(memory_id, body.text, user_id=body.user_id))
 
     @app.delete("/v1/memories/{memory_id}", response_model=s.DeletedResponse, tags=["memories"])
-    async def delete(
-        memory_id: str, tenant: Tenant, state: State, user_id: Annotated[str, Query(min_length=1, max_length=256)]
-    ) -> s.DeletedResponse:
+    async def delete(memory_id: str, tenant: Tenant, state: State, user_id: UserId) -> s.DeletedResponse:
         """Retire one memory (kept in history)."""
         await _memory(state, tenant).delete(memory_id, user_id=user_id)
         return s.DeletedResponse(deleted=1)
 
     @app.get("/v1/memories/{memory_id}/history", response_model=s.MemoriesResponse, tags=["memories"])
-    async def history(
-        memory_id: str, tenant: Tenant, state: State, user_id: Annotated[str, Query(min_length=1, max_length=256)]
-    ) -> s.MemoriesResponse:
+    async def history(memory_id: str, tenant: Tenant, state: State, user_id: UserId) -> s.MemoriesResponse:
         """Every version of a memory, oldest first."""
         records = await _memory(state, tenant).history(memory_id, user_id=user_id)
         return s.MemoriesResponse(results=[s.MemoryOut.of(r) for r in records])

@@ -73,12 +73,12 @@ def build_mcp_server(state: ServerState, *, tenant: str, user_id: str) -> MCPSer
     ) -> dict[str, Any]:
         """Remember a message (what the user said, or a fact to keep). Returns the stored memories."""
         try:
-            result = await scope.memory(ctx).add(
-                [{"role": role, "content": content}], user_id=scope.user_id, metadata=metadata
-            )
+            memory = scope.memory(ctx)
+            report = await memory.add([{"role": role, "content": content}], user_id=scope.user_id, metadata=metadata)
+            written = memory.written(report)
         except MemwiseError as exc:
             raise _tool_error(exc) from exc
-        return {"memories": [_brief(r) for r in result.memories]}
+        return {"memories": [_brief(r) for r in written]}
 
     @server.tool()
     async def search(query: str, ctx: Context, top_k: int = 5) -> dict[str, Any]:

@@ -30,12 +30,14 @@ class _Body(BaseModel):
 
 class Message(_Body):
     """One chat message to remember; ``role`` is also the speaker name stored with it."""
+
     role: str = Field(default="user", min_length=1, max_length=128, description="speaker or chat role")
     content: str = Field(min_length=1, max_length=100_000)
 
 
 class AddRequest(_Body):
     """Body of ``POST /v1/memories``: messages of one session, stored for ``user_id``."""
+
     messages: list[Message] = Field(min_length=1)
     user_id: str = UserId
     agent_id: str | None = Field(default=None, min_length=1, max_length=256)
@@ -46,6 +48,7 @@ class AddRequest(_Body):
 
 class MemoryOut(BaseModel):
     """A stored memory as the API returns it: scope ids, caller metadata and validity times."""
+
     id: str
     kind: str
     text: str
@@ -60,24 +63,13 @@ class MemoryOut(BaseModel):
 
     @classmethod
     def of(cls, record: Record) -> MemoryOut:
-        """The API view of a stored record."""
-        return cls(
-            id=record.id,
-            kind=record.kind,
-            text=record.text,
-            user_id=record.user_id,
-            agent_id=record.agent_id,
-            run_id=record.run_id,
-            metadata=record.metadata,
-            ts=record.ts,
-            created_at=record.created_at,
-            valid_from=record.valid_from,
-            valid_to=record.valid_to,
-        )
+        """The API view of a stored record: its fields of the same names."""
+        return cls.model_validate(record, from_attributes=True)
 
 
 class AddResponse(BaseModel):
     """The memories an add wrote and the ingest report (what was new, what was already there)."""
+
     memories: list[MemoryOut]
     report: dict[str, Any]
 
@@ -89,6 +81,7 @@ class AddResponse(BaseModel):
 
 class SearchRequest(_Body):
     """Body of ``POST /v1/memories/search``; ``since``/``until`` bound the event time."""
+
     query: str = Field(min_length=1, max_length=10_000)
     user_id: str = UserId
     agent_id: str | None = None
@@ -102,6 +95,7 @@ class SearchRequest(_Body):
 
 class Hit(BaseModel):
     """A memory and its retrieval score (higher is better; comparable within one search only)."""
+
     memory: MemoryOut
     score: float
 
@@ -113,11 +107,13 @@ class Hit(BaseModel):
 
 class SearchResponse(BaseModel):
     """Search results, best first, under ``results`` as mem0 clients expect."""
+
     results: list[Hit]
 
 
 class ListRequest(_Body):
     """Body of the list call: one user's memories, optionally with their superseded versions."""
+
     user_id: str = UserId
     agent_id: str | None = None
     run_id: str | None = None
@@ -128,22 +124,26 @@ class ListRequest(_Body):
 
 class MemoriesResponse(BaseModel):
     """A list of memories under ``results``, oldest first."""
+
     results: list[MemoryOut]
 
 
 class UpdateRequest(_Body):
     """New text for one memory; the old version stays in its history."""
+
     text: str = Field(min_length=1, max_length=100_000)
     user_id: str = UserId
 
 
 class DeletedResponse(BaseModel):
     """How many memories a delete retired."""
+
     deleted: int
 
 
 class AnswerRequest(_Body):
     """A question answered from ``user_id``'s memories; ``question_date`` anchors 'last week' and the like."""
+
     question: str = Field(min_length=1, max_length=10_000)
     user_id: str = UserId
     question_date: datetime | None = Field(default=None, description="'today' for the question")
@@ -152,6 +152,7 @@ class AnswerRequest(_Body):
 
 class AnswerResponse(BaseModel):
     """The model's answer and the memories it was shown."""
+
     answer: str
     memories: list[Hit]
     question_date: str | None
@@ -159,12 +160,14 @@ class AnswerResponse(BaseModel):
 
 class ImportResponse(BaseModel):
     """How many records an import wrote and how many it skipped as already present."""
+
     imported: int
     skipped: int
 
 
 class IngestJobRequest(_Body):
     """A dataset to ingest in the background: a file under the server's ingest dir, or uploaded JSONL."""
+
     path: str | None = Field(default=None, description="a dataset file under the server's --ingest-dir")
     content: str | None = Field(default=None, description="an uploaded JSONL of sessions (memwise's format)")
     format: Literal["auto", "locomo", "longmemeval", "jsonl"] = "auto"
@@ -173,12 +176,14 @@ class IngestJobRequest(_Body):
 
 class ConsolidateJobRequest(_Body):
     """Background consolidation of one user's memory; ``threshold`` is the cosine a candidate needs."""
+
     user_id: str = UserId
     threshold: float = Field(default=0.7, gt=0.0, le=1.0)
 
 
 class JobOut(BaseModel):
     """A background job's state; ``result`` or ``error`` is set once it has finished."""
+
     id: str
     kind: str
     status: Literal["queued", "running", "done", "failed"]

@@ -13,11 +13,10 @@ import threading
 from pathlib import Path
 
 from memwise.embed.base import Embedder
-from memwise.facts.memory import AsyncMemory
 from memwise.llm.base import ChatModel
 from memwise.server.auth import validate_tenant
 from memwise.server.config import ServerConfig
-from memwise.server.service import AsyncMemoryService, MemoryService
+from memwise.server.service import MemoryService
 from memwise.store.base import Store
 from memwise.store.registry import is_dsn
 from memwise.store.sqlite import SQLiteStore
@@ -82,13 +81,12 @@ class TenantRegistry:
         with self._lock:
             service = self._open.get(tenant)
             if service is None:
-                memory = AsyncMemory(
+                service = self._open[tenant] = MemoryService(
                     store=open_tenant_store(self.config, tenant),
                     embedder=self.embedder,
                     llm=self.llm,
                     mode=self.config.mode,
                 )
-                service = self._open[tenant] = AsyncMemoryService(memory)
             return service
 
     def opened(self) -> list[MemoryService]:
