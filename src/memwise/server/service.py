@@ -55,3 +55,7 @@ class MemoryService(AsyncMemory):
     def close(self) -> None:
         """Close the store only: the embedder and model are shared by every tenant."""
         self.store.close()
+
+    async def aclose(self) -> None:
+        """As :meth:`close`: AsyncMemory's own would close the embedder and model every tenant shares."""
+        self.close()
