@@ -31,7 +31,8 @@ from typing import Any
 
 from memwise.llm.openai_compat import OpenAICompatLLM
 from memwise.metamem.data import MetaQuestion
-from memwise.metamem.trainer import MetaMemTrainer, TrainConfig
+from memwise.metamem.train_config import TrainConfig
+from memwise.metamem.trainer import MetaMemTrainer
 from memwise.runs.rundir import RunDir
 from memwise.testing import FakeOpenAIServer
 from memwise.testing.fake_openai import ChatCall

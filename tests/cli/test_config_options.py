@@ -14,7 +14,7 @@ import typer
 
 from memwise.cli import app
 from memwise.metamem.splits import SplitConfig
-from memwise.metamem.trainer import StageBudgets, TrainConfig
+from memwise.metamem.train_config import StageBudgets, TrainConfig
 from memwise.umem.evolve_config import EvolveConfig
 
 # command path -> (config class, {option parameter name: field name})

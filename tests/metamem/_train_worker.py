@@ -11,7 +11,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from test_trainer import questions, world  # noqa: E402
 
-from memwise.metamem.trainer import MetaMemTrainer, TrainConfig  # noqa: E402
+from memwise.metamem.train_config import TrainConfig  # noqa: E402
+from memwise.metamem.trainer import MetaMemTrainer  # noqa: E402
 from memwise.runs.rundir import RunDir  # noqa: E402
 from memwise.testing import ScriptedLLM  # noqa: E402
 

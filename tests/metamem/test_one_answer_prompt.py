@@ -28,7 +28,8 @@ from memwise.metamem.pipeline import result_path
 from memwise.metamem.prepare import prepare_from_conversations
 from memwise.metamem.rule_history import RuleHistory
 from memwise.metamem.rules import Operation, RuleSet
-from memwise.metamem.trainer import MetaMemTrainer, StageBudgets, TrainConfig
+from memwise.metamem.train_config import StageBudgets, TrainConfig
+from memwise.metamem.trainer import MetaMemTrainer
 from memwise.runs.rundir import RunDir
 from memwise.testing import FakeOpenAIServer, ScriptedLLM
 from memwise.testing.fake_openai import ChatCall

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import pytest
 
+import memwise.metamem.trainer as trainer_module
 from memwise.exceptions import ConfigError, DatasetError
 from memwise.llm.base import ChatRequest
 from memwise.metamem.data import MetaQuestion, load_questions
 from memwise.metamem.prompts import build_reflection_messages, build_rollout_messages
 from memwise.metamem.rule_fallback import fallback_subset
 from memwise.metamem.rules import Operation, RuleSet
-from memwise.metamem.trainer import MetaMemTrainer, TrainConfig, epoch_batches
+from memwise.metamem.train_config import TrainConfig
+from memwise.metamem.trainer import MetaMemTrainer, epoch_batches
 from memwise.runs.rundir import RunDir
 from memwise.tasks.judge import JudgeCase, LLMJudge, parse_verdict
 from memwise.testing import ScriptedLLM
@@ -100,18 +102,20 @@ async def test_an_unreadable_checkpoint_is_an_error_not_an_empty_rule_set(tmp_pa
         await trainer.compile([q])
 
 
-async def test_progress_is_saved_once_per_step_not_after_every_sample(tmp_path: Path) -> None:
+async def test_progress_is_saved_once_per_step_not_after_every_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = RunDir(tmp_path)
     config = TrainConfig(epochs=1, batch_size=2, samples=3)
     trainer = MetaMemTrainer(policy=ScriptedLLM(lambda req: "Lisbon"), run=run, metric="f1", config=config)
     writes: list[int] = []
-    original = trainer._save_checkpoint
+    original = trainer_module.save_checkpoint
 
-    def counting(history, records):  # type: ignore[no-untyped-def]
+    def counting(path, config, history, records):  # type: ignore[no-untyped-def]
         writes.append(len(records))
-        original(history, records)
+        original(path, config, history, records)
 
-    trainer._save_checkpoint = counting  # type: ignore[method-assign]
+    monkeypatch.setattr(trainer_module, "save_checkpoint", counting)
     qs = [MetaQuestion(f"q{i}", "Where?", "Lisbon", "single-session-user", None, ("Lisbon.",)) for i in range(4)]
     await trainer.compile(qs)
     assert writes == [1, 2]  # 4 questions, batch 2: two steps, two atomic writes (not 12, one per sample)

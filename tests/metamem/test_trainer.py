@@ -15,7 +15,8 @@ from memwise.llm.base import ChatModel, ChatRequest
 from memwise.llm.openai_compat import OpenAICompatLLM
 from memwise.metamem.data import MetaQuestion
 from memwise.metamem.rules import RuleSet
-from memwise.metamem.trainer import MetaMemTrainer, Rollout, TrainConfig, epoch_batches, keep_question
+from memwise.metamem.train_config import TrainConfig
+from memwise.metamem.trainer import MetaMemTrainer, Rollout, epoch_batches, keep_question
 from memwise.runs.rundir import RunDir
 from memwise.testing import FakeOpenAIServer, ScriptedLLM
 from memwise.testing.fake_openai import FailurePlan

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from memwise.config import load_settings
-from memwise.metamem.trainer import TrainConfig
+from memwise.metamem.train_config import TrainConfig
 from memwise.runs.files import write_text_atomic
 from memwise.runs.rundir import RunDir
 

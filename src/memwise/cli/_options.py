@@ -107,7 +107,7 @@ def config_option(cls: type[Any], name: str, *param_decls: str, help: str | None
     deriving them means the CLI and the library always agree, and tests/cli/test_config_options.py checks it.
 
     Example:
-        >>> from memwise.metamem.trainer import TrainConfig
+        >>> from memwise.metamem.train_config import TrainConfig
         >>> def train(epochs: int = config_option(TrainConfig, "epochs")) -> None: ...
     """
     f = config_field(cls, name)

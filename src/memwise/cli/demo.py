@@ -46,7 +46,8 @@ async def run_main_job(
     from memwise.metamem.prepare import prepare_from_conversations
     from memwise.metamem.rules import render
     from memwise.metamem.splits import SplitConfig, split_questions
-    from memwise.metamem.trainer import StageBudgets, StepRecord, TrainConfig
+    from memwise.metamem.train_checkpoint import StepRecord
+    from memwise.metamem.train_config import StageBudgets, TrainConfig
 
     started = time.perf_counter()
     if not data.is_file():

@@ -33,7 +33,8 @@ from memwise.metamem.evaluate import EvalResult
 from memwise.metamem.rule_history import RuleHistory, diff, render_diff
 from memwise.metamem.rules import RuleSet, render
 from memwise.metamem.splits import SplitConfig, split_questions
-from memwise.metamem.trainer import StageBudgets, StepRecord, TrainConfig
+from memwise.metamem.train_checkpoint import StepRecord
+from memwise.metamem.train_config import StageBudgets, TrainConfig
 
 metamem_app = typer.Typer(help="MetaMem: learn rules on how to use retrieved memory.", no_args_is_help=True)
 RunDirArg = Annotated[Path, typer.Option(help="the MetaMem run directory")]

@@ -16,7 +16,7 @@ from rich.console import Console
 from memwise.cli._options import DatasetFormat, DatasetPath, GlobalOptions, config_option, dataset_format
 from memwise.cli.reproduce_umem import reproduce_umem_command
 from memwise.metamem.reproduce import ReproduceConfig
-from memwise.metamem.trainer import StageBudgets, TrainConfig
+from memwise.metamem.train_config import StageBudgets, TrainConfig
 
 reproduce_app = typer.Typer(help="Reproduce a paper's tables end to end on your model servers.", no_args_is_help=True)
 

@@ -13,7 +13,9 @@ from memwise.metamem.pipeline import MetaMemResult, load_result_rules, train_and
 from memwise.metamem.rule_history import RuleHistory
 from memwise.metamem.rules import Operation, Rule, RuleSet
 from memwise.metamem.splits import Fold, make_folds, split_once
-from memwise.metamem.trainer import MetaMemTrainer, StepRecord, TrainConfig
+from memwise.metamem.train_checkpoint import StepRecord
+from memwise.metamem.train_config import TrainConfig
+from memwise.metamem.trainer import MetaMemTrainer
 
 __all__ = [
     "EvalResult",

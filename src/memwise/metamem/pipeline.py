@@ -18,7 +18,9 @@ from memwise.metamem.data import MetaQuestion
 from memwise.metamem.evaluate import EvalResult, evaluate_rules, select_best, validate_history
 from memwise.metamem.rule_history import RuleHistory
 from memwise.metamem.rules import RuleSet
-from memwise.metamem.trainer import MetaMemTrainer, StepRecord, TrainConfig, train_config_from_dict
+from memwise.metamem.train_checkpoint import StepRecord
+from memwise.metamem.train_config import TrainConfig, train_config_from_dict
+from memwise.metamem.trainer import MetaMemTrainer
 from memwise.runs.files import write_text_atomic
 from memwise.runs.rundir import RunDir
 

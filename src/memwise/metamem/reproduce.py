@@ -28,7 +28,7 @@ from memwise.exceptions import ConfigError
 from memwise.facts.types import Conversation
 from memwise.metamem.data import MetaQuestion, load_questions, save_questions
 from memwise.metamem.splits import Fold, make_folds
-from memwise.metamem.trainer import TrainConfig
+from memwise.metamem.train_config import TrainConfig
 from memwise.runs.files import write_text_atomic
 
 # memwise.metamem.prepare's kinds, spelled here so that importing the CLI does not import the memory stack.

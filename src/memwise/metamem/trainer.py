@@ -21,17 +21,15 @@ shuffle is seeded by (seed, epoch), so a resumed run continues exactly where it 
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from memwise._aio import gather_or_cancel
 from memwise.exceptions import ConfigError, LLMError, ParseError
-from memwise.facts.answer import AnswerStyle, check_answer_style, final_answer
+from memwise.facts.answer import final_answer
 from memwise.llm.base import ChatModel, ChatRequest, ChatResponse
 from memwise.llm.structured import complete_structured
 from memwise.metamem.data import MetaQuestion
@@ -56,95 +54,9 @@ from memwise.metamem.rule_fallback import fallback_subset
 from memwise.metamem.rule_history import RuleHistory
 from memwise.metamem.rules import ApplyResult, Operation, RuleSet
 from memwise.metamem.scoring import Scorer, make_scorer
-from memwise.runs.files import write_text_atomic
+from memwise.metamem.train_checkpoint import StepRecord, load_checkpoint, save_checkpoint
+from memwise.metamem.train_config import TrainConfig
 from memwise.runs.rundir import RunDir
-
-JUDGE_MAX_TOKENS = 4096
-"""The judge's output budget when none is set (:class:`~memwise.tasks.judge.LLMJudge`'s default)."""
-STAGES = ("rollout", "judge", "reflection", "proposal", "consolidation")
-
-
-@dataclass(frozen=True)
-class StageBudgets:
-    """Output tokens per call, per stage; ``None`` means :attr:`TrainConfig.max_tokens` (judge: 4096).
-
-    Apart because the stages need very different room: a reasoning rollout may need thousands of tokens
-    while a judge verdict needs a word, and one shared cap either starves the first or pays for the
-    second. Validation and test answers use the rollout budget (they are rollouts at temperature 0)
-    and their judge the judge budget.
-    """
-
-    rollout: int | None = field(default=None, metadata={"help": "output tokens per answer (rollouts, evaluation)"})
-    judge: int | None = field(
-        default=None, metadata={"help": f"output tokens per judge call (default {JUDGE_MAX_TOKENS})"}
-    )
-    reflection: int | None = field(default=None, metadata={"help": "output tokens per reflection"})
-    proposal: int | None = field(default=None, metadata={"help": "output tokens per proposal"})
-    consolidation: int | None = field(default=None, metadata={"help": "output tokens per consolidation"})
-
-    def __post_init__(self) -> None:
-        """Refuse a budget below one token; None keeps the stage's default."""
-        for name in STAGES:
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"StageBudgets.{name} must be >= 1 (or None for the default), got {value}")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters; defaults follow the paper's reference setup where it gives one."""
-
-    epochs: int = field(default=5, metadata={"help": "passes over the training questions"})
-    batch_size: int = field(default=50, metadata={"help": "questions per step"})
-    samples: int = field(default=5, metadata={"help": "answers sampled per question"})
-    temperature: float = field(default=0.7, metadata={"help": "rollout temperature"})
-    max_tokens: int = field(
-        default=1024, metadata={"help": "output tokens per call where no stage budget is set (reference: 4096)"}
-    )
-    answer_style: str = field(
-        default="direct", metadata={"help": "answer prompt: direct, or reasoning (step by step, then an Answer: line)"}
-    )
-    budgets: StageBudgets = field(default_factory=StageBudgets)
-    seed: int = field(default=0, metadata={"help": "seeds shuffles and sampling"})
-    max_rules: int = field(default=30, metadata={"help": "cap on the rule count"})
-    max_words: int = field(default=30, metadata={"help": "cap on words per rule"})
-    fallback_limit: int = field(default=5, metadata={"help": "edits applied when consolidation fails"})
-
-    @property
-    def answer_tokens(self) -> int:
-        """The output budget of one answer (rollouts, validation and test)."""
-        return self.tokens("rollout")
-
-    @property
-    def style(self) -> AnswerStyle:
-        """``answer_style``, typed (checked on construction)."""
-        return check_answer_style(self.answer_style)
-
-    def tokens(self, stage: str) -> int:
-        """The output budget of one call of ``stage`` (one of :data:`STAGES`).
-
-        Example:
-            >>> cfg = TrainConfig(max_tokens=256, budgets=StageBudgets(rollout=2048))
-            >>> [cfg.tokens(s) for s in STAGES]
-            [2048, 4096, 256, 256, 256]
-        """
-        if stage not in STAGES:
-            raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
-        budget: int | None = getattr(self.budgets, stage)
-        if budget is not None:
-            return budget
-        return JUDGE_MAX_TOKENS if stage == "judge" else self.max_tokens
-
-    def __post_init__(self) -> None:
-        """Refuse settings no run could use, before any model is called."""
-        check_answer_style(self.answer_style)
-        if not isinstance(self.budgets, StageBudgets):
-            raise ConfigError(f"TrainConfig.budgets must be a StageBudgets, got {type(self.budgets).__name__}")
-        for name in ("epochs", "batch_size", "samples", "max_tokens", "max_rules", "max_words"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.temperature <= 2.0:
-            raise ConfigError(f"TrainConfig.temperature must be in [0, 2], got {self.temperature}")
 
 
 @dataclass(frozen=True)
@@ -156,28 +68,6 @@ class Rollout:
     score: float | None
     feedback: str = ""
     answer: str | None = None  # what the judge saw: the final answer line of a reasoning reply
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """What one step did, for the report."""
-
-    step: int
-    epoch: int
-    question_ids: tuple[str, ...]
-    rollouts: int
-    score_failures: int
-    kept_questions: tuple[str, ...]
-    reflections: int
-    reflection_failures: int
-    proposals: int
-    proposal_failures: int
-    consolidation: str  # "ok", "failed: <why>; fallback", or "skipped" (no proposals)
-    applied: int
-    rejected: int
-    merged: int
-    rules_after: int
-    train_mean_score: float | None
 
 
 @dataclass
@@ -277,33 +167,6 @@ def to_operations(ops: Sequence[ProposedOp], *, step: int, question_ids: Sequenc
     return out
 
 
-def upgrade_config_dict(saved: Any) -> Any:
-    """A checkpoint's saved config in today's layout, so runs written before stage budgets still resume.
-
-    Older checkpoints had ``answer_max_tokens`` (now ``budgets.rollout``) and neither ``answer_style``
-    nor ``budgets``; their defaults are what those runs used. Anything else is returned unchanged.
-
-    Example:
-        >>> upgrade_config_dict({"max_tokens": 64, "answer_max_tokens": 32})["budgets"]["rollout"]
-        32
-    """
-    if not isinstance(saved, dict) or "budgets" in saved:
-        return saved
-    out = dict(saved)
-    budgets = asdict(StageBudgets())
-    budgets["rollout"] = out.pop("answer_max_tokens", None)
-    out.setdefault("answer_style", "direct")
-    out["budgets"] = budgets
-    return out
-
-
-def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """A :class:`TrainConfig` from its ``asdict`` form (a checkpoint's ``config``), old layouts included."""
-    fields = dict(upgrade_config_dict(data))
-    budgets = StageBudgets(**fields.pop("budgets"))
-    return TrainConfig(**fields, budgets=budgets)
-
-
 class MetaMemTrainer:
     """Learns a :class:`RuleSet` from training questions; ``compile`` returns the rule history.
 
@@ -368,7 +231,7 @@ class MetaMemTrainer:
         if len(by_id) != len(trainset):
             raise ConfigError("training questions must have unique question_id values")
         cfg = self.config
-        history, records = self._load_checkpoint()
+        history, records = load_checkpoint(self.checkpoint_path, cfg)
         if history is None:
             start = initial or RuleSet(max_rules=cfg.max_rules, max_words=cfg.max_words)
             history = RuleHistory.start(start)
@@ -382,7 +245,7 @@ class MetaMemTrainer:
                 result, record = await self._checked_step(step, epoch, batch, history.latest.rules)
                 history = history.record(result, note=record.consolidation)
                 records.append(record)
-                self._save_checkpoint(history, records)
+                save_checkpoint(self.checkpoint_path, cfg, history, records)
                 if self.on_step:
                     self.on_step(record)
         return history
@@ -569,39 +432,6 @@ class MetaMemTrainer:
             reason = str(exc).splitlines()[0][:160]
             return f"failed: {reason}; fallback applied {len(subset)} of {sum(map(len, proposals.values()))}", subset
 
-    # -- checkpoint -----------------------------------------------------------------------------
-
-    def _load_checkpoint(self) -> tuple[RuleHistory | None, list[StepRecord]]:
-        path = self.checkpoint_path
-        if not path.exists():
-            return None, []
-        try:
-            data = json.loads(path.read_text())
-            history = RuleHistory.from_dict(data["history"])
-            records = [
-                StepRecord(
-                    **{**r, "question_ids": tuple(r["question_ids"]), "kept_questions": tuple(r["kept_questions"])}
-                )
-                for r in data["steps"]
-            ]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            # Never start over silently from an unreadable checkpoint (a defect of the reference setup).
-            raise ConfigError(f"MetaMem checkpoint {path} is unreadable ({exc}); move it away to retrain") from exc
-        if upgrade_config_dict(data.get("config")) != asdict(self.config):
-            raise ConfigError(f"MetaMem checkpoint {path} was written with another configuration; use a new run dir")
-        return history, records
-
-    def _save_checkpoint(self, history: RuleHistory, records: Sequence[StepRecord]) -> None:
-        path = self.checkpoint_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload: dict[str, Any] = {
-            "config": asdict(self.config),
-            "history": history.to_dict(),
-            "steps": [asdict(r) for r in records],
-        }
-        # Atomic: a kill leaves the previous checkpoint or the new one, never half of one.
-        write_text_atomic(path, json.dumps(payload, indent=1, ensure_ascii=False))
-
     def step_records(self) -> list[StepRecord]:
         """The records of the steps done so far in this run (from the checkpoint)."""
-        return self._load_checkpoint()[1]
+        return load_checkpoint(self.checkpoint_path, self.config)[1]
