@@ -6,9 +6,12 @@ import ipaddress
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from memwise.store.sqlite import SQLiteStore
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
@@ -87,6 +90,16 @@ def shared_data() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return root
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    """A fresh SQLite store in the test's own folder, closed afterwards; a module's own ``store`` wins."""
+    from memwise.store.sqlite import SQLiteStore
+
+    s = SQLiteStore(tmp_path / "mem.db")
+    yield s
+    s.close()
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -45,13 +44,6 @@ def direction(i: int, wobble: float = 0.0) -> np.ndarray:
 
 def fact(rid: str, text: str, day: int, user: str = "A", **kw: object) -> Record:
     return Record(id=rid, text=text, kind="fact", user_id=user, ts=T0 + day * DAY, **kw)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "mem.db")
-    yield s
-    s.close()
 
 
 def seed_moves(store: SQLiteStore, user: str = "A", prefix: str = "") -> None:

@@ -25,13 +25,6 @@ EVERYTHING = Filters(include_invalid=True)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "mem.db")
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def memory(tmp_path: Path) -> Iterator[Memory]:
     with Memory(store=SQLiteStore(tmp_path / "m.db"), embedder=FakeEmbedder()) as mem:
         yield mem

@@ -38,13 +38,6 @@ def workers(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "mem.db")
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def conv(workers: types.ModuleType) -> Conversation:
     return workers.conversation()
 

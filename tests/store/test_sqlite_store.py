@@ -8,7 +8,6 @@ import importlib
 import multiprocessing
 import sqlite3
 import types
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -32,13 +31,6 @@ def vec_for(key: str, dim: int = DIM) -> np.ndarray:
 
 def rec(rid: str, text: str | None = None, **kw: object) -> Record:
     return Record(text=text or f"memory {rid}", id=rid, **kw)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "mem.db")
-    yield s
-    s.close()
 
 
 # -- many processes -----------------------------------------------------------------------------
