@@ -61,20 +61,22 @@ def server():  # type: ignore[no-untyped-def]
         yield srv
 
 
-def test_ingest_search_answer(tmp_path: Path, server: FakeOpenAIServer) -> None:
-    data = tmp_path / "lme.json"
+def _write_dataset(folder: Path) -> Path:
+    data = folder / "lme.json"
     data.write_text(json.dumps(LONGMEMEVAL))
+    return data
+
+
+def _model_args(server: FakeOpenAIServer) -> list[str]:
+    """Global options that send chat and embedding calls alike to the fake server."""
+    url = server.base_url
+    return ["--base-url", url, "--model", "m", "--embed-backend", "openai", "--embed-base-url", url]
+
+
+def test_ingest_search_answer(tmp_path: Path, server: FakeOpenAIServer) -> None:
+    data = _write_dataset(tmp_path)
     db = tmp_path / "mem.sqlite3"
-    base = [
-        "--base-url",
-        server.base_url,
-        "--model",
-        "m",
-        "--embed-backend",
-        "openai",
-        "--embed-base-url",
-        server.base_url,
-    ]
+    base = _model_args(server)
     done = runner.invoke(app, [*base, "ingest", str(data), "--db", str(db)])
     assert done.exit_code == 0, done.output
     assert "4 turns -> 4 units written" in done.output
@@ -116,19 +118,9 @@ def test_ingest_search_answer(tmp_path: Path, server: FakeOpenAIServer) -> None:
 
 
 def test_bench_qa_scores_and_resumes(tmp_path: Path, server: FakeOpenAIServer) -> None:
-    data = tmp_path / "lme.json"
-    data.write_text(json.dumps(LONGMEMEVAL))
+    data = _write_dataset(tmp_path)
     run_dir = tmp_path / "run"
-    base = [
-        "--base-url",
-        server.base_url,
-        "--model",
-        "m",
-        "--embed-backend",
-        "openai",
-        "--embed-base-url",
-        server.base_url,
-    ]
+    base = _model_args(server)
     args = [*base, "bench", "qa", "--dataset", "longmemeval", "--path", str(data), "--run-dir", str(run_dir)]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output

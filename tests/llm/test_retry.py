@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -131,9 +132,8 @@ def test_bugs_are_not_classified() -> None:
     assert classify(ValueError("x")) is None
 
 
-async def test_recovers_and_reports_each_wait() -> None:
-    outcomes: list[BaseException | str] = [httpx.ReadTimeout("t"), _status_error(503), "done"]
-    sleep = Recorder()
+def _in_turn(outcomes: list[BaseException | str]) -> Callable[[], Awaitable[str]]:
+    """An attempt that raises or returns the next of ``outcomes`` each time it is made."""
 
     async def attempt() -> str:
         item = outcomes.pop(0)
@@ -141,8 +141,14 @@ async def test_recovers_and_reports_each_wait() -> None:
             raise item
         return item
 
+    return attempt
+
+
+async def test_recovers_and_reports_each_wait() -> None:
+    outcomes: list[BaseException | str] = [httpx.ReadTimeout("t"), _status_error(503), "done"]
+    sleep = Recorder()
     policy = RetryPolicy(max_retries=5, budget_s=10, base_s=0.2, cap_s=1.0)
-    result = await retry_call(attempt, policy, give_up=GaveUp, sleep=sleep, rng=random.Random(0))
+    result = await retry_call(_in_turn(outcomes), policy, give_up=GaveUp, sleep=sleep, rng=random.Random(0))
     assert result == "done"
     assert len(sleep.waits) == 2 and sleep.waits[0] <= 0.2 and sleep.waits[1] <= 0.4
 
@@ -240,15 +246,13 @@ async def test_each_retried_attempt_is_reported_with_why_it_failed() -> None:
     ]
     told: list[str] = []
 
-    async def attempt() -> str:
-        item = outcomes.pop(0)
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
     policy = RetryPolicy(max_retries=8, budget_s=10, base_s=0.01, cap_s=0.01)
     result = await retry_call(
-        attempt, policy, give_up=GaveUp, sleep=Recorder(), on_retry=lambda failure: told.append(failure.label)
+        _in_turn(outcomes),
+        policy,
+        give_up=GaveUp,
+        sleep=Recorder(),
+        on_retry=lambda failure: told.append(failure.label),
     )
     assert result == "done"
     assert told == ["HTTP 429", "timeout", "connection error", "malformed reply", "HTTP 503"]
