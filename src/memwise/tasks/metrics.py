@@ -193,16 +193,13 @@ class _LexicalMetric(ABC):
     """A :class:`Metric` computed from the words alone: no model call, so grading itself is synchronous."""
 
     async def score(
-        self,
-        question: str,
-        gold: str,
-        response: str,
-        *,
-        question_type: str | int,
-        question_id: str | None = None,
-        question_date: str | None = None,
+        self, question: str, gold: str, response: str, *, question_type: str | int, **_ids_and_dates: str | None
     ) -> Score:
-        """Grade with :meth:`grade`; an unknown question type is rejected here, as every metric does."""
+        """Grade with :meth:`grade`; an unknown question type is rejected here, as every metric does.
+
+        The question's id and date (``question_id``, ``question_date``) are accepted and ignored: the
+        words alone decide.
+        """
         return self.grade(gold, response, canonical_question_type(question_type))
 
     @abstractmethod
