@@ -228,3 +228,17 @@ def test_a_superseded_memory_is_not_re_added_by_the_same_add(memory: Memory) -> 
     memory.update(first.unit_ids[0], "I live in Porto.", user_id="alice")
     assert memory.add("I live in Lisbon.", user_id="alice").skipped  # an edit is not a delete
     assert [r.text for r in memory.get_all(user_id="alice")] == ["I live in Porto."]
+
+
+def test_the_package_offers_memory_like_mem0_without_loading_it_on_import() -> None:
+    import subprocess
+    import sys
+
+    import memwise
+
+    assert memwise.Memory is Memory and memwise.AsyncMemory is AsyncMemory
+    probe = "import sys, memwise; print('memwise.facts.memory' in sys.modules)"
+    light = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert light.stdout.strip() == "False"  # `import memwise` alone stays cheap
+    with pytest.raises(AttributeError, match="no attribute 'Memroy'"):
+        _ = memwise.Memroy  # type: ignore[attr-defined]
