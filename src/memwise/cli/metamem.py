@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -12,13 +13,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from memwise.cli._config_options import ConfigOptions, with_config_options
 from memwise.cli._options import (
     DEFAULT_METRIC,
     DatasetFormat,
     DatasetPath,
     GlobalOptions,
     MetricOption,
-    config_option,
     dataset_format,
     parse_when,
     progress_bar,
@@ -34,7 +35,7 @@ from memwise.metamem.rule_history import RuleHistory, diff, render_diff
 from memwise.metamem.rules import RuleSet, render
 from memwise.metamem.splits import SplitConfig, split_questions
 from memwise.metamem.train_checkpoint import StepRecord
-from memwise.metamem.train_config import StageBudgets, TrainConfig
+from memwise.metamem.train_config import STAGES, StageBudgets, TrainConfig
 
 metamem_app = typer.Typer(help="MetaMem: learn rules on how to use retrieved memory.", no_args_is_help=True)
 RunDirArg = Annotated[Path, typer.Option(help="the MetaMem run directory")]
@@ -89,56 +90,33 @@ def prepare(
     typer.echo(f"wrote {len(questions)} questions to {out}")
 
 
+STAGE_BUDGET_OPTIONS = ConfigOptions(StageBudgets, STAGES, names={stage: f"{stage}_tokens" for stage in STAGES})
+TRAIN_FIELDS = ("epochs", "batch_size", "samples", "temperature", "max_tokens", "answer_style")
+
+
+def train_options(*more: str) -> ConfigOptions:
+    """The ``TrainConfig`` options every training command takes (``more`` adds fields), stage budgets included."""
+    return ConfigOptions(TrainConfig, (*TRAIN_FIELDS, *more, "seed"), nested={"budgets": STAGE_BUDGET_OPTIONS})
+
+
 @metamem_app.command("train")
+@with_config_options(
+    config=train_options("max_rules", "max_words"),
+    split_options=ConfigOptions(SplitConfig, ("folds", "fold", "val_frac", "test_frac", "group_by")),
+)
 def train(
     ctx: typer.Context,
     questions: Annotated[Path, typer.Option(help="question set (JSON or JSONL)")],
     run_dir: RunDirArg = Path("runs/metamem"),
-    epochs: int = config_option(TrainConfig, "epochs"),
-    batch_size: int = config_option(TrainConfig, "batch_size"),
-    samples: int = config_option(TrainConfig, "samples"),
-    temperature: float = config_option(TrainConfig, "temperature"),
-    max_tokens: int = config_option(TrainConfig, "max_tokens"),
-    answer_style: str = config_option(TrainConfig, "answer_style"),
-    rollout_tokens: int | None = config_option(StageBudgets, "rollout", "--rollout-tokens"),
-    judge_tokens: int | None = config_option(StageBudgets, "judge", "--judge-tokens"),
-    reflection_tokens: int | None = config_option(StageBudgets, "reflection", "--reflection-tokens"),
-    proposal_tokens: int | None = config_option(StageBudgets, "proposal", "--proposal-tokens"),
-    consolidation_tokens: int | None = config_option(StageBudgets, "consolidation", "--consolidation-tokens"),
     metric: MetricOption = DEFAULT_METRIC,
-    max_rules: int = config_option(TrainConfig, "max_rules"),
-    max_words: int = config_option(TrainConfig, "max_words"),
-    folds: int = config_option(SplitConfig, "folds"),
-    fold: int = config_option(SplitConfig, "fold"),
-    val_frac: float = config_option(SplitConfig, "val_frac"),
-    test_frac: float = config_option(SplitConfig, "test_frac"),
-    group_by: str = config_option(SplitConfig, "group_by"),
     limit: Annotated[int | None, typer.Option(help="use only the first N questions")] = None,
-    seed: int = config_option(TrainConfig, "seed"),
+    *,
+    config: TrainConfig,
+    split_options: SplitConfig,
 ) -> None:
     """Train rules, validate every step at temperature 0, pick the best, and test with and without it."""
     opts: GlobalOptions = ctx.obj
-    config = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        samples=samples,
-        temperature=temperature,
-        max_tokens=max_tokens,
-        answer_style=answer_style,
-        budgets=StageBudgets(
-            rollout=rollout_tokens,
-            judge=judge_tokens,
-            reflection=reflection_tokens,
-            proposal=proposal_tokens,
-            consolidation=consolidation_tokens,
-        ),
-        seed=seed,
-        max_rules=max_rules,
-        max_words=max_words,
-    )
-    split_config = SplitConfig(
-        folds=folds, fold=fold, val_frac=val_frac, test_frac=test_frac, seed=seed, group_by=group_by
-    )
+    split_config = replace(split_options, seed=config.seed)  # one --seed for the rules and the split
     split = split_questions(load_questions(questions)[:limit], split_config)
     asyncio.run(_train(opts.settings(), split, run_dir, config, split_config, metric))
 

@@ -7,21 +7,28 @@ Each command is thin: the protocol, the cost estimate and the report live in the
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from memwise.cli._options import DatasetFormat, DatasetPath, GlobalOptions, config_option, dataset_format
+from memwise.cli._config_options import ConfigOptions, with_config_options
+from memwise.cli._options import DatasetFormat, DatasetPath, GlobalOptions, dataset_format
+from memwise.cli.metamem import train_options
 from memwise.cli.reproduce_umem import reproduce_umem_command
 from memwise.metamem.reproduce import ReproduceConfig
-from memwise.metamem.train_config import StageBudgets, TrainConfig
+from memwise.metamem.train_config import TrainConfig
 
 reproduce_app = typer.Typer(help="Reproduce a paper's tables end to end on your model servers.", no_args_is_help=True)
 
 
 @reproduce_app.command("metamem")
+@with_config_options(
+    protocol=ConfigOptions(ReproduceConfig, ("folds", "val_frac", "memory", "top_k", "metric")),
+    train=train_options(),
+)
 def metamem(
     ctx: typer.Context,
     path: DatasetPath,
@@ -29,48 +36,17 @@ def metamem(
         "runs/reproduce-metamem"
     ),
     dataset: DatasetFormat = "auto",
-    folds: int = config_option(ReproduceConfig, "folds"),
-    val_frac: float = config_option(ReproduceConfig, "val_frac"),
-    memory: str = config_option(ReproduceConfig, "memory"),
-    top_k: int = config_option(ReproduceConfig, "top_k"),
-    metric: str = config_option(ReproduceConfig, "metric"),
-    epochs: int = config_option(TrainConfig, "epochs"),
-    batch_size: int = config_option(TrainConfig, "batch_size"),
-    samples: int = config_option(TrainConfig, "samples"),
-    temperature: float = config_option(TrainConfig, "temperature"),
-    max_tokens: int = config_option(TrainConfig, "max_tokens"),
-    answer_style: str = config_option(TrainConfig, "answer_style"),
-    rollout_tokens: int | None = config_option(StageBudgets, "rollout", "--rollout-tokens"),
-    judge_tokens: int | None = config_option(StageBudgets, "judge", "--judge-tokens"),
-    reflection_tokens: int | None = config_option(StageBudgets, "reflection", "--reflection-tokens"),
-    proposal_tokens: int | None = config_option(StageBudgets, "proposal", "--proposal-tokens"),
-    consolidation_tokens: int | None = config_option(StageBudgets, "consolidation", "--consolidation-tokens"),
-    seed: int = config_option(TrainConfig, "seed"),
     conversations: Annotated[int | None, typer.Option(help="use only the first N conversations")] = None,
     estimate_only: Annotated[bool, typer.Option(help="print the cost estimate and stop before any call")] = False,
+    *,
+    protocol: ReproduceConfig,
+    train: TrainConfig,
 ) -> None:
     """Run MetaMem's protocol on all folds; write report.md and results.json under --out."""
     from memwise.metamem.reproduce import reproduce_metamem
 
     opts: GlobalOptions = ctx.obj
-    config = ReproduceConfig(folds=folds, val_frac=val_frac, seed=seed, memory=memory, top_k=top_k, metric=metric)
-    budgets = StageBudgets(
-        rollout=rollout_tokens,
-        judge=judge_tokens,
-        reflection=reflection_tokens,
-        proposal=proposal_tokens,
-        consolidation=consolidation_tokens,
-    )
-    train = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        samples=samples,
-        temperature=temperature,
-        max_tokens=max_tokens,
-        answer_style=answer_style,
-        budgets=budgets,
-        seed=seed,
-    )
+    config = replace(protocol, seed=train.seed)  # one --seed for the folds and the training
     console = Console()
     report = asyncio.run(
         reproduce_metamem(

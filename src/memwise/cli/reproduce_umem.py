@@ -14,7 +14,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from memwise.cli._options import GlobalOptions, config_option
+from memwise.cli._config_options import ConfigOptions, with_config_options
+from memwise.cli._options import GlobalOptions
+from memwise.cli.umem import EVOLVE_FIELDS, FLOOR
 from memwise.exceptions import ConfigError
 from memwise.umem.reproduce import ABLATIONS, ReproduceUMEMConfig
 
@@ -32,6 +34,9 @@ def _pairs(values: list[str], flag: str, what: str) -> dict[str, str]:
     return out
 
 
+@with_config_options(
+    config=ConfigOptions(ReproduceUMEMConfig, (*EVOLVE_FIELDS, "prompt_style", "seed", "limit"), FLOOR)
+)
 def reproduce_umem_command(
     ctx: typer.Context,
     suite: Annotated[
@@ -54,16 +59,9 @@ def reproduce_umem_command(
     baseline_optimizer_base_url: Annotated[
         str | None, typer.Option(help="its server (default: the optimizer role's)")
     ] = None,
-    epochs: int = config_option(ReproduceUMEMConfig, "epochs"),
-    top_k: int = config_option(ReproduceUMEMConfig, "top_k"),
-    floor: float = config_option(ReproduceUMEMConfig, "similarity_floor", "--floor"),
-    max_tokens: int = config_option(ReproduceUMEMConfig, "max_tokens"),
-    optimizer_max_tokens: int = config_option(ReproduceUMEMConfig, "optimizer_max_tokens"),
-    repair: bool = config_option(ReproduceUMEMConfig, "repair", "--repair/--no-repair"),
-    prompt_style: str = config_option(ReproduceUMEMConfig, "prompt_style"),
-    seed: int = config_option(ReproduceUMEMConfig, "seed"),
-    limit: Annotated[int | None, typer.Option(help="use only the first N tasks of each suite")] = None,
     estimate_only: Annotated[bool, typer.Option(help="print the cost estimate and stop before any call")] = False,
+    *,
+    config: ReproduceUMEMConfig,
 ) -> None:
     """Run every baseline, UMEM and each served ablation on the same streams; write report.md under --out.
 
@@ -74,17 +72,6 @@ def reproduce_umem_command(
     opts: GlobalOptions = ctx.obj
     suites = {name: Path(path) for name, path in _pairs(suite, "--suite", "NAME=PATH").items()}
     ablations = _pairs(ablation or [], "--ablation", "KEY=SERVED_MODEL")
-    config = ReproduceUMEMConfig(
-        epochs=epochs,
-        top_k=top_k,
-        similarity_floor=floor,
-        max_tokens=max_tokens,
-        optimizer_max_tokens=optimizer_max_tokens,
-        repair=repair,
-        prompt_style=prompt_style,  # type: ignore[arg-type]  # checked by the config
-        seed=seed,
-        limit=limit,
-    )
     settings = opts.settings()
     baseline = None
     if baseline_optimizer_model or baseline_optimizer_base_url:

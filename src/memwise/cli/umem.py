@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from memwise.cli._options import GlobalOptions, config_option
+from memwise.cli._config_options import ConfigOptions, with_config_options
+from memwise.cli._options import GlobalOptions
 from memwise.cli._rundirs import open_run
 from memwise.cli.umem_train import export_verl_command, train_command
 from memwise.config import Settings
@@ -29,23 +31,25 @@ umem_app = typer.Typer(
 )
 
 
+EVOLVE_FIELDS = ("epochs", "top_k", "similarity_floor", "max_tokens", "optimizer_max_tokens", "repair")
+"""The evolution settings `umem evolve` and `reproduce umem` share (``--floor`` is ``similarity_floor``)."""
+FLOOR = {"similarity_floor": "floor"}
+
+
+@with_config_options(
+    evolve_options=ConfigOptions(EvolveConfig, (*EVOLVE_FIELDS, "mode", "prompt_style"), FLOOR, supplied=("suite",))
+)
 def evolve_command(
     ctx: typer.Context,
     suite: Annotated[str, typer.Option(help=f"benchmark suite: {', '.join(KNOWN_SUITES)}")],
     path: Annotated[Path, typer.Option(help="the suite's data file")],
-    epochs: int = config_option(EvolveConfig, "epochs"),
     run_dir: Annotated[Path, typer.Option(help="run directory: bank, records, ledger, report")] = Path(
         "runs/umem-evolve"
     ),
     limit: Annotated[int | None, typer.Option(help="use only the first N tasks")] = None,
     seed: Annotated[int, typer.Option(help="fixes GPQA's option order (other suites keep the file's)")] = 0,
-    top_k: int = config_option(EvolveConfig, "top_k"),
-    floor: float = config_option(EvolveConfig, "similarity_floor", "--floor"),
-    max_tokens: int = config_option(EvolveConfig, "max_tokens"),
-    optimizer_max_tokens: int = config_option(EvolveConfig, "optimizer_max_tokens"),
-    repair: bool = config_option(EvolveConfig, "repair", "--repair/--no-repair"),
-    mode: str = config_option(EvolveConfig, "mode"),
-    prompt_style: str = config_option(EvolveConfig, "prompt_style"),
+    *,
+    evolve_options: Callable[..., EvolveConfig],
 ) -> None:
     """Stream the tasks for K epochs: retrieve, execute, let the Mem-Optimizer ADD or UPDATE; resumes a run dir."""
     # The executor is the policy model, the Mem-Optimizer the optimizer model (the policy model when no
@@ -56,17 +60,7 @@ def evolve_command(
     key = check_suite(suite)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
-    config = EvolveConfig(
-        suite=key,
-        epochs=epochs,
-        top_k=top_k,
-        similarity_floor=floor,
-        max_tokens=max_tokens,
-        optimizer_max_tokens=optimizer_max_tokens,
-        repair=repair,
-        mode=mode,  # type: ignore[arg-type]  # checked by EvolveConfig
-        prompt_style=prompt_style,  # type: ignore[arg-type]
-    )
+    config = evolve_options(suite=key)
     tasks = load_suite(key, path, seed=seed, limit=limit)
     if not tasks:
         raise ConfigError(f"{path} holds no {key} tasks")
