@@ -4,6 +4,9 @@
 - :class:`FakeEmbedder`: deterministic hashed n-gram vectors, no model needed.
 - :class:`FakeOpenAIServer`: an OpenAI-compatible HTTP server on loopback with latency and injected
   failures (429, 500, timeouts, malformed or truncated JSON).
+- :mod:`memwise.testing.services`: a free loopback port, waiting for a server's ``/health``, and a
+  throwaway PostgreSQL with pgvector, as the tests and benches start them.
+- :mod:`memwise.testing.resources`: the process's resident memory, for tests that a workload stays flat.
 """
 
 from __future__ import annotations
