@@ -71,6 +71,28 @@ async def test_without_a_question_date_nothing_is_filtered(tmp_path: Path) -> No
     assert "Bergen" in seen[0].messages[-1].content
 
 
+async def test_a_memory_added_without_a_date_counts_from_when_it_was_added(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def reply(req: ChatRequest) -> str:
+        seen.append(req.messages[-1].content)
+        return "Pepper."
+
+    mem = AsyncMemory(store=SQLiteStore(tmp_path / "m.db"), embedder=FakeEmbedder(), llm=ScriptedLLM(reply))
+    try:
+        await mem.add("My dog is called Pepper.", user_id="u1")  # no session_time: an agent's everyday add
+        now = await mem.answer("What is my dog called?", user_id="u1", question_date=datetime.now())
+        before = await mem.answer("What is my dog called?", user_id="u1", question_date=datetime(2020, 1, 1))
+        dated = await mem.search("dog", user_id="u1", until=datetime.now())
+    finally:
+        await mem.aclose()
+    # Asked after it was said, the memory is there (it used to vanish once any question date was given)...
+    assert [h.record.text for h in now.memories] == ["user: My dog is called Pepper."] and "Pepper" in seen[0]
+    assert len(dated) == 1
+    # ...and a question dated before it was said cannot see it.
+    assert before.memories == () and "Pepper" not in seen[1]
+
+
 async def test_an_unreadable_question_date_is_an_error_not_a_silent_leak(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a date"):
         await _answer(tmp_path, "the day after the party")

@@ -56,7 +56,7 @@ def random_filters(rng: random.Random) -> Filters:
         kw["since"] = bounds[0]
     if rng.random() < 0.4:
         kw["until"] = bounds[1]
-    kw["time_field"] = rng.choice(["created_at", "ts"])
+    kw["time_field"] = rng.choice(["created_at", "ts", "event"])
     kw["include_invalid"] = rng.random() < 0.3
     if rng.random() < 0.3:
         kw["metadata"] = {"topic": rng.choice(["pets", "work"])}

@@ -399,7 +399,8 @@ class AsyncMemory:
         """The ``top_k`` (mem0: ``limit``) memories of ``user_id`` most relevant to ``query``, best first.
 
         ``filters`` is a metadata filter (mem0's language, applied inside the store); ``since``/``until``
-        bound the event time (the session date). All are hard filters.
+        bound the event time (the session date; for a memory added without one, when it was added). All are hard
+        filters.
         """
         require_user(user_id)
         if not isinstance(query, str):
@@ -412,7 +413,7 @@ class AsyncMemory:
             run_id=run_id,
             since=to_epoch(since),
             until=to_epoch(until),
-            time_field="ts",
+            time_field="event",
             include_invalid=include_history,
             metadata=metadata_filter(filters),
         )
@@ -455,7 +456,8 @@ class AsyncMemory:
         check_answer_style(style)
         require_user(user_id)
         until = question_time_bound(question_date)
-        filters = Filters(user_id=user_id, until=until, time_field="ts")
+        # "event": a memory told without a date counts from when it was told, so it is not lost to the bound.
+        filters = Filters(user_id=user_id, until=until, time_field="event")
         hits = await self.retriever.search(question, filters=filters, top_k=top_k)
         messages = build_answer_messages(
             question, [h.record for h in hits], question_date=question_date, rules=rules, style=style

@@ -181,7 +181,7 @@ def where_clause(
     parts: list[str] = ["1" if dialect == "sqlite" else "TRUE"]
     params: list[Any] = []
     for term in filters.terms(now):
-        column = f"{alias}.{term.column}"
+        column = f"COALESCE({alias}.ts, {alias}.created_at)" if term.column == "event" else f"{alias}.{term.column}"
         if term.op == "in" and dialect == "sqlite":
             parts.append(f"{column} IN ({', '.join(mark * len(term.value))})")
             params.extend(term.value)

@@ -438,8 +438,12 @@ class VectorIndex:
                 return codes == self._dicts[col].lookup(term.value)
             if term.op == "in":
                 return self._code_table(col, term.value)[codes]
-        elif term.column in _TIMED:
-            values = self._times[_TIMED[term.column], rows]
+        elif term.column in _TIMED or term.column == "event":
+            if term.column == "event":  # ts where set, else created_at (see memwise.store.base.TimeField)
+                ts = self._times[_TS, rows]
+                values = np.where(np.isnan(ts), self._times[_CREATED, rows], ts)
+            else:
+                values = self._times[_TIMED[term.column], rows]
             if term.op == "ge":
                 return values >= term.value
             if term.op == "lt":

@@ -25,7 +25,10 @@ from memwise.store.filters import And, Cmp, In, MetaFilter, Not, Or
 from memwise.store.filters import matches as match_metadata
 from memwise.store.filters import parse as parse_metadata
 
-TimeField = Literal["created_at", "ts"]
+TimeField = Literal["created_at", "ts", "event"]
+"""Which time a range filter bounds. ``event`` is ``ts`` where a record has one and ``created_at``
+otherwise: a memory told without a date happened no later than when it was told, so a question asked at
+a given date still sees it if it was told before then."""
 
 SCOPE_COLUMNS = ("user_id", "agent_id", "run_id")
 """The record columns that say whose memory a record is; a filter on them is an equality."""
@@ -103,6 +106,11 @@ class Record:
         if not self.kind:
             raise StoreError(f"record {self.id}: kind must be a non-empty string")
 
+    @property
+    def event(self) -> float:
+        """When it happened as far as the store knows: ``ts``, else when the store learnt it."""
+        return self.created_at if self.ts is None else self.ts
+
     def is_valid(self, at: float) -> bool:
         """True while the record holds at time ``at`` (no ``valid_to``, or one still in the future)."""
         return self.valid_to is None or self.valid_to > at
@@ -161,8 +169,8 @@ class Filters:
         """Normalise the filter (parsed metadata, kinds as a tuple) and refuse fields no store can apply."""
         if self.metadata is not None and not isinstance(self.metadata, Cmp | In | And | Or | Not):
             object.__setattr__(self, "metadata", parse_metadata(self.metadata))
-        if self.time_field not in ("created_at", "ts"):
-            raise StoreError(f"Filters.time_field must be 'created_at' or 'ts', got {self.time_field!r}")
+        if self.time_field not in ("created_at", "ts", "event"):
+            raise StoreError(f"Filters.time_field must be 'created_at', 'ts' or 'event', got {self.time_field!r}")
         if isinstance(self.kind, list):
             object.__setattr__(self, "kind", tuple(self.kind))
         if isinstance(self.kind, tuple) and not self.kind:
