@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -151,16 +150,3 @@ def spinner(text: str) -> Iterator[None]:
     with Progress(SpinnerColumn(), TextColumn(text), TimeElapsedColumn(), console=Console(stderr=True)) as bar:
         bar.add_task(text, total=None)
         yield
-
-
-def lazy_config_option(module: str, cls_name: str, name: str, *param_decls: str, help: str) -> Any:  # noqa: A002
-    """Like :func:`config_option` for a config whose module is too heavy to import for ``memwise --help``.
-
-    ``GRPOSettings`` lives beside trl and transformers (seconds to import): the default is read from the
-    field when the command runs, so it still cannot drift; only the help text is written here.
-    """
-
-    def default() -> Any:
-        return config_default(getattr(importlib.import_module(module), cls_name), name)
-
-    return typer.Option(*param_decls, default_factory=default, help=help, show_default="from " + cls_name)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from memwise.config import Settings
 from memwise.embed.base import Embedder
@@ -27,12 +28,19 @@ from memwise.runs.rundir import RunDir
 from memwise.tasks.types import Task
 from memwise.umem.bank import InsightBank
 from memwise.umem.bridge import AsyncBridge
+from memwise.umem.evolve_config import EvolveConfig
 from memwise.umem.grpo_checkpoints import restore_bank
 from memwise.umem.loop import Executor
-from memwise.umem.trainset import TrainSet
+from memwise.umem.trainset import DEFAULT_NEAR_DUPLICATE, TrainSet
 
 EXECUTOR_STAGE = "umem-train-executor"
 BANK_SCOPE = "umem-train"
+
+
+def _as_in_evolve(name: str) -> Any:
+    """The evolution setting's default and help: a bank trained here is used by `umem evolve` the same way."""
+    setting = {f.name: f for f in fields(EvolveConfig)}[name]
+    return field(default=setting.default, metadata=setting.metadata)
 
 
 @dataclass(frozen=True)
@@ -42,13 +50,15 @@ class TrainSource:
     suite: str
     path: Path
     run_dir: Path
-    limit: int | None = None
-    seed: int = 0
-    neighbours: int = 3
-    top_k: int = 3
-    floor: float = 0.5
-    max_tokens: int = 1024
-    near_duplicate: float | None = 0.95
+    limit: int | None = field(default=None, metadata={"help": "use only the first N tasks"})
+    seed: int = field(default=0, metadata={"help": "GPQA's option order (umem train: also seeds trl and sampling)"})
+    neighbours: int = field(default=3, metadata={"help": "neighbours each memory is judged on (N)"})
+    top_k: int = _as_in_evolve("top_k")
+    floor: float = _as_in_evolve("similarity_floor")
+    max_tokens: int = _as_in_evolve("max_tokens")
+    near_duplicate: float | None = field(
+        default=DEFAULT_NEAR_DUPLICATE, metadata={"help": "tasks closer than this cosine are copies, never neighbours"}
+    )
 
 
 @dataclass
