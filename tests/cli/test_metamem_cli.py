@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -13,6 +14,7 @@ from memwise.testing import FakeOpenAIServer
 from memwise.testing.fake_openai import ChatCall
 
 runner = CliRunner()
+Responder = Callable[[ChatCall], str]
 
 
 def _sessions(i: int) -> list[list[dict[str, object]]]:
@@ -35,45 +37,23 @@ LME = [
 ]
 
 
-def _schema_name(call: ChatCall) -> str | None:
-    fmt = call.body.get("response_format") or {}
-    return (fmt.get("json_schema") or {}).get("name")
-
-
-def _responder(call: ChatCall) -> str:
-    user = call.messages[-1]["content"]
-    name = _schema_name(call)
-    if name == "Reflection":
-        return json.dumps({"used": [1], "lesson": "Quote the number from the fragment exactly."})
-    if name == "Proposal":
-        return json.dumps({"operations": [{"op": "add", "text": "Quote numbers from fragments exactly."}]})
-    if name == "Consolidation":
-        return json.dumps({"operations": [{"op": "add", "text": "Quote numbers from fragments exactly."}]})
-    if "Reply with one word: yes or no" in user:
-        response = user.split("<response>")[-1].split("</response>")[0]
-        gold = user.split("<reference>")[-1].split("</reference>")[0].strip()
-        return "yes" if gold in response else "no"
+def _policy(call: ChatCall, user: str) -> str:
+    """Right on even seeds only, so a question's samples disagree and it is kept for reflection."""
     code = re.search(r"locker code is (\d+)", user)
     seed = call.body.get("seed") or 0
     return f"It is {code.group(1)}." if code and seed % 2 == 0 else "I don't remember."
 
 
-def test_prepare_train_show_diff_eval(tmp_path: Path) -> None:
+def test_prepare_train_show_diff_eval(
+    tmp_path: Path,
+    server_flags: Callable[[str], list[str]],
+    metamem_responder: Callable[[Callable[[ChatCall, str], str]], Responder],
+) -> None:
     data = tmp_path / "lme.json"
     data.write_text(json.dumps(LME))
-    with FakeOpenAIServer(
-        responder=_responder, json_responder=lambda call, schema: _responder(call)
-    ).in_thread() as srv:
-        base = [
-            "--base-url",
-            srv.base_url,
-            "--model",
-            "m",
-            "--embed-backend",
-            "openai",
-            "--embed-base-url",
-            srv.base_url,
-        ]
+    responder = metamem_responder(_policy)
+    with FakeOpenAIServer(responder=responder, json_responder=lambda call, schema: responder(call)).in_thread() as srv:
+        base = server_flags(srv.base_url)
         qs = tmp_path / "qs.jsonl"
         prepared = runner.invoke(
             app, [*base, "metamem", "prepare", "--path", str(data), "--out", str(qs), "--top-k", "5"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from memwise.cli import app
@@ -14,6 +16,7 @@ from memwise.testing import FakeOpenAIServer
 from memwise.testing.fake_openai import ChatCall
 
 runner = CliRunner()
+Responder = Callable[[ChatCall], str]
 TYPES = ("single-session-user", "temporal-reasoning")
 
 
@@ -35,22 +38,17 @@ def _lme(n: int = 12) -> list[dict[str, object]]:
     ]
 
 
-def _responder(call: ChatCall) -> str:
-    user = call.messages[-1]["content"]
-    fmt = (call.body.get("response_format") or {}).get("json_schema") or {}
-    name = fmt.get("name")
-    if name == "Reflection":
-        return json.dumps({"used": [1], "lesson": "Quote the number from the fragment exactly."})
-    if name in ("Proposal", "Consolidation"):
-        return json.dumps({"operations": [{"op": "add", "text": "Quote numbers from fragments exactly."}]})
-    if "Reply with one word: yes or no" in user:
-        response = user.split("<response>")[-1].split("</response>")[0]
-        gold = user.split("<reference>")[-1].split("</reference>")[0].strip()
-        return "yes" if gold in response else "no"
+def _policy(call: ChatCall, user: str) -> str:
+    """Right with the learned rule, else on even seeds only: the rules help on the test questions."""
     code = re.search(r"locker code is (\d+)", user)
     rules = "Quote numbers" in user
     seed = call.body.get("seed") or 0
     return f"It is {code.group(1)}." if code and (rules or seed % 2 == 0) else "I don't remember."
+
+
+@pytest.fixture
+def responder(metamem_responder: Callable[[Callable[[ChatCall, str], str]], Responder]) -> Responder:
+    return metamem_responder(_policy)
 
 
 def _ledger_calls(root: Path) -> int:
@@ -61,16 +59,17 @@ def _ledger_calls(root: Path) -> int:
     return total
 
 
-def test_reproduce_metamem_two_folds_report_and_free_resume(tmp_path: Path) -> None:
+def test_reproduce_metamem_two_folds_report_and_free_resume(
+    tmp_path: Path, responder: Responder, server_flags: Callable[[str], list[str]]
+) -> None:
     data = tmp_path / "lme.json"
     data.write_text(json.dumps(_lme()))
     root = tmp_path / "repro"
-    server = FakeOpenAIServer(responder=_responder, json_responder=lambda call, schema: _responder(call))
+    server = FakeOpenAIServer(responder=responder, json_responder=lambda call, schema: responder(call))
     with server.in_thread() as srv:
-        base = ["--base-url", srv.base_url, "--model", "m", "--embed-backend", "openai", "--embed-base-url"]
-        base.append(srv.base_url)
         args = [
-            *base, "reproduce", "metamem", "--path", str(data), "--out", str(root), "--folds", "2",
+            *server_flags(srv.base_url),
+            "reproduce", "metamem", "--path", str(data), "--out", str(root), "--folds", "2",
             "--epochs", "1", "--batch-size", "3", "--samples", "2", "--top-k", "3",
         ]  # fmt: skip
         first = runner.invoke(app, args)
@@ -126,29 +125,27 @@ def test_estimate_charges_each_stage_its_own_budget(tmp_path: Path) -> None:
     assert re.search(r"\| reflect \| 40 \| 4,000 \|", out.output), out.output
 
 
-def _lightmem_responder(call: ChatCall) -> str:
-    """Facts for extraction calls (each turn restated), the usual replies otherwise."""
-    user = str(call.messages[-1]["content"])
-    fmt = (call.body.get("response_format") or {}).get("json_schema") or {}
-    if fmt.get("name") == "Extraction":
-        turns = re.findall(r'<turn id="(T\d+)">([^:]+): ([^<]*)</turn>', user)
-        facts = [{"text": f"The user said: {text}", "speaker": who, "source_ids": [tid]} for tid, who, text in turns]
-        return json.dumps({"facts": facts})
-    return _responder(call)
+def test_reproduce_metamem_with_the_lightmem_memory(
+    tmp_path: Path, responder: Responder, server_flags: Callable[[str], list[str]]
+) -> None:
+    def lightmem_responder(call: ChatCall) -> str:
+        """Facts for extraction calls (each turn restated), the usual replies otherwise."""
+        user = str(call.messages[-1]["content"])
+        fmt = (call.body.get("response_format") or {}).get("json_schema") or {}
+        if fmt.get("name") == "Extraction":
+            turns = re.findall(r'<turn id="(T\d+)">([^:]+): ([^<]*)</turn>', user)
+            facts = [{"text": f"The user said: {t}", "speaker": who, "source_ids": [tid]} for tid, who, t in turns]
+            return json.dumps({"facts": facts})
+        return responder(call)
 
-
-def test_reproduce_metamem_with_the_lightmem_memory(tmp_path: Path) -> None:
     data = tmp_path / "lme.json"
     data.write_text(json.dumps(_lme(6)))
     root = tmp_path / "repro"
-    server = FakeOpenAIServer(
-        responder=_lightmem_responder, json_responder=lambda call, schema: _lightmem_responder(call)
-    )
+    server = FakeOpenAIServer(responder=lightmem_responder, json_responder=lambda call, _: lightmem_responder(call))
     with server.in_thread() as srv:
-        base = ["--base-url", srv.base_url, "--model", "m", "--embed-backend", "openai", "--embed-base-url"]
-        base.append(srv.base_url)
         args = [
-            *base, "reproduce", "metamem", "--path", str(data), "--out", str(root), "--folds", "2",
+            *server_flags(srv.base_url),
+            "reproduce", "metamem", "--path", str(data), "--out", str(root), "--folds", "2",
             "--epochs", "1", "--batch-size", "3", "--samples", "2", "--top-k", "3", "--memory", "lightmem",
         ]  # fmt: skip
         done = runner.invoke(app, args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -12,12 +13,6 @@ from memwise.testing import FakeOpenAIServer
 from memwise.testing.fake_openai import ChatCall
 
 runner = CliRunner()
-
-MMLU = [
-    {"question": "Which gas do plants absorb for photosynthesis?", "type": "biology", "choices": ["O2", "CO2"]},
-    {"question": "What is the derivative of x squared?", "type": "calculus", "choices": ["x", "2x", "x/2"]},
-    {"question": "Which planet is known as the red planet?", "type": "astronomy", "choices": ["Venus", "Mars"]},
-]
 
 
 def _responder(call: ChatCall) -> str:
@@ -30,9 +25,10 @@ def _responder(call: ChatCall) -> str:
     return f"Analysis.\n<experience>{lesson}<operation>ADD</operation></experience>"
 
 
-def test_reproduce_umem_runs_every_method_and_writes_the_paper_column_then_resumes_for_free(tmp_path: Path) -> None:
-    data = tmp_path / "mmlu.jsonl"
-    data.write_text("".join(json.dumps({**r, "answer": 1}) + "\n" for r in MMLU))
+def test_reproduce_umem_runs_every_method_and_writes_the_paper_column_then_resumes_for_free(
+    tmp_path: Path, mmlu_file: Callable[..., Path]
+) -> None:
+    data = mmlu_file()
     out = tmp_path / "repro"
     with FakeOpenAIServer(responder=_responder).in_thread() as srv:
         args = [
@@ -59,8 +55,16 @@ def test_reproduce_umem_runs_every_method_and_writes_the_paper_column_then_resum
         calls = srv.stats().completions
 
         report = (out / "report.md").read_text()
-        for label in ("No memory", "No-Train", "Raw-trajectory retrieval", "UMEM (trained Mem-Optimizer)",
-                      "without SNM", "N = 1 neighbour", "N = 5 neighbours", "released reward form"):
+        for label in (
+            "No memory",
+            "No-Train",
+            "Raw-trajectory retrieval",
+            "UMEM (trained Mem-Optimizer)",
+            "without SNM",
+            "N = 1 neighbour",
+            "N = 5 neighbours",
+            "released reward form",
+        ):
             assert label in report, label
         # the paper's published figures sit beside ours, labelled as such
         assert "45.36 avg" in report and "57.74 avg" in report and "54.71 avg (best baseline, Memp)" in report
@@ -94,11 +98,10 @@ def test_reproduce_umem_runs_every_method_and_writes_the_paper_column_then_resum
         assert (out / "report.md").read_text() == report
 
 
-def test_reproduce_umem_refuses_a_malformed_suite_or_unknown_ablation(tmp_path: Path) -> None:
+def test_reproduce_umem_refuses_a_malformed_suite_or_unknown_ablation(mmlu_file: Callable[..., Path]) -> None:
     bad = runner.invoke(app, ["reproduce", "umem", "--suite", "mmlu"])
     assert bad.exit_code != 0 and "--suite takes NAME=PATH" in str(bad.exception)
-    data = tmp_path / "m.jsonl"
-    data.write_text(json.dumps({**MMLU[0], "answer": 1}) + "\n")
+    data = mmlu_file(1)
     args = ["reproduce", "umem", "--suite", f"mmlu={data}", "--ablation", "n7=x", "--estimate-only"]
     unknown = runner.invoke(app, args)
     assert unknown.exit_code != 0 and "unknown ablation(s) n7" in str(unknown.exception)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -12,12 +13,6 @@ from memwise.testing import FakeOpenAIServer
 from memwise.testing.fake_openai import ChatCall
 
 runner = CliRunner()
-
-MMLU = [
-    {"question": "Which gas do plants absorb for photosynthesis?", "type": "biology", "choices": ["O2", "CO2"]},
-    {"question": "What is the derivative of x squared?", "type": "calculus", "choices": ["x", "2x", "x/2"]},
-    {"question": "Which planet is known as the red planet?", "type": "astronomy", "choices": ["Venus", "Mars"]},
-]
 
 
 def _responder(call: ChatCall) -> str:
@@ -34,20 +29,14 @@ def _responder(call: ChatCall) -> str:
     )
 
 
-def test_evolve_writes_records_summary_and_plots_then_resumes_for_free(tmp_path: Path) -> None:
-    data = tmp_path / "mmlu.jsonl"
-    data.write_text("".join(json.dumps({**r, "answer": 1}) + "\n" for r in MMLU))
+def test_evolve_writes_records_summary_and_plots_then_resumes_for_free(
+    tmp_path: Path, mmlu_file: Callable[..., Path], server_flags: Callable[[str], list[str]]
+) -> None:
+    data = mmlu_file()
     run_dir = tmp_path / "run"
     with FakeOpenAIServer(responder=_responder).in_thread() as srv:
         args = [
-            "--base-url",
-            srv.base_url,
-            "--model",
-            "m",
-            "--embed-backend",
-            "openai",
-            "--embed-base-url",
-            srv.base_url,
+            *server_flags(srv.base_url),
             "umem",
             "evolve",
             "--suite",
@@ -98,9 +87,8 @@ def test_evolve_refuses_an_unknown_suite(tmp_path: Path) -> None:
     assert "known suites: aime, gpqa, hle, hotpotqa, mmlu, alfworld" in str(result.exception)
 
 
-def test_the_mem_optimizer_can_live_on_its_own_server(tmp_path: Path) -> None:
-    data = tmp_path / "mmlu.jsonl"
-    data.write_text("".join(json.dumps({**r, "answer": 1}) + "\n" for r in MMLU[:2]))
+def test_the_mem_optimizer_can_live_on_its_own_server(tmp_path: Path, mmlu_file: Callable[..., Path]) -> None:
+    data = mmlu_file(2)
     with (
         FakeOpenAIServer(responder=_responder).in_thread() as policy,
         FakeOpenAIServer(responder=_responder).in_thread() as optimizer,
