@@ -57,8 +57,12 @@ LOCOMO = [
             ],
         },
         "qa": [
-            {"question": "What pet did Melanie adopt?", "answer": "a cat named Luna", "evidence": ["D2:2"],
-             "category": 1},
+            {
+                "question": "What pet did Melanie adopt?",
+                "answer": "a cat named Luna",
+                "evidence": ["D2:2"],
+                "category": 1,
+            },
             {"question": "Where did Caroline move?", "answer": "Oslo", "evidence": ["D1:1"], "category": 1},
         ],
     }

@@ -19,9 +19,10 @@ from memwise.testing import FakeEmbedder
 async def test_questions_search_the_memory_ingest_filed_under_the_datasets_user(tmp_path: Path) -> None:
     # A conversation that names its user (as a JSONL group does) is ingested under that user by `memwise
     # ingest`; preparing its questions must search that user's memory, not one named after the conversation.
-    convs = [replace(c, metadata={**c.metadata, "user_id": "alice"}) for c in read_longmemeval(
-        _write_longmemeval(tmp_path / "lme.json")
-    )][:1]
+    convs = [
+        replace(c, metadata={**c.metadata, "user_id": "alice"})
+        for c in read_longmemeval(_write_longmemeval(tmp_path / "lme.json"))
+    ][:1]
     memory = AsyncMemory(store=SQLiteStore(tmp_path / "m.db"), embedder=FakeEmbedder())
     try:
         await ingest_many(convs, store=memory.store, embedder=memory.embedder, user_id=owner_of)
@@ -34,9 +35,10 @@ async def test_questions_search_the_memory_ingest_filed_under_the_datasets_user(
 
 
 async def test_prepare_reuses_what_ingest_stored_instead_of_filing_a_second_copy(tmp_path: Path) -> None:
-    convs = [replace(c, metadata={**c.metadata, "user_id": "alice"}) for c in read_longmemeval(
-        _write_longmemeval(tmp_path / "lme.json")
-    )]
+    convs = [
+        replace(c, metadata={**c.metadata, "user_id": "alice"})
+        for c in read_longmemeval(_write_longmemeval(tmp_path / "lme.json"))
+    ]
     memory = AsyncMemory(store=SQLiteStore(tmp_path / "m.db"), embedder=FakeEmbedder())
     try:
         await ingest_many(convs, store=memory.store, embedder=memory.embedder, user_id=owner_of)

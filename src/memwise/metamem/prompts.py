@@ -51,16 +51,14 @@ _PROPOSE_SYSTEM = (
     "You maintain a short list of rules that guide an assistant when it answers from memory fragments. "
     + _RULES_ARE
     + " Compare attempts at one question that succeeded with attempts that failed, and propose edits to "
-    "the rules. Reply with JSON only. "
-    + data_notice("rule", "question", "attempt")
+    "the rules. Reply with JSON only. " + data_notice("rule", "question", "attempt")
 )
 
 _CONSOLIDATE_SYSTEM = (
     "You maintain a short list of rules that guide an assistant when it answers from memory fragments. "
     + _RULES_ARE
     + " Several reviewers each proposed edits after studying one question. Turn all proposals into one "
-    "consistent list of edits. Reply with JSON only. "
-    + data_notice("rule", "edit", "note")
+    "consistent list of edits. Reply with JSON only. " + data_notice("rule", "edit", "note")
 )
 
 
