@@ -13,27 +13,27 @@ from memwise.exceptions import ConfigError
 from memwise.facts._text import day_label, mentioned_names, without_names
 from memwise.facts.entities import ENTITIES
 from memwise.facts.retrieval_eval import Item, loo_sweep
-from memwise.facts.retrieve import (
+from memwise.facts.retrieval_links import (
     CONTEXT_AFTER,
     CONTEXT_BEFORE,
     SESSION,
-    Candidates,
-    HybridRetriever,
-    RetrieverConfig,
     context_links,
+    index_records,
+    link_context,
+    render_turn_for_index,
+)
+from memwise.facts.retrieval_rank import Candidates, RetrieverConfig, rank
+from memwise.facts.retrieval_scores import (
     context_scores,
     entity_weights,
     fuse,
-    index_records,
-    link_context,
     neighbours_to_fetch,
     normalise_scores,
-    rank,
     reciprocal_rank_fusion,
-    render_turn_for_index,
     session_scores,
     speaker_bonus,
 )
+from memwise.facts.retrieve import HybridRetriever
 from memwise.facts.temporal import DateRange
 from memwise.facts.types import Conversation, Session, Turn
 from memwise.facts.units import to_epoch

@@ -35,7 +35,7 @@ from memwise.embed.base import Embedder, Vectors
 from memwise.exceptions import ConfigError
 from memwise.facts._factmode import Scope, embed_all, plan_facts, session_rows, turn_unit
 from memwise.facts.report import IngestReport, IngestSummary, Mode
-from memwise.facts.retrieve import CONTEXT_AFTER, CONTEXT_BEFORE, link_context
+from memwise.facts.retrieval_links import CONTEXT_AFTER, CONTEXT_BEFORE, link_context
 from memwise.facts.segment import SegmentConfig
 from memwise.facts.types import Conversation, Session
 from memwise.facts.units import session_digest, unit_id
@@ -108,15 +108,18 @@ def _fresh_ids(store: Store, records: list[Record]) -> dict[str, str]:
     """New ids for records whose id belongs to a unit its user deleted.
 
     Each is derived from the old id and the deletion, so a re-add is stored again while the deleted
-    version stays in history.
+    version stays in history. The ids are looked up together first (one read per record was 10% of
+    a conversation's write); only a deleted one is followed, one read per re-add.
     """
+    deleted = {r.id for r in store.get_many(dict.fromkeys(r.id for r in records)) if r.metadata.get(DELETED)}
     renamed: dict[str, str] = {}
     for record in records:
+        if record.id not in deleted or record.id in renamed:
+            continue
         rid = record.id
         while (old := store.get(rid)) is not None and old.metadata.get(DELETED):
             rid = unit_id(rid, "re-added after delete", repr(old.valid_to))
-        if rid != record.id:
-            renamed[record.id] = rid
+        renamed[record.id] = rid
     return renamed
 
 

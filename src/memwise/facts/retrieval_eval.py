@@ -42,16 +42,9 @@ from memwise.facts._factmode import Scope, turn_unit
 from memwise.facts.ingest import ingest_many
 from memwise.facts.ownership import owner_of
 from memwise.facts.readers import read_locomo
-from memwise.facts.retrieve import (
-    PART_WEIGHTS,
-    PARTS,
-    Candidates,
-    HybridRetriever,
-    RetrieverConfig,
-    rank,
-    reciprocal_rank_fusion,
-    score_parts,
-)
+from memwise.facts.retrieval_rank import PART_WEIGHTS, PARTS, Candidates, RetrieverConfig, rank, score_parts
+from memwise.facts.retrieval_scores import reciprocal_rank_fusion
+from memwise.facts.retrieve import HybridRetriever
 from memwise.facts.types import Conversation
 from memwise.store.base import Filters, Record, ScoredRecord
 from memwise.store.sqlite import SQLiteStore
@@ -61,7 +54,7 @@ KS = (1, 5, 10, 20)
 DEPTH = max(KS)
 BASELINE_DEPTH = 100  # how deep each channel goes before RRF
 # The knobs LOO re-picks. The first two change the pool and context scores (re-scored per value); the
-# rest only weigh parts of the final score (re-added, see retrieve.combine), so their grid is cheap.
+# rest only weigh parts of the final score (re-added, see retrieval_rank.combine), so their grid is cheap.
 # time_weight is not swept: LoCoMo questions carry no date, so this file cannot tune it.
 GRID = {
     "dense_weight": (0.3, 0.4, 0.5),
@@ -214,7 +207,7 @@ def baselines(
 def loo_sweep(items: Sequence[Item], gathered: Sequence[Candidates], base: RetrieverConfig) -> dict[str, Any]:
     """Pick the grid point best on four conversations, score it on the fifth; repeat for each.
 
-    Every point's recall@10 is what :func:`~memwise.facts.retrieve.rank` would give (same pool,
+    Every point's recall@10 is what :func:`~memwise.facts.retrieval_rank.rank` would give (same pool,
     same scores, same tie order): the pool and context scores are computed once per value of the
     re-scored knobs (and entity channel on/off), then all weight combinations are added up at once.
     """
