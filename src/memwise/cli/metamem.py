@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from memwise.cli._config_options import ConfigOptions, with_config_options
+from memwise.cli._option_blocks import train_options
 from memwise.cli._options import (
     DEFAULT_METRIC,
     DatasetFormat,
@@ -35,7 +36,7 @@ from memwise.metamem.rule_history import RuleHistory, diff, render_diff
 from memwise.metamem.rules import RuleSet, render
 from memwise.metamem.splits import SplitConfig, split_questions
 from memwise.metamem.train_checkpoint import StepRecord
-from memwise.metamem.train_config import STAGES, StageBudgets, TrainConfig
+from memwise.metamem.train_config import TrainConfig
 
 metamem_app = typer.Typer(help="MetaMem: learn rules on how to use retrieved memory.", no_args_is_help=True)
 RunDirArg = Annotated[Path, typer.Option(help="the MetaMem run directory")]
@@ -88,15 +89,6 @@ def prepare(
     questions = asyncio.run(run())
     save_questions(out, questions)
     typer.echo(f"wrote {len(questions)} questions to {out}")
-
-
-STAGE_BUDGET_OPTIONS = ConfigOptions(StageBudgets, STAGES, names={stage: f"{stage}_tokens" for stage in STAGES})
-TRAIN_FIELDS = ("epochs", "batch_size", "samples", "temperature", "max_tokens", "answer_style")
-
-
-def train_options(*more: str) -> ConfigOptions:
-    """The ``TrainConfig`` options every training command takes (``more`` adds fields), stage budgets included."""
-    return ConfigOptions(TrainConfig, (*TRAIN_FIELDS, *more, "seed"), nested={"budgets": STAGE_BUDGET_OPTIONS})
 
 
 @metamem_app.command("train")

@@ -15,8 +15,8 @@ import typer
 from rich.console import Console
 
 from memwise.cli._config_options import ConfigOptions, with_config_options
+from memwise.cli._option_blocks import train_options
 from memwise.cli._options import DatasetFormat, DatasetPath, GlobalOptions, dataset_format
-from memwise.cli.metamem import train_options
 from memwise.cli.reproduce_umem import reproduce_umem_command
 from memwise.metamem.reproduce import ReproduceConfig
 from memwise.metamem.train_config import TrainConfig

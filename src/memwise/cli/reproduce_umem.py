@@ -15,8 +15,8 @@ import typer
 from rich.console import Console
 
 from memwise.cli._config_options import ConfigOptions, with_config_options
+from memwise.cli._option_blocks import EVOLVE_FIELDS, FLOOR
 from memwise.cli._options import GlobalOptions
-from memwise.cli.umem import EVOLVE_FIELDS, FLOOR
 from memwise.exceptions import ConfigError
 from memwise.umem.reproduce import ABLATIONS, ReproduceUMEMConfig
 

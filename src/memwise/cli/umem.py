@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from memwise.cli._config_options import ConfigOptions, with_config_options
+from memwise.cli._option_blocks import EVOLVE_FIELDS, FLOOR
 from memwise.cli._options import GlobalOptions
 from memwise.cli._rundirs import open_run
 from memwise.cli.umem_train import export_verl_command, train_command
@@ -29,11 +30,6 @@ from memwise.umem.executors import KNOWN_SUITES, check_suite
 umem_app = typer.Typer(
     help="UMEM: a self-evolving bank of insights distilled from task attempts.", no_args_is_help=True
 )
-
-
-EVOLVE_FIELDS = ("epochs", "top_k", "similarity_floor", "max_tokens", "optimizer_max_tokens", "repair")
-"""The evolution settings `umem evolve` and `reproduce umem` share (``--floor`` is ``similarity_floor``)."""
-FLOOR = {"similarity_floor": "floor"}
 
 
 @with_config_options(
