@@ -22,8 +22,8 @@ TOML layout (``memwise.toml`` in the working directory, ``$MEMWISE_CONFIG``, or 
 Environment: ``MEMWISE_BASE_URL``, ``MEMWISE_MODEL``, ``MEMWISE_BACKEND``, ``MEMWISE_API_KEY_ENV``,
 ``MEMWISE_CONCURRENCY`` set the policy role; the same with a role prefix (``MEMWISE_JUDGE_BASE_URL``,
 ``MEMWISE_OPTIMIZER_MODEL``...) set the other roles. ``MEMWISE_EMBED_BACKEND``,
-``MEMWISE_EMBED_BASE_URL``, ``MEMWISE_EMBED_MODEL`` set the embedder. Secrets are read from the
-environment only, by the backend, under the variable named by ``api_key_env``.
+``MEMWISE_EMBED_BASE_URL``, ``MEMWISE_EMBED_MODEL``, ``MEMWISE_EMBED_PRECISION`` set the embedder. Secrets are
+read from the environment only, by the backend, under the variable named by ``api_key_env``.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ from memwise.exceptions import ConfigError
 ROLES = ("policy", "judge", "optimizer")
 ModelBackend = Literal["local", "openai"]
 EmbedBackend = Literal["minilm", "openai"]
+# Precisions the local embedder runs at; anything but float32 gives other vectors under another name.
+EMBED_PRECISIONS = ("float32", "bfloat16")
 
 # The one list of backends per kind: name -> "module:Class", imported only when chosen (a server-only
 # install has no torch, the embedded model needs no HTTP client). Settings validation reads the names
@@ -114,10 +116,17 @@ class EmbedConfig:
     base_url: str | None = None
     api_key_env: str = "MEMWISE_API_KEY"
     batch_size: int = 64
+    # The local model's arithmetic: "bfloat16" is 2-2.5x faster on CPUs with native bfloat16 (vectors
+    # within about 1e-4 cosine of float32's, kept under their own name); the remote backend ignores it.
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         if self.backend not in EMBED_BACKENDS:
             raise ConfigError(f"unknown embedding backend {self.backend!r}: use {backend_names(EMBED_BACKENDS)}")
+        if self.precision not in EMBED_PRECISIONS:
+            raise ConfigError(
+                f"embedding precision must be one of {', '.join(EMBED_PRECISIONS)}, got {self.precision!r}"
+            )
         if self.backend == "openai" and not self.base_url:
             raise ConfigError("embedding backend 'openai' needs base_url (MEMWISE_EMBED_BASE_URL)")
 
@@ -151,7 +160,13 @@ _MODEL_ENV = {
     "RETRY_BUDGET": "retry_budget_s",
     "MODEL_PATH": "model_path",
 }
-_EMBED_ENV = {"BACKEND": "backend", "MODEL": "model", "BASE_URL": "base_url", "API_KEY_ENV": "api_key_env"}
+_EMBED_ENV = {
+    "BACKEND": "backend",
+    "MODEL": "model",
+    "BASE_URL": "base_url",
+    "API_KEY_ENV": "api_key_env",
+    "PRECISION": "precision",
+}
 
 
 def _coerce(cls: type, values: Mapping[str, Any], where: str) -> dict[str, Any]:

@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from memwise.config import EmbedConfig, load_settings
 from memwise.embed.base import Embedder
+from memwise.embed.cache import CachedEmbedder
 from memwise.embed.minilm import MiniLMEmbedder, plan_batches
 from memwise.exceptions import ConfigError, EmbeddingError
 
@@ -135,3 +137,63 @@ async def test_a_long_text_does_not_pad_the_short_ones(minilm: MiniLMEmbedder) -
     assert widths and padded <= 1.3 * real, (widths, real)
     alone = np.stack([(await minilm.embed([text]))[0] for text in (texts[0], long_text, texts[-1])])
     np.testing.assert_allclose(vecs[[0, 20, 30]], alone, atol=1e-5)
+
+
+# -- the direct path and precision ----------------------------------------------------------------
+
+SAMPLES = [
+    "[8 May 2023] Caroline: I went to a LGBTQ support group yesterday and it was so powerful.",
+    "  Melanie: Hey Caroline! Good to see you!  ",
+    "The cat sat on the mat",
+    "Quarterly revenue grew 5% while costs fell",
+    " ".join(f"word{i}" for i in range(90)),
+    "",
+]
+
+
+@pytest.fixture(scope="module")
+def minilm_bf16(minilm: MiniLMEmbedder) -> MiniLMEmbedder:
+    """The bfloat16 variant (loaded after the float32 one, so offline just the same)."""
+    embedder = MiniLMEmbedder(batch_size=32, precision="bfloat16")
+    asyncio.run(embedder.embed(["warm up"]))
+    return embedder
+
+
+async def test_vectors_match_the_models_own_pipeline(minilm: MiniLMEmbedder) -> None:
+    """Pooling done here gives what sentence-transformers' ``encode`` gives on the same model."""
+    ours = await minilm.embed(SAMPLES)
+    theirs = minilm.model.encode(SAMPLES, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+async def test_bfloat16_agrees_with_float32_under_its_own_name(
+    minilm: MiniLMEmbedder, minilm_bf16: MiniLMEmbedder, tmp_path: Path
+) -> None:
+    full, half = await minilm.embed(SAMPLES), await minilm_bf16.embed(SAMPLES)
+    assert half.shape == (len(SAMPLES), 384) and half.dtype == np.float32
+    assert np.linalg.norm(half, axis=1) == pytest.approx([1.0] * len(SAMPLES), abs=1e-5)
+    assert np.sum(full * half, axis=1).min() >= 0.99
+    assert minilm.name == "all-MiniLM-L6-v2" and minilm_bf16.name == "all-MiniLM-L6-v2-bf16"
+    assert "bfloat16" in minilm_bf16.describe() and "float32" in minilm.describe()
+    # Same cache file: each precision finds only its own vectors, never the other's.
+    path = tmp_path / "cache.db"
+    first = CachedEmbedder(minilm, path)
+    await first.embed(SAMPLES[:3])
+    first.close()
+    second = CachedEmbedder(minilm_bf16, path)
+    np.testing.assert_allclose(await second.embed(SAMPLES[:3]), half[:3], atol=1e-6)
+    assert (second.hits, second.misses) == (0, 3)
+    second.close()
+
+
+def test_precision_comes_from_the_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no memwise.toml of the working directory
+    settings = load_settings(config_path=None, env={"MEMWISE_EMBED_PRECISION": "bfloat16"})
+    assert settings.embedding.precision == "bfloat16"
+    embedder = MiniLMEmbedder.from_config(settings.embedding)
+    assert embedder.precision == "bfloat16" and embedder.name.endswith("-bf16")
+    assert MiniLMEmbedder.from_config(EmbedConfig()).name == "all-MiniLM-L6-v2"
+    with pytest.raises(ConfigError, match="precision"):
+        EmbedConfig(precision="float16")
+    with pytest.raises(ConfigError, match="precision"):
+        MiniLMEmbedder(precision="int8")
