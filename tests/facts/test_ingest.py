@@ -8,6 +8,7 @@ import json
 import multiprocessing
 import re
 import signal
+import time
 import types
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -83,10 +84,7 @@ async def test_turns_mode_stores_every_turn_with_speaker_time_and_source(
     assert first.index_text == "[8 May 2023] Caroline: session 0 remark 0 about topic 0 of conv-1"
     assert first.metadata["source_ids"] == ["D1:1"] and first.metadata["speaker"] == "Caroline"
     assert first.metadata["context_after"] == [units[1].id, units[2].id]  # links for the retriever
-    assert (
-        render_for_prompt(first)
-        == "2023-05-08 13:56 Monday Caroline: session 0 remark 0 about topic 0 of conv-1"
-    )
+    assert render_for_prompt(first) == "2023-05-08 13:56 Monday Caroline: session 0 remark 0 about topic 0 of conv-1"
     assert store.get_vector(first.id) is not None
     # The receipt is bookkeeping: no user, no vector, only found by its own kind.
     receipts = [store.get(receipt_id(s, conv.id, "turns", user_id="u1")) for s in conv.sessions]
@@ -208,9 +206,7 @@ def test_sigkill_during_the_transaction_leaves_nothing(tmp_path: Path, workers: 
 
 async def test_facts_mode_stores_sourced_dated_facts(store: SQLiteStore, conv: Conversation) -> None:
     llm = ScriptedLLM(one_fact_per_turn, latency_s=0.01)
-    report = await ingest_conversation(
-        conv, store=store, embedder=TopicEmbedder(), user_id="u1", mode="facts", llm=llm
-    )
+    report = await ingest_conversation(conv, store=store, embedder=TopicEmbedder(), user_id="u1", mode="facts", llm=llm)
     # all segments at once; the backend bounds calls
     assert report.segments == 4 and llm.calls == 4 and llm.peak_in_flight == 4
     assert sorted(tid for tid, _ in segment_ids(llm.requests[0])) in (
@@ -318,6 +314,46 @@ async def test_ingest_many_raises_the_error_itself_and_keeps_finished_ones(
     assert [r.skipped for r in reports] == [True, False, False]
     assert store.count(Filters(user_id="u")) == 9
     store.close()
+
+
+async def test_ingest_many_stores_what_one_by_one_stores(tmp_path: Path, workers: types.ModuleType) -> None:
+    """Conversations ingested together, several at a time, give the very units, links and vectors of one at a time."""
+    convs = [workers.conversation(n_sessions=2, per_session=4 + i, conv_id=f"c{i}") for i in range(4)]
+    together, alone = SQLiteStore(tmp_path / "together.db"), SQLiteStore(tmp_path / "alone.db")
+    reports = await ingest_many(convs, store=together, embedder=FakeEmbedder(), user_id=lambda c: f"u-{c.id}")
+    for conv in convs:
+        await ingest_conversation(conv, store=alone, embedder=FakeEmbedder(), user_id=f"u-{conv.id}")
+    assert IngestSummary.of(reports).units_written == sum(len(c.turns()) for c in convs)
+
+    def contents(store: SQLiteStore) -> dict[str, tuple[str, dict[str, Any], list[float] | None]]:
+        out = {}
+        for record in store.list_records(EVERYTHING):
+            vector = store.get_vector(record.id)
+            out[record.id] = (record.text, record.metadata, None if vector is None else vector.tolist())
+        return out
+
+    assert contents(together) == contents(alone)
+    together.close()
+    alone.close()
+
+
+async def test_a_turn_deleted_by_its_user_is_stored_again_under_a_new_id(
+    store: SQLiteStore, workers: types.ModuleType
+) -> None:
+    conv = workers.conversation(n_sessions=1, per_session=3, conv_id="c")
+    report = await ingest_conversation(conv, store=store, embedder=FakeEmbedder(), user_id="u")
+    gone = store.get(report.unit_ids[1])
+    assert gone is not None
+    with store.transaction():  # what Memory.delete does
+        store.update(gone.id, metadata={**gone.metadata, ingest.DELETED: True})
+        store.invalidate(gone.id, at=time.time())
+    again = await ingest_conversation(conv, store=store, embedder=FakeEmbedder(), user_id="u")
+    assert (again.units_written, again.units_present) == (1, 2)
+    assert gone.id not in again.unit_ids and report.unit_ids[0] in again.unit_ids
+    current = [r.text for r in store.list_records(Filters(user_id="u"))]
+    assert len(current) == 3 and gone.text in current  # said again, so current again
+    assert store.get(gone.id) is not None  # the deleted version stays in history
+    assert (await ingest_conversation(conv, store=store, embedder=FakeEmbedder(), user_id="u")).skipped
 
 
 # -- the real embedded model --------------------------------------------------------------------
