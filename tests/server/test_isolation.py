@@ -1,13 +1,16 @@
 """A key for tenant A never reads, changes or deletes tenant B's memory: by id, query, user_id or filter.
 
 Every test over the app runs twice: tenants as SQLite files, and tenants as schemas of one Postgres
-database (``--store postgresql://...``).
+database (``--store postgresql://...``), where the tenants of a server share one small connection pool.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from memwise.cli import app as cli_app
-from memwise.server.auth import KeyRing, hash_key
+from memwise.server.auth import KeyRing, create_key, hash_key
 
 from .conftest import Keys
 
@@ -31,9 +34,7 @@ def store(request: pytest.FixtureRequest) -> str | None:
 
 
 @pytest.fixture
-async def client(
-    make_app: Callable[..., Any], keys: Keys, store: str | None
-) -> AsyncIterator[httpx.AsyncClient]:
+async def client(make_app: Callable[..., Any], keys: Keys, store: str | None) -> AsyncIterator[httpx.AsyncClient]:
     """An in-process client against a keyed app on the backend under test; its stores closed afterwards."""
     app = make_app(keys.path, store=store)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
@@ -129,7 +130,8 @@ async def test_postgres_tenants_are_separate_schemas(client: httpx.AsyncClient, 
     """The isolation above rests on this: each tenant's rows sit in its own schema, and only there."""
     await _globex_memory(client, keys)
     acme = await client.post(
-        "/v1/memories", json={"messages": [{"content": "Acme likes tea."}], "user_id": "alice"},
+        "/v1/memories",
+        json={"messages": [{"content": "Acme likes tea."}], "user_id": "alice"},
         headers=Keys.bearer(keys.acme),
     )
     assert acme.status_code == 200
@@ -142,3 +144,90 @@ async def test_postgres_tenants_are_separate_schemas(client: httpx.AsyncClient, 
     assert "tea" in stored["memwise_t_acme"] and "swordfish" not in stored["memwise_t_acme"]
     assert "swordfish" in stored["memwise_t_globex"] and "tea" not in stored["memwise_t_globex"]
     assert public == (None,)
+
+
+TENANTS = 6
+POOL = 2  # fewer connections than tenants: every connection serves several tenants in turn
+
+
+async def _interleave(app: Any, keys: Keys) -> None:
+    """Many tenants at once, each writing and reading the same user id; each must see its own memories only."""
+    tenant_keys = {f"tenant{i}": create_key(keys.path, f"tenant{i}")[0] for i in range(TENANTS)}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+
+        async def one(tenant: str, round_: int) -> dict[str, str]:
+            h = Keys.bearer(tenant_keys[tenant])
+            text = f"The {tenant} password of round {round_} is secret{tenant}r{round_}."
+            added = await client.post(
+                "/v1/memories", json={"messages": [{"content": text}], "user_id": "alice"}, headers=h
+            )
+            assert added.status_code == 200, added.text
+            hits = await client.post(
+                "/v1/memories/search", json={"query": "password secret", "user_id": "alice"}, headers=h
+            )
+            listed = await client.get("/v1/memories", params={"user_id": "alice"}, headers=h)
+            seen = [hit["memory"]["text"] for hit in hits.json()["results"]] + [
+                m["text"] for m in listed.json()["results"]
+            ]
+            assert seen and all(f"The {tenant} password" in t for t in seen), (tenant, seen)
+            return {added.json()["memories"][0]["id"]: tenant}
+
+        owners: dict[str, str] = {}
+        for round_ in range(3):
+            for found in await asyncio.gather(*(one(t, round_) for t in tenant_keys)):
+                owners.update(found)
+        # Every memory id answers for its own tenant only.
+        for memory_id, owner in owners.items():
+            for tenant, key in tenant_keys.items():
+                r = await client.get(f"/v1/memories/{memory_id}", params={"user_id": "alice"}, headers=Keys.bearer(key))
+                assert r.status_code == (200 if tenant == owner else 404), (memory_id, owner, tenant)
+
+
+async def test_many_tenants_on_a_smaller_pool_never_see_each_other(
+    make_app: Callable[..., Any], keys: Keys, store: str | None
+) -> None:
+    app = make_app(keys.path, store=store, pg_pool_size=POOL)
+    try:
+        await _interleave(app, keys)
+    finally:
+        await app.state.memwise.aclose()
+
+
+@contextmanager
+def _peak_connections(dsn: str) -> Iterator[list[int]]:
+    """Sample the client connections to ``dsn``'s database (ours excluded) until the block ends; yields the samples."""
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while not stop.is_set():
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                ).fetchone()
+                samples.append(int(row[0]) if row else 0)
+                stop.wait(0.005)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+async def test_a_server_holds_at_most_its_pool_size_of_connections(
+    make_app: Callable[..., Any], keys: Keys, store: str
+) -> None:
+    """However many tenants it serves, one server process opens at most ``pg_pool_size`` connections."""
+    app = make_app(keys.path, store=store, pg_pool_size=POOL)
+    with _peak_connections(store) as samples:
+        try:
+            await _interleave(app, keys)
+        finally:
+            await app.state.memwise.aclose()
+    assert samples and 1 <= max(samples) <= POOL, max(samples, default=None)

@@ -120,6 +120,12 @@ def serve(
     ingest_dir: Annotated[
         Path | None, typer.Option(help="ingest jobs may read dataset files under this folder (default: uploads only)")
     ] = None,
+    pg_pool_size: Annotated[
+        int,
+        typer.Option(
+            help="with a postgresql:// store: database connections this process opens at most, shared by all tenants"
+        ),
+    ] = 10,
 ) -> None:
     """Serve memory over REST: /v1/memories..., /v1/jobs..., /health, /ready, OpenAPI docs at /docs."""
     _require_server_extra("the server", "fastapi", "uvicorn")
@@ -135,6 +141,7 @@ def serve(
         mode=mode,
         max_body_bytes=max_body_bytes,
         ingest_dir=ingest_dir,
+        pg_pool_size=pg_pool_size,
     )
     _warn_if_exposed(host, config)
     uvicorn.run(create_app(config), host=host, port=port, log_level="info")

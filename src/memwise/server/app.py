@@ -126,11 +126,12 @@ def create_state(
         embedder, built_llm = _build_models(config)
         llm = llm if llm is not None else built_llm
     keys = KeyRing(config.keys_file) if config.keys_file is not None else None
+    tenants = TenantRegistry(config, embedder=embedder, llm=llm)
     return ServerState(
         config=config,
         keys=keys,
-        tenants=TenantRegistry(config, embedder=embedder, llm=llm),
-        jobs=JobManager(max_kept=config.max_jobs_kept),
+        tenants=tenants,
+        jobs=JobManager(max_kept=config.max_jobs_kept, logs=tenants.job_log),
         embedder=embedder,
         llm=llm,
         owns_models=owns,
@@ -360,7 +361,7 @@ def _install_routes(app: FastAPI, config: ServerConfig) -> None:
                 if upload:
                     path.unlink(missing_ok=True)
 
-        return s.JobOut.of(state.jobs.start(tenant, "ingest", work))
+        return s.JobOut.of(await state.jobs.start(tenant, "ingest", work))
 
     @app.post("/v1/jobs/consolidate", response_model=s.JobOut, status_code=202, tags=["jobs"])
     async def consolidate_job(body: s.ConsolidateJobRequest, tenant: Tenant, state: State) -> s.JobOut:
@@ -373,12 +374,12 @@ def _install_routes(app: FastAPI, config: ServerConfig) -> None:
             job.progress(1)
             return s.consolidation_result(report)
 
-        return s.JobOut.of(state.jobs.start(tenant, "consolidate", work))
+        return s.JobOut.of(await state.jobs.start(tenant, "consolidate", work))
 
     @app.get("/v1/jobs/{job_id}", response_model=s.JobOut, tags=["jobs"])
     async def get_job(job_id: str, tenant: Tenant, state: State) -> s.JobOut:
-        """A job's status, progress, and result or error."""
-        job = state.jobs.get(tenant, job_id)
+        """A job's status, progress, and result or error, whichever server process runs it."""
+        job = await state.jobs.get(tenant, job_id)
         if job is None:
             raise ApiError(404, "not_found", f"no job {job_id!r}")
         return s.JobOut.of(job)

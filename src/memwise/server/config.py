@@ -40,7 +40,13 @@ class ServerConfig:
     ingest_dir: Path | None = field(
         default=None, metadata={"help": "ingest jobs may read dataset files under this folder only; None: uploads only"}
     )
-    max_jobs_kept: int = field(default=1000, metadata={"help": "finished jobs remembered for GET /v1/jobs/{id}"})
+    max_jobs_kept: int = field(
+        default=1000, metadata={"help": "finished jobs remembered per tenant for GET /v1/jobs/{id}"}
+    )
+    pg_pool_size: int = field(
+        default=10,
+        metadata={"help": "with a postgresql:// store: connections this process opens at most, for all tenants"},
+    )
 
     def __post_init__(self) -> None:
         if self.store is not None and not is_dsn(self.store):
@@ -51,7 +57,7 @@ class ServerConfig:
             )
         if self.mode not in ("turns", "facts"):
             raise ConfigError(f"server mode must be 'turns' or 'facts', got {self.mode!r}")
-        for name in ("max_body_bytes", "max_messages", "max_top_k", "max_limit", "max_jobs_kept"):
+        for name in ("max_body_bytes", "max_messages", "max_top_k", "max_limit", "max_jobs_kept", "pg_pool_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"server setting {name} must be >= 1, got {getattr(self, name)}")
 

@@ -4,6 +4,10 @@ Isolation is by construction: each tenant has its own store (one SQLite file und
 or, with a ``postgresql://`` store, one schema of the shared database), so no memory id, query, user
 id or filter sent by tenant A can reach tenant B's rows: they are not in the tables A's requests are
 answered from. The mapping from tenant to store is :func:`open_tenant_store`, and only there.
+
+With Postgres, the tenants of one server share one connection pool (``pg_pool_size`` connections at
+most, however many tenants it serves); each tenant's store sets its own schema's ``search_path`` on
+every checkout, so a connection never answers one tenant's request from another's schema.
 """
 
 from __future__ import annotations
@@ -11,15 +15,19 @@ from __future__ import annotations
 import hashlib
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from memwise.embed.base import Embedder
 from memwise.llm.base import ChatModel
 from memwise.server.auth import validate_tenant
 from memwise.server.config import ServerConfig
 from memwise.server.service import MemoryService
-from memwise.store.base import Store
+from memwise.store.base import JobLog, Store
 from memwise.store.registry import is_dsn
 from memwise.store.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from memwise.store._pg_pool import PgPool
 
 SCHEMA_PREFIX = "memwise_t_"
 _MAX_SCHEMA_BYTES = 63
@@ -48,17 +56,22 @@ def tenant_schema(tenant: str) -> str:
     return f"{SCHEMA_PREFIX}{name[:40]}~{hashlib.sha256(name.encode()).hexdigest()[:12]}"
 
 
-def open_tenant_store(config: ServerConfig, tenant: str) -> Store:
-    """The store holding ``tenant``'s memory (and nobody else's).
+class TenantStore(Store, JobLog, Protocol):
+    """A tenant's store: its records, and the jobs the server ran for it."""
+
+
+def open_tenant_store(config: ServerConfig, tenant: str, *, pool: PgPool | None = None) -> TenantStore:
+    """The store holding ``tenant``'s memory and jobs (and nobody else's).
 
     With a ``postgresql://`` store every tenant is a schema of that one database
-    (:func:`tenant_schema`), so several server processes on the same database serve the same
-    tenants; otherwise each tenant is a SQLite file under the data folder.
+    (:func:`tenant_schema`), reached through ``pool`` (the server's one pool) when given, so several
+    server processes on the same database serve the same tenants; otherwise each tenant is a SQLite
+    file under the data folder.
     """
     if config.store is not None and is_dsn(config.store):
         from memwise.store.postgres import PostgresStore
 
-        return PostgresStore(config.store, schema=tenant_schema(tenant))
+        return PostgresStore(config.store, schema=tenant_schema(tenant), pool=pool)
     return SQLiteStore(tenant_store_path(config.data_dir, tenant))
 
 
@@ -66,7 +79,8 @@ class TenantRegistry:
     """Opens each tenant's memory on first use and keeps it open; all share one embedder and model.
 
     The cache is the server's only mutable shared state: it exists so a tenant's store (and its
-    in-memory vector index) is opened once per process, not once per request.
+    in-memory vector index) is opened once per process, not once per request. With Postgres it also
+    holds the one connection pool every tenant's store shares, opened with the first tenant.
     """
 
     def __init__(self, config: ServerConfig, *, embedder: Embedder, llm: ChatModel | None) -> None:
@@ -74,20 +88,40 @@ class TenantRegistry:
         self.embedder = embedder
         self.llm = llm
         self._open: dict[str, MemoryService] = {}
+        self._logs: dict[str, JobLog] = {}
+        self._pool: PgPool | None = None
         self._lock = threading.Lock()
+
+    def _shared_pool(self) -> PgPool | None:
+        """The server's Postgres pool (opened on first use; the caller holds the lock), None with SQLite."""
+        store = self.config.store
+        if self._pool is None and store is not None and is_dsn(store):
+            from memwise.store._pg_pool import PgPool
+
+            self._pool = PgPool(store, max_connections=self.config.pg_pool_size)
+        return self._pool
+
+    def _opened(self, tenant: str) -> MemoryService:
+        """The memory of ``tenant``, opening its store now if needed; the caller holds the lock."""
+        service = self._open.get(tenant)
+        if service is None:
+            store = open_tenant_store(self.config, tenant, pool=self._shared_pool())
+            self._logs[tenant] = store
+            service = self._open[tenant] = MemoryService(
+                store=store, embedder=self.embedder, llm=self.llm, mode=self.config.mode
+            )
+        return service
 
     def memory(self, tenant: str) -> MemoryService:
         """The memory of ``tenant``, opened lazily."""
         with self._lock:
-            service = self._open.get(tenant)
-            if service is None:
-                service = self._open[tenant] = MemoryService(
-                    store=open_tenant_store(self.config, tenant),
-                    embedder=self.embedder,
-                    llm=self.llm,
-                    mode=self.config.mode,
-                )
-            return service
+            return self._opened(tenant)
+
+    def job_log(self, tenant: str) -> JobLog:
+        """Where ``tenant``'s jobs are kept: its own store (opened lazily, as :meth:`memory`)."""
+        with self._lock:
+            self._opened(tenant)
+            return self._logs[tenant]
 
     def opened(self) -> list[MemoryService]:
         """The tenant memories open right now."""
@@ -95,8 +129,11 @@ class TenantRegistry:
             return list(self._open.values())
 
     def close(self) -> None:
-        """Close every tenant store (the shared embedder and model are closed by their owner)."""
+        """Close every tenant store, then the shared pool (the shared embedder and model are closed by their owner)."""
         with self._lock:
-            services, self._open = list(self._open.values()), {}
+            services, self._open, self._logs = list(self._open.values()), {}, {}
+            pool, self._pool = self._pool, None
         for service in services:
             service.close()
+        if pool is not None:
+            pool.close()

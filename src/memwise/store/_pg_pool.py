@@ -1,5 +1,11 @@
 """The Postgres store's connections: a psycopg pool, and a transaction bound to the thread that opened it.
 
+:class:`PgPool` is one bounded pool to one database. A store opens its own, or shares one given to it:
+a server serving many tenants (one schema each) gives all of them the same pool, so its connections to
+the database stay within one bound however many tenants it serves. :class:`PgConnections` is one
+store's view of a pool: it sets the store's ``search_path`` on every checkout, so a connection last
+used for another schema can never answer for this one.
+
 As with SQLite, ``transaction()`` binds one connection to the calling thread for the block; calls
 outside a transaction take any pooled connection, and a write there retries on deadlock or
 serialisation failure, since two writers of overlapping rows may each wait on the other.
@@ -16,6 +22,7 @@ from typing import Any, TypeVar
 
 from memwise._aio import task_key
 from memwise.exceptions import StoreError
+from memwise.store import _pg_schema
 
 T = TypeVar("T")
 
@@ -26,44 +33,40 @@ class _ThreadState(threading.local):
     owner: int | None = None
 
 
-class PgConnections:
-    """A pool of autocommit connections plus the per-thread transaction the store's writes join.
+class PgPool:
+    """At most ``max_connections`` autocommit connections to one database, for one or many stores.
+
+    Opening it makes sure the database has pgvector (every pooled connection registers the vector
+    type), so the stores on it can migrate their schemas through pooled connections and the pool's
+    bound holds from then on.
 
     Args:
-        psycopg: the imported driver module (imported lazily by the store).
-        pool_mod: the imported ``psycopg_pool`` module.
         dsn: the libpq connection string.
-        where: the database as messages name it (no password).
-        configure: run on every new pooled connection (search path, vector type).
         max_connections: the pool's size; threads beyond it wait for a connection.
-        connect_timeout_s: how long opening waits for the server.
-        retry_budget_s: how long a write outside ``transaction()`` retries a conflict before StoreError.
+        connect_timeout_s: how long opening, and a checkout from a busy pool, wait.
+
+    Example:
+        >>> pool = PgPool("postgresql://memwise@db/memwise", max_connections=10)  # doctest: +SKIP
+        >>> acme = PostgresStore(pool.dsn, schema="memwise_t_acme", pool=pool)  # doctest: +SKIP
     """
 
-    def __init__(
-        self,
-        psycopg: Any,
-        pool_mod: Any,
-        dsn: str,
-        *,
-        where: str,
-        configure: Callable[[Any], None],
-        max_connections: int,
-        connect_timeout_s: float,
-        retry_budget_s: float,
-    ) -> None:
-        self._psycopg = psycopg
-        self.where = where
-        self.retry_budget_s = retry_budget_s
-        self._state = _ThreadState()
+    def __init__(self, dsn: str, *, max_connections: int = 8, connect_timeout_s: float = 10.0) -> None:
+        psycopg, pool_mod, register_vector = _pg_schema.import_driver()
+        if max_connections < 1:
+            raise StoreError(f"a PostgreSQL pool needs at least 1 connection, got max_connections={max_connections}")
+        self.psycopg = psycopg
+        self.dsn = dsn
+        self.where = _pg_schema.describe_dsn(dsn)
+        self.max_connections = max_connections
+        _pg_schema.ensure_vector(psycopg, dsn, where=self.where, connect_timeout_s=connect_timeout_s)
         # prepare_threshold=None keeps every statement planned with its parameter values, which is
         # what lets the planner pick a space's partial HNSW index.
         self._pool = pool_mod.ConnectionPool(
             dsn,
             min_size=1,
-            max_size=max(1, max_connections),
-            kwargs={"autocommit": True, "prepare_threshold": None},
-            configure=configure,
+            max_size=max_connections,
+            kwargs={"autocommit": True, "prepare_threshold": None, "application_name": "memwise"},
+            configure=register_vector,
             open=False,
             timeout=connect_timeout_s,
             name="memwise-store",
@@ -72,11 +75,45 @@ class PgConnections:
             self._pool.open(wait=True, timeout=connect_timeout_s)
         except pool_mod.PoolTimeout as exc:
             self._pool.close()
-            raise StoreError(f"cannot connect to {where} within {connect_timeout_s:.0f}s: {exc}") from exc
+            raise StoreError(f"cannot connect to {self.where} within {connect_timeout_s:.0f}s: {exc}") from exc
+
+    def connection(self) -> Any:
+        """A pooled connection for a ``with`` block (returned to the pool after it)."""
+        return self._pool.connection()
 
     def close(self) -> None:
         """Close the pool and every connection in it."""
         self._pool.close()
+
+
+class PgConnections:
+    """One store's use of a :class:`PgPool`: its search path on every checkout, plus its per-thread transaction.
+
+    Args:
+        pool: the pool (the store's own, or one shared with other stores).
+        where: the database as messages name it (no password).
+        pin: the statement every checkout runs first (the store's ``SET search_path``), or None.
+        retry_budget_s: how long a write outside ``transaction()`` retries a conflict before StoreError.
+    """
+
+    def __init__(self, pool: PgPool, *, where: str, pin: Any, retry_budget_s: float) -> None:
+        self._psycopg = pool.psycopg
+        self._pool = pool
+        self.where = where
+        self._pin = pin
+        self.retry_budget_s = retry_budget_s
+        self._state = _ThreadState()
+
+    @contextmanager
+    def _checkout(self) -> Iterator[Any]:
+        """A pooled connection on this store's search path, whatever the last user of it set."""
+        with self._pool.connection() as conn:
+            if self._pin is not None:
+                try:
+                    conn.execute(self._pin)
+                except self._psycopg.Error as exc:
+                    raise StoreError(f"setting the search path on {self.where} failed: {exc}") from exc
+            yield conn
 
     def _check_owner(self, what: str) -> None:
         if self._state.owner != task_key():
@@ -99,7 +136,7 @@ class PgConnections:
             finally:
                 state.depth -= 1
             return
-        with self._pool.connection() as conn:
+        with self._checkout() as conn:
             state.conn, state.depth, state.owner = conn, 1, task_key()
             try:
                 with conn.transaction():
@@ -125,7 +162,7 @@ class PgConnections:
         attempt = 0
         while True:
             try:
-                with self._pool.connection() as conn, conn.transaction():
+                with self._checkout() as conn, conn.transaction():
                     return work(conn)
             except retryable as exc:
                 if time.monotonic() >= deadline:
@@ -141,7 +178,7 @@ class PgConnections:
         try:
             if self._state.depth > 0:
                 return work(self._state.conn)
-            with self._pool.connection() as conn:
+            with self._checkout() as conn:
                 return work(conn)
         except psycopg.Error as exc:
             raise StoreError(f"{what} on {self.where} failed: {exc}") from exc

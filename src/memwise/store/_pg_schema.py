@@ -2,6 +2,7 @@
 
 ``migrate`` runs when a store opens, under a transaction-level advisory lock, so two processes opening
 one fresh database at once create the schema once; the ``schema_version`` table records the version.
+The ``jobs`` table (a server's job states) is created beside the records on every open.
 With a ``schema``, the tables live in a schema of their own (created if missing, migrated on its own),
 so one database can hold many separate memories, e.g. one per server tenant.
 """
@@ -60,6 +61,16 @@ CREATE TABLE IF NOT EXISTS vectors (
 );
 """,
 }
+
+JOBS_TABLE = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    state JSONB NOT NULL
+)"""
+"""A server's jobs beside the records (see :class:`memwise.store.base.JobLog`). Created on every open rather
+than by a numbered migration: a table older memwise versions ignore needs no version they would refuse."""
 
 COLS = _sql.prefixed("r")
 """The record columns, qualified by the alias ``r`` every query gives ``records``."""
@@ -148,21 +159,35 @@ def create_space(conn: Any, space: str, dim: int) -> None:
     )
 
 
-def migrate(psycopg: Any, dsn: str, *, schema: str | None, where: str, connect_timeout_s: float) -> Any:
-    """Create or upgrade the tables; idempotent, and safe when several processes open at once.
+def ensure_vector(psycopg: Any, dsn: str, *, where: str, connect_timeout_s: float) -> None:
+    """Create the pgvector extension if missing, on a connection of its own (closed before any pool opens).
 
-    Returns the ``search_path`` (a psycopg SQL fragment) pooled connections must set for ``schema``,
-    or None when the DSN's own search path is used.
+    Pooled connections register the vector type as they open, so the extension must exist first.
     """
     try:
         conn = psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, int(connect_timeout_s)))
     except psycopg.Error as exc:
         raise StoreError(f"cannot connect to {where}: {exc}".strip()) from exc
-    search_path = None
     try:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    except psycopg.Error as exc:
+        raise StoreError(f"creating the vector extension in {where} failed: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def migrate(psycopg: Any, conn: Any, *, schema: str | None, where: str) -> Any:
+    """Create or upgrade the tables on ``conn``; idempotent, and safe when several processes open at once.
+
+    Returns the ``search_path`` (a psycopg SQL fragment) the store's connections must set for
+    ``schema``, or None when the DSN's own search path is used.
+    """
+    search_path = None
+    try:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
             if schema is not None:
                 search_path = _enter_schema(conn, schema)
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
@@ -178,10 +203,9 @@ def migrate(psycopg: Any, dsn: str, *, schema: str | None, where: str, connect_t
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute("INSERT INTO schema_version(version) VALUES (%s)", (version,))
+            conn.execute(JOBS_TABLE)
     except psycopg.Error as exc:
         raise StoreError(f"migrating the schema of {where} failed: {exc}") from exc
-    finally:
-        conn.close()
     return search_path
 
 

@@ -304,3 +304,36 @@ class Store(Protocol):
     ) -> list[ScoredRecord]:
         """Nearest records to ``query_vec`` by cosine similarity, best first, filters applied inside the store."""
         ...
+
+
+FINISHED_JOB_STATUSES = ("done", "failed")
+"""Job statuses that no longer change: :meth:`JobLog.prune_jobs` may forget jobs in them."""
+
+
+class JobLog(Protocol):
+    """Where a server keeps its jobs: a ``jobs`` table beside the records, so every process on the store sees them.
+
+    Kept apart from :class:`Store` because only the server uses it. The store holds each job's state as a
+    JSON document whose fields are the server's (:mod:`memwise.server.jobs`); it knows the status only,
+    to prune finished jobs, and stamps each save with the time it was written.
+    """
+
+    def save_job(self, job_id: str, status: str, state: Mapping[str, Any]) -> None:
+        """Insert or replace the job's state."""
+        ...
+
+    def load_job(self, job_id: str) -> dict[str, Any] | None:
+        """The job's last saved state, or None."""
+        ...
+
+    def prune_jobs(self, keep: int) -> int:
+        """Forget finished jobs beyond the ``keep`` most recently saved jobs; returns how many went."""
+        ...
+
+
+def job_state_json(job_id: str, state: Mapping[str, Any]) -> str:
+    """A job's state as strict JSON (jsonb refuses NaN), or StoreError naming the job."""
+    try:
+        return json.dumps(dict(state), ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)
+    except ValueError as exc:
+        raise StoreError(f"job {job_id}: its state must be JSON without NaN or infinity: {exc}") from exc

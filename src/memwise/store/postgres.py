@@ -21,7 +21,7 @@ the search SQL in ``_pg_search``; this module is the store those parts make.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any
@@ -31,10 +31,10 @@ import numpy.typing as npt
 
 from memwise.exceptions import StoreError
 from memwise.store import _pg_schema, _pg_search, _sql
-from memwise.store._pg_pool import PgConnections
+from memwise.store._pg_pool import PgConnections, PgPool
 from memwise.store._pg_schema import COLS, row_to_record
 from memwise.store._prepare import as_matrix, checked_batch, edited, query_vector
-from memwise.store.base import ANY, Filters, Record, ScoredRecord
+from memwise.store.base import ANY, FINISHED_JOB_STATUSES, Filters, Record, ScoredRecord, job_state_json
 
 
 def _where(filters: Filters | None) -> tuple[str, list[Any]]:
@@ -50,8 +50,11 @@ class PostgresStore:
         space: the default vector space (normally the embedder's name).
         schema: keep the tables in this schema (created if missing); None: wherever the DSN's
             ``search_path`` puts them (normally ``public``).
-        max_connections: the pool's size; threads beyond it wait for a connection.
+        max_connections: the size of the store's own pool; threads beyond it wait for a connection.
         connect_timeout_s: how long opening the store waits for the server.
+        pool: share this pool (opened on ``dsn``) instead of opening one: many stores, e.g. one per
+            server tenant, then hold at most the pool's connections together. The store sets its
+            ``search_path`` on every checkout and leaves the pool open when it closes.
         retry_budget_s: how long a write outside ``transaction()`` retries after a deadlock or
             serialisation failure before raising StoreError.
         ef_search: HNSW candidates kept per search (at least ``top_k``): higher is slower and closer to
@@ -72,14 +75,16 @@ class PostgresStore:
         retry_budget_s: float = 60.0,
         ef_search: int = 40,
         exact_scope_limit: int = 20_000,
+        pool: PgPool | None = None,
     ) -> None:
-        psycopg, pool_mod, self._register_vector = _pg_schema.import_driver()
+        psycopg, _, _ = _pg_schema.import_driver()
         self._psycopg = psycopg
+        if pool is not None and pool.dsn != dsn:
+            raise StoreError("PostgresStore(pool=...) must be given the DSN the pool was opened on")
         self.dsn = dsn
         self.schema = None if schema is None else _pg_schema.check_schema_name(schema)
         self.where = _pg_schema.describe_dsn(dsn) + ("" if schema is None else f", schema {schema!r}")
         self.space = space
-        self._search_path: Any = None  # set by migrate() when a schema is given
         max_ef = _pg_search.MAX_EF_SEARCH
         if isinstance(ef_search, bool) or not isinstance(ef_search, int) or not 1 <= ef_search <= max_ef:
             raise StoreError(f"ef_search must be an integer from 1 to {max_ef}, got {ef_search!r}")
@@ -87,39 +92,45 @@ class PostgresStore:
         if isinstance(exact_scope_limit, bool) or not isinstance(exact_scope_limit, int) or exact_scope_limit < 0:
             raise StoreError(f"exact_scope_limit must be a non-negative integer, got {exact_scope_limit!r}")
         self.exact_scope_limit = exact_scope_limit
-        self._connect_timeout_s = connect_timeout_s
         self._dims: dict[str, int] = {}
-        self.migrate()
-        self._db = PgConnections(
-            psycopg,
-            pool_mod,
-            dsn,
-            where=self.where,
-            configure=self._configure,
-            max_connections=max_connections,
-            connect_timeout_s=connect_timeout_s,
-            retry_budget_s=retry_budget_s,
-        )
+        self._owns_pool = pool is None
+        self._pool = pool or PgPool(dsn, max_connections=max_connections, connect_timeout_s=connect_timeout_s)
+        try:
+            search_path = self.migrate()
+        except BaseException:
+            self._close_pool()
+            raise
+        if search_path is not None:
+            from psycopg import sql
+
+            pin: Any = sql.SQL("SET search_path TO {}").format(search_path)
+        else:
+            # A shared pool's connection may come back from another schema's store: go back to the DSN's path.
+            pin = None if self._owns_pool else "RESET search_path"
+        self._db = PgConnections(self._pool, where=self.where, pin=pin, retry_budget_s=retry_budget_s)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def migrate(self) -> None:
-        """Create or upgrade the schema; idempotent, and safe when several processes open at once."""
-        self._search_path = _pg_schema.migrate(
-            self._psycopg, self.dsn, schema=self.schema, where=self.where, connect_timeout_s=self._connect_timeout_s
-        )
+    def migrate(self) -> Any:
+        """Create or upgrade the schema; idempotent, and safe when several processes open at once.
 
-    def _configure(self, conn: Any) -> None:
-        """Set up a new pooled connection: the schema's search path first, then the vector type."""
-        if self._search_path is not None:
-            from psycopg import sql
+        Returns the search path (a psycopg SQL fragment) of the store's schema, or None without one.
+        """
+        try:
+            with self._pool.connection() as conn:
+                # The connection may come from another store of a shared pool: start from the DSN's path.
+                conn.execute("RESET search_path")
+                return _pg_schema.migrate(self._psycopg, conn, schema=self.schema, where=self.where)
+        except self._psycopg.Error as exc:
+            raise StoreError(f"migrating the schema of {self.where} failed: {exc}") from exc
 
-            conn.execute(sql.SQL("SET search_path TO {}").format(self._search_path))
-        self._register_vector(conn)
+    def _close_pool(self) -> None:
+        if self._owns_pool:
+            self._pool.close()
 
     def close(self) -> None:
-        """Close the pool; the instance is unusable afterwards."""
-        self._db.close()
+        """Close the store's own pool (a shared one stays open); the instance is unusable afterwards."""
+        self._close_pool()
 
     def __enter__(self) -> PostgresStore:
         return self
@@ -259,6 +270,39 @@ class PostgresStore:
             return row_to_record(row)
 
         return self._db.write(work, f"invalidate of {record_id}")
+
+    # -- jobs (JobLog) --------------------------------------------------------------------------
+
+    def save_job(self, job_id: str, status: str, state: Mapping[str, Any]) -> None:
+        """Insert or replace a server job's state (see :class:`memwise.store.base.JobLog`)."""
+        doc = job_state_json(job_id, state)
+        self._db.write(
+            lambda conn: conn.execute(
+                "INSERT INTO jobs(id, status, updated_at, state) VALUES (%s, %s, %s, %s::jsonb) ON CONFLICT (id) "
+                "DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at, state = excluded.state",
+                (job_id, status, time.time(), doc),
+            ),
+            f"saving job {job_id}",
+        )
+
+    def load_job(self, job_id: str) -> dict[str, Any] | None:
+        """A server job's last saved state, or None."""
+        row = self._db.read(
+            lambda conn: conn.execute("SELECT state FROM jobs WHERE id = %s", (job_id,)).fetchone(), f"job {job_id}"
+        )
+        return None if row is None else dict(row[0])
+
+    def prune_jobs(self, keep: int) -> int:
+        """Forget finished jobs beyond the ``keep`` most recently saved."""
+        sql = (
+            "DELETE FROM jobs WHERE status = ANY(%s) "
+            "AND id NOT IN (SELECT id FROM jobs ORDER BY updated_at DESC LIMIT %s)"
+        )
+        return int(
+            self._db.write(
+                lambda conn: conn.execute(sql, (list(FINISHED_JOB_STATUSES), max(keep, 0))).rowcount, "job pruning"
+            )
+        )
 
     # -- reads ----------------------------------------------------------------------------------
 

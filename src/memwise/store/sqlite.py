@@ -8,10 +8,11 @@ search is exact cosine over an in-memory matrix that follows the file's change l
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
@@ -25,9 +26,14 @@ from memwise.exceptions import StoreError
 from memwise.store import _sql
 from memwise.store._prepare import as_matrix, checked_batch, edited, query_vector
 from memwise.store._vectors import VectorIndex
-from memwise.store.base import ANY, Filters, Record, ScoredRecord
+from memwise.store.base import ANY, FINISHED_JOB_STATUSES, Filters, Record, ScoredRecord, job_state_json
 
 _CHUNK = 500
+_JOBS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, status TEXT NOT NULL, updated_at REAL NOT NULL, "
+    "state TEXT NOT NULL)"
+)
+"""A server's jobs beside the records (:class:`memwise.store.base.JobLog`); older files gain it on open."""
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -88,6 +94,7 @@ class SQLiteStore:
             _sql.migrate(c)
             for statement in _sql.statements(_sql.DDL):
                 c.execute(statement)
+            c.execute(_JOBS_TABLE)
             row = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is not None and int(row[0]) > _sql.SCHEMA_VERSION:
                 raise StoreError(
@@ -251,6 +258,39 @@ class SQLiteStore:
             return record
 
         return self._db.write(work, f"invalidate of {record_id}")
+
+    # -- jobs (JobLog) --------------------------------------------------------------------------
+
+    def save_job(self, job_id: str, status: str, state: Mapping[str, Any]) -> None:
+        """Insert or replace a server job's state (see :class:`memwise.store.base.JobLog`)."""
+        doc = job_state_json(job_id, state)
+        self._db.write(
+            lambda conn: conn.execute(
+                "INSERT INTO jobs(id, status, updated_at, state) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
+                "SET status = excluded.status, updated_at = excluded.updated_at, state = excluded.state",
+                (job_id, status, time.time(), doc),
+            ),
+            f"saving job {job_id}",
+        )
+
+    def load_job(self, job_id: str) -> dict[str, Any] | None:
+        """A server job's last saved state, or None."""
+        row = self._db.read(
+            lambda conn: conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone(), f"job {job_id}"
+        )
+        return None if row is None else dict(json.loads(row[0]))
+
+    def prune_jobs(self, keep: int) -> int:
+        """Forget finished jobs beyond the ``keep`` most recently saved."""
+        sql = (
+            f"DELETE FROM jobs WHERE status IN ({', '.join('?' * len(FINISHED_JOB_STATUSES))}) "
+            "AND id NOT IN (SELECT id FROM jobs ORDER BY updated_at DESC LIMIT ?)"
+        )
+        return int(
+            self._db.write(
+                lambda conn: conn.execute(sql, (*FINISHED_JOB_STATUSES, max(keep, 0))).rowcount, "job pruning"
+            )
+        )
 
     # -- reads ----------------------------------------------------------------------------------
 
