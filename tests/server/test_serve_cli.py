@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from memwise.server.auth import create_key
 from memwise.testing import FakeOpenAIServer
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from memwise.testing.services import free_port, wait_for_health
 
 
 def test_serve_process_answers_with_a_key(tmp_path: Path) -> None:
@@ -26,7 +19,7 @@ def test_serve_process_answers_with_a_key(tmp_path: Path) -> None:
     assert exe is not None
     keys = tmp_path / "keys.json"
     secret, _ = create_key(keys, "acme")
-    port = _free_port()
+    port = free_port()
     with FakeOpenAIServer(responder=lambda call: "Pepper").in_thread() as fake:
         base = [
             "--base-url",
@@ -42,15 +35,9 @@ def test_serve_process_answers_with_a_key(tmp_path: Path) -> None:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{url}/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
-                time.sleep(0.1)
+            if not wait_for_health(url, proc, timeout_s=30):
+                proc.terminate()
+                raise AssertionError(proc.stdout.read() if proc.stdout else "memwise serve did not start")
             h = {"Authorization": f"Bearer {secret}"}
             added = httpx.post(
                 f"{url}/v1/memories", json={"messages": [{"content": "I adopted Pepper."}], "user_id": "u"}, headers=h
