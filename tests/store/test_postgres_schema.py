@@ -1,4 +1,8 @@
-"""PostgresStore(schema=...): many separate memories in one database, each in a schema of its own; ef_search."""
+"""PostgresStore(schema=...): many separate memories in one database, each in a schema of its own; ef_search.
+
+Stores of several schemas may share one pool (``pool=``), as a server's tenants do: each sets its own
+search path on every checkout, so a connection used for one schema never answers for another.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from memwise.exceptions import StoreError
+from memwise.store._pg_pool import PgPool
 from memwise.store.base import Filters, Record
 from memwise.store.postgres import PostgresStore
 
@@ -62,6 +67,35 @@ def test_reopening_a_schema_finds_its_records_and_vectors(pg_database: str, sche
         assert store.search_vector(_unit(3), 1)[0].record.id == "n3"
         store.add([Record(text="note 9", id="n9")], [_unit(1)])
         assert store.get_vector("n9") is not None
+
+
+def test_stores_sharing_one_connection_keep_their_schemas_apart(pg_database: str, schemas: list[str]) -> None:
+    pool = PgPool(pg_database, max_connections=1)  # one connection: every call reuses the other schema's
+    try:
+        a, b = (PostgresStore(pg_database, schema=name, pool=pool) for name in schemas)
+        plain = PostgresStore(pg_database, pool=pool)  # the DSN's own search path, between the two
+        for i in range(3):
+            a.add([Record(text=f"Pepper fact {i}", id=f"id{i}", user_id="alice")], [_unit(i)])
+            assert plain.count() == 0
+            b.add([Record(text=f"swordfish fact {i}", id=f"id{i}", user_id="alice")], [_unit(i)])
+            with a.transaction():
+                assert a.get(f"id{i}").text == f"Pepper fact {i}"  # type: ignore[union-attr]
+            assert b.get(f"id{i}").text == f"swordfish fact {i}"  # type: ignore[union-attr]
+            assert a.search_text("swordfish", 5) == [] and b.search_text("Pepper", 5) == []
+        assert [h.record.text for h in a.search_vector(_unit(1), 1)] == ["Pepper fact 1"]
+        a.close()  # a shared pool outlives the stores on it
+        assert b.count() == 3
+        b.close()
+        plain.close()
+        with pool.connection() as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        pool.close()
+        with psycopg.connect(pg_database, autocommit=True) as conn:  # the plain store's tables, in public
+            conn.execute("DROP TABLE IF EXISTS public.vectors, public.spaces, public.records, public.jobs CASCADE")
+            conn.execute("DROP TABLE IF EXISTS public.schema_version")
+    with pytest.raises(StoreError, match="DSN the pool was opened on"):
+        PostgresStore(pg_database + "&application_name=other", pool=pool)
 
 
 def test_a_schema_name_postgres_would_truncate_is_refused(pg_database: str) -> None:
