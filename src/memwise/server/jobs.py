@@ -90,8 +90,12 @@ class Job:
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Job:
-        """A job read back from its tenant's store (unknown keys, from a newer memwise, ignored)."""
+        """A job read back from its tenant's store (unknown keys, from a newer memwise, ignored).
+
+        A state without a heartbeat counts as long silent, never as alive now.
+        """
         known = {name: state[name] for name in cls.__dataclass_fields__ if name in state}
+        known.setdefault("heartbeat_at", 0.0)
         return cls(**known)
 
     def orphaned(self, now: float, *, stale_after_s: float = STALE_AFTER_S) -> bool:

@@ -2,9 +2,10 @@
 
 :class:`PgPool` is one bounded pool to one database. A store opens its own, or shares one given to it:
 a server serving many tenants (one schema each) gives all of them the same pool, so its connections to
-the database stay within one bound however many tenants it serves. :class:`PgConnections` is one
-store's view of a pool: it sets the store's ``search_path`` on every checkout, so a connection last
-used for another schema can never answer for this one.
+the database stay within one bound however many tenants it serves. Every checkout names the store's
+:class:`SearchPath`, and the pool puts the connection on it first unless it is there already (it
+remembers the path it last set on each connection), so a connection last used for another schema can
+never answer for this one. :class:`PgConnections` is one store's view of a pool.
 
 As with SQLite, ``transaction()`` binds one connection to the calling thread for the block; calls
 outside a transaction take any pooled connection, and a write there retries on deadlock or
@@ -16,8 +17,10 @@ from __future__ import annotations
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from memwise._aio import task_key
@@ -31,6 +34,18 @@ class _ThreadState(threading.local):
     conn: Any = None
     depth: int = 0
     owner: int | None = None
+
+
+@dataclass(frozen=True)
+class SearchPath:
+    """A search path a checkout puts its connection on: ``key`` names it, ``statement`` sets it."""
+
+    key: str
+    statement: Any
+
+
+DSN_PATH = SearchPath("", "RESET search_path")
+"""The search path the DSN (or the role's settings) gives a connection: a store without a schema uses it."""
 
 
 class PgPool:
@@ -58,6 +73,9 @@ class PgPool:
         self.dsn = dsn
         self.where = _pg_schema.describe_dsn(dsn)
         self.max_connections = max_connections
+        # The path each connection was last put on (weak keys: a connection the pool drops is forgotten).
+        self._paths: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        self._paths_lock = threading.Lock()
         _pg_schema.ensure_vector(psycopg, dsn, where=self.where, connect_timeout_s=connect_timeout_s)
         # prepare_threshold=None keeps every statement planned with its parameter values, which is
         # what lets the planner pick a space's partial HNSW index.
@@ -77,9 +95,25 @@ class PgPool:
             self._pool.close()
             raise StoreError(f"cannot connect to {self.where} within {connect_timeout_s:.0f}s: {exc}") from exc
 
-    def connection(self) -> Any:
-        """A pooled connection for a ``with`` block (returned to the pool after it)."""
-        return self._pool.connection()
+    @contextmanager
+    def connection(self, path: SearchPath | None = None) -> Iterator[Any]:
+        """A pooled connection for a ``with`` block; with ``path``, on that search path.
+
+        The path is set outside any transaction, so no rollback undoes it; until it is set, the
+        connection counts as on no known path.
+        """
+        with self._pool.connection() as conn:
+            if path is not None:
+                with self._paths_lock:
+                    current = self._paths.pop(conn, None)
+                if current != path.key:
+                    try:
+                        conn.execute(path.statement)
+                    except self.psycopg.Error as exc:
+                        raise StoreError(f"setting the search path on {self.where} failed: {exc}") from exc
+                with self._paths_lock:
+                    self._paths[conn] = path.key
+            yield conn
 
     def close(self) -> None:
         """Close the pool and every connection in it."""
@@ -92,28 +126,21 @@ class PgConnections:
     Args:
         pool: the pool (the store's own, or one shared with other stores).
         where: the database as messages name it (no password).
-        pin: the statement every checkout runs first (the store's ``SET search_path``), or None.
+        path: the store's search path (its schema's, or :data:`DSN_PATH`).
         retry_budget_s: how long a write outside ``transaction()`` retries a conflict before StoreError.
     """
 
-    def __init__(self, pool: PgPool, *, where: str, pin: Any, retry_budget_s: float) -> None:
+    def __init__(self, pool: PgPool, *, where: str, path: SearchPath, retry_budget_s: float) -> None:
         self._psycopg = pool.psycopg
         self._pool = pool
         self.where = where
-        self._pin = pin
+        self._path = path
         self.retry_budget_s = retry_budget_s
         self._state = _ThreadState()
 
-    @contextmanager
-    def _checkout(self) -> Iterator[Any]:
+    def _checkout(self) -> AbstractContextManager[Any]:
         """A pooled connection on this store's search path, whatever the last user of it set."""
-        with self._pool.connection() as conn:
-            if self._pin is not None:
-                try:
-                    conn.execute(self._pin)
-                except self._psycopg.Error as exc:
-                    raise StoreError(f"setting the search path on {self.where} failed: {exc}") from exc
-            yield conn
+        return self._pool.connection(self._path)
 
     def _check_owner(self, what: str) -> None:
         if self._state.owner != task_key():

@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 from memwise.exceptions import StoreError
 from memwise.store import _pg_schema, _pg_search, _sql
-from memwise.store._pg_pool import PgConnections, PgPool
+from memwise.store._pg_pool import DSN_PATH, PgConnections, PgPool, SearchPath
 from memwise.store._pg_schema import COLS, row_to_record
 from memwise.store._prepare import as_matrix, checked_batch, edited, query_vector
 from memwise.store.base import ANY, FINISHED_JOB_STATUSES, Filters, Record, ScoredRecord, job_state_json
@@ -53,8 +53,8 @@ class PostgresStore:
         max_connections: the size of the store's own pool; threads beyond it wait for a connection.
         connect_timeout_s: how long opening the store waits for the server.
         pool: share this pool (opened on ``dsn``) instead of opening one: many stores, e.g. one per
-            server tenant, then hold at most the pool's connections together. The store sets its
-            ``search_path`` on every checkout and leaves the pool open when it closes.
+            server tenant, then hold at most the pool's connections together. Each checkout puts the
+            connection on the store's ``search_path`` first; closing the store leaves the pool open.
         retry_budget_s: how long a write outside ``transaction()`` retries after a deadlock or
             serialisation failure before raising StoreError.
         ef_search: HNSW candidates kept per search (at least ``top_k``): higher is slower and closer to
@@ -100,14 +100,12 @@ class PostgresStore:
         except BaseException:
             self._close_pool()
             raise
-        if search_path is not None:
+        path = DSN_PATH
+        if self.schema is not None:
             from psycopg import sql
 
-            pin: Any = sql.SQL("SET search_path TO {}").format(search_path)
-        else:
-            # A shared pool's connection may come back from another schema's store: go back to the DSN's path.
-            pin = None if self._owns_pool else "RESET search_path"
-        self._db = PgConnections(self._pool, where=self.where, pin=pin, retry_budget_s=retry_budget_s)
+            path = SearchPath(self.schema, sql.SQL("SET search_path TO {}").format(search_path))
+        self._db = PgConnections(self._pool, where=self.where, path=path, retry_budget_s=retry_budget_s)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -117,9 +115,8 @@ class PostgresStore:
         Returns the search path (a psycopg SQL fragment) of the store's schema, or None without one.
         """
         try:
-            with self._pool.connection() as conn:
-                # The connection may come from another store of a shared pool: start from the DSN's path.
-                conn.execute("RESET search_path")
+            # On the DSN's path: the migration creates the schema and enters it for its own transaction.
+            with self._pool.connection(DSN_PATH) as conn:
                 return _pg_schema.migrate(self._psycopg, conn, schema=self.schema, where=self.where)
         except self._psycopg.Error as exc:
             raise StoreError(f"migrating the schema of {self.where} failed: {exc}") from exc
