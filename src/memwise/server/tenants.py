@@ -6,8 +6,9 @@ id or filter sent by tenant A can reach tenant B's rows: they are not in the tab
 answered from. The mapping from tenant to store is :func:`open_tenant_store`, and only there.
 
 With Postgres, the tenants of one server share one connection pool (``pg_pool_size`` connections at
-most, however many tenants it serves); each tenant's store sets its own schema's ``search_path`` on
-every checkout, so a connection never answers one tenant's request from another's schema.
+most, however many tenants it serves); a tenant's store puts each connection it checks out on its own
+schema's ``search_path`` first, unless it is there already, so a connection never answers one tenant's
+request from another's schema.
 """
 
 from __future__ import annotations

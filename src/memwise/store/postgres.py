@@ -52,9 +52,6 @@ class PostgresStore:
             ``search_path`` puts them (normally ``public``).
         max_connections: the size of the store's own pool; threads beyond it wait for a connection.
         connect_timeout_s: how long opening the store waits for the server.
-        pool: share this pool (opened on ``dsn``) instead of opening one: many stores, e.g. one per
-            server tenant, then hold at most the pool's connections together. Each checkout puts the
-            connection on the store's ``search_path`` first; closing the store leaves the pool open.
         retry_budget_s: how long a write outside ``transaction()`` retries after a deadlock or
             serialisation failure before raising StoreError.
         ef_search: HNSW candidates kept per search (at least ``top_k``): higher is slower and closer to
@@ -62,6 +59,9 @@ class PostgresStore:
             bench/service.py) recall@10 at 40 can be well under 1, so raise it when recall matters.
         exact_scope_limit: a search scoped to a user, agent or run with at most this many records
             ranks them exactly instead of walking the HNSW graph (see :meth:`search_vector`).
+        pool: share this pool (opened on ``dsn``) instead of opening one: many stores, e.g. one per
+            server tenant, then hold at most the pool's connections together. Each checkout puts the
+            connection on the store's ``search_path`` first; closing the store leaves the pool open.
     """
 
     def __init__(
