@@ -19,7 +19,9 @@ from memwise.testing import FakeEmbedder
 async def test_hybrid_recall_at_10_beats_baselines_and_target(shared_data: Path) -> None:
     result = await evaluate_retrieval(shared_data / "locomo" / "locomo10_dev.json", MiniLMEmbedder())
     assert result["questions"] == 760
-    assert result["recall@10"] >= 0.79  # measured 0.802 (LOO 0.795)
+    assert result["recall@10"] >= 0.80  # measured 0.817 (LOO 0.812); 0.802 before the length and spread steps
+    # The length prior and the spread over sessions add to the rest of the recipe (measured 0.797 without).
+    assert result["recall@10"] > result["ablations"]["full recipe less length and spread"]["recall@10"] + 0.01
     baselines = result["baselines"]
     assert result["recall@10"] > max(b["recall@10"] for b in baselines.values()) + 0.1
     # The session, time-cue, entity and time-window steps add to fusion + context + speaker (0.789).

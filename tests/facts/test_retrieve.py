@@ -7,10 +7,11 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from memwise.exceptions import ConfigError
-from memwise.facts._text import day_label, mentioned_names, without_names
+from memwise.facts._text import asks_for_many, day_label, mentioned_names, without_names
 from memwise.facts.entities import ENTITIES
 from memwise.facts.retrieval_eval import Item, loo_sweep
 from memwise.facts.retrieval_links import (
@@ -27,11 +28,13 @@ from memwise.facts.retrieval_scores import (
     context_scores,
     entity_weights,
     fuse,
+    length_score,
     neighbours_to_fetch,
     normalise_scores,
     reciprocal_rank_fusion,
     session_scores,
     speaker_bonus,
+    spread_order,
 )
 from memwise.facts.retrieve import HybridRetriever
 from memwise.facts.temporal import DateRange
@@ -183,6 +186,14 @@ def test_config_rejects_nonsense() -> None:
         RetrieverConfig(entity_weight=-0.1)
     with pytest.raises(ConfigError):
         RetrieverConfig(session_top=0)
+    with pytest.raises(ConfigError):
+        RetrieverConfig(length_weight=-0.1)
+    with pytest.raises(ConfigError):
+        RetrieverConfig(spread_weight=-0.1)
+    with pytest.raises(ConfigError):
+        RetrieverConfig(length_words=0)
+    with pytest.raises(ConfigError):
+        RetrieverConfig(spread_depth=0)
 
 
 # -- session, entity and time steps ----------------------------------------------------------------
@@ -312,6 +323,79 @@ def test_loo_sweep_scores_each_point_as_rank_does() -> None:
     result = loo_sweep(items, gathered, config)
     assert result["default_in_sample_recall@10"] == pytest.approx(sum(by_rank) / len(by_rank))
     assert len(result["folds"]) == 2
+
+
+# -- length prior and spread over sessions ---------------------------------------------------------
+
+
+def test_length_score_counts_words_up_to_the_cap() -> None:
+    assert length_score("Ann: Bye!", 4) == 0.5
+    assert length_score("one two three four five six", 4) == 1.0
+    with pytest.raises(ConfigError):
+        length_score("text", 0)
+
+
+def test_rank_length_prior_prefers_the_turn_that_says_something() -> None:
+    records = _records(
+        [("short", "s1", "Ann: Nice paint!"), ("long", "s2", "Ann: I paint sunsets by the lake on Sundays.")]
+    )
+    cands = Candidates(records, dense={"short": 0.5, "long": 0.5}, lexical={"short": 2.0, "long": 2.0})
+    config = RetrieverConfig(speaker_boost=0.0, session_weight=0.0, length_weight=0.0)
+    assert [h.record.id for h in rank("paint?", cands, config, 2)] == ["short", "long"]  # a tie: first seen
+    assert [h.record.id for h in rank("paint?", cands, replace(config, length_weight=0.2), 2)] == ["long", "short"]
+
+
+def test_asks_for_many_perfect_aspect_counts_and_both() -> None:
+    assert asks_for_many("What has Melanie painted?")
+    assert asks_for_many("How many times has John won?")
+    assert asks_for_many("What do Jon and Gina both like?")
+    assert not asks_for_many("What did Melanie paint last week?")
+    assert not asks_for_many("Has Ann moved since May?")
+
+
+def test_spread_order_weight_zero_is_the_plain_stable_order() -> None:
+    final = np.array([[0.5, 0.9, 0.5, 0.7], [0.5, 0.9, 0.5, 0.7]])
+    sessions = np.array([0, 0, 1, 0])
+    got = spread_order(final, sessions, np.array([0.0, 0.3]), top=4, depth=4)
+    assert got[0].tolist() == [1, 3, 0, 2]  # ties keep pool order
+    # Row 2: 0.9 (s0), then 0.7 - 0.3 = 0.4 loses to the other session's 0.5.
+    assert got[1].tolist() == [1, 2, 3, 0]
+    # Below the depth the plain order follows: record 2 (pool position 4) is not moved up.
+    assert spread_order(final[1:], sessions, np.array([0.3]), top=4, depth=3)[0].tolist() == [1, 3, 0, 2]
+
+
+def test_rank_spreads_only_questions_that_gather_several_things() -> None:
+    rows = [(f"a{i}", "s1", f"Ann: I painted picture {i}.") for i in range(4)]
+    records = _records([*rows, ("b", "s2", "Ann: I painted a horse.")])
+    dense = {"a0": 0.9, "a1": 0.85, "a2": 0.8, "a3": 0.75, "b": 0.6}
+    cands = Candidates(records, dense=dense, lexical={})
+    config = RetrieverConfig(speaker_boost=0.0, session_weight=0.0, length_weight=0.0, spread_weight=0.5)
+    many = [h.record.id for h in rank("What has Ann painted?", cands, config, 3)]
+    one = [h.record.id for h in rank("What did Ann paint?", cands, config, 3)]
+    assert "b" in many and "b" not in one
+    assert [h.record.id for h in rank("What has Ann painted?", cands, replace(config, spread_weight=0.0), 3)] == one
+
+
+def test_loo_sweep_spreads_as_rank_does() -> None:
+    items: list[Item] = []
+    gathered: list[Candidates] = []
+    for conv in ("c1", "c2"):
+        rows = [(f"{conv}-a{i}", "s1", f"Ann: I painted picture {i} today.") for i in range(12)]
+        records = _records([*rows, (f"{conv}-b", "s2", "Ann: I painted a horse.")])
+        records = {k: replace(r, metadata={**r.metadata, "source_ids": [k]}) for k, r in records.items()}
+        dense = {key: 0.9 - 0.01 * i for i, key in enumerate(records)}
+        cands = Candidates(records, dense=dense, lexical={})
+        for question in ("What has Ann painted?", "What did Ann paint?"):
+            items.append(Item(conv, question, "1", (f"{conv}-b",)))
+            gathered.append(cands)
+    config = RetrieverConfig(spread_weight=0.3)
+    by_rank = [
+        len({h.record.id for h in rank(i.question, c, config, 10)} & set(i.evidence)) / len(i.evidence)
+        for i, c in zip(items, gathered, strict=True)
+    ]
+    assert by_rank == [1.0, 0.0, 1.0, 0.0]
+    result = loo_sweep(items, gathered, config)
+    assert result["default_in_sample_recall@10"] == pytest.approx(sum(by_rank) / len(by_rank))
 
 
 # -- end to end ------------------------------------------------------------------------------------

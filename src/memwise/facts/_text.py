@@ -60,3 +60,24 @@ def without_names(text: str, names: Iterable[str]) -> str:
         if name and name.strip():
             text = re.sub(rf"(?<!\w){re.escape(name.strip())}(?!\w)", " ", text, flags=re.IGNORECASE)
     return text
+
+
+# "has/have" asks about what built up over time ("What has Melanie painted?", "Which cities has John
+# been to?"); followed by "ago", "since" or "when" ("Has Ann moved since May?") it asks about one time.
+_PERFECT = re.compile(r"\b(?:has|have)\b(?!.*\b(?:ago|since|when)\b)", re.IGNORECASE)
+_MANY = re.compile(r"\bhow many\b|\bboth\b|\bin common\b", re.IGNORECASE)
+
+
+def asks_for_many(question: str) -> bool:
+    """Whether ``question`` likely gathers several things said at different times.
+
+    Such questions ("What has Melanie painted?", "How many games has John won?", "What do Jon and
+    Gina both like?") have their evidence spread over sessions, while the session and context steps
+    pull the top of the ranking into one session; the retriever spreads those questions' results
+    over sessions instead (:func:`~memwise.facts.retrieval_scores.spread_order`).
+
+    Example:
+        >>> asks_for_many("Which cities has John been to?"), asks_for_many("Has Ann moved since May?")
+        (True, False)
+    """
+    return bool(_PERFECT.search(question) or _MANY.search(question))

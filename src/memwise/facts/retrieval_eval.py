@@ -10,7 +10,7 @@ Baselines run in the same process over the same index (same rendered text, same 
 alone, bm25 alone, and plain reciprocal-rank fusion of the two. Ablations switch parts of the recipe
 off; the rows starting with ``+`` add one later step alone to fusion + context + speaker. ``--loo``
 re-picks the tuned knobs (:data:`GRID`: dense weight, context weight, speaker boost, session, time
-cue and entity weights) on four conversations and scores the fifth, for each conversation in turn.
+cue, entity, length and spread weights) on four conversations and scores the fifth, for each conversation in turn.
 
 Ingest goes through the product path (:func:`memwise.facts.ingest.ingest_many`, mode ``turns``), so the
 figure measures what users get. Run it as ``memwise bench retrieval --dataset locomo --path FILE`` or
@@ -39,11 +39,20 @@ import numpy as np
 from memwise.embed.base import Embedder
 from memwise.embed.cache import CachedEmbedder
 from memwise.facts._factmode import Scope, turn_unit
+from memwise.facts._text import asks_for_many
 from memwise.facts.ingest import ingest_many
 from memwise.facts.ownership import owner_of
 from memwise.facts.readers import read_locomo
-from memwise.facts.retrieval_rank import PART_WEIGHTS, PARTS, Candidates, RetrieverConfig, rank, score_parts
-from memwise.facts.retrieval_scores import reciprocal_rank_fusion
+from memwise.facts.retrieval_rank import (
+    PART_WEIGHTS,
+    PARTS,
+    Candidates,
+    RetrieverConfig,
+    rank,
+    score_parts,
+    session_codes,
+)
+from memwise.facts.retrieval_scores import reciprocal_rank_fusion, spread_order
 from memwise.facts.retrieve import HybridRetriever
 from memwise.facts.types import Conversation
 from memwise.store.base import Filters, Record, ScoredRecord
@@ -54,18 +63,28 @@ KS = (1, 5, 10, 20)
 DEPTH = max(KS)
 BASELINE_DEPTH = 100  # how deep each channel goes before RRF
 # The knobs LOO re-picks. The first two change the pool and context scores (re-scored per value); the
-# rest only weigh parts of the final score (re-added, see retrieval_rank.combine), so their grid is cheap.
+# rest only weigh parts of the final score (re-added, see retrieval_rank.combine) or, spread_weight, re-order
+# its top (retrieval_scores.spread_order, vectorised over the grid), so their grid is cheap.
 # time_weight is not swept: LoCoMo questions carry no date, so this file cannot tune it.
 GRID = {
     "dense_weight": (0.3, 0.4, 0.5),
     "context_weight": (0.5, 0.75, 1.0),
     "speaker_boost": (0.2, 0.35, 0.5, 0.75),
-    "session_weight": (0.0, 0.15, 0.3, 0.45),
+    "session_weight": (0.15, 0.3, 0.45, 0.6),
     "time_cue_weight": (0.0, 0.1, 0.2, 0.3),
     "entity_weight": (0.0, 0.1, 0.2),
+    "length_weight": (0.0, 0.2, 0.3, 0.4),
+    "spread_weight": (0.0, 0.1, 0.2, 0.3),
 }
 _RESCORED = ("dense_weight", "context_weight")
-_OFF = {"session_weight": 0.0, "entity_weight": 0.0, "time_weight": 0.0, "time_cue_weight": 0.0}
+_OFF = {
+    "session_weight": 0.0,
+    "entity_weight": 0.0,
+    "time_weight": 0.0,
+    "time_cue_weight": 0.0,
+    "length_weight": 0.0,
+    "spread_weight": 0.0,
+}
 ABLATIONS = {
     "fusion only": {"context_weight": 0.0, "speaker_boost": 0.0, **_OFF},
     "fusion + speaker": {"context_weight": 0.0, **_OFF},
@@ -75,6 +94,9 @@ ABLATIONS = {
     "+ time cue": {**_OFF, "time_cue_weight": RetrieverConfig().time_cue_weight},
     "+ entities": {**_OFF, "entity_weight": RetrieverConfig().entity_weight},
     "+ time window": {**_OFF, "time_weight": RetrieverConfig().time_weight},
+    "+ length prior": {**_OFF, "length_weight": RetrieverConfig().length_weight},
+    "+ spread": {**_OFF, "spread_weight": RetrieverConfig().spread_weight},
+    "full recipe less length and spread": {"length_weight": 0.0, "spread_weight": 0.0},
     "full recipe": {},
 }
 
@@ -222,13 +244,18 @@ def loo_sweep(items: Sequence[Item], gathered: Sequence[Candidates], base: Retri
     for rows in groups.values():
         config = replace(base, **points[rows[0]])
         weights = np.array([[points[p].get(w, getattr(base, w)) for w in PART_WEIGHTS.values()] for p in rows])
+        spread = np.array([points[p].get("spread_weight", base.spread_weight) for p in rows])
         for item, cands in zip(items, gathered, strict=True):
             parts = score_parts(item.question, cands, config)
             if not parts.keys:
                 continue
             matrix = np.array([parts.parts[name] for name in PARTS])  # parts x pool
             final = np.asarray(parts.context) + weights @ matrix  # points x pool
-            top = np.argsort(-final, axis=1, kind="stable")[:, :10]
+            if asks_for_many(item.question):
+                sessions = session_codes(parts.keys, cands.records)
+                top = spread_order(final, sessions, spread, 10, config.spread_depth)
+            else:
+                top = np.argsort(-final, axis=1, kind="stable")[:, :10]
             hit = np.array([_turn_id(cands.records[key]) in item.evidence for key in parts.keys])
             sums[rows, column[item.conversation]] += hit[top].sum(axis=1) / len(item.evidence)
     counts = np.array([sum(1 for i in items if i.conversation == conv) for conv in convs])

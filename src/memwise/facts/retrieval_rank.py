@@ -7,18 +7,24 @@ which is how the leave-one-conversation-out sweep of :mod:`memwise.facts.retriev
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
 from memwise.exceptions import ConfigError
+from memwise.facts._text import asks_for_many
 from memwise.facts.retrieval_links import SESSION, SPEAKER, context_links
 from memwise.facts.retrieval_scores import (
     context_scores,
     fuse,
+    length_score,
     neighbours_to_fetch,
     normalise_scores,
     session_scores,
     speaker_bonus,
+    spread_order,
     unit_entities,
 )
 from memwise.facts.temporal import DateRange, asks_when, says_time, time_score
@@ -43,20 +49,30 @@ class RetrieverConfig:
         entity_weight: added to a turn for the question's entities it names (rarer ones weigh more).
         time_weight: added, times the soft date score, when the question names a time window.
         time_cue_weight: added to a turn that says a time when the question asks "when".
+        length_weight: added times the turn's length score (:func:`length_score`): a prior for
+            turns that say something.
+        length_words: the word count at which the length score reaches 1.
+        spread_weight: for questions that gather several things (:func:`asks_for_many`), what each
+            turn already ranked from the same session costs a turn (:func:`spread_order`).
+        spread_depth: how many of the best turns the spread re-orders.
     """
 
     candidate_k: int = 100
-    dense_weight: float = 0.3
+    dense_weight: float = 0.4
     context_weight: float = 0.75
     context_decay: float = 0.5
     context_window: int = 2
     expand_top: int = 20
     speaker_boost: float = 0.5
-    session_weight: float = 0.3
+    session_weight: float = 0.45
     session_top: int = 3
     entity_weight: float = 0.1
     time_weight: float = 0.3
-    time_cue_weight: float = 0.3
+    time_cue_weight: float = 0.2
+    length_weight: float = 0.4
+    length_words: int = 30
+    spread_weight: float = 0.2
+    spread_depth: int = 60
 
     def __post_init__(self) -> None:
         if self.candidate_k < 1:
@@ -66,8 +82,11 @@ class RetrieverConfig:
         if self.context_window < 0 or self.expand_top < 0:
             raise ConfigError("RetrieverConfig.context_window and expand_top must be >= 0")
         weights = (self.context_weight, self.context_decay, self.speaker_boost, self.session_weight)
-        if min(*weights, self.entity_weight, self.time_weight, self.time_cue_weight) < 0:
+        others = (self.entity_weight, self.time_weight, self.time_cue_weight, self.length_weight, self.spread_weight)
+        if min(*weights, *others) < 0:
             raise ConfigError("RetrieverConfig weights must be >= 0")
+        if self.length_words < 1 or self.spread_depth < 1:
+            raise ConfigError("RetrieverConfig.length_words and spread_depth must be >= 1")
         if self.session_top < 1:
             raise ConfigError(f"RetrieverConfig.session_top must be >= 1, got {self.session_top}")
 
@@ -102,6 +121,7 @@ PART_WEIGHTS = {
     "entity": "entity_weight",
     "time": "time_weight",
     "cue": "time_cue_weight",
+    "length": "length_weight",
 }
 """The weighted parts of the final score and the :class:`RetrieverConfig` field that weighs each."""
 PARTS = tuple(PART_WEIGHTS)
@@ -124,8 +144,9 @@ class ScoreParts:
 def score_parts(query: str, candidates: Candidates, config: RetrieverConfig) -> ScoreParts:
     """Steps 3-8 before weighting.
 
-    Depends on the config's fusion, context and pool knobs, and on whether ``entity_weight`` is set
-    (the entity channel's units join the pool only then), not on the other weights.
+    Depends on the config's fusion, context and pool knobs, on ``length_words``, and on whether
+    ``entity_weight`` is set (the entity channel's units join the pool only then), not on the other
+    weights.
     """
     base = base_scores(candidates, config)
     records = candidates.records
@@ -150,6 +171,7 @@ def score_parts(query: str, candidates: Candidates, config: RetrieverConfig) -> 
         when = from_epoch(record.ts) if record.ts is not None else None
         parts["time"].append(time_score(when, candidates.window) if candidates.window is not None else 0.0)
         parts["cue"].append(1.0 if asks and says_time(record.index_text or record.text) else 0.0)
+        parts["length"].append(length_score(record.text, config.length_words))
     return ScoreParts(
         tuple(pool), tuple(scores[key] for key in pool), {name: tuple(values) for name, values in parts.items()}
     )
@@ -170,14 +192,30 @@ def rank(query: str, candidates: Candidates, config: RetrieverConfig, top_k: int
     The pool is the channel candidates, the entity channel's units (``candidates.linked``) and,
     among ``candidates.records``, the neighbours of the ``expand_top`` best; records outside it are
     ignored even if present, so the result does not depend on how many extra records the caller
-    happened to fetch. Ties keep first-seen order.
+    happened to fetch. Ties keep first-seen order. A question that gathers several things
+    (:func:`asks_for_many`) has its best ``spread_depth`` spread over sessions (:func:`spread_order`).
     """
     if top_k <= 0:
         return []
     parts = score_parts(query, candidates, config)
     final = combine(parts, config)
-    ranked = sorted(range(len(parts.keys)), key=lambda i: (-final[i], i))[:top_k]
+    if config.spread_weight and parts.keys and asks_for_many(query):
+        weights = np.array([config.spread_weight])
+        sessions = session_codes(parts.keys, candidates.records)
+        ranked = [int(i) for i in spread_order(np.array([final]), sessions, weights, top_k, config.spread_depth)[0]]
+    else:
+        ranked = sorted(range(len(parts.keys)), key=lambda i: (-final[i], i))[:top_k]
     return [ScoredRecord(candidates.records[parts.keys[i]], final[i]) for i in ranked]
+
+
+def session_codes(keys: Sequence[str], records: Mapping[str, Record]) -> npt.NDArray[np.int64]:
+    """A small integer per record, the same for records of one session; a record without one stands alone."""
+    codes: dict[object, int] = {}
+    out = []
+    for key in keys:
+        session = records[key].metadata.get(SESSION)
+        out.append(codes.setdefault(session if session is not None else ("alone", key), len(codes)))
+    return np.array(out, dtype=np.int64)
 
 
 def record_speaker(record: Record) -> str | None:

@@ -35,9 +35,22 @@ round trips). The recipe, and why each step:
    question date also "3 weeks ago", "last Friday", "recently") gives a window of days; a turn gains
    ``time_weight`` times its soft date score (1 inside, decaying outside). A question asking *when*
    gives ``time_cue_weight`` to turns that say a time ("last Sunday"), which the answer needs.
+9. **Length** (``retrieval_scores.length_score``): a turn gains ``length_weight`` times its word count
+   over ``length_words`` (capped at 1), whatever the question. Evidence turns say something (LoCoMo dev:
+   median 37 words against 25 for all turns); a short turn sharing one word with the question ("Bye
+   Joanna! Good luck!") rarely is the answer. On the dev file, taking it out of the default recipe
+   costs recall@10 0.013 (0.817 -> 0.804).
+10. **Spread** (``retrieval_scores.spread_order``): a question that gathers several things said at
+   different times (:func:`~memwise.facts._text.asks_for_many`: "What has Melanie painted?", "How many",
+   "both") has the top ``spread_depth`` re-picked greedily, each turn paying ``spread_weight`` per turn
+   of its session already picked. The context and session steps pull a ranking into one session, which
+   is right for a single fact and wrong for a list: without it, dev recall@10 is 0.810 instead of
+   0.817 (multi-hop questions 0.480 instead of 0.516). Spreading every question instead cost
+   single-hop recall more than it gave (0.787-0.796 against 0.802 before steps 9-10).
 
-Every step after fusion adds to the score, so ``retrieval_rank.score_parts`` computes the unweighted
-parts once and ``retrieval_rank.combine`` weighs them: a sweep over the weights needs no re-scoring.
+Steps 4-9 add to the score, so ``retrieval_rank.score_parts`` computes the unweighted parts once and
+``retrieval_rank.combine`` weighs them: a sweep over the weights needs no re-scoring. Step 10 only
+re-orders the top, for many weight settings at once.
 
 Index-time data lives in record metadata, written by ``retrieval_links.link_context`` (called by
 ``retrieval_links.index_records`` and by ingest): neighbour links (``CONTEXT_BEFORE``/``CONTEXT_AFTER``,
@@ -47,14 +60,35 @@ query time). Every channel searches under the caller's filters, and records fetc
 are checked against them again: a link can never carry a record across a scope. Nothing is cached
 between queries.
 
-The defaults were chosen on the LoCoMo dev conversations with leave-one-conversation-out checks
-(``memwise bench retrieval --loo``; see :mod:`memwise.facts.retrieval_eval`). Not tuned: window 2,
-decay 0.5, ``session_top`` 3, and ``time_weight`` (LoCoMo questions carry no date, and only a few
-name one; it is neutral there). Tried on this recipe and left out, as they did not help beyond noise
-on the dev file (recall@10 0.802): links to textually similar turns of other sessions (tf-idf,
-2 per turn) lending like neighbours (0.8045 at weight 0.05, below 0.802 from 0.2 up), a bm25 scale
-fixed by the query length instead of min-max (0.801-0.803), and bm25 query expansion with the top
-turns' rare words (0.792-0.800).
+The defaults are the in-sample best of the grid that ``memwise bench retrieval --loo`` sweeps on the
+LoCoMo dev conversations (:data:`memwise.facts.retrieval_eval.GRID`; entity weights 0 and 0.1 tie
+there, 0.1 is kept), and the leave-one-conversation-out check of that choice is within 0.005 of it
+(recall@10 0.817, LOO 0.812). Not tuned: window 2, decay 0.5, ``session_top`` 3 (2, 4 and 5 measured
+0.797-0.800), ``length_words`` 30, ``spread_depth`` 60, and ``time_weight`` (LoCoMo questions carry no
+date, and only a few name one; it is neutral there).
+
+Tried on this recipe and left out, as they did not help beyond noise on the dev file (recall@10 0.802
+before steps 9-10; each figure the best of dense weights 0.3-0.5):
+
+- links to textually similar turns of other sessions (tf-idf, 2 per turn) lending like neighbours
+  (0.8045 at weight 0.05, below 0.802 from 0.2 up);
+- a bm25 scale fixed by the query length instead of min-max (0.801-0.803), and bm25 query expansion
+  with the top turns' rare words (0.792-0.800);
+- dense pseudo-relevance feedback (Rocchio: the query vector moved toward the mean vector of the 3-10
+  best fused turns, then a second cosine pass; 0.793-0.803);
+- a second vector per turn (the turn with its previous and next turn, or the bare utterance without
+  day and speaker), max- or mean-pooled with the turn's own (0.796-0.806; it would double the
+  embedding work of ingest);
+- question rewriting for the dense query (question words and auxiliaries stripped, speaker names
+  removed, or "Speaker: statement" like the index text), alone or averaged with the question's own
+  vector (0.782-0.803; one more query embedding);
+- other dense normalisations (top-30/50 only, a median or 80th-percentile floor; 0.781-0.798), a
+  context decay of 0.7 (0.793), turn priors for a shared photo, a question turn or a turn answering
+  a question (0.802-0.814 on top of steps 9-10, noise).
+
+None of these, nor steps 9-10, reaches recall@10 0.85: most misses of categories 1 and 3 need an
+inference the words and a small embedder do not carry ("Would Melanie prefer a national park or a
+theme park?" -> a camping-trip turn), and the rest sit in the right session behind its stronger turns.
 """
 
 from __future__ import annotations
