@@ -64,7 +64,8 @@ The defaults are the in-sample best of the grid that ``memwise bench retrieval -
 LoCoMo dev conversations (:data:`memwise.facts.retrieval_eval.GRID`; entity weights 0 and 0.1 tie
 there, 0.1 is kept), and the leave-one-conversation-out check of that choice is within 0.005 of it
 (recall@10 0.817, LOO 0.812). Not tuned: window 2, decay 0.5, ``session_top`` 3 (2, 4 and 5 measured
-0.797-0.800), ``length_words`` 30, ``spread_depth`` 60, and ``time_weight`` (LoCoMo questions carry no
+0.797-0.800), ``length_words`` 30 (20, 40 and 50: 0.807-0.813 at length weights 0.3-0.5),
+``spread_depth`` 60 (20, 30 and 100: 0.817-0.818), and ``time_weight`` (LoCoMo questions carry no
 date, and only a few name one; it is neutral there).
 
 Tried on this recipe and left out, as they did not help beyond noise on the dev file (recall@10 0.802
