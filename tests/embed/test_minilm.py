@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import multiprocessing
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -197,3 +198,20 @@ def test_precision_comes_from_the_config(monkeypatch: pytest.MonkeyPatch, tmp_pa
         EmbedConfig(precision="float16")
     with pytest.raises(ConfigError, match="precision"):
         MiniLMEmbedder(precision="int8")
+
+
+def _embed_in_child(embedder: MiniLMEmbedder, out: Any) -> None:
+    out.put((asyncio.run(embedder.embed(["said in the child"])) ** 2).sum())
+
+
+def test_a_forked_child_can_still_embed(minilm: MiniLMEmbedder) -> None:
+    """The encoding thread does not survive a fork; the child starts its own instead of waiting forever."""
+    fork = multiprocessing.get_context("fork")
+    out = fork.Queue()
+    child = fork.Process(target=_embed_in_child, args=(minilm, out))
+    child.start()
+    child.join(timeout=120)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0
+    assert out.get(timeout=5) == pytest.approx(1.0, abs=1e-4)

@@ -70,10 +70,6 @@ DEVICE = "cpu"
 _SHORT = {"bfloat16": "bf16"}
 
 
-def _encode_thread() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="minilm-encode")
-
-
 @dataclass
 class SharedModel:
     """One loaded model and the one thread that runs it.
@@ -86,7 +82,18 @@ class SharedModel:
     """
 
     model: Any
-    worker: ThreadPoolExecutor = field(default_factory=_encode_thread)
+    _worker: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _pid: int = field(default=0, repr=False)
+    _worker_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def worker(self) -> ThreadPoolExecutor:
+        """The encoding thread, started on first use, and again in a forked child (threads do not survive a fork)."""
+        with self._worker_lock:  # two first callers must not start two threads
+            if self._worker is None or self._pid != os.getpid():
+                self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="minilm-encode")
+                self._pid = os.getpid()
+            return self._worker
 
     @property
     def transformer(self) -> Any:
