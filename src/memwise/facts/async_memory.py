@@ -41,6 +41,7 @@ from memwise.facts.results import (
     next_version,
     user_metadata,
 )
+from memwise.facts.spaces import bind_space
 from memwise.facts.transfer import export_lines, import_records, parse_export
 from memwise.facts.types import Conversation
 from memwise.facts.units import check_scope_id, to_epoch
@@ -101,6 +102,7 @@ class AsyncMemory:
             store, embedder, llm = built
         if mode == "facts" and llm is None:
             raise ConfigError("mode 'facts' extracts facts with a model: pass llm=")
+        bind_space(store, embedder.name)
         self.store = store
         self.embedder = embedder
         self.llm = llm

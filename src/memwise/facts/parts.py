@@ -11,6 +11,7 @@ from pathlib import Path
 
 from memwise.config import Settings
 from memwise.embed.base import Embedder
+from memwise.facts.spaces import bind_space
 from memwise.llm.base import ChatModel
 from memwise.store.base import Store
 from memwise.store.registry import build_store, is_dsn
@@ -32,6 +33,7 @@ def build_parts(
     store = build_store(spec)
     try:
         embedder = build_embedder(settings.embedding, cache_path=cache)
+        bind_space(store, embedder.name)
         llm = build_llm(settings.model("policy")) if with_llm else None
     except BaseException:
         store.close()

@@ -55,6 +55,7 @@ async def run_qa_benchmark(
         ConfigError: an unknown ``mode``.
     """
     from memwise.embed.registry import build_embedder
+    from memwise.facts.spaces import bind_space
     from memwise.llm.registry import ModelSet
     from memwise.store.sqlite import SQLiteStore
     from memwise.tasks.judge import LLMJudge
@@ -67,6 +68,7 @@ async def run_qa_benchmark(
         try:
             embedder = build_embedder(settings.embedding, cache_path=cache_path)
             try:
+                bind_space(store, embedder.name)  # a kept --db made with another embedder is refused, not mixed
                 policy = models.get("policy")
                 reports = await ingest_many(
                     conversations,

@@ -286,6 +286,10 @@ class Store(Protocol):
         """Records matching ``filters``, oldest first, a page at a time (``limit``/``offset``)."""
         ...
 
+    def vector_spaces(self) -> dict[str, int]:
+        """How many vectors each space holds, so an opener can tell which model's vectors a store has."""
+        ...
+
     def count(self, filters: Filters | None = None) -> int:
         """How many records match ``filters``, without reading them."""
         ...

@@ -347,6 +347,11 @@ class PostgresStore:
         params += [None if limit is None else max(limit, 0), max(offset, 0)]
         return self._db.read(lambda conn: [row_to_record(r) for r in conn.execute(sql, params).fetchall()], "list")
 
+    def vector_spaces(self) -> dict[str, int]:
+        """How many vectors each space holds."""
+        sql = "SELECT space, COUNT(*) FROM vectors GROUP BY space"
+        return {str(space): int(n) for space, n in self._db.read(lambda conn: conn.execute(sql).fetchall(), "spaces")}
+
     def count(self, filters: Filters | None = None) -> int:
         """How many records ``filters`` allow."""
         where, params = _where(filters)

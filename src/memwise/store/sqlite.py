@@ -336,6 +336,11 @@ class SQLiteStore:
         params += [-1 if limit is None else max(limit, 0), max(offset, 0)]
         return self._db.read(lambda conn: [_sql.row_to_record(r) for r in conn.execute(sql, params)], "list")
 
+    def vector_spaces(self) -> dict[str, int]:
+        """How many vectors each space holds."""
+        sql = "SELECT space, COUNT(*) FROM vectors GROUP BY space"
+        return {str(space): int(n) for space, n in self._db.read(lambda conn: conn.execute(sql).fetchall(), "spaces")}
+
     def count(self, filters: Filters | None = None) -> int:
         """How many records ``filters`` allow."""
         where, params = _sql.where_clause(filters or ANY, time.time())
