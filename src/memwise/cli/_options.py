@@ -48,6 +48,7 @@ class GlobalOptions:
     embed_backend: str | None = None
     embed_base_url: str | None = None
     embed_model: str | None = None
+    embed_precision: str | None = None
 
     def settings(self) -> Settings:
         return load_settings(
@@ -66,6 +67,7 @@ class GlobalOptions:
                     "backend": self.embed_backend,
                     "base_url": self.embed_base_url,
                     "model": self.embed_model,
+                    "precision": self.embed_precision,
                 },
             },
         )
