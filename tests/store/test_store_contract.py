@@ -182,3 +182,34 @@ def test_search_vector_orders_by_cosine(any_store: Store) -> None:
     assert [h.record.id for h in hits] == [f"v{i}" for i in want]
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert hits[0].score == pytest.approx(float(unit[want[0]] @ (q / np.linalg.norm(q))), abs=1e-5)
+
+
+def test_ids_without_vector_pages_what_another_space_holds(any_store: Store) -> None:
+    s = any_store
+    records = [rec(f"r{i}", user_id=f"u{i % 2}") for i in range(5)]
+    s.add(records, np.stack([vec(r.id) for r in records]), space="old")
+    s.add([rec("receipt")])  # never embedded: nothing to re-embed
+    s.invalidate("r3")  # history counts too
+    s.add([records[1]], vec("r1", 5)[None, :], space="new")  # a re-add gains the new space's vector
+    assert s.ids_without_vector("new") == ["r0", "r2", "r3", "r4"]
+    assert s.ids_without_vector("new", limit=2) == ["r0", "r2"]
+    assert s.ids_without_vector("new", after="r2", limit=2) == ["r3", "r4"]
+    assert s.ids_without_vector("new", source="old") == ["r0", "r2", "r3", "r4"]
+    assert s.ids_without_vector("new", source="absent") == []
+    assert s.ids_without_vector("old") == []
+
+
+def test_drop_space_removes_only_that_space(any_store: Store) -> None:
+    s = any_store
+    records = [rec(f"r{i}") for i in range(3)]
+    s.add(records, np.stack([vec(r.id) for r in records]), space="old")
+    s.add(records, np.stack([vec(r.id, 5) for r in records]), space="new")
+    assert s.search_vector(vec("r0"), 1, space="old")[0].record.id == "r0"  # the old space is cached, if at all
+    assert s.drop_space("old") == 3
+    assert s.vector_spaces() == {"new": 3}
+    assert s.count() == 3 and s.get_vector("r0", space="old") is None
+    assert s.search_vector(vec("r0"), 3, space="old") == []
+    assert s.search_vector(vec("r0", 5), 1, space="new")[0].record.id == "r0"
+    assert s.drop_space("old") == 0
+    s.add([rec("x")], vec("x", 3)[None, :], space="old")  # a dropped space starts afresh, any dimension
+    assert s.search_vector(vec("x", 3), 1, space="old")[0].record.id == "x"

@@ -5,7 +5,8 @@ and bfloat16, or any two 384-d models), so the dimension check alone cannot keep
 therefore writes and searches the space named after its embedder. Stores written before spaces were
 named keep their vectors in the unnamed space ``default``; those are used as they are (nothing is
 re-embedded or lost). A store whose vectors all belong to other models is refused: searching it with
-this embedder would find no memory by meaning, silently.
+this embedder would find no memory by meaning, silently. :mod:`memwise.facts.reembed` (``memwise
+reembed``) gives such a store the configured embedder's vectors.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def choose_space(held: Mapping[str, int], embedder_name: str) -> str:
     raise StoreError(
         f"this store's memories were embedded by {others}, not by the configured embedder {embedder_name!r}; "
         f"searching them with it would find nothing by meaning. Configure the embedder the store was built "
-        f"with, or use a new store"
+        f"with, use a new store, or re-embed this one for {embedder_name!r} with `memwise reembed` "
+        f"(memwise.facts.reembed.reembed_store in Python; the old vectors are kept)"
     )
 
 

@@ -237,3 +237,28 @@ def query_words(text: str) -> list[str]:
     words = list(dict.fromkeys(match.group(0) for match in _WORD.finditer(text.lower())))
     content = [word for word in words if word not in STOPWORDS] or words
     return content[:MAX_QUERY_TERMS]
+
+
+def missing_vector_ids(
+    space: str,
+    *,
+    source: str | None,
+    after: str | None,
+    limit: int,
+    dialect: Literal["sqlite", "postgres"] = "sqlite",
+) -> tuple[str, list[Any]]:
+    """SQL (and parameters) for the ids of records embedded elsewhere but not in ``space``, by id after ``after``.
+
+    "Elsewhere" is ``source`` or, when None, any other space: a record that was never embedded (an
+    ingest receipt) stays text-only. Paging by id rather than offset keeps each page one index range
+    even while earlier pages gain their vectors.
+    """
+    mark = "?" if dialect == "sqlite" else "%s"
+    other = f"v.space = {mark}" if source is not None else f"v.space <> {mark}"
+    sql = (
+        f"SELECT r.id FROM records r WHERE r.id > {mark} "
+        f"AND EXISTS (SELECT 1 FROM vectors v WHERE v.record_id = r.id AND {other}) "
+        f"AND NOT EXISTS (SELECT 1 FROM vectors v WHERE v.record_id = r.id AND v.space = {mark}) "
+        f"ORDER BY r.id LIMIT {mark}"
+    )
+    return sql, [after or "", space if source is None else source, space, max(limit, 0)]

@@ -271,6 +271,10 @@ class VectorIndex:
         if not rows:
             return
         ids, users, agents, runs, kinds, created, ts, valid_to, dims, blobs, metas = zip(*rows, strict=True)
+        if self.dim is not None and len(self) == 0 and int(dims[0]) != self.dim:
+            # Every vector of the space went (a dropped space); its next first vector fixes the dimension anew.
+            self.dim = None
+            self._reset(0)
         if self.dim is None:
             self.dim = int(dims[0])
             self._mat = np.empty((self._alive.shape[0], self.dim), dtype=np.float32)

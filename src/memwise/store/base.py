@@ -290,6 +290,21 @@ class Store(Protocol):
         """How many vectors each space holds, so an opener can tell which model's vectors a store has."""
         ...
 
+    def ids_without_vector(
+        self, space: str, *, source: str | None = None, after: str | None = None, limit: int = 1000
+    ) -> list[str]:
+        """Ids of records with a vector in ``source`` (any other space if None) but none in ``space``.
+
+        Ascending, past ``after``, at most ``limit``: what a re-embedding still has to do, a page at a
+        time (pass a page's last id as ``after`` for the next). Records never embedded anywhere are not
+        listed, and filters do not apply (every user's records, invalidated ones too).
+        """
+        ...
+
+    def drop_space(self, space: str) -> int:
+        """Delete every vector of ``space`` (records and other spaces stay) and return how many went."""
+        ...
+
     def count(self, filters: Filters | None = None) -> int:
         """How many records match ``filters``, without reading them."""
         ...

@@ -268,6 +268,24 @@ class PostgresStore:
 
         return self._db.write(work, f"invalidate of {record_id}")
 
+    def drop_space(self, space: str) -> int:
+        """Delete every vector of ``space``, its dimension and its HNSW index; returns how many vectors went.
+
+        Taken under the space's lock, as its creation is, so a concurrent first add of the same space
+        waits and then creates it afresh (with any dimension).
+        """
+
+        def work(conn: Any) -> int:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_pg_schema.space_lock(space, self.schema),))
+            gone = int(conn.execute("DELETE FROM vectors WHERE space = %s", (space,)).rowcount)
+            conn.execute("DELETE FROM spaces WHERE space = %s", (space,))
+            conn.execute(f"DROP INDEX IF EXISTS {_pg_schema.index_name(space)}")
+            return gone
+
+        gone = self._db.write(work, f"dropping vector space {space!r}")
+        self._dims.pop(space, None)
+        return gone
+
     # -- jobs (JobLog) --------------------------------------------------------------------------
 
     def save_job(self, job_id: str, status: str, state: Mapping[str, Any]) -> None:
@@ -351,6 +369,15 @@ class PostgresStore:
         """How many vectors each space holds."""
         sql = "SELECT space, COUNT(*) FROM vectors GROUP BY space"
         return {str(space): int(n) for space, n in self._db.read(lambda conn: conn.execute(sql).fetchall(), "spaces")}
+
+    def ids_without_vector(
+        self, space: str, *, source: str | None = None, after: str | None = None, limit: int = 1000
+    ) -> list[str]:
+        """Ids of records embedded in ``source`` (any other space if None) but not in ``space``, past ``after``."""
+        sql, params = _sql.missing_vector_ids(space, source=source, after=after, limit=limit, dialect="postgres")
+        return self._db.read(
+            lambda conn: [str(row[0]) for row in conn.execute(sql, params).fetchall()], "ids_without_vector"
+        )
 
     def count(self, filters: Filters | None = None) -> int:
         """How many records ``filters`` allow."""

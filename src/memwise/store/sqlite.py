@@ -259,6 +259,21 @@ class SQLiteStore:
 
         return self._db.write(work, f"invalidate of {record_id}")
 
+    def drop_space(self, space: str) -> int:
+        """Delete every vector of ``space`` and return how many went; records and other spaces stay.
+
+        The records lose a vector, so each is logged as changed: any process's cached index of that
+        space drops its rows on the next refresh, as it would after a delete.
+        """
+
+        def work(conn: sqlite3.Connection) -> int:
+            ids = [str(row[0]) for row in conn.execute("SELECT record_id FROM vectors WHERE space = ?", (space,))]
+            conn.execute("DELETE FROM vectors WHERE space = ?", (space,))
+            _log_changes(conn, ids)
+            return len(ids)
+
+        return self._db.write(work, f"dropping vector space {space!r}")
+
     # -- jobs (JobLog) --------------------------------------------------------------------------
 
     def save_job(self, job_id: str, status: str, state: Mapping[str, Any]) -> None:
@@ -340,6 +355,13 @@ class SQLiteStore:
         """How many vectors each space holds."""
         sql = "SELECT space, COUNT(*) FROM vectors GROUP BY space"
         return {str(space): int(n) for space, n in self._db.read(lambda conn: conn.execute(sql).fetchall(), "spaces")}
+
+    def ids_without_vector(
+        self, space: str, *, source: str | None = None, after: str | None = None, limit: int = 1000
+    ) -> list[str]:
+        """Ids of records embedded in ``source`` (any other space if None) but not in ``space``, past ``after``."""
+        sql, params = _sql.missing_vector_ids(space, source=source, after=after, limit=limit)
+        return self._db.read(lambda conn: [str(row[0]) for row in conn.execute(sql, params)], "ids_without_vector")
 
     def count(self, filters: Filters | None = None) -> int:
         """How many records ``filters`` allow."""
