@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from memwise import __version__
-from memwise.cli import bench, chat, demo, doctor, memory, metamem, reproduce, serve, tour, umem
+from memwise.cli import bench, chat, demo, doctor, memory, metamem, reembed, reproduce, serve, tour, umem
 from memwise.cli._options import GlobalOptions
 from memwise.exceptions import MemwiseError
 
@@ -127,6 +127,7 @@ COMMANDS = (
     memory.search,
     memory.answer,
     memory.consolidate,
+    reembed.reembed,
     serve.serve,
     serve.mcp,
 )
