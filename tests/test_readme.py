@@ -81,6 +81,11 @@ NOT_RUN = (
     (("serve",), "", "a server runs until stopped (the REST server has its own tests over real uvicorn)"),
     (("umem", "train"), "", "GRPO on a 1B model takes hours; tests/cli/test_umem_train_cli.py runs a tiny one"),
     (
+        ("reembed",),
+        "",
+        "needs a memory built by another embedder; tests/cli/test_reembed.py runs it end to end on the fake server",
+    ),
+    (
         ("reproduce", "metamem"),
         "longmemeval_s_cleaned.json",
         "LongMemEval-S is not shipped; tests/cli/test_reproduce_metamem.py runs all folds on the fake server",
