@@ -65,9 +65,7 @@ async def embed_all(embedder: Embedder, texts: Sequence[str]) -> Vectors:
     return np.asarray(await embedder.embed(list(texts)), dtype=np.float32)
 
 
-async def _extract(
-    llm: ChatModel, session: Session, turns: list[Turn], ledger: Ledger | None
-) -> FactCheck | str:
+async def _extract(llm: ChatModel, session: Session, turns: list[Turn], ledger: Ledger | None) -> FactCheck | str:
     """The segment's checked facts, or why there are none.
 
     Only a misbehaving model (ParseError) or backend (LLMError) turns into a fallback; anything else
@@ -127,9 +125,7 @@ async def plan_facts(
     all_turns = conv.turns()
     jobs = [(index, [all_turns[r] for r in rows], rows) for index, rows in _segments(conv, turn_vectors, segmenting)]
     report.segments = len(jobs)
-    outcomes = await asyncio.gather(
-        *(_extract(llm, conv.sessions[index], turns, ledger) for index, turns, _ in jobs)
-    )
+    outcomes = await asyncio.gather(*(_extract(llm, conv.sessions[index], turns, ledger) for index, turns, _ in jobs))
     digests = [session_digest(session) for session in conv.sessions]
 
     records: list[Record] = []
@@ -173,7 +169,7 @@ async def plan_facts(
             owners.append(index)
             rows.append(row)
 
-    fact_texts = [r.index_text or r.text for r, row in zip(records, rows, strict=True) if row is None]
+    fact_texts = [r.indexed_text for r, row in zip(records, rows, strict=True) if row is None]
     fact_vectors = iter(await embed_all(embedder, fact_texts))
     vectors = [next(fact_vectors) if row is None else turn_vectors[row] for row in rows]
     stacked = np.stack(vectors) if vectors else np.zeros((0, embedder.dim), dtype=np.float32)

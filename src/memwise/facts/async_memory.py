@@ -240,7 +240,7 @@ class AsyncMemory:
         labels = user_metadata(old) if metadata is None else check_metadata(metadata)
         now = time.time()
         new = next_version(old, text, labels=labels, now=now)
-        vector = (await self.embedder.embed([new.index_text or text]))[0:1]
+        vector = (await self.embedder.embed([new.indexed_text]))[0:1]
         with self.store.transaction():
             self.store.add([new], vectors=vector)
             self.store.update(old.id, metadata={**old.metadata, "superseded_by": new.id})

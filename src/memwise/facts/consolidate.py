@@ -62,6 +62,7 @@ class Decision(BaseModel):
 
 class Decisions(BaseModel):
     """The model's structured reply: one verdict per numbered older unit."""
+
     decisions: list[Decision]
 
 

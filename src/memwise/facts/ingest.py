@@ -219,7 +219,7 @@ async def _ingest(
 
     part = replace(conv, sessions=tuple(todo))  # only what is not in the store yet is embedded or extracted
     turn_units = [turn_unit(t, conv.id, scope) for t in part.turns()]
-    turn_vectors = await embed_all(embedder, [r.index_text or r.text for r in turn_units])
+    turn_vectors = await embed_all(embedder, [r.indexed_text for r in turn_units])
     if mode == "turns" or llm is None:
         records, vectors = turn_units, turn_vectors
         owners = [index for index, rows in enumerate(session_rows(part)) for _ in rows]

@@ -21,7 +21,7 @@ import numpy as np
 
 from memwise.embed.base import Embedder
 from memwise.exceptions import ConfigError, StoreError
-from memwise.store.base import Record, Store
+from memwise.store.base import Store
 
 DEFAULT_BATCH = 256
 """Records embedded and written per step: one transaction each, so the most a kill can lose."""
@@ -30,16 +30,6 @@ _COUNT_PAGE = 10_000
 
 Progress = Callable[[int, int], None]
 """Called with (records embedded so far, records this run has to embed) after each batch."""
-
-
-def embedding_text(record: Record) -> str:
-    """The text a record's vector is made from: its index text where it has one, as ingest embeds it.
-
-    Example:
-        >>> embedding_text(Record(text="I moved.", index_text="[7 May 2023] I moved.")), embedding_text(Record("hi"))
-        ('[7 May 2023] I moved.', 'hi')
-    """
-    return record.index_text or record.text
 
 
 @dataclass(frozen=True)
@@ -131,7 +121,7 @@ async def reembed_store(
         records = await asyncio.to_thread(store.get_many, ids)
         if not records:  # deleted since they were listed
             continue
-        vectors = np.asarray(await embedder.embed([embedding_text(r) for r in records]), dtype=np.float32)
+        vectors = np.asarray(await embedder.embed([r.indexed_text for r in records]), dtype=np.float32)
         # Re-adding a stored record is a no-op for the record; only the missing vector is written.
         await asyncio.to_thread(store.add, records, vectors, space=space)
         done += len(records)

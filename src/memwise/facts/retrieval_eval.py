@@ -175,7 +175,7 @@ def _percentile(values: list[float], q: float) -> float:
 def index_texts(conversations: Sequence[Conversation]) -> list[str]:
     """The texts ingest embeds for these conversations in mode ``turns`` (one per turn, as indexed)."""
     return [
-        unit.index_text or unit.text
+        unit.indexed_text
         for conv in conversations
         for unit in (turn_unit(turn, conv.id, Scope(owner_of(conv))) for turn in conv.turns())
     ]

@@ -60,7 +60,7 @@ def link_context(records: Sequence[Record], window: int = 2) -> list[Record]:
     for i, record in enumerate(records):
         before = ids[max(0, i - window) : i][::-1]
         after = ids[i + 1 : i + 1 + window]
-        entities = list(extract_entities(record.index_text or record.text))
+        entities = list(extract_entities(record.indexed_text))
         metadata = {**record.metadata, CONTEXT_BEFORE: before, CONTEXT_AFTER: after, ENTITIES: entities}
         out.append(replace(record, metadata=metadata))
     return out

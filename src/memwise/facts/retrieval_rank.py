@@ -170,7 +170,7 @@ def score_parts(query: str, candidates: Candidates, config: RetrieverConfig) -> 
         parts["entity"].append(sum(w for e, w in wanted.items() if e in named))
         when = from_epoch(record.ts) if record.ts is not None else None
         parts["time"].append(time_score(when, candidates.window) if candidates.window is not None else 0.0)
-        parts["cue"].append(1.0 if asks and says_time(record.index_text or record.text) else 0.0)
+        parts["cue"].append(1.0 if asks and says_time(record.indexed_text) else 0.0)
         parts["length"].append(length_score(record.text, config.length_words))
     return ScoreParts(
         tuple(pool), tuple(scores[key] for key in pool), {name: tuple(values) for name, values in parts.items()}

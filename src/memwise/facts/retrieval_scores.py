@@ -139,7 +139,7 @@ def unit_entities(record: Record) -> tuple[str, ...]:
     stored = record.metadata.get(ENTITIES)
     if isinstance(stored, list | tuple):
         return tuple(str(key) for key in stored)
-    return extract_entities(record.index_text or record.text)
+    return extract_entities(record.indexed_text)
 
 
 def reciprocal_rank_fusion(rankings: Iterable[Sequence[str]], k: float = 60.0) -> dict[str, float]:

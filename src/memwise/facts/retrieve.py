@@ -178,7 +178,7 @@ class HybridRetriever:
         ids: list[str] = []
         for start in range(0, len(records), batch_size):
             batch = list(records[start : start + batch_size])
-            vectors = await self.embedder.embed([record.index_text or record.text for record in batch])
+            vectors = await self.embedder.embed([record.indexed_text for record in batch])
             ids.extend(await asyncio.to_thread(self.store.add, batch, vectors, space=self.space))
         return ids
 

@@ -154,7 +154,7 @@ async def import_records(store: Store, embedder: Embedder, records: list[Record]
             )
     if not fresh:
         return 0, len(unique)
-    vectors = await embedder.embed([r.index_text or r.text for r in fresh])
+    vectors = await embedder.embed([r.indexed_text for r in fresh])
     with store.transaction():
         store.add(fresh, vectors)
     return len(fresh), len(unique) - len(fresh)

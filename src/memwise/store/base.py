@@ -107,6 +107,11 @@ class Record:
             raise StoreError(f"record {self.id}: kind must be a non-empty string")
 
     @property
+    def indexed_text(self) -> str:
+        """What retrieval reads of the record (its vector, entities, cues): ``index_text`` where set, else ``text``."""
+        return self.index_text or self.text
+
+    @property
     def event(self) -> float:
         """When it happened as far as the store knows: ``ts``, else when the store learnt it."""
         return self.created_at if self.ts is None else self.ts
