@@ -239,3 +239,28 @@ def test_the_job_log_keeps_running_jobs_and_the_newest_finished(job_log: JobLog)
     assert job_log.prune_jobs(keep=1) == 2
     assert [job_log.load_job(f"job_{i}") is not None for i in range(4)] == [False, False, True, True]
     assert job_log.load_job("job_nope") is None
+
+
+async def test_how_long_a_silent_job_counts_as_running_is_a_server_setting(
+    make_app: Callable[..., Any], keys: Keys
+) -> None:
+    from memwise.exceptions import ConfigError
+    from memwise.server.config import ServerConfig
+
+    patient, quick = make_app(keys.path), make_app(keys.path, job_stale_after_s=20)
+    a = Keys.bearer(keys.acme)
+    try:
+        # A job of a server on another host that last saved 30 s ago (it saves every 2 s while alive).
+        job = Job(id="job_quiet", tenant="acme", kind="ingest", status="running", host="elsewhere")
+        job.heartbeat_at = time.time() - 30
+        patient.state.memwise.tenants.job_log("acme").save_job(job.id, job.status, job.to_state())
+        seen = {}
+        for name, app in (("patient", patient), ("quick", quick)):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+                seen[name] = (await c.get("/v1/jobs/job_quiet", headers=a)).json()["status"]
+        assert seen == {"patient": "running", "quick": "failed"}
+    finally:
+        for app in (patient, quick):
+            await app.state.memwise.aclose()
+    with pytest.raises(ConfigError, match="job_stale_after_s must be > 10"):
+        ServerConfig(data_dir=Path("unused"), job_stale_after_s=4)

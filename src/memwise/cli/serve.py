@@ -9,17 +9,15 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
-from memwise.cli._options import GlobalOptions
+from memwise.cli._options import GlobalOptions, config_option
 from memwise.config import Settings
 from memwise.exceptions import ConfigError
+from memwise.server.config import ServerConfig
 from memwise.store.registry import is_dsn
-
-if TYPE_CHECKING:
-    from memwise.server.config import ServerConfig
 
 keys_app = typer.Typer(help="API keys for `memwise serve` / `memwise mcp --transport http`.", no_args_is_help=True)
 
@@ -116,16 +114,12 @@ def serve(
     store: StoreOption = None,
     keys: KeysOption = None,
     mode: Annotated[str, typer.Option(help="turns (no model) or facts (model extracts facts) for adds")] = "turns",
-    max_body_bytes: Annotated[int, typer.Option(help="413 for request bodies past this size")] = 1_000_000,
+    max_body_bytes: int = config_option(ServerConfig, "max_body_bytes"),
     ingest_dir: Annotated[
         Path | None, typer.Option(help="ingest jobs may read dataset files under this folder (default: uploads only)")
     ] = None,
-    pg_pool_size: Annotated[
-        int,
-        typer.Option(
-            help="with a postgresql:// store: database connections this process opens at most, shared by all tenants"
-        ),
-    ] = 10,
+    pg_pool_size: int = config_option(ServerConfig, "pg_pool_size"),
+    job_stale_after: float = config_option(ServerConfig, "job_stale_after_s"),
 ) -> None:
     """Serve memory over REST: /v1/memories..., /v1/jobs..., /health, /ready, OpenAPI docs at /docs."""
     _require_server_extra("the server", "fastapi", "uvicorn")
@@ -142,6 +136,7 @@ def serve(
         max_body_bytes=max_body_bytes,
         ingest_dir=ingest_dir,
         pg_pool_size=pg_pool_size,
+        job_stale_after_s=job_stale_after,
     )
     _warn_if_exposed(host, config)
     uvicorn.run(create_app(config), host=host, port=port, log_level="info")
@@ -160,6 +155,7 @@ def mcp(
     store: StoreOption = None,
     keys: KeysOption = None,
     mode: Annotated[str, typer.Option(help="turns or facts, for the add tool")] = "turns",
+    pg_pool_size: int = config_option(ServerConfig, "pg_pool_size"),
 ) -> None:
     """Serve memory tools (add, search, answer, get_all, delete) to MCP clients."""
     if transport not in ("stdio", "http"):
@@ -178,6 +174,7 @@ def mcp(
         keys_file=_keys_file(keys) if transport == "http" else None,
         mode=mode,
         default_tenant=validate_tenant(tenant),
+        pg_pool_size=pg_pool_size,
     )
     if transport == "http":
         _warn_if_exposed(host, config)

@@ -131,7 +131,7 @@ def create_state(
         config=config,
         keys=keys,
         tenants=tenants,
-        jobs=JobManager(max_kept=config.max_jobs_kept, logs=tenants.job_log),
+        jobs=JobManager(max_kept=config.max_jobs_kept, logs=tenants.job_log, stale_after_s=config.job_stale_after_s),
         embedder=embedder,
         llm=llm,
         owns_models=owns,

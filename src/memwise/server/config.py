@@ -47,6 +47,12 @@ class ServerConfig:
         default=10,
         metadata={"help": "with a postgresql:// store: connections this process opens at most, for all tenants"},
     )
+    job_stale_after_s: float = field(
+        default=60.0,
+        metadata={
+            "help": "seconds without a save (a live server saves every 2 s) before a job reads failed (server gone)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.store is not None and not is_dsn(self.store):
@@ -60,6 +66,9 @@ class ServerConfig:
         for name in ("max_body_bytes", "max_messages", "max_top_k", "max_limit", "max_jobs_kept", "pg_pool_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"server setting {name} must be >= 1, got {getattr(self, name)}")
+        if not self.job_stale_after_s > 10.0:
+            # Shorter than a few missed 2 s saves would call a busy server's jobs dead.
+            raise ConfigError(f"server setting job_stale_after_s must be > 10 seconds, got {self.job_stale_after_s}")
 
     @property
     def auth_enabled(self) -> bool:
