@@ -110,6 +110,10 @@ def test_bench_retrieval_json_out_and_db_reuse_skip_ingest_and_embedding(tmp_pat
         assert again.exit_code == 0, again.output
         assert srv.stats().embeddings == embedded  # turns and questions both came from the kept database and cache
         assert json.loads(_json_line(again.stdout))["recall@10"] == printed["recall@10"]
+        # The kept database holds model e's vectors: another model is refused instead of compared with them.
+        other = [*base[:-1], "e2", "bench", "retrieval", "--path", str(data), "--db", str(db), "--json"]
+        refused = runner.invoke(app, other)
+        assert refused.exit_code != 0 and "not by the configured embedder" in str(refused.exception)
 
 
 def _json_line(stdout: str) -> str:

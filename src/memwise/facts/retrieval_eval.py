@@ -54,6 +54,7 @@ from memwise.facts.retrieval_rank import (
 )
 from memwise.facts.retrieval_scores import reciprocal_rank_fusion, spread_order
 from memwise.facts.retrieve import HybridRetriever
+from memwise.facts.spaces import bind_space
 from memwise.facts.types import Conversation
 from memwise.store.base import Filters, Record, ScoredRecord
 from memwise.store.sqlite import SQLiteStore
@@ -312,6 +313,7 @@ async def evaluate_retrieval(
     with contextlib.ExitStack() as stack:
         where = Path(db) if db is not None else Path(stack.enter_context(tempfile.TemporaryDirectory())) / "store.db"
         store = stack.enter_context(SQLiteStore(where))
+        bind_space(store, embedder.name)  # a kept --db made with another embedder is refused, not mixed
         retriever = HybridRetriever(store, embedder, config)
         # Loading the model (seconds, once per process) is timed apart, so both rates are steady state.
         # The warm-up goes through the cache: a re-run on a kept database asks the embedder nothing.
