@@ -443,11 +443,7 @@ class VectorIndex:
             if term.op == "in":
                 return self._code_table(col, term.value)[codes]
         elif term.column in _TIMED or term.column == "event":
-            if term.column == "event":  # ts where set, else created_at (see memwise.store.base.TimeField)
-                ts = self._times[_TS, rows]
-                values = np.where(np.isnan(ts), self._times[_CREATED, rows], ts)
-            else:
-                values = self._times[_TIMED[term.column], rows]
+            values = self._time_values(term.column, rows)
             if term.op == "ge":
                 return values >= term.value
             if term.op == "lt":
@@ -455,6 +451,13 @@ class VectorIndex:
             if term.op == "unset_or_gt":
                 return np.isnan(values) | (values > term.value)
         raise StoreError(f"the vector index cannot apply {term.op!r} to {term.column!r}; extend _term_mask")
+
+    def _time_values(self, column: str, rows: _Ints) -> _Floats:
+        """A time column over the listed rows; ``event`` is ts where set, else created_at (see TimeField)."""
+        if column != "event":
+            return self._times[_TIMED[column], rows]
+        ts = self._times[_TS, rows]
+        return np.where(np.isnan(ts), self._times[_CREATED, rows], ts)
 
     def _code_table(self, col: int, values: tuple[str, ...]) -> npt.NDArray[np.bool_]:
         """Allowed flags indexed by code (the last entry, read for code -1, stays False).

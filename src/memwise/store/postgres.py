@@ -30,11 +30,11 @@ import numpy as np
 import numpy.typing as npt
 
 from memwise.exceptions import StoreError
-from memwise.store import _pg_schema, _pg_search, _sql
+from memwise.store import _jobs, _pg_schema, _pg_search, _sql
 from memwise.store._pg_pool import DSN_PATH, PgConnections, PgPool, SearchPath
 from memwise.store._pg_schema import COLS, row_to_record
 from memwise.store._prepare import as_matrix, checked_batch, edited, query_vector
-from memwise.store.base import ANY, FINISHED_JOB_STATUSES, Filters, Record, ScoredRecord, job_state_json
+from memwise.store.base import ANY, Filters, Record, ScoredRecord
 
 
 def _where(filters: Filters | None) -> tuple[str, list[Any]]:
@@ -290,34 +290,15 @@ class PostgresStore:
 
     def save_job(self, job_id: str, status: str, state: Mapping[str, Any]) -> None:
         """Insert or replace a server job's state (see :class:`memwise.store.base.JobLog`)."""
-        doc = job_state_json(job_id, state)
-        self._db.write(
-            lambda conn: conn.execute(
-                "INSERT INTO jobs(id, status, updated_at, state) VALUES (%s, %s, %s, %s::jsonb) ON CONFLICT (id) "
-                "DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at, state = excluded.state",
-                (job_id, status, time.time(), doc),
-            ),
-            f"saving job {job_id}",
-        )
+        _jobs.save_job(self._db, "postgres", job_id, status, state)
 
     def load_job(self, job_id: str) -> dict[str, Any] | None:
         """A server job's last saved state, or None."""
-        row = self._db.read(
-            lambda conn: conn.execute("SELECT state FROM jobs WHERE id = %s", (job_id,)).fetchone(), f"job {job_id}"
-        )
-        return None if row is None else dict(row[0])
+        return _jobs.load_job(self._db, "postgres", job_id)
 
     def prune_jobs(self, keep: int) -> int:
         """Forget finished jobs beyond the ``keep`` most recently saved."""
-        sql = (
-            "DELETE FROM jobs WHERE status = ANY(%s) "
-            "AND id NOT IN (SELECT id FROM jobs ORDER BY updated_at DESC LIMIT %s)"
-        )
-        return int(
-            self._db.write(
-                lambda conn: conn.execute(sql, (list(FINISHED_JOB_STATUSES), max(keep, 0))).rowcount, "job pruning"
-            )
-        )
+        return _jobs.prune_jobs(self._db, "postgres", keep)
 
     # -- reads ----------------------------------------------------------------------------------
 

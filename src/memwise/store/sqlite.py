@@ -8,7 +8,6 @@ search is exact cosine over an in-memory matrix that follows the file's change l
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -23,10 +22,10 @@ import numpy.typing as npt
 
 from memwise._sqlite import Database
 from memwise.exceptions import StoreError
-from memwise.store import _sql
+from memwise.store import _jobs, _sql
 from memwise.store._prepare import as_matrix, checked_batch, edited, query_vector
 from memwise.store._vectors import VectorIndex
-from memwise.store.base import ANY, FINISHED_JOB_STATUSES, Filters, Record, ScoredRecord, job_state_json
+from memwise.store.base import ANY, Filters, Record, ScoredRecord
 
 _CHUNK = 500
 _JOBS_TABLE = (
@@ -278,34 +277,15 @@ class SQLiteStore:
 
     def save_job(self, job_id: str, status: str, state: Mapping[str, Any]) -> None:
         """Insert or replace a server job's state (see :class:`memwise.store.base.JobLog`)."""
-        doc = job_state_json(job_id, state)
-        self._db.write(
-            lambda conn: conn.execute(
-                "INSERT INTO jobs(id, status, updated_at, state) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
-                "SET status = excluded.status, updated_at = excluded.updated_at, state = excluded.state",
-                (job_id, status, time.time(), doc),
-            ),
-            f"saving job {job_id}",
-        )
+        _jobs.save_job(self._db, "sqlite", job_id, status, state)
 
     def load_job(self, job_id: str) -> dict[str, Any] | None:
         """A server job's last saved state, or None."""
-        row = self._db.read(
-            lambda conn: conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone(), f"job {job_id}"
-        )
-        return None if row is None else dict(json.loads(row[0]))
+        return _jobs.load_job(self._db, "sqlite", job_id)
 
     def prune_jobs(self, keep: int) -> int:
         """Forget finished jobs beyond the ``keep`` most recently saved."""
-        sql = (
-            f"DELETE FROM jobs WHERE status IN ({', '.join('?' * len(FINISHED_JOB_STATUSES))}) "
-            "AND id NOT IN (SELECT id FROM jobs ORDER BY updated_at DESC LIMIT ?)"
-        )
-        return int(
-            self._db.write(
-                lambda conn: conn.execute(sql, (*FINISHED_JOB_STATUSES, max(keep, 0))).rowcount, "job pruning"
-            )
-        )
+        return _jobs.prune_jobs(self._db, "sqlite", keep)
 
     # -- reads ----------------------------------------------------------------------------------
 
