@@ -98,11 +98,18 @@ class AsyncMemory:
                     "pass both store= and embedder= (and llm= if you need answers), or none of them to use "
                     "the configured settings"
                 )
-            built = build_parts(load_settings(), None, with_llm=True)
-            store, embedder, llm = built
-        if mode == "facts" and llm is None:
-            raise ConfigError("mode 'facts' extracts facts with a model: pass llm=")
-        bind_space(store, embedder.name)
+            store, embedder, llm = build_parts(load_settings(), None, with_llm=True)
+            built = True
+        else:
+            built = False
+        try:
+            if mode == "facts" and llm is None:
+                raise ConfigError("mode 'facts' extracts facts with a model: pass llm=")
+            bind_space(store, embedder.name)
+        except BaseException:
+            if built:  # built here, so closed here; a caller's own store stays the caller's
+                store.close()
+            raise
         self.store = store
         self.embedder = embedder
         self.llm = llm

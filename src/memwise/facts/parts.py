@@ -11,7 +11,6 @@ from pathlib import Path
 
 from memwise.config import Settings
 from memwise.embed.base import Embedder
-from memwise.facts.spaces import bind_space
 from memwise.llm.base import ChatModel
 from memwise.store.base import Store
 from memwise.store.registry import build_store, is_dsn
@@ -33,7 +32,6 @@ def build_parts(
     store = build_store(spec)
     try:
         embedder = build_embedder(settings.embedding, cache_path=cache)
-        bind_space(store, embedder.name)
         llm = build_llm(settings.model("policy")) if with_llm else None
     except BaseException:
         store.close()
