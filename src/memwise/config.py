@@ -42,8 +42,9 @@ from memwise.exceptions import ConfigError
 ROLES = ("policy", "judge", "optimizer")
 ModelBackend = Literal["local", "openai"]
 EmbedBackend = Literal["minilm", "openai"]
-# Precisions the local embedder runs at; anything but float32 gives other vectors under another name.
-EMBED_PRECISIONS = ("float32", "bfloat16")
+# Precisions the local embedder runs at. "auto" picks bfloat16 on CPUs with native bfloat16, else float32
+# (memwise.embed.precision); both give the same model's vectors, under one name.
+EMBED_PRECISIONS = ("auto", "float32", "bfloat16")
 
 # The one list of backends per kind: name -> "module:Class", imported only when chosen (a server-only
 # install has no torch, the embedded model needs no HTTP client). Settings validation reads the names
@@ -116,9 +117,10 @@ class EmbedConfig:
     base_url: str | None = None
     api_key_env: str = "MEMWISE_API_KEY"
     batch_size: int = 64
-    # The local model's arithmetic: "bfloat16" is 2-2.5x faster on CPUs with native bfloat16 (vectors
-    # within about 1e-4 cosine of float32's, kept under their own name); the remote backend ignores it.
-    precision: str = "float32"
+    # The local model's arithmetic: "bfloat16" is 2.5-3x faster on CPUs with native bfloat16 and slower
+    # without, so the default "auto" takes it only there (vectors within about 1e-4 cosine of float32's,
+    # in the same vector space); "float32" forces full precision. The remote backend ignores it.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.backend not in EMBED_BACKENDS:

@@ -148,7 +148,7 @@ def test_an_unknown_dataset_format_names_the_flag_and_the_choices(tmp_path: Path
     assert not (tmp_path / "m.db").exists()
 
 
-def test_embed_precision_flag_picks_the_bfloat16_space_and_refuses_unknown_values(tmp_path: Path) -> None:
+def test_embed_precision_flag_shares_the_model_s_space_and_refuses_unknown_values(tmp_path: Path) -> None:
     import sqlite3
 
     data, db = tiny_locomo(tmp_path), tmp_path / "m.db"
@@ -158,8 +158,9 @@ def test_embed_precision_flag_picks_the_bfloat16_space_and_refuses_unknown_value
     assert done.exit_code == 0, done.output
     with sqlite3.connect(db) as conn:
         spaces = {row[0] for row in conn.execute("SELECT DISTINCT space FROM vectors")}
-    assert spaces == {"all-MiniLM-L6-v2-bf16"}  # never mixed with float32 vectors
-    found = runner.invoke(
-        app, ["--embed-precision", "bfloat16", "search", "support group", "--user-id", "conv-26", "--db", str(db)]
-    )
-    assert found.exit_code == 0 and "support group" in found.output.lower(), found.output
+    assert spaces == {"all-MiniLM-L6-v2"}  # the model's space: a precision is not another model
+    for precision in ("bfloat16", "float32", "auto"):  # so every precision searches it
+        found = runner.invoke(
+            app, ["--embed-precision", precision, "search", "support group", "--user-id", "conv-26", "--db", str(db)]
+        )
+        assert found.exit_code == 0 and "support group" in found.output.lower(), (precision, found.output)

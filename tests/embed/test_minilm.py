@@ -14,10 +14,13 @@ import numpy as np
 import pytest
 
 from memwise.config import EmbedConfig, load_settings
+from memwise.embed import precision
 from memwise.embed.base import Embedder
 from memwise.embed.cache import CachedEmbedder
 from memwise.embed.minilm import MiniLMEmbedder, plan_batches
 from memwise.exceptions import ConfigError, EmbeddingError
+from memwise.facts.memory import Memory
+from memwise.store.sqlite import SQLiteStore
 
 # Checked without importing: sentence-transformers takes seconds to import, paid once by the fixture.
 pytestmark = pytest.mark.skipif(
@@ -33,7 +36,11 @@ def network_attempts() -> list[Any]:
 
 @pytest.fixture(scope="module")
 def minilm(network_attempts: list[Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniLMEmbedder]:
-    """One loaded model for the module, loaded with the hub off, an empty HF cache and every socket refused."""
+    """One float32 model for the module, loaded with the hub off, an empty HF cache and every socket refused.
+
+    float32 explicitly: the default ``auto`` would be bfloat16 on some machines, and several tests here
+    compare vectors to 1e-5, which only float32 meets.
+    """
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
         network_attempts.append(args)
@@ -47,7 +54,7 @@ def minilm(network_attempts: list[Any], tmp_path_factory: pytest.TempPathFactory
         mp.setattr(socket.socket, "connect_ex", refuse)
         mp.setattr(socket, "getaddrinfo", refuse)
         mp.setattr(socket, "create_connection", refuse)
-        embedder = MiniLMEmbedder(batch_size=32)
+        embedder = MiniLMEmbedder(batch_size=32, precision="float32")
         asyncio.run(embedder.embed(["warm up"]))
         yield embedder
 
@@ -161,30 +168,52 @@ def minilm_bf16(minilm: MiniLMEmbedder) -> MiniLMEmbedder:
 
 
 async def test_vectors_match_the_models_own_pipeline(minilm: MiniLMEmbedder) -> None:
-    """Pooling done here gives what sentence-transformers' ``encode`` gives on the same model."""
+    """Pooling done here gives what sentence-transformers' ``encode`` gives on the same model (in float32)."""
+    assert minilm.precision == "float32"
     ours = await minilm.embed(SAMPLES)
     theirs = minilm.model.encode(SAMPLES, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
 
-async def test_bfloat16_agrees_with_float32_under_its_own_name(
+async def test_bfloat16_agrees_with_float32_under_the_same_name(
     minilm: MiniLMEmbedder, minilm_bf16: MiniLMEmbedder, tmp_path: Path
 ) -> None:
     full, half = await minilm.embed(SAMPLES), await minilm_bf16.embed(SAMPLES)
     assert half.shape == (len(SAMPLES), 384) and half.dtype == np.float32
     assert np.linalg.norm(half, axis=1) == pytest.approx([1.0] * len(SAMPLES), abs=1e-5)
-    assert np.sum(full * half, axis=1).min() >= 0.99
-    assert minilm.name == "all-MiniLM-L6-v2" and minilm_bf16.name == "all-MiniLM-L6-v2-bf16"
+    assert np.sum(full * half, axis=1).min() >= 0.999
+    # One model, one name: the precision is how it was computed, not another set of vectors.
+    assert minilm.name == minilm_bf16.name == "all-MiniLM-L6-v2"
     assert "bfloat16" in minilm_bf16.describe() and "float32" in minilm.describe()
-    # Same cache file: each precision finds only its own vectors, never the other's.
+    assert "(auto)" not in minilm.describe() + minilm_bf16.describe()  # both were asked for explicitly
+    # Same cache file: what one precision embedded, the other reuses.
     path = tmp_path / "cache.db"
     first = CachedEmbedder(minilm, path)
     await first.embed(SAMPLES[:3])
     first.close()
     second = CachedEmbedder(minilm_bf16, path)
-    np.testing.assert_allclose(await second.embed(SAMPLES[:3]), half[:3], atol=1e-6)
-    assert (second.hits, second.misses) == (0, 3)
+    np.testing.assert_allclose(await second.embed(SAMPLES[:3]), full[:3], atol=1e-6)
+    assert (second.hits, second.misses) == (3, 0)
     second.close()
+
+
+def test_a_store_embedded_in_one_precision_is_searched_in_the_other(
+    minilm: MiniLMEmbedder, minilm_bf16: MiniLMEmbedder, tmp_path: Path
+) -> None:
+    """A store moved between a bfloat16 CPU and one without is neither refused nor blind."""
+    db = tmp_path / "m.db"
+    with Memory(store=SQLiteStore(db), embedder=minilm_bf16) as mem:
+        mem.add("I adopted a beagle called Pepper.", user_id="alice")
+        mem.add("My sister lives in Lisbon.", user_id="alice")
+    with Memory(store=SQLiteStore(db), embedder=minilm) as mem:
+        hits = mem.search("what is my dog called", user_id="alice", limit=1)
+        mem.add("I work as a nurse.", user_id="alice")
+    assert "Pepper" in hits[0].record.text
+    with Memory(store=SQLiteStore(db), embedder=minilm_bf16) as mem:
+        hits = mem.search("what is my job", user_id="alice", limit=1)
+    assert "nurse" in hits[0].record.text
+    with SQLiteStore(db) as store:
+        assert store.vector_spaces() == {"all-MiniLM-L6-v2": 3}
 
 
 def test_precision_comes_from_the_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -192,12 +221,29 @@ def test_precision_comes_from_the_config(monkeypatch: pytest.MonkeyPatch, tmp_pa
     settings = load_settings(config_path=None, env={"MEMWISE_EMBED_PRECISION": "bfloat16"})
     assert settings.embedding.precision == "bfloat16"
     embedder = MiniLMEmbedder.from_config(settings.embedding)
-    assert embedder.precision == "bfloat16" and embedder.name.endswith("-bf16")
+    assert embedder.precision == "bfloat16" and embedder.name == "all-MiniLM-L6-v2"
+    assert EmbedConfig().precision == "auto"
     assert MiniLMEmbedder.from_config(EmbedConfig()).name == "all-MiniLM-L6-v2"
+    forced = load_settings(config_path=None, env={"MEMWISE_EMBED_PRECISION": "float32"})
+    assert MiniLMEmbedder.from_config(forced.embedding).precision == "float32"
     with pytest.raises(ConfigError, match="precision"):
         EmbedConfig(precision="float16")
     with pytest.raises(ConfigError, match="precision"):
         MiniLMEmbedder(precision="int8")
+
+
+def test_auto_precision_follows_the_cpu_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``auto`` reads the CPU's flags (here a stand-in for /proc/cpuinfo) and says what it chose."""
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr(precision, "CPUINFO", cpuinfo)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    native = MiniLMEmbedder()  # auto is the default
+    assert native.precision == "bfloat16" and "bfloat16 (auto)" in native.describe()
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f\n")
+    emulated = MiniLMEmbedder.from_config(EmbedConfig(precision="auto"))
+    assert emulated.precision == "float32" and "float32 (auto)" in emulated.describe()
+    assert native.name == emulated.name == "all-MiniLM-L6-v2"
+    assert MiniLMEmbedder(precision="bfloat16").precision == "bfloat16"  # explicit wins over the flags
 
 
 def _embed_in_child(embedder: MiniLMEmbedder, out: Any) -> None:

