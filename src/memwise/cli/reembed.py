@@ -1,4 +1,4 @@
-"""`memwise reembed`: move a memory to the configured embedder after switching model or precision."""
+"""`memwise reembed`: move a memory to the configured embedder after switching models."""
 
 from __future__ import annotations
 
