@@ -85,7 +85,13 @@ before steps 9-10; each figure the best of dense weights 0.3-0.5):
   vector (0.782-0.803; one more query embedding);
 - other dense normalisations (top-30/50 only, a median or 80th-percentile floor; 0.781-0.798), a
   context decay of 0.7 (0.793), turn priors for a shared photo, a question turn or a turn answering
-  a question (0.802-0.814 on top of steps 9-10, noise).
+  a question (0.802-0.814 on top of steps 9-10, noise);
+- one vector per sentence (and per photo caption), a turn's cosine the best of them: cosine alone
+  goes from 0.51 to 0.60, the recipe stays at 0.806-0.812 with it as its dense channel (2.7 times the
+  embeddings at ingest);
+- weights fitted instead of picked: a linear listwise ranker over the recipe's parts, the raw channel
+  scores and ranks, the neighbours' scores and the sentence cosine reaches 0.804-0.809 leave one
+  conversation out against the recipe's 0.810 without spread (``bench/retrieval_ceiling.py``).
 
 None of these, nor steps 9-10, reaches recall@10 0.85: most misses of categories 1 and 3 need an
 inference the words and a small embedder do not carry ("Would Melanie prefer a national park or a
