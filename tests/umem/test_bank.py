@@ -137,3 +137,28 @@ def test_render_for_executor_shows_values_only() -> None:
     assert text == "- A.\n- B.\n- C\n  line"
     assert "secret" not in text
     assert render_for_executor([]) == ""
+
+
+def named(name: str) -> FakeEmbedder:
+    embedder = FakeEmbedder(dim=256)
+    embedder.name = name
+    return embedder
+
+
+async def test_a_bank_written_under_minilm_s_former_bf16_space_keeps_its_entries(tmp_path: Path) -> None:
+    # Before one space served both precisions, bfloat16 MiniLM wrote to "all-MiniLM-L6-v2-bf16".
+    with SQLiteStore(tmp_path / "bank.db") as store:
+        old = InsightBank(store, named("all-MiniLM-L6-v2-bf16"), agent_id="umem", similarity_floor=-1.0)
+        await old.add(NEAR, ["Isolate the variable first."])
+    with SQLiteStore(tmp_path / "bank.db") as store:
+        bank = InsightBank(store, named("all-MiniLM-L6-v2"), agent_id="umem", similarity_floor=-1.0)
+        assert [e.key for e in (await bank.retrieve(NEAR_2)).entries] == [NEAR]
+        await bank.add(FAR, ["Keep the metre."])
+        assert store.vector_spaces() == {"all-MiniLM-L6-v2-bf16": 2}
+
+
+async def test_a_bank_of_another_model_is_refused_not_searched_in_vain(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "bank.db") as store:
+        await InsightBank(store, named("other-model"), agent_id="umem").add(NEAR, ["Isolate the variable first."])
+        with pytest.raises(StoreError, match="other-model"):
+            InsightBank(store, named("all-MiniLM-L6-v2"), agent_id="umem")

@@ -24,6 +24,7 @@ from typing import Any
 
 from memwise.embed.base import Embedder
 from memwise.exceptions import ConfigError, StoreError
+from memwise.facts.spaces import choose_space
 from memwise.store.base import Filters, Record, ScoredRecord
 from memwise.store.sqlite import SQLiteStore
 
@@ -117,7 +118,10 @@ class InsightBank:
 
     Args:
         store: where entries live; vectors go in the space named after the embedder, so keys
-            embedded by different models are never compared.
+            embedded by different models are never compared. The space is chosen once, here, by
+            :func:`~memwise.facts.spaces.choose_space`, so a bank written under an older name of the
+            same model (an unnamed ``default`` space, or MiniLM's former ``-bf16`` one) keeps finding
+            its entries, and a bank of another model is refused instead of searched in vain.
         embedder: embeds keys and queries.
         agent_id, run_id, user_id: the bank's scope. At least one must be set, so that a bank never
             reads the whole store.
@@ -157,12 +161,9 @@ class InsightBank:
         self.max_entries = max_entries
         self.stats = BankStats()
         self._filters = Filters(user_id=user_id, agent_id=agent_id, run_id=run_id, kind=KIND)
+        self._space = choose_space(store.vector_spaces(), embedder.name)
 
     # -- helpers --------------------------------------------------------------------------------
-
-    @property
-    def _space(self) -> str:
-        return self.embedder.name
 
     def _owns(self, record: Record) -> bool:
         return (
