@@ -155,3 +155,33 @@ def test_a_scoped_search_ranks_the_scope_exactly(pg_database: str, schemas: list
             assert [round(h.score, 4) for h in found] == [round(float(x), 4) for x in np.sort(scores)[::-1][:10]]
     with pytest.raises(StoreError, match="exact_scope_limit"):
         PostgresStore(pg_database, schema=schemas[0], exact_scope_limit=-1)
+
+
+def test_a_space_dropped_by_another_store_is_created_again_when_written(pg_database: str, schemas: list[str]) -> None:
+    # Two servers on one database: one drops a space (memwise reembed), the other, which used the
+    # space before and remembers its dimension, writes to it again. The space must exist again (its
+    # dimension row and HNSW index), or a third process would search it and find nothing.
+    with PostgresStore(pg_database, schema=schemas[0]) as one, PostgresStore(pg_database, schema=schemas[0]) as two:
+        two.add([Record(text="first", id="a")], [_unit(0)], space="m")
+        assert [h.record.id for h in two.search_vector(_unit(0), 5, space="m")] == ["a"]  # two knows "m" now
+        assert one.drop_space("m") == 1
+        two.add([Record(text="second", id="b")], [_unit(1)], space="m")
+    with PostgresStore(pg_database, schema=schemas[0]) as fresh:
+        assert fresh.vector_spaces() == {"m": 1}
+        assert [h.record.id for h in fresh.search_vector(_unit(1), 5, space="m")] == ["b"]
+        with psycopg.connect(pg_database) as conn:
+            conn.execute(f'SET search_path TO "{schemas[0]}"')
+            assert conn.execute("SELECT dim FROM spaces WHERE space = 'm'").fetchone() == (8,)
+
+
+def test_a_space_re_made_with_another_dimension_is_searched_at_its_new_one(
+    pg_database: str, schemas: list[str]
+) -> None:
+    with PostgresStore(pg_database, schema=schemas[0]) as one, PostgresStore(pg_database, schema=schemas[0]) as two:
+        one.add([Record(text="old", id="a")], [_unit(0)], space="m")
+        assert [h.record.id for h in two.search_vector(_unit(0), 5, space="m")] == ["a"]  # two remembers 8-d
+        one.drop_space("m")
+        one.add([Record(text="new", id="b")], [_unit(1, dim=4)], space="m")
+        assert [h.record.id for h in two.search_vector(_unit(1, dim=4), 5, space="m")] == ["b"]
+        with pytest.raises(StoreError, match="4-d"):
+            two.search_vector(_unit(0), 5, space="m")

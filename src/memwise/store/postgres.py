@@ -148,11 +148,16 @@ class PostgresStore:
     # -- writes ---------------------------------------------------------------------------------
 
     def _check_dim(self, conn: Any, space: str, dim: int) -> None:
-        """Fix a new space's dimension (and create its HNSW index) or check a known one's."""
-        known = self._dims.get(space)
+        """Fix a new space's dimension (and create its HNSW index) or check a known one's.
+
+        Asks the database on every write rather than trusting what this process remembers: another
+        process may have dropped the space since (``memwise reembed``), and vectors written to a space
+        without its row would be invisible to every process that opens the store afterwards.
+        """
+        known = self._stored_dim(conn, space)
         if known is None:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_pg_schema.space_lock(space, self.schema),))
-            known = self._space_dim(conn, space)
+            known = self._stored_dim(conn, space)
             if known is None:
                 _pg_schema.create_space(conn, space, dim)
                 return
@@ -378,12 +383,16 @@ class PostgresStore:
         return self._db.read(lambda conn: _pg_search.search_text(conn, words, top_k, where, params), "search_text")
 
     def _space_dim(self, conn: Any, space: str) -> int | None:
+        """The space's dimension for a search: remembered after the first read (a dropped space is empty)."""
         known = self._dims.get(space)
-        if known is None:
-            row = conn.execute("SELECT dim FROM spaces WHERE space = %s", (space,)).fetchone()
-            if row is None:
-                return None
-            known = self._dims[space] = int(row[0])
+        return known if known is not None else self._stored_dim(conn, space)
+
+    def _stored_dim(self, conn: Any, space: str) -> int | None:
+        row = conn.execute("SELECT dim FROM spaces WHERE space = %s", (space,)).fetchone()
+        if row is None:
+            self._dims.pop(space, None)
+            return None
+        known = self._dims[space] = int(row[0])
         return known
 
     def search_vector(
@@ -412,6 +421,8 @@ class PostgresStore:
 
         def work(conn: Any) -> list[ScoredRecord]:
             dim = self._space_dim(conn, space)
+            if dim is not None and query.shape[0] != dim:  # remembered from before another process re-made it?
+                dim = self._stored_dim(conn, space)
             if dim is None:
                 return []
             if query.shape[0] != dim:
