@@ -91,7 +91,10 @@ before steps 9-10; each figure the best of dense weights 0.3-0.5):
   embeddings at ingest);
 - weights fitted instead of picked: a linear listwise ranker over the recipe's parts, the raw channel
   scores and ranks, the neighbours' scores and the sentence cosine reaches 0.804-0.809 leave one
-  conversation out against the recipe's 0.810 without spread (``bench/retrieval_ceiling.py``).
+  conversation out against the recipe's 0.810 without spread (``bench/retrieval_ceiling.py``); with
+  a soft word match (question words met by similar turn words, MiniLM word vectors) or late
+  interaction over MiniLM's token vectors (0.710 alone, the strongest single channel), 0.816-0.828,
+  at the price of a word or token vector store and a fitted ranker.
 
 None of these, nor steps 9-10, reaches recall@10 0.85: most misses of categories 1 and 3 need an
 inference the words and a small embedder do not carry ("Would Melanie prefer a national park or a
