@@ -216,6 +216,11 @@ class VectorIndex:
                     rows.extend(conn.execute(f"{_ROW_SQL} WHERE r.id IN ({marks})", (self.space, *chunk)))
             finally:
                 conn.execute("COMMIT")
+            if self.dim is not None and any(row[8] != self.dim for row in rows):
+                # Another process dropped the space and filled it again at another dimension, maybe under
+                # the same ids: rows of the old dimension can still be here, so rebuild the space whole.
+                self._full_reload(conn)
+                return
             found = {row[0] for row in rows}
             for gone in ids:
                 if gone not in found:
