@@ -6,6 +6,7 @@ search path on every checkout, so a connection used for one schema never answers
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -185,3 +186,21 @@ def test_a_space_re_made_with_another_dimension_is_searched_at_its_new_one(
         assert [h.record.id for h in two.search_vector(_unit(1, dim=4), 5, space="m")] == ["b"]
         with pytest.raises(StoreError, match="4-d"):
             two.search_vector(_unit(0), 5, space="m")
+
+
+def test_a_space_dropped_while_another_store_writes_to_it_is_left_whole(pg_database: str, schemas: list[str]) -> None:
+    # One server writes to space "m" in a transaction while `memwise reembed` drops "m" at another. Either
+    # order is fine, but the result must be one of them: the space with its dimension row and HNSW index,
+    # or no vectors at all. Vectors left behind without their row are invisible to every later search.
+    with PostgresStore(pg_database, schema=schemas[0]) as one, PostgresStore(pg_database, schema=schemas[0]) as two:
+        one.add([Record(text="first", id="a")], [_unit(0)], space="m")
+        dropper = threading.Thread(target=two.drop_space, args=("m",))
+        with one.transaction():
+            one.add([Record(text="second", id="b")], [_unit(1)], space="m")
+            dropper.start()
+            dropper.join(1.0)  # done already (the bug), or waiting for this write to commit
+        dropper.join(30)
+        assert not dropper.is_alive()
+    with PostgresStore(pg_database, schema=schemas[0]) as fresh:
+        held = fresh.vector_spaces().get("m", 0)
+        assert len(fresh.search_vector(_unit(1), 5, space="m")) == held

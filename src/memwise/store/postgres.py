@@ -152,12 +152,14 @@ class PostgresStore:
 
         Asks the database on every write rather than trusting what this process remembers: another
         process may have dropped the space since (``memwise reembed``), and vectors written to a space
-        without its row would be invisible to every process that opens the store afterwards.
+        without its row would be invisible to every process that opens the store afterwards. The row is
+        read ``FOR SHARE``, so a ``drop_space`` in another process waits for this write to commit and
+        then drops its vectors too, instead of leaving them behind without the row.
         """
-        known = self._stored_dim(conn, space)
+        known = self._stored_dim(conn, space, lock=True)
         if known is None:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_pg_schema.space_lock(space, self.schema),))
-            known = self._stored_dim(conn, space)
+            known = self._stored_dim(conn, space, lock=True)
             if known is None:
                 _pg_schema.create_space(conn, space, dim)
                 return
@@ -241,10 +243,11 @@ class PostgresStore:
                 "UPDATE records SET text = %s, metadata = %s::jsonb, content_hash = %s, index_text = %s WHERE id = %s",
                 (new.text, meta_json, new.content_hash(), new.index_text, record_id),
             )
+            if vec is not None:  # before the delete: it waits on a drop_space of the space, holding no vector rows
+                self._check_dim(conn, space, vec.shape[0])
             if text_changed or vec is not None:
                 conn.execute("DELETE FROM vectors WHERE record_id = %s", (record_id,))
             if vec is not None:
-                self._check_dim(conn, space, vec.shape[0])
                 conn.execute(
                     "INSERT INTO vectors(record_id, space, embedding) VALUES (%s, %s, %s)", (record_id, space, vec)
                 )
@@ -277,13 +280,15 @@ class PostgresStore:
         """Delete every vector of ``space``, its dimension and its HNSW index; returns how many vectors went.
 
         Taken under the space's lock, as its creation is, so a concurrent first add of the same space
-        waits and then creates it afresh (with any dimension).
+        waits and then creates it afresh (with any dimension). The dimension row goes first: deleting it
+        waits for writes still adding to the space (they hold it ``FOR SHARE``), so the vectors deleted
+        next include theirs.
         """
 
         def work(conn: Any) -> int:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_pg_schema.space_lock(space, self.schema),))
-            gone = int(conn.execute("DELETE FROM vectors WHERE space = %s", (space,)).rowcount)
             conn.execute("DELETE FROM spaces WHERE space = %s", (space,))
+            gone = int(conn.execute("DELETE FROM vectors WHERE space = %s", (space,)).rowcount)
             conn.execute(f"DROP INDEX IF EXISTS {_pg_schema.index_name(space)}")
             return gone
 
@@ -387,8 +392,9 @@ class PostgresStore:
         known = self._dims.get(space)
         return known if known is not None else self._stored_dim(conn, space)
 
-    def _stored_dim(self, conn: Any, space: str) -> int | None:
-        row = conn.execute("SELECT dim FROM spaces WHERE space = %s", (space,)).fetchone()
+    def _stored_dim(self, conn: Any, space: str, *, lock: bool = False) -> int | None:
+        sql = "SELECT dim FROM spaces WHERE space = %s" + (" FOR SHARE" if lock else "")
+        row = conn.execute(sql, (space,)).fetchone()
         if row is None:
             self._dims.pop(space, None)
             return None
