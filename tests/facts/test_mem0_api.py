@@ -7,6 +7,7 @@ No-argument construction, metadata, filters, delete_all, reset, export/import, t
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -242,3 +243,23 @@ def test_the_package_offers_memory_like_mem0_without_loading_it_on_import() -> N
     assert light.stdout.strip() == "False"  # `import memwise` alone stays cheap
     with pytest.raises(AttributeError, match="no attribute 'Memroy'"):
         _ = memwise.Memroy  # type: ignore[attr-defined]
+
+
+def test_infinite_metadata_is_refused_and_cannot_break_later_filters(memory: Memory) -> None:
+    memory.add("I adopted a beagle called Pepper.", user_id="alice", metadata={"score": 1})
+    for bad in (math.inf, -math.inf):
+        with pytest.raises(ConfigError, match="score"):
+            memory.add("My cat Tom sleeps all day.", user_id="alice", metadata={"score": bad})
+    (kept,) = memory.get_all(user_id="alice")
+    with pytest.raises(ConfigError, match="score"):
+        memory.update(kept.id, "Pepper is two.", user_id="alice", metadata={"score": math.inf})
+    # Stored, an infinity is JSON no store can read: every filtered read of the store failed after it.
+    assert [h.record.id for h in memory.search("beagle", user_id="alice", filters={"score": 1})] == [kept.id]
+    assert [r.id for r in memory.get_all(user_id="alice", filters={"score": {"gte": 0}})] == [kept.id]
+
+
+def test_a_blank_or_non_text_message_is_refused_not_stored(memory: Memory) -> None:
+    for bad in ("", "   \n", [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None}]):
+        with pytest.raises(ConfigError, match="message"):
+            memory.add(bad, user_id="alice")  # type: ignore[arg-type]
+    assert memory.get_all(user_id="alice") == []

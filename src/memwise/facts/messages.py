@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from memwise.exceptions import ConfigError, StoreError
+from memwise.exceptions import ConfigError
 from memwise.facts.types import Conversation, Session, Turn
 from memwise.facts.units import unit_id
 
@@ -36,14 +36,17 @@ def _said(messages: Messages) -> list[tuple[str, str]]:
     said = []
     for i, msg in enumerate(messages):
         if isinstance(msg, str):
-            said.append(("user", msg))
-            continue
-        if not isinstance(msg, Mapping):
+            speaker, content = "user", msg
+        elif isinstance(msg, Mapping):
+            content = msg.get("content")
+            if not isinstance(content, str):
+                raise ConfigError(f"message {i}: 'content' must be a string, got {type(content).__name__}")
+            speaker = str(msg.get("speaker") or msg.get("name") or msg.get("role") or "user")
+        else:
             raise ConfigError(f"message {i} must be a string or a mapping with 'content', got {type(msg).__name__}")
-        content = msg.get("content")
-        if not isinstance(content, str):
-            raise StoreError(f"message {i}: 'content' must be a string, got {type(content).__name__}")
-        said.append((str(msg.get("speaker") or msg.get("name") or msg.get("role") or "user"), content))
+        if not content.strip():  # stored, it would be a memory that says nothing ("user: ") and is found anyway
+            raise ConfigError(f"message {i}: 'content' is empty; leave the message out")
+        said.append((speaker, content))
     return said
 
 

@@ -7,6 +7,7 @@ may not use the keys memwise writes on units itself. Results are plain lists of 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -67,6 +68,10 @@ def check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
             )
         if isinstance(value, float) and value != value:  # NaN: no store can compare it
             raise ConfigError(f"metadata {key!r}: NaN cannot be stored or filtered")
+        if isinstance(value, float) and math.isinf(value):
+            # Written as JSON's non-standard ``Infinity``, which the stores' JSON functions cannot read:
+            # every later filtered read of the store would fail on that one row.
+            raise ConfigError(f"metadata {key!r}: {value} cannot be stored or filtered; use a finite number")
         clean[key] = value
     return clean
 
