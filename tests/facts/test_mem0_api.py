@@ -9,7 +9,9 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -256,6 +258,41 @@ def test_infinite_metadata_is_refused_and_cannot_break_later_filters(memory: Mem
     # Stored, an infinity is JSON no store can read: every filtered read of the store failed after it.
     assert [h.record.id for h in memory.search("beagle", user_id="alice", filters={"score": 1})] == [kept.id]
     assert [r.id for r in memory.get_all(user_id="alice", filters={"score": {"gte": 0}})] == [kept.id]
+
+
+def test_a_time_range_that_ends_before_it_starts_is_a_config_error(memory: Memory) -> None:
+    memory.add("I adopted a beagle called Pepper.", user_id="alice", session_time=datetime(2023, 5, 8))
+    with pytest.raises(ConfigError, match="since"):
+        memory.search("beagle", user_id="alice", since=datetime(2024, 1, 1), until=datetime(2023, 1, 1))
+    assert len(memory.search("beagle", user_id="alice", since=datetime(2023, 1, 1), until=datetime(2024, 1, 1))) == 1
+
+
+def test_a_session_time_that_cannot_be_stored_is_refused_before_writing(memory: Memory) -> None:
+    late = datetime(9999, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=-5)))  # year 10000 in UTC
+    early = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))  # year 0 in UTC
+    for when in (late, early, "2024-01-01"):
+        with pytest.raises(ConfigError, match="session_time"):
+            memory.add("I adopted a beagle called Pepper.", user_id="alice", session_time=when)  # type: ignore[arg-type]
+    # Once stored, such a date broke every later to_dict() and answer() of the user.
+    assert memory.get_all(user_id="alice", include_history=True).to_dict() == {"results": []}
+
+
+def test_a_filter_too_large_for_the_store_is_a_config_error(memory: Memory) -> None:
+    memory.add("I adopted a beagle called Pepper.", user_id="alice", metadata={"doc": 7})
+    deep: dict[str, Any] = {"doc": 7}
+    for _ in range(60):
+        deep = {"NOT": {"NOT": deep}}
+    for bad in ({"doc": {"in": list(range(5000))}}, {"OR": [{"doc": i} for i in range(2000)]}, deep):
+        with pytest.raises(ConfigError, match="filters"):
+            memory.search("beagle", user_id="alice", filters=bad)
+        with pytest.raises(ConfigError, match="filters"):
+            memory.get_all(user_id="alice", filters=bad)
+        with pytest.raises(ConfigError, match="filters"):
+            memory.delete_all(user_id="alice", filters=bad)
+    # A large filter that stays within the bounds still works, in both read paths.
+    many = {"doc": {"in": list(range(500))}}
+    assert len(memory.search("beagle", user_id="alice", filters=many)) == 1
+    assert len(memory.get_all(user_id="alice", filters=many)) == 1
 
 
 def test_a_blank_or_non_text_message_is_refused_not_stored(memory: Memory) -> None:

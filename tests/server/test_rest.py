@@ -230,3 +230,45 @@ async def test_metadata_filters_are_exact_and_validated(client: httpx.AsyncClien
     assert [m["metadata"]["year"] for m in listed.json()["results"]] == [2024]
     bad = await client.post("/v1/memories/list", json={"user_id": "alice", "filters": {"year": {"near": 1}}}, headers=h)
     assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_request")
+
+
+async def test_bad_input_is_a_4xx_naming_the_field_never_a_500(client: httpx.AsyncClient, keys: Keys) -> None:
+    h = Keys.bearer(keys.acme)
+    kept = await client.post(
+        "/v1/memories", json={"messages": DOG, "user_id": "alice", "metadata": {"n": 1}}, headers=h
+    )
+    assert kept.status_code == 200, kept.text
+    raw = b'{"messages": [{"role": "user", "content": "x"}], "user_id": "alice", "metadata": {"n": Infinity}}'
+    bad_requests: list[tuple[str, str, dict[str, Any], str]] = [
+        ("POST", "/v1/memories", {"content": raw, "headers": {**h, "content-type": "application/json"}}, "'n'"),
+        ("POST", "/v1/memories", {"json": {"messages": [{"content": "   "}], "user_id": "alice"}}, "content"),
+        (
+            "POST",
+            "/v1/memories",
+            {"json": {"messages": DOG, "user_id": "alice", "session_time": "9999-12-31T23:00:00-05:00"}},
+            "session_time",
+        ),
+        (
+            "POST",
+            "/v1/memories/search",
+            {"json": {"query": "dog", "user_id": "alice", "since": "2024-01-01", "until": "2023-01-01"}},
+            "since",
+        ),
+        (
+            "POST",
+            "/v1/memories/list",
+            {"json": {"user_id": "alice", "filters": {"n": {"in": list(range(5000))}}}},
+            "filters",
+        ),
+    ]
+    for method, path, kwargs, named in bad_requests:
+        r = await client.request(method, path, **{"headers": h, **kwargs})
+        assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_request"), (path, r.text)
+        assert named in r.json()["error"]["message"], r.text
+    # Nothing of the refused adds was stored, and the user's memory still reads, filters and answers.
+    listed = await client.post("/v1/memories/list", json={"user_id": "alice", "filters": {"n": 1}}, headers=h)
+    assert [m["id"] for m in listed.json()["results"]] == [kept.json()["memories"][0]["id"]]
+    answered = await client.post(
+        "/v1/memories/answer", json={"question": "What is my dog called?", "user_id": "alice"}, headers=h
+    )
+    assert answered.status_code == 200 and answered.json()["answer"] == "Pepper"

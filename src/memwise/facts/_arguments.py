@@ -8,24 +8,79 @@ metadata filter the store could not apply.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 
 from memwise.exceptions import ConfigError, StoreError
 from memwise.facts.results import MetadataFilter
-from memwise.facts.units import check_scope_id
-from memwise.store.filters import MetaFilter
+from memwise.facts.units import check_scope_id, from_epoch, to_epoch
+from memwise.store.filters import Cmp, In, MetaFilter, Not
 from memwise.store.filters import parse as parse_metadata_filter
+
+MAX_FILTER_DEPTH = 20
+"""Nesting of AND/OR/NOT a filter may have; SQLite's parser overflows its stack a little past 30."""
+
+MAX_FILTER_TERMS = 500
+"""Values a filter may test in all (each ``in`` value counts); SQLite refuses an expression of ~1000."""
 
 
 def metadata_filter(filters: MetadataFilter | None) -> MetaFilter | None:
-    """A caller's filter dict, parsed; a malformed one is the caller's mistake (ConfigError), said once."""
+    """A caller's filter dict, parsed; a malformed one is the caller's mistake (ConfigError), said once.
+
+    A filter too big for the store's SQL is refused here too: past the bounds SQLite fails the query
+    itself, which would read as a store failure rather than as the request's fault.
+    """
     if filters is None:
         return None
     if not isinstance(filters, Mapping):
         raise ConfigError(f"filters must be a mapping (mem0's filter language), got {type(filters).__name__}")
     try:
-        return parse_metadata_filter(filters)
+        parsed = parse_metadata_filter(filters)
     except StoreError as exc:
         raise ConfigError(f"filters: {exc}") from exc
+    depth, terms = _size(parsed)
+    if depth > MAX_FILTER_DEPTH:
+        raise ConfigError(f"filters: nested {depth} levels deep; at most {MAX_FILTER_DEPTH} are allowed")
+    if terms > MAX_FILTER_TERMS:
+        raise ConfigError(
+            f"filters: {terms} values to test; at most {MAX_FILTER_TERMS} are allowed (split the request)"
+        )
+    return parsed
+
+
+def _size(node: MetaFilter) -> tuple[int, int]:
+    """``(nesting depth, values tested)`` of a parsed filter."""
+    if isinstance(node, Cmp):
+        return 0, 1
+    if isinstance(node, In):
+        return 0, len(node.values)
+    items = (node.item,) if isinstance(node, Not) else node.items
+    sizes = [_size(item) for item in items]
+    return 1 + max(d for d, _ in sizes), sum(t for _, t in sizes)
+
+
+def check_time_range(since: datetime | None, until: datetime | None) -> None:
+    """Refuse a range that ends before it starts: it can match nothing, so it is surely a mistake."""
+    start, end = to_epoch(since), to_epoch(until)
+    if start is not None and end is not None and start > end:
+        raise ConfigError(f"since ({since}) is after until ({until}); swap them or drop one")
+
+
+def check_session_time(session_time: datetime | None) -> None:
+    """Refuse a session time that could be stored but never shown again.
+
+    A datetime whose UTC time falls outside the years 1-9999 has an epoch value that no datetime can
+    hold, so every later rendering of the memory (``to_dict``, ``answer``) would fail on it.
+    """
+    if session_time is None:
+        return
+    if not isinstance(session_time, datetime):
+        raise ConfigError(f"session_time must be a datetime, got {type(session_time).__name__}")
+    try:
+        epoch = to_epoch(session_time)
+        if epoch is not None:
+            from_epoch(epoch)
+    except (OverflowError, ValueError, OSError) as exc:
+        raise ConfigError(f"session_time {session_time} is outside the years 1-9999 once in UTC") from exc
 
 
 def check_limit(limit: int | None) -> None:

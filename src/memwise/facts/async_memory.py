@@ -17,7 +17,14 @@ from typing import Any, Literal, Protocol
 from memwise.config import Settings, load_settings
 from memwise.embed.base import Embedder
 from memwise.exceptions import ConfigError, MemoryNotFoundError, StoreError
-from memwise.facts._arguments import check_limit, check_scope, metadata_filter, require_user
+from memwise.facts._arguments import (
+    check_limit,
+    check_scope,
+    check_session_time,
+    check_time_range,
+    metadata_filter,
+    require_user,
+)
 from memwise.facts.answer import (
     Answer,
     AnswerStyle,
@@ -191,6 +198,7 @@ class AsyncMemory:
         check_scope(user_id, agent_id, run_id)
         check_scope_id("conversation_id", conversation_id, optional=True)
         check_scope_id("session_id", session_id, optional=True)
+        check_session_time(session_time)
         labels = check_metadata(metadata)
         conv = to_conversation(
             messages,
@@ -416,6 +424,7 @@ class AsyncMemory:
             raise ConfigError(f"query must be a string, got {type(query).__name__}")
         k = top_k if limit is None else limit
         check_limit(k)
+        check_time_range(since, until)
         scope = Filters(
             user_id=user_id,
             agent_id=agent_id,
