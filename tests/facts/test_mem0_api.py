@@ -300,3 +300,13 @@ def test_a_blank_or_non_text_message_is_refused_not_stored(memory: Memory) -> No
         with pytest.raises(ConfigError, match="message"):
             memory.add(bad, user_id="alice")  # type: ignore[arg-type]
     assert memory.get_all(user_id="alice") == []
+
+
+def test_deleting_by_the_id_add_returned_deletes_the_memory_after_an_update(memory: Memory) -> None:
+    # A mem0 user keeps the id add returned; memwise gives an edit a new id, so that id is the old version's.
+    first = memory.add("I live in Lisbon.", user_id="alice").unit_ids[0]
+    new = memory.update(first, "I live in Porto.", user_id="alice")
+    memory.delete(first, user_id="alice")
+    assert memory.get_all(user_id="alice") == []  # before: "I live in Porto." stayed, the delete a silent no-op
+    assert [r.text for r in memory.history(new.id, user_id="alice")] == ["user: I live in Lisbon.", "I live in Porto."]
+    memory.delete(first, user_id="alice")  # deleting again stays a no-op

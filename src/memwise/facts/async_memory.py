@@ -297,12 +297,26 @@ class AsyncMemory:
     async def delete(self, memory_id: str, *, user_id: str) -> None:
         """Retire a memory: hidden from search and ``get_all``, still shown by ``history``.
 
+        Any id of the memory will do: an edit gives the new version a new id, but a caller (a mem0 user
+        above all, whose ids survive an update) may still hold the one ``add`` returned, so the delete
+        follows the edits to the current version. Deleting it again is a no-op.
         Saying the same thing again later (``add`` of the same messages) stores it again.
         """
-        record = self._owned(memory_id, user_id)
+        record = self._latest(self._owned(memory_id, user_id))
         if record.valid_to is not None and record.valid_to <= time.time():
             return
         await asyncio.to_thread(self._retire, [record], time.time())
+
+    def _latest(self, record: Record) -> Record:
+        """The newest version ``record``'s edits lead to (``record`` itself if it was never edited)."""
+        seen = {record.id}
+        while isinstance(newer_id := record.metadata.get("superseded_by"), str) and newer_id not in seen:
+            newer = self.store.get(newer_id)
+            if newer is None or newer.user_id != record.user_id:
+                break
+            seen.add(newer_id)
+            record = newer
+        return record
 
     def _retire(self, records: Sequence[Record], at: float) -> None:
         """Mark ``records`` deleted by their user and close them at ``at``, in one transaction."""
