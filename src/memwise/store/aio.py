@@ -13,7 +13,7 @@ import asyncio
 import contextvars
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
 import numpy as np
@@ -27,6 +27,36 @@ T = TypeVar("T")
 _TX_EXECUTOR: contextvars.ContextVar[ThreadPoolExecutor | None] = contextvars.ContextVar(
     "memwise_store_tx_executor", default=None
 )
+
+
+async def _enter(
+    loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor, cm: AbstractContextManager[None]
+) -> None:
+    """Open ``cm`` in the transaction's worker; if the task is cancelled meanwhile, close it there once open.
+
+    Opening may wait long for the write lock (another process's transaction), and a cancelled await
+    does not stop the worker: it opens the transaction anyway. Left open, it would hold the lock against
+    every writer of the store until its frames were collected, so its rollback is queued behind it
+    (the worker runs its calls one at a time, in order).
+    """
+    entered = False
+
+    def enter() -> None:
+        nonlocal entered
+        cm.__enter__()
+        entered = True
+
+    try:
+        await loop.run_in_executor(executor, enter)
+    except BaseException as exc:
+        failure = exc  # ``exc`` is unbound when the except block ends; ``undo`` runs later
+
+        def undo() -> None:
+            if entered:
+                cm.__exit__(type(failure), failure, failure.__traceback__)
+
+        executor.submit(undo)
+        raise
 
 
 class AsyncStore:
@@ -50,9 +80,10 @@ class AsyncStore:
     async def transaction(self) -> AsyncIterator[None]:
         """Group this task's awaited writes into one atomic unit (nested blocks become savepoints)."""
         loop = asyncio.get_running_loop()
-        if _TX_EXECUTOR.get() is not None:
+        outer = _TX_EXECUTOR.get()
+        if outer is not None:
             cm = await self._call(self.store.transaction)
-            await self._call(cm.__enter__)
+            await _enter(loop, outer, cm)
             try:
                 yield
             except BaseException as exc:
@@ -60,9 +91,10 @@ class AsyncStore:
                 raise
             await self._call(cm.__exit__, None, None, None)
             return
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="memwise-store-tx") as executor:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memwise-store-tx")
+        try:
             cm = await loop.run_in_executor(executor, self.store.transaction)
-            await loop.run_in_executor(executor, cm.__enter__)
+            await _enter(loop, executor, cm)
             token = _TX_EXECUTOR.set(executor)
             try:
                 yield
@@ -72,6 +104,10 @@ class AsyncStore:
                 raise
             _TX_EXECUTOR.reset(token)
             await loop.run_in_executor(executor, cm.__exit__, None, None, None)
+        finally:
+            # Without waiting: a cancelled task may leave a call running (an enter still waiting for the
+            # write lock, then its rollback), which finishes in the worker without holding up the event loop.
+            executor.shutdown(wait=False)
 
     async def close(self) -> None:
         """Close the wrapped store, in a worker thread."""
