@@ -46,6 +46,11 @@ def test_updates_invalidations_deletes_and_a_new_scope_show_at_the_other_at_once
     assert ids(b.search_vector(vec("r2"), 1, Filters(user_id="v"))) == ["r2"]
     assert "r2" not in ids(b.search_vector(vec("r2"), 4, Filters(user_id="u")))
     assert ids(b.search_text("r2", filters=Filters(user_id="v"))) == ["r2"]
+    a.delete("r3")  # deleted and re-added under another scope between two searches of the other
+    a.add([rec("r3", user_id="v", kind="fact")], vec("r3")[None, :])
+    assert sorted(ids(b.search_vector(vec("r3"), 4, Filters(user_id="v")))) == ["r2", "r3"]
+    assert ids(b.search_vector(vec("r3"), 4, Filters(user_id="u"))) == []
+    assert ids(b.search_vector(vec("r3"), 4, Filters(kind="fact"))) == ["r3"]
 
 
 def test_a_space_refilled_at_another_dimension_under_the_same_ids_is_searched_at_the_other(make_store: Make) -> None:
