@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from memwise.embed.base import Vectors
 from memwise.exceptions import ConfigError, StoreError
 from memwise.facts.memory import AsyncMemory, Memory
 from memwise.llm.base import ChatRequest
@@ -154,4 +157,38 @@ async def test_consolidate_through_the_api_keeps_history_and_scope(tmp_path: Pat
         "user: I live in Lisbon now.",
     ]
     assert [r.text for r in await mem.get_all(user_id="bob")] == ["user: I live in Berlin."]
+    await mem.aclose()
+
+
+class _SlowEmbedder(FakeEmbedder):
+    """Yields to the event loop while it embeds, as a real embedder (a thread, a server) does."""
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        await asyncio.sleep(0.02)
+        return await super().embed(texts)
+
+
+async def test_concurrent_edits_never_fork_a_memory_or_undo_a_delete(tmp_path: Path) -> None:
+    mem = AsyncMemory(store=SQLiteStore(tmp_path / "m.db"), embedder=_SlowEmbedder())
+    first = (await mem.add("I live in Lisbon.", user_id="alice")).unit_ids[0]
+    # A client retrying a slow update: before, both passed the check and the memory had two current versions.
+    edits = await asyncio.gather(
+        mem.update(first, "I live in Porto.", user_id="alice"),
+        mem.update(first, "I live in Porto.", user_id="alice"),
+        return_exceptions=True,
+    )
+    assert sorted(type(e).__name__ for e in edits) == ["Record", "StoreError"]
+    assert [r.text for r in await mem.get_all(user_id="alice")] == ["I live in Porto."]
+    # A delete that lands while an edit is embedding: before, the edit then wrote a new current version.
+    tea = (await mem.add("I like tea.", user_id="bob")).unit_ids[0]
+    await asyncio.gather(
+        mem.update(tea, "I like coffee.", user_id="bob"), mem.delete(tea, user_id="bob"), return_exceptions=True
+    )
+    assert await mem.get_all(user_id="bob") == []
+    # delete_all while an edit is embedding: the edit must not outlive it either.
+    cake = (await mem.add("I like cake.", user_id="carol")).unit_ids[0]
+    await asyncio.gather(
+        mem.update(cake, "I like pie.", user_id="carol"), mem.delete_all(user_id="carol"), return_exceptions=True
+    )
+    assert await mem.get_all(user_id="carol") == []
     await mem.aclose()

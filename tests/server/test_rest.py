@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -272,3 +273,26 @@ async def test_bad_input_is_a_4xx_naming_the_field_never_a_500(client: httpx.Asy
         "/v1/memories/answer", json={"question": "What is my dog called?", "user_id": "alice"}, headers=h
     )
     assert answered.status_code == 200 and answered.json()["answer"] == "Pepper"
+
+
+class _SlowEmbedder(FakeEmbedder):
+    """Yields to the event loop while it embeds, as a real embedder (a thread, a server) does."""
+
+    async def embed(self, texts: Sequence[str]) -> Any:
+        await asyncio.sleep(0.02)
+        return await super().embed(texts)
+
+
+async def test_a_retried_update_is_a_conflict_not_a_second_current_version(tmp_path: Path, keys: Keys) -> None:
+    app = create_app(ServerConfig(data_dir=tmp_path / "d", keys_file=keys.path), embedder=_SlowEmbedder())
+    h = Keys.bearer(keys.acme)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", headers=h) as c:
+        added = await c.post("/v1/memories", json={"messages": DOG, "user_id": "alice"})
+        old = added.json()["memories"][0]["id"]
+        put = {"text": "Pepper the beagle is two.", "user_id": "alice"}
+        first, second = await asyncio.gather(
+            c.put(f"/v1/memories/{old}", json=put), c.put(f"/v1/memories/{old}", json=put)
+        )
+        assert sorted([first.status_code, second.status_code]) == [200, 409], (first.text, second.text)
+        listed = (await c.get("/v1/memories", params={"user_id": "alice"})).json()["results"]
+        assert [m["text"] for m in listed] == ["Pepper the beagle is two."]

@@ -69,6 +69,11 @@ class Retriever(Protocol):
         ...
 
 
+def _next_id(record: Record) -> object:
+    """The id of the version that replaced ``record`` (None while it is the latest)."""
+    return record.metadata.get("superseded_by")
+
+
 class AsyncMemory:
     """Long-term factual memory for many users in one store (SQLite file or Postgres).
 
@@ -246,10 +251,12 @@ class AsyncMemory:
         """Replace a memory's text (and, with ``metadata``, its caller metadata).
 
         The old version is kept, closed at this moment, in its history; the new one gets a new id.
+        An edit of a version that is no longer current (edited or deleted meanwhile, also while this
+        one was embedding its text) is refused, so a memory never has two current versions.
         """
         old = self._owned(memory_id, user_id)
         if old.valid_to is not None and old.valid_to <= time.time():
-            raise StoreError(f"memory {memory_id} is no longer current; update its latest version")
+            raise self._not_current(memory_id)
         if not isinstance(text, str) or not text.strip():
             raise ConfigError("update() needs the new text as a non-empty string")
         labels = user_metadata(old) if metadata is None else check_metadata(metadata)
@@ -257,10 +264,18 @@ class AsyncMemory:
         new = next_version(old, text, labels=labels, now=now)
         vector = (await self.embedder.embed([new.indexed_text]))[0:1]
         with self.store.transaction():
+            # Read again under the write lock: a concurrent edit or delete may have closed it during the embed.
+            latest = self.store.get(old.id)
+            if latest is None or latest.valid_to != old.valid_to or _next_id(latest) != _next_id(old):
+                raise self._not_current(memory_id)
             self.store.add([new], vectors=vector)
-            self.store.update(old.id, metadata={**old.metadata, "superseded_by": new.id})
+            self.store.update(old.id, metadata={**latest.metadata, "superseded_by": new.id})
             self.store.invalidate(old.id, at=now)
         return new
+
+    def _not_current(self, memory_id: str) -> StoreError:
+        """The error for an edit of a superseded or deleted version (the REST service answers it with 409)."""
+        return StoreError(f"memory {memory_id} is no longer current; update its latest version")
 
     async def consolidate(
         self,
@@ -302,15 +317,26 @@ class AsyncMemory:
         follows the edits to the current version. Deleting it again is a no-op.
         Saying the same thing again later (``add`` of the same messages) stores it again.
         """
-        record = self._latest(self._owned(memory_id, user_id))
-        if record.valid_to is not None and record.valid_to <= time.time():
-            return
-        await asyncio.to_thread(self._retire, [record], time.time())
+        record = self._owned(memory_id, user_id)
+        await asyncio.to_thread(self._retire_latest, record)
+
+    def _retire_latest(self, record: Record) -> None:
+        """Retire the current version of ``record``'s memory, found under the write lock.
+
+        Found inside the transaction, so an edit that committed a moment ago is followed to its new
+        version, and one still embedding its text finds its old version closed and is refused.
+        """
+        with self.store.transaction():
+            at = time.time()
+            latest = self._latest(self.store.get(record.id) or record)
+            if latest.valid_to is not None and latest.valid_to <= at:
+                return
+            self._retire([latest], at)
 
     def _latest(self, record: Record) -> Record:
         """The newest version ``record``'s edits lead to (``record`` itself if it was never edited)."""
         seen = {record.id}
-        while isinstance(newer_id := record.metadata.get("superseded_by"), str) and newer_id not in seen:
+        while isinstance(newer_id := _next_id(record), str) and newer_id not in seen:
             newer = self.store.get(newer_id)
             if newer is None or newer.user_id != record.user_id:
                 break
@@ -341,8 +367,9 @@ class AsyncMemory:
         scope = Filters(user_id=user_id, agent_id=agent_id, run_id=run_id, metadata=metadata_filter(filters))
 
         def work() -> int:
-            current = self.store.list_records(scope)
-            self._retire(current, time.time())
+            with self.store.transaction():  # listed under the write lock: no edit slips in before the retire
+                current = self.store.list_records(scope)
+                self._retire(current, time.time())
             return len(current)
 
         return await asyncio.to_thread(work)

@@ -7,10 +7,6 @@ the errors the HTTP layer maps to 404 and 409, the memories an add wrote, a read
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping
-from typing import Any
-
 from memwise.exceptions import MemoryNotFoundError, StoreError
 from memwise.facts.ingest import IngestReport
 from memwise.facts.memory import AsyncMemory
@@ -39,14 +35,9 @@ class MemoryService(AsyncMemory):
         """The memories an add wrote (or found already stored), for the response to show them."""
         return self.store.get_many(report.unit_ids)
 
-    async def update(
-        self, memory_id: str, text: str, *, user_id: str, metadata: Mapping[str, Any] | None = None
-    ) -> Record:
-        """Refuse an edit of a superseded version (MemoryConflict, HTTP 409) before updating."""
-        old = self._owned(memory_id, user_id)
-        if old.valid_to is not None and old.valid_to <= time.time():
-            raise MemoryConflict(f"memory {memory_id!r} is no longer current; update its latest version")
-        return await super().update(memory_id, text, user_id=user_id, metadata=metadata)
+    def _not_current(self, memory_id: str) -> StoreError:
+        """An edit of a superseded or deleted version is a MemoryConflict (HTTP 409), found before or during it."""
+        return MemoryConflict(f"memory {memory_id!r} is no longer current; update its latest version")
 
     def check(self) -> None:
         """Raise if the store cannot be read (a cheap count); ``/ready`` calls it for each open tenant."""
