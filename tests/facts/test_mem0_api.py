@@ -310,3 +310,20 @@ def test_deleting_by_the_id_add_returned_deletes_the_memory_after_an_update(memo
     assert memory.get_all(user_id="alice") == []  # before: "I live in Porto." stayed, the delete a silent no-op
     assert [r.text for r in memory.history(new.id, user_id="alice")] == ["user: I live in Lisbon.", "I live in Porto."]
     memory.delete(first, user_id="alice")  # deleting again stays a no-op
+
+
+def test_an_import_line_with_an_infinite_number_is_refused(memory: Memory, tmp_path: Path) -> None:
+    _pets(memory)
+    (line, *_) = memory.export(user_id="alice")
+    poisoned = [
+        line.replace('"year": 2021', '"year": Infinity'),
+        line.replace('"year": 2021', '"year": 1e999'),  # too big for a float: Python reads it as inf
+        line.replace('"year": 2021', '"year": NaN'),
+    ]
+    with Memory(store=SQLiteStore(tmp_path / "other.db"), embedder=FakeEmbedder()) as other:
+        for bad in poisoned:
+            assert bad != line
+            with pytest.raises(DatasetError, match="line 1"):
+                other.import_jsonl([bad], user_id="alice")
+        # Stored, such a value failed every later filtered read of the store.
+        assert other.get_all(user_id="alice", filters={"topic": "pets"}) == []

@@ -14,6 +14,7 @@ memory with another embedder must embed with that one anyway.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -65,6 +66,17 @@ def _opt_str(obj: Mapping[str, Any], key: str, where: str) -> str | None:
     return value
 
 
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise ValueError(f"{text} is too large for a number")
+    return value
+
+
 def parse_export_line(line: str, *, user_id: str, where: str) -> Record:
     """One export line as a record of ``user_id``.
 
@@ -75,9 +87,11 @@ def parse_export_line(line: str, *, user_id: str, where: str) -> Record:
         DatasetError: the line is not JSON, misses a field, has a wrong type, or belongs to another user.
     """
     try:
-        obj = json.loads(line)
+        obj = json.loads(line, parse_constant=_no_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise DatasetError(f"not valid JSON ({exc.msg} at column {exc.colno})", path=where) from exc
+    except ValueError as exc:  # from the two hooks: stored, such a number breaks the stores' JSON functions
+        raise DatasetError(f"not valid JSON ({exc})", path=where) from exc
     if not isinstance(obj, dict):
         raise DatasetError("each line must be a JSON object", path=where)
     missing = [name for name in ("id", "kind", "text", "created_at") if name not in obj]
