@@ -192,3 +192,21 @@ async def test_concurrent_edits_never_fork_a_memory_or_undo_a_delete(tmp_path: P
     )
     assert await mem.get_all(user_id="carol") == []
     await mem.aclose()
+
+
+def test_answer_checks_its_arguments_as_search_does(tmp_path: Path) -> None:
+    llm = ScriptedLLM(lambda req: "ok")
+    with Memory(store=SQLiteStore(tmp_path / "m.db"), embedder=FakeEmbedder(), llm=llm) as mem:
+        mem.add("I adopted a beagle called Pepper.", user_id="alice")
+        for top_k in (0, -1, True):  # before: answered from no memories at all, as if the user had none
+            with pytest.raises(ConfigError, match="top_k"):
+                mem.answer("What is my dog called?", user_id="alice", top_k=top_k)
+        with pytest.raises(ConfigError, match="question"):  # before: AttributeError from deep inside
+            mem.answer(None, user_id="alice")  # type: ignore[arg-type]
+        assert llm.calls == 0
+
+
+def test_closing_a_memory_twice_is_harmless(tmp_path: Path) -> None:
+    with Memory(store=SQLiteStore(tmp_path / "m.db"), embedder=FakeEmbedder()) as mem:
+        mem.add("I adopted a beagle called Pepper.", user_id="alice")
+        mem.close()  # and the with block closes it again: before, a RuntimeError about a closed loop

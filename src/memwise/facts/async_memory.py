@@ -514,6 +514,9 @@ class AsyncMemory:
             raise ConfigError("answer() needs a chat model: pass llm= to Memory")
         check_answer_style(style)
         require_user(user_id)
+        if not isinstance(question, str):
+            raise ConfigError(f"question must be a string, got {type(question).__name__}")
+        check_limit(top_k)
         until = question_time_bound(question_date)
         # "event": a memory told without a date counts from when it was told, so it is not lost to the bound.
         filters = Filters(user_id=user_id, until=until, time_field="event")

@@ -141,7 +141,9 @@ class Memory:
     export = _forwarding(AsyncMemory.export)
 
     def close(self) -> None:
-        """Close the store, embedder and model, and stop the private loop."""
+        """Close the store, embedder and model, and stop the private loop; closing again does nothing."""
+        if self._loop.closed:  # e.g. close() inside a ``with`` block, which closes again on the way out
+            return
         try:
             self._run(self.inner.aclose())
         finally:
