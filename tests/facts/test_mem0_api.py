@@ -327,3 +327,13 @@ def test_an_import_line_with_an_infinite_number_is_refused(memory: Memory, tmp_p
                 other.import_jsonl([bad], user_id="alice")
         # Stored, such a value failed every later filtered read of the store.
         assert other.get_all(user_id="alice", filters={"topic": "pets"}) == []
+
+
+def test_an_updated_memory_says_when_it_was_updated(memory: Memory) -> None:
+    first = memory.add("I live in Lisbon.", user_id="alice").unit_ids[0]
+    assert memory.get_all(user_id="alice").to_dict()["results"][0]["updated_at"] is None
+    new = memory.update(first, "I live in Porto.", user_id="alice")
+    (item,) = memory.get_all(user_id="alice").to_dict()["results"]
+    # mem0 sets updated_at on an edit; it was None on every memory whatever happened to it.
+    assert item["id"] == new.id and item["updated_at"] is not None
+    assert datetime.fromisoformat(item["updated_at"]).timestamp() == pytest.approx(new.created_at)

@@ -103,13 +103,15 @@ def next_version(old: Record, text: str, *, labels: Mapping[str, Any], now: floa
 
 def memory_to_dict(record: Record, score: float | None = None) -> dict[str, Any]:
     """One memory in mem0's result shape (``memory`` is the text; times as ISO strings, UTC)."""
+    created = from_epoch(record.created_at).isoformat() + "+00:00"
     item: dict[str, Any] = {
         "id": record.id,
         "memory": record.text,
         "hash": record.content_hash(),
         "metadata": user_metadata(record),
-        "created_at": from_epoch(record.created_at).isoformat() + "+00:00",
-        "updated_at": None,
+        "created_at": created,
+        # An edit writes a new version (see next_version), so the version's own creation is the update.
+        "updated_at": created if record.metadata.get("edited") else None,
         "user_id": record.user_id,
     }
     if record.agent_id is not None:
