@@ -7,6 +7,7 @@ No-argument construction, metadata, filters, delete_all, reset, export/import, t
 from __future__ import annotations
 
 import inspect
+import json
 import math
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -19,7 +20,7 @@ from memwise.exceptions import ConfigError, DatasetError
 from memwise.facts.memory import AsyncMemory, Memory
 from memwise.facts.transfer import ImportConflict
 from memwise.store.sqlite import SQLiteStore
-from memwise.testing import FakeEmbedder
+from memwise.testing import FakeEmbedder, ScriptedLLM
 
 
 @pytest.fixture
@@ -337,3 +338,22 @@ def test_an_updated_memory_says_when_it_was_updated(memory: Memory) -> None:
     # mem0 sets updated_at on an edit; it was None on every memory whatever happened to it.
     assert item["id"] == new.id and item["updated_at"] is not None
     assert datetime.fromisoformat(item["updated_at"]).timestamp() == pytest.approx(new.created_at)
+
+
+def test_infer_is_mem0s_switch_between_messages_as_said_and_extracted_facts(tmp_path: Path) -> None:
+    fact = {"text": "The user has a beagle called Pepper.", "speaker": "user", "source_ids": ["T1"]}
+    llm = ScriptedLLM(lambda request: json.dumps({"facts": [fact]}))
+    said = "I adopted a beagle called Pepper."
+    with Memory(store=SQLiteStore(tmp_path / "m.db"), embedder=FakeEmbedder(), llm=llm) as mem:
+        mem.add(said, user_id="alice", infer=False)  # before: TypeError, mem0's most common flag
+        assert (llm.calls, [r.kind for r in mem.get_all(user_id="alice")]) == (0, ["turn"])
+        mem.add(said, user_id="bob", infer=True)
+        assert [(r.kind, r.text) for r in mem.get_all(user_id="bob")] == [("fact", fact["text"])]
+    with Memory(store=SQLiteStore(tmp_path / "f.db"), embedder=FakeEmbedder(), llm=llm, mode="facts") as facts:
+        calls = llm.calls
+        facts.add(said, user_id="alice", infer=False)
+        assert (llm.calls, [r.kind for r in facts.get_all(user_id="alice")]) == (calls, ["turn"])
+    with Memory(store=SQLiteStore(tmp_path / "n.db"), embedder=FakeEmbedder()) as no_model:
+        with pytest.raises(ConfigError, match="model"):
+            no_model.add(said, user_id="alice", infer=True)
+        assert no_model.get_all(user_id="alice") == []

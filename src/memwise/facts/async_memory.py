@@ -191,6 +191,7 @@ class AsyncMemory:
         session_id: str | None = None,
         conversation_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        infer: bool | None = None,
     ) -> IngestReport:
         """Remember one session of messages for ``user_id``, atomically (all units or none).
 
@@ -198,7 +199,9 @@ class AsyncMemory:
         ``metadata`` (flat JSON values) is stored on every memory the add writes, returned with it and
         usable in ``filters``. Adding the same messages again is a no-op; new messages are always
         stored, also under a ``conversation_id`` or ``session_id`` used before (see :func:`to_conversation`).
-        The report's ``unit_ids`` name the memories written or found.
+        ``infer`` is mem0's switch: ``False`` stores the messages as said (mode ``turns``), ``True`` has
+        the model extract facts from them (mode ``facts``, which needs ``llm``); by default, this memory's
+        ``mode``. The report's ``unit_ids`` name the memories written or found.
         """
         check_scope(user_id, agent_id, run_id)
         check_scope_id("conversation_id", conversation_id, optional=True)
@@ -212,7 +215,9 @@ class AsyncMemory:
             session_time=session_time,
             metadata=labels,
         )
-        return await self.add_conversation(conv, user_id=user_id, agent_id=agent_id, run_id=run_id, metadata=labels)
+        return await self.add_conversation(
+            conv, user_id=user_id, agent_id=agent_id, run_id=run_id, metadata=labels, infer=infer
+        )
 
     async def add_conversation(
         self,
@@ -222,11 +227,16 @@ class AsyncMemory:
         agent_id: str | None = None,
         run_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        infer: bool | None = None,
     ) -> IngestReport:
         """Remember a whole conversation (as the dataset readers produce) for ``user_id``.
 
         Sessions already stored with the same content are skipped; new or changed ones are stored.
+        ``infer`` chooses turns (``False``) or extracted facts (``True``) as in :meth:`add`.
         """
+        if infer is not None and not isinstance(infer, bool):
+            raise ConfigError(f"infer must be True, False or None, got {infer!r}")
+        mode: Mode = self.mode if infer is None else ("facts" if infer else "turns")
         check_scope(user_id, agent_id, run_id)
         labels = check_metadata(metadata)
         check_scope_id("conversation id", conv.id)
@@ -239,7 +249,7 @@ class AsyncMemory:
             user_id=user_id,
             agent_id=agent_id,
             run_id=run_id,
-            mode=self.mode,
+            mode=mode,
             llm=self.llm,
             ledger=self.ledger,
             metadata=labels,
