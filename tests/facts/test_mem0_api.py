@@ -357,3 +357,12 @@ def test_infer_is_mem0s_switch_between_messages_as_said_and_extracted_facts(tmp_
         with pytest.raises(ConfigError, match="model"):
             no_model.add(said, user_id="alice", infer=True)
         assert no_model.get_all(user_id="alice") == []
+
+
+def test_a_metadata_key_that_filters_cannot_address_is_refused(memory: Memory) -> None:
+    # SQLite's JSON path reads a backslash in a key as an escape: get_all(filters=) missed the memory
+    # while search(filters=) found it.
+    for key in ('a"b', "a\\b"):
+        with pytest.raises(ConfigError, match="metadata key"):
+            memory.add("I adopted a beagle called Pepper.", user_id="alice", metadata={key: "v"})
+    assert memory.get_all(user_id="alice") == []

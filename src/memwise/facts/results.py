@@ -58,8 +58,8 @@ def check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
         if not isinstance(key, str) or not key:
             raise ConfigError(f"metadata keys must be non-empty strings, got {key!r}")
         check_scope_id(f"metadata key {key!r}", key)
-        if '"' in key:
-            raise ConfigError(f"metadata key {key!r}: double quotes are not allowed in a key")
+        if '"' in key or "\\" in key:  # SQLite's JSON path syntax cannot carry either, so no filter could find it
+            raise ConfigError(f"metadata key {key!r}: double quotes and backslashes are not allowed in a key")
         if key in RESERVED_METADATA:
             raise ConfigError(f"metadata key {key!r} is reserved by memwise; choose another name")
         if value is not None and not isinstance(value, str | int | float | bool):
