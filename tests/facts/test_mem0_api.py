@@ -366,3 +366,14 @@ def test_a_metadata_key_that_filters_cannot_address_is_refused(memory: Memory) -
         with pytest.raises(ConfigError, match="metadata key"):
             memory.add("I adopted a beagle called Pepper.", user_id="alice", metadata={key: "v"})
     assert memory.get_all(user_id="alice") == []
+
+
+def test_a_system_prompt_in_the_messages_is_not_remembered(memory: Memory) -> None:
+    # Agents pass their whole chat, system prompt first; mem0 leaves it out of what it stores.
+    system = {"role": "system", "content": "You are a helpful assistant."}
+    for said in ("I adopted a beagle called Pepper.", "I am training for the Lisbon marathon."):
+        memory.add([system, {"role": "user", "content": said}], user_id="alice")
+    texts = [r.text for r in memory.get_all(user_id="alice")]
+    assert texts == ["user: I adopted a beagle called Pepper.", "user: I am training for the Lisbon marathon."]
+    hits = memory.search("helpful assistant", user_id="alice", limit=1)  # before: the prompt, once per add
+    assert all(not h.record.text.startswith("system:") for h in hits)

@@ -22,10 +22,11 @@ Messages = MessageLike | Sequence[MessageLike]
 
 
 def _said(messages: Messages) -> list[tuple[str, str]]:
-    """``(speaker, content)`` per message.
+    """``(speaker, content)`` per message, system prompts left out.
 
     A string, or a single mapping, is one message: iterating it would store one memory per
-    character (or per key).
+    character (or per key). A ``"system"`` message is an agent's instructions; stored, it would be a
+    memory again with every chat the agent adds, and found by every search near its words.
     """
     if isinstance(messages, str | Mapping):
         messages = [messages]
@@ -41,6 +42,8 @@ def _said(messages: Messages) -> list[tuple[str, str]]:
             content = msg.get("content")
             if not isinstance(content, str):
                 raise ConfigError(f"message {i}: 'content' must be a string, got {type(content).__name__}")
+            if msg.get("role") == "system":  # the agent's instructions, not something said: mem0 leaves it out too
+                continue
             speaker = str(msg.get("speaker") or msg.get("name") or msg.get("role") or "user")
         else:
             raise ConfigError(f"message {i} must be a string or a mapping with 'content', got {type(msg).__name__}")
