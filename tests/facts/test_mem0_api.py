@@ -328,6 +328,12 @@ def test_an_import_line_with_an_infinite_number_is_refused(memory: Memory, tmp_p
                 other.import_jsonl([bad], user_id="alice")
         # Stored, such a value failed every later filtered read of the store.
         assert other.get_all(user_id="alice", filters={"topic": "pets"}) == []
+        # A time no datetime can hold (epoch 1e20) was imported, then failed every to_dict() and answer().
+        for field in ("ts", "created_at", "valid_to"):
+            far = json.dumps({**json.loads(line), field: 1e20})
+            with pytest.raises(DatasetError, match=field):
+                other.import_jsonl([far], user_id="alice")
+        assert other.get_all(user_id="alice", include_history=True).to_dict() == {"results": []}
 
 
 def test_an_updated_memory_says_when_it_was_updated(memory: Memory) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from memwise.embed.base import Embedder
 from memwise.exceptions import DatasetError, StoreError
+from memwise.facts.units import from_epoch
 from memwise.store.base import Filters, Record, Store
 
 
@@ -56,6 +57,10 @@ def _opt_float(obj: Mapping[str, Any], key: str, where: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise DatasetError(f"{key!r} must be a number or null, got {type(value).__name__}", path=where)
+    try:  # every such field is a time: one no datetime can hold would fail each later rendering of the record
+        from_epoch(float(value))
+    except (OverflowError, ValueError, OSError) as exc:
+        raise DatasetError(f"{key!r} is {value}, not a time between the years 1 and 9999", path=where) from exc
     return float(value)
 
 
