@@ -265,6 +265,8 @@ def test_a_time_range_that_ends_before_it_starts_is_a_config_error(memory: Memor
     memory.add("I adopted a beagle called Pepper.", user_id="alice", session_time=datetime(2023, 5, 8))
     with pytest.raises(ConfigError, match="since"):
         memory.search("beagle", user_id="alice", since=datetime(2024, 1, 1), until=datetime(2023, 1, 1))
+    with pytest.raises(ConfigError, match="until"):  # before: AttributeError from deep inside
+        memory.search("beagle", user_id="alice", until="2024-01-01")  # type: ignore[arg-type]
     assert len(memory.search("beagle", user_id="alice", since=datetime(2023, 1, 1), until=datetime(2024, 1, 1))) == 1
 
 

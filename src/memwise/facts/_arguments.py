@@ -59,7 +59,10 @@ def _size(node: MetaFilter) -> tuple[int, int]:
 
 
 def check_time_range(since: datetime | None, until: datetime | None) -> None:
-    """Refuse a range that ends before it starts: it can match nothing, so it is surely a mistake."""
+    """Refuse a bound that is not a datetime, and a range that ends before it starts (it can match nothing)."""
+    for name, bound in (("since", since), ("until", until)):
+        if bound is not None and not isinstance(bound, datetime):
+            raise ConfigError(f"{name} must be a datetime, got {type(bound).__name__}")
     start, end = to_epoch(since), to_epoch(until)
     if start is not None and end is not None and start > end:
         raise ConfigError(f"since ({since}) is after until ({until}); swap them or drop one")
