@@ -296,3 +296,35 @@ async def test_a_retried_update_is_a_conflict_not_a_second_current_version(tmp_p
         assert sorted([first.status_code, second.status_code]) == [200, 409], (first.text, second.text)
         listed = (await c.get("/v1/memories", params={"user_id": "alice"})).json()["results"]
         assert [m["text"] for m in listed] == ["Pepper the beagle is two."]
+
+
+async def test_a_model_failing_during_an_add_is_a_502_and_writes_nothing(tmp_path: Path, keys: Keys) -> None:
+    down = {"now": True}
+
+    def model(request: Any) -> str:
+        if down["now"]:
+            raise LLMError("429 Too Many Requests", backend="openai(http://127.0.0.1:9/v1)", status=429, attempts=3)
+        return json.dumps(
+            {"facts": [{"text": "The user has a beagle called Pepper.", "speaker": "user", "source_ids": ["T1"]}]}
+        )
+
+    config = ServerConfig(data_dir=tmp_path / "d", keys_file=keys.path, mode="facts")
+    app = create_app(config, embedder=FakeEmbedder(), llm=ScriptedLLM(model))
+    chat = [
+        {"role": "user", "content": f"Remark {i}: I adopted a beagle called Pepper. " + "la " * 50} for i in range(12)
+    ]
+    body = {"messages": chat, "user_id": "alice"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t", headers=Keys.bearer(keys.acme)
+    ) as c:
+        failed = await c.post("/v1/memories", json=body)
+        # Before: 200, the raw turns stored in place of facts, and the session recorded as done, so a
+        # retry once the model was back was a no-op and the facts were never extracted.
+        assert (failed.status_code, failed.json()["error"]["code"]) == (502, "model_error"), failed.text
+        assert "429" in failed.json()["error"]["message"]
+        listed = await c.get("/v1/memories", params={"user_id": "alice", "include_history": True})
+        assert listed.json()["results"] == []
+        down["now"] = False
+        retried = await c.post("/v1/memories", json=body)
+        assert retried.status_code == 200, retried.text
+        assert {m["kind"] for m in retried.json()["memories"]} == {"fact"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from memwise.facts.units import check_scope_id, fact_record, session_digest, tur
 from memwise.llm.base import ChatModel
 from memwise.runs.ledger import Ledger
 from memwise.store.base import Record
+
+BackendErrors = Literal["fallback", "raise"]
+"""What a failed model call (LLMError) does to an ingest in mode ``facts``: store the raw turns, or stop it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +69,14 @@ async def embed_all(embedder: Embedder, texts: Sequence[str]) -> Vectors:
     return np.asarray(await embedder.embed(list(texts)), dtype=np.float32)
 
 
-async def _extract(llm: ChatModel, session: Session, turns: list[Turn], ledger: Ledger | None) -> FactCheck | str:
+async def _extract(
+    llm: ChatModel, session: Session, turns: list[Turn], ledger: Ledger | None, *, backend_errors: BackendErrors
+) -> FactCheck | str:
     """The segment's checked facts, or why there are none.
 
     Only a misbehaving model (ParseError) or backend (LLMError) turns into a fallback; anything else
-    is a bug or a misconfiguration and must stop the ingest.
+    is a bug or a misconfiguration and must stop the ingest. With ``backend_errors="raise"`` a backend
+    failure stops it too (nothing is written), for a caller that can simply retry later.
     """
     try:
         return await extract_facts(llm, turns, session_time=session.timestamp or turns[0].timestamp, ledger=ledger)
@@ -78,6 +85,8 @@ async def _extract(llm: ChatModel, session: Session, turns: list[Turn], ledger: 
     except LLMError as exc:
         if ledger is not None:
             ledger.record_failure(stage=STAGE, kind="llm_error", detail=str(exc))
+        if backend_errors == "raise":
+            raise
         return f"model call failed: {exc}"
 
 
@@ -115,6 +124,7 @@ async def plan_facts(
     ledger: Ledger | None,
     segmenting: SegmentConfig,
     report: IngestReport,
+    backend_errors: BackendErrors = "fallback",
 ) -> tuple[list[Record], Vectors, list[int]]:
     """Units and vectors for mode ``facts``: extracted facts, or a segment's raw turns where that failed.
 
@@ -125,7 +135,15 @@ async def plan_facts(
     all_turns = conv.turns()
     jobs = [(index, [all_turns[r] for r in rows], rows) for index, rows in _segments(conv, turn_vectors, segmenting)]
     report.segments = len(jobs)
-    outcomes = await asyncio.gather(*(_extract(llm, conv.sessions[index], turns, ledger) for index, turns, _ in jobs))
+    try:  # a task group, so the first error that stops the ingest also cancels the calls still running
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(_extract(llm, conv.sessions[i], turns, ledger, backend_errors=backend_errors))
+                for i, turns, _ in jobs
+            ]
+    except ExceptionGroup as errors:
+        raise errors.exceptions[0] from None
+    outcomes = [task.result() for task in tasks]
     digests = [session_digest(session) for session in conv.sessions]
 
     records: list[Record] = []

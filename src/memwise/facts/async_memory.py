@@ -25,6 +25,7 @@ from memwise.facts._arguments import (
     metadata_filter,
     require_user,
 )
+from memwise.facts._factmode import BackendErrors
 from memwise.facts.answer import (
     Answer,
     AnswerStyle,
@@ -201,7 +202,8 @@ class AsyncMemory:
         stored, also under a ``conversation_id`` or ``session_id`` used before (see :func:`to_conversation`).
         ``infer`` is mem0's switch: ``False`` stores the messages as said (mode ``turns``), ``True`` has
         the model extract facts from them (mode ``facts``, which needs ``llm``); by default, this memory's
-        ``mode``. The report's ``unit_ids`` name the memories written or found.
+        ``mode``. The report's ``unit_ids`` name the memories written or found. When extracting, a model
+        call that fails (LLMError, after the backend's retries) fails the add with nothing written: retry it.
         """
         check_scope(user_id, agent_id, run_id)
         check_scope_id("conversation_id", conversation_id, optional=True)
@@ -215,8 +217,16 @@ class AsyncMemory:
             session_time=session_time,
             metadata=labels,
         )
-        return await self.add_conversation(
-            conv, user_id=user_id, agent_id=agent_id, run_id=run_id, metadata=labels, infer=infer
+        # A failed model call fails the add, with nothing written: the caller can retry, whereas a session
+        # stored with raw turns in place of facts would never be extracted again.
+        return await self._remember(
+            conv,
+            user_id=user_id,
+            agent_id=agent_id,
+            run_id=run_id,
+            metadata=labels,
+            infer=infer,
+            backend_errors="raise",
         )
 
     async def add_conversation(
@@ -232,8 +242,25 @@ class AsyncMemory:
         """Remember a whole conversation (as the dataset readers produce) for ``user_id``.
 
         Sessions already stored with the same content are skipped; new or changed ones are stored.
-        ``infer`` chooses turns (``False``) or extracted facts (``True``) as in :meth:`add`.
+        ``infer`` chooses turns (``False``) or extracted facts (``True``) as in :meth:`add`. Unlike
+        :meth:`add`, a segment whose model call failed is stored as its raw turns (and counted in the
+        report), so a long dataset ingest is not lost to one failing call.
         """
+        return await self._remember(
+            conv, user_id=user_id, agent_id=agent_id, run_id=run_id, metadata=metadata, infer=infer
+        )
+
+    async def _remember(
+        self,
+        conv: Conversation,
+        *,
+        user_id: str,
+        agent_id: str | None,
+        run_id: str | None,
+        metadata: Mapping[str, Any] | None,
+        infer: bool | None,
+        backend_errors: BackendErrors = "fallback",
+    ) -> IngestReport:
         if infer is not None and not isinstance(infer, bool):
             raise ConfigError(f"infer must be True, False or None, got {infer!r}")
         mode: Mode = self.mode if infer is None else ("facts" if infer else "turns")
@@ -253,6 +280,7 @@ class AsyncMemory:
             llm=self.llm,
             ledger=self.ledger,
             metadata=labels,
+            backend_errors=backend_errors,
         )
 
     async def update(

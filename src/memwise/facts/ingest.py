@@ -33,7 +33,7 @@ from typing import Any
 
 from memwise.embed.base import Embedder, Vectors
 from memwise.exceptions import ConfigError
-from memwise.facts._factmode import Scope, embed_all, plan_facts, session_rows, turn_unit
+from memwise.facts._factmode import BackendErrors, Scope, embed_all, plan_facts, session_rows, turn_unit
 from memwise.facts.report import IngestReport, IngestSummary, Mode
 from memwise.facts.retrieval_links import CONTEXT_AFTER, CONTEXT_BEFORE, link_context
 from memwise.facts.segment import SegmentConfig
@@ -200,6 +200,7 @@ async def _ingest(
     ledger: Ledger | None,
     segmenting: SegmentConfig,
     metadata: Mapping[str, Any] | None = None,
+    backend_errors: BackendErrors = "fallback",
 ) -> IngestReport:
     started = time.perf_counter()
     report = IngestReport(conversation_id=conv.id, mode=mode, turns=len(conv.turns()))
@@ -234,6 +235,7 @@ async def _ingest(
             ledger=ledger,
             segmenting=segmenting,
             report=report,
+            backend_errors=backend_errors,
         )
     records = _link(records, owners)
     if metadata:  # the caller's labels on every unit; memwise's own keys win (callers may not use them)
@@ -277,10 +279,14 @@ async def ingest_conversation(
     run_id: str | None = None,
     segmenting: SegmentConfig | None = None,
     metadata: Mapping[str, Any] | None = None,
+    backend_errors: BackendErrors = "fallback",
 ) -> IngestReport:
     """Store one conversation as memory units of ``user_id``, atomically; returns what happened.
 
     ``metadata`` (already checked by the caller) is merged into every unit written.
+    ``backend_errors="raise"`` makes a failed model call (LLMError) stop the ingest with nothing written,
+    instead of storing that segment's raw turns: a stored session is never extracted again, so a caller
+    that can retry (the memory API's ``add``) should rather fail.
     Extraction calls in flight are bounded by the model backend (its role's ``max_concurrency``).
     Safe to repeat: a conversation already in the store with the same content (same scope and mode) is
     reported as ``skipped`` and costs no model call; one that has gained sessions since has only those
@@ -302,6 +308,7 @@ async def ingest_conversation(
         ledger=ledger,
         segmenting=segmenting or SegmentConfig(),
         metadata=metadata,
+        backend_errors=backend_errors,
     )
 
 
