@@ -385,3 +385,41 @@ def test_a_system_prompt_in_the_messages_is_not_remembered(memory: Memory) -> No
     assert texts == ["user: I adopted a beagle called Pepper.", "user: I am training for the Lisbon marathon."]
     hits = memory.search("helpful assistant", user_id="alice", limit=1)  # before: the prompt, once per add
     assert all(not h.record.text.startswith("system:") for h in hits)
+
+
+def test_scope_ids_in_filters_narrow_the_scope_as_in_mem0(memory: Memory) -> None:
+    # mem0 callers put agent_id/run_id in filters; read as metadata they matched nothing, silently.
+    memory.add("Plan the Lisbon trip for May.", user_id="alice", agent_id="planner", metadata={"topic": "travel"})
+    memory.add("Book the dentist for Tuesday.", user_id="alice", agent_id="assistant", metadata={"topic": "health"})
+    memory.add("Pack sunscreen for Lisbon.", user_id="alice", agent_id="planner", run_id="r1")
+
+    def texts(results: Any) -> list[str]:
+        return sorted(getattr(r, "record", r).text.split(": ", 1)[1] for r in results)
+
+    assert texts(memory.get_all(user_id="alice", filters={"agent_id": "planner"})) == [
+        "Pack sunscreen for Lisbon.",
+        "Plan the Lisbon trip for May.",
+    ]
+    planner_travel = memory.search("Lisbon", user_id="alice", filters={"agent_id": "planner", "topic": "travel"})
+    assert texts(planner_travel) == ["Plan the Lisbon trip for May."]
+    assert texts(memory.search("Lisbon", user_id="alice", filters={"run_id": "r1", "user_id": "alice"})) == [
+        "Pack sunscreen for Lisbon."
+    ]
+    assert memory.delete_all(user_id="alice", filters={"agent_id": "assistant"}) == 1
+    assert len(memory.get_all(user_id="alice")) == 2
+
+
+def test_scope_ids_in_filters_cannot_move_or_widen_the_scope(memory: Memory) -> None:
+    _pets(memory)
+    with pytest.raises(ConfigError, match="contradicts"):
+        memory.search("dog", user_id="alice", filters={"user_id": "bob"})
+    with pytest.raises(ConfigError, match="contradicts"):
+        memory.get_all(user_id="alice", agent_id="a", filters={"agent_id": "b"})
+    with pytest.raises(ConfigError, match="plain"):
+        memory.get_all(user_id="alice", filters={"agent_id": {"in": ["a", "b"]}})
+    with pytest.raises(ConfigError, match="scope id"):
+        memory.search("dog", user_id="alice", filters={"OR": [{"agent_id": "a"}, {"topic": "pets"}]})
+    with pytest.raises(ConfigError, match="reserved"):
+        memory.add("I like tea.", user_id="alice", metadata={"agent_id": "planner"})
+    assert memory.delete_all(user_id="alice", filters={"user_id": "alice", "topic": "work"}) == 1
+    assert len(memory.get_all(user_id="bob")) == 1

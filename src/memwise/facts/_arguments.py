@@ -23,6 +23,40 @@ MAX_FILTER_TERMS = 500
 """Values a filter may test in all (each ``in`` value counts); SQLite refuses an expression of ~1000."""
 
 
+SCOPE_KEYS = ("user_id", "agent_id", "run_id")
+"""Scope ids, which mem0 lets a ``filters`` dict carry beside the metadata conditions."""
+
+
+def scope_from_filters(
+    filters: MetadataFilter | None, user_id: str, agent_id: str | None, run_id: str | None
+) -> tuple[MetadataFilter | None, str | None, str | None]:
+    """``(filters less its scope ids, agent_id, run_id)``: scope ids given in ``filters`` narrow the scope.
+
+    A mem0 caller writes ``filters={"agent_id": "planner"}`` beside ``user_id=`` to get one agent's
+    memories. Read as a metadata condition it would match nothing, silently, so the top-level scope ids
+    of ``filters`` join the arguments instead. One that contradicts its argument, or is not one plain
+    id, is refused: a filter can narrow a scope, never move or widen it.
+
+    Example:
+        >>> scope_from_filters({"agent_id": "planner", "topic": "pets"}, "alice", None, None)
+        ({'topic': 'pets'}, 'planner', None)
+    """
+    if not isinstance(filters, Mapping) or not any(key in filters for key in SCOPE_KEYS):
+        return filters, agent_id, run_id
+    rest = dict(filters)
+    given: dict[str, str | None] = {"user_id": user_id, "agent_id": agent_id, "run_id": run_id}
+    for key in SCOPE_KEYS:
+        if key not in rest:
+            continue
+        value = rest.pop(key)
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"filters.{key}: a scope id is one plain non-empty string (no operators), got {value!r}")
+        if given[key] is not None and given[key] != value:
+            raise ConfigError(f"filters.{key}={value!r} contradicts the argument {key}={given[key]!r}")
+        given[key] = value
+    return (rest or None), given["agent_id"], given["run_id"]
+
+
 def metadata_filter(filters: MetadataFilter | None) -> MetaFilter | None:
     """A caller's filter dict, parsed; a malformed one is the caller's mistake (ConfigError), said once.
 
@@ -37,6 +71,12 @@ def metadata_filter(filters: MetadataFilter | None) -> MetaFilter | None:
         parsed = parse_metadata_filter(filters)
     except StoreError as exc:
         raise ConfigError(f"filters: {exc}") from exc
+    scoped = sorted(_keys(parsed) & set(SCOPE_KEYS))
+    if scoped:
+        raise ConfigError(
+            f"filters: {', '.join(scoped)} is a scope id, not metadata; give it at the top level of filters "
+            "or as an argument (inside AND/OR/NOT it would match nothing)"
+        )
     depth, terms = _size(parsed)
     if depth > MAX_FILTER_DEPTH:
         raise ConfigError(f"filters: nested {depth} levels deep; at most {MAX_FILTER_DEPTH} are allowed")
@@ -45,6 +85,14 @@ def metadata_filter(filters: MetadataFilter | None) -> MetaFilter | None:
             f"filters: {terms} values to test; at most {MAX_FILTER_TERMS} are allowed (split the request)"
         )
     return parsed
+
+
+def _keys(node: MetaFilter) -> set[str]:
+    """The metadata keys a parsed filter tests."""
+    if isinstance(node, Cmp | In):
+        return {node.key}
+    items = (node.item,) if isinstance(node, Not) else node.items
+    return set().union(*(_keys(item) for item in items))
 
 
 def _size(node: MetaFilter) -> tuple[int, int]:

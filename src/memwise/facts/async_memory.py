@@ -24,6 +24,7 @@ from memwise.facts._arguments import (
     check_time_range,
     metadata_filter,
     require_user,
+    scope_from_filters,
 )
 from memwise.facts._factmode import BackendErrors
 from memwise.facts.answer import (
@@ -401,6 +402,7 @@ class AsyncMemory:
 
         All retire at one instant, atomically. History keeps them, as for :meth:`delete`.
         """
+        filters, agent_id, run_id = scope_from_filters(filters, user_id, agent_id, run_id)
         check_scope(user_id, agent_id, run_id)
         scope = Filters(user_id=user_id, agent_id=agent_id, run_id=run_id, metadata=metadata_filter(filters))
 
@@ -469,6 +471,8 @@ class AsyncMemory:
         """
         require_user(user_id)
         check_limit(limit)
+        filters, agent_id, run_id = scope_from_filters(filters, user_id, agent_id, run_id)
+        check_scope(user_id, agent_id, run_id)
         scope = Filters(
             user_id=user_id,
             agent_id=agent_id,
@@ -504,6 +508,8 @@ class AsyncMemory:
         k = top_k if limit is None else limit
         check_limit(k)
         check_time_range(since, until)
+        filters, agent_id, run_id = scope_from_filters(filters, user_id, agent_id, run_id)
+        check_scope(user_id, agent_id, run_id)
         scope = Filters(
             user_id=user_id,
             agent_id=agent_id,

@@ -35,9 +35,14 @@ RESERVED_METADATA = frozenset(
         "context_after",
         "entity_keys",
         DELETED,
+        # Scope ids: a filter on them narrows the scope (as in mem0), so metadata under these names could
+        # never be filtered on.
+        "user_id",
+        "agent_id",
+        "run_id",
     }
 )
-"""Metadata keys memwise writes on memory units itself; a caller's metadata may not use them."""
+"""Metadata keys memwise writes on memory units itself, and the scope ids; a caller's metadata may not use them."""
 
 
 def check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
