@@ -423,3 +423,12 @@ def test_scope_ids_in_filters_cannot_move_or_widen_the_scope(memory: Memory) -> 
         memory.add("I like tea.", user_id="alice", metadata={"agent_id": "planner"})
     assert memory.delete_all(user_id="alice", filters={"user_id": "alice", "topic": "work"}) == 1
     assert len(memory.get_all(user_id="bob")) == 1
+
+
+def test_get_all_pages_with_offset(memory: Memory) -> None:
+    _pets(memory)
+    every = [r.id for r in memory.get_all(user_id="alice")]
+    pages = [[r.id for r in memory.get_all(user_id="alice", limit=2, offset=o)] for o in (0, 2, 4)]
+    assert pages == [every[:2], every[2:], []]
+    with pytest.raises(ConfigError, match="offset"):
+        memory.get_all(user_id="alice", offset=-1)

@@ -46,6 +46,12 @@ async def _exercise(client: Client) -> None:
     answered = _payload(await client.call_tool("answer", {"question": "What is my dog called?"}))
     assert memory_id in answered["memory_ids"] and answered["answer"]
     assert [m["id"] for m in _payload(await client.call_tool("get_all", {}))["memories"]] == [memory_id]
+    second = _payload(await client.call_tool("add", {"content": "I live in Porto."}))["memories"][0]["id"]
+    first_page = _payload(await client.call_tool("get_all", {"limit": 1}))
+    assert [m["id"] for m in first_page["memories"]] == [memory_id] and first_page["next_offset"] == 1
+    last_page = _payload(await client.call_tool("get_all", {"limit": 1, "offset": 1}))
+    assert [m["id"] for m in last_page["memories"]] == [second] and last_page["next_offset"] is None
+    assert _payload(await client.call_tool("delete", {"memory_id": second})) == {"deleted": second}
     assert _payload(await client.call_tool("delete", {"memory_id": memory_id})) == {"deleted": memory_id}
     assert _payload(await client.call_tool("get_all", {}))["memories"] == []
     missing = await client.call_tool("delete", {"memory_id": memory_id + "x"})

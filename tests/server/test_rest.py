@@ -107,7 +107,7 @@ async def test_missing_or_bad_key_is_401(client: httpx.AsyncClient) -> None:
 
 async def test_x_api_key_header_works(client: httpx.AsyncClient, keys: Keys) -> None:
     r = await client.get("/v1/memories", params={"user_id": "alice"}, headers={"X-API-Key": keys.acme})
-    assert r.status_code == 200 and r.json() == {"results": []}
+    assert r.status_code == 200 and r.json() == {"results": [], "next_offset": None}
 
 
 async def test_error_bodies_have_stable_codes(client: httpx.AsyncClient, keys: Keys) -> None:
@@ -328,3 +328,29 @@ async def test_a_model_failing_during_an_add_is_a_502_and_writes_nothing(tmp_pat
         retried = await c.post("/v1/memories", json=body)
         assert retried.status_code == 200, retried.text
         assert {m["kind"] for m in retried.json()["memories"]} == {"fact"}
+
+
+async def test_listing_more_memories_than_a_page_says_where_the_next_page_starts(tmp_path: Path, keys: Keys) -> None:
+    # Before: GET /v1/memories returned the oldest max_limit memories and nothing said there were more.
+    config = ServerConfig(data_dir=tmp_path / "d", keys_file=keys.path, max_limit=2)
+    app = create_app(config, embedder=FakeEmbedder(), llm=None)
+    h = Keys.bearer(keys.acme)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        for said in ("I have a beagle.", "I live in Porto.", "I bake bread.", "I swim on Sundays.", "I like tea."):
+            message = [{"role": "user", "content": said}]
+            r = await c.post("/v1/memories", json={"messages": message, "user_id": "alice"}, headers=h)
+            assert r.status_code == 200
+        seen: list[str] = []
+        offset: int | None = 0
+        pages = 0
+        while offset is not None:
+            page = (await c.get("/v1/memories", params={"user_id": "alice", "offset": offset}, headers=h)).json()
+            assert len(page["results"]) <= 2
+            seen += [m["text"] for m in page["results"]]
+            offset, pages = page["next_offset"], pages + 1
+        assert pages == 3 and len(seen) == len(set(seen)) == 5
+        assert seen[0].endswith("I have a beagle.") and seen[-1].endswith("I like tea.")
+        exact = await c.post("/v1/memories/list", json={"user_id": "alice", "limit": 1, "offset": 4}, headers=h)
+        assert [m["text"] for m in exact.json()["results"]] == [seen[-1]] and exact.json()["next_offset"] is None
+        bad = await c.get("/v1/memories", params={"user_id": "alice", "offset": -1}, headers=h)
+        assert bad.status_code == 422

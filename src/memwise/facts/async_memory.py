@@ -464,13 +464,17 @@ class AsyncMemory:
         include_history: bool = False,
         limit: int | None = None,
         filters: MetadataFilter | None = None,
+        offset: int = 0,
     ) -> MemoryList:
         """Every current memory of ``user_id`` (or every version, with ``include_history``), oldest first.
 
-        At most ``limit`` of them, matching the metadata ``filters``.
+        At most ``limit`` of them, matching the metadata ``filters``, after skipping the first ``offset``
+        (pages: the order is fixed, by when each was stored).
         """
         require_user(user_id)
         check_limit(limit)
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ConfigError(f"offset must be a non-negative integer, got {offset!r}")
         filters, agent_id, run_id = scope_from_filters(filters, user_id, agent_id, run_id)
         check_scope(user_id, agent_id, run_id)
         scope = Filters(
@@ -480,7 +484,7 @@ class AsyncMemory:
             include_invalid=include_history,
             metadata=metadata_filter(filters),
         )
-        return MemoryList(await asyncio.to_thread(self.store.list_records, scope, limit))
+        return MemoryList(await asyncio.to_thread(self.store.list_records, scope, limit, offset))
 
     async def search(
         self,

@@ -253,15 +253,21 @@ def _install_routes(app: FastAPI, config: ServerConfig) -> None:
 
     async def _list(body: s.ListRequest, tenant: str, state: ServerState) -> s.MemoriesResponse:
         _cap(body.limit, config.max_limit, "limit")
+        limit = body.limit or config.max_limit
+        # One more than the page, to tell a full last page from one with more after it.
         records = await _memory(state, tenant).get_all(
             user_id=body.user_id,
             agent_id=body.agent_id,
             run_id=body.run_id,
             include_history=body.include_history,
-            limit=body.limit or config.max_limit,
+            limit=limit + 1,
             filters=body.filters or None,
+            offset=body.offset,
         )
-        return s.MemoriesResponse(results=[s.MemoryOut.of(r) for r in records])
+        more = len(records) > limit
+        return s.MemoriesResponse(
+            results=[s.MemoryOut.of(r) for r in records[:limit]], next_offset=body.offset + limit if more else None
+        )
 
     @app.get("/v1/memories", response_model=s.MemoriesResponse, tags=["memories"])
     async def get_all(
@@ -272,10 +278,20 @@ def _install_routes(app: FastAPI, config: ServerConfig) -> None:
         run_id: str | None = None,
         include_history: bool = False,
         limit: Annotated[int | None, Query(ge=1)] = None,
+        offset: Annotated[int, Query(ge=0)] = 0,
     ) -> s.MemoriesResponse:
-        """Every current memory of a user (every version with include_history), oldest first."""
+        """Every current memory of a user (every version with include_history), oldest first, a page at a time.
+
+        A page holds ``limit`` memories (the server's largest by default); ``next_offset`` says where the
+        next one starts, and is null on the last.
+        """
         body = s.ListRequest(
-            user_id=user_id, agent_id=agent_id, run_id=run_id, include_history=include_history, limit=limit
+            user_id=user_id,
+            agent_id=agent_id,
+            run_id=run_id,
+            include_history=include_history,
+            limit=limit,
+            offset=offset,
         )
         return await _list(body, tenant, state)
 

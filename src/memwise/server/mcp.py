@@ -105,15 +105,18 @@ def build_mcp_server(state: ServerState, *, tenant: str, user_id: str) -> MCPSer
         return {"answer": result.text, "memory_ids": [h.record.id for h in result.memories]}
 
     @server.tool()
-    async def get_all(ctx: Context, limit: int = 50) -> dict[str, Any]:
-        """Every current memory, oldest first (up to limit)."""
+    async def get_all(ctx: Context, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        """Every current memory, oldest first, a page of up to limit; next_offset starts the next page (null: none)."""
         if not 1 <= limit <= config.max_limit:
             raise ToolError(f"invalid_request: limit must be between 1 and {config.max_limit}")
+        if offset < 0:
+            raise ToolError("invalid_request: offset must be 0 or more")
         try:
-            records = await scope.memory(ctx).get_all(user_id=scope.user_id, limit=limit)
+            records = await scope.memory(ctx).get_all(user_id=scope.user_id, limit=limit + 1, offset=offset)
         except MemwiseError as exc:
             raise _tool_error(exc) from exc
-        return {"memories": [_brief(r) for r in records]}
+        more = len(records) > limit
+        return {"memories": [_brief(r) for r in records[:limit]], "next_offset": offset + limit if more else None}
 
     @server.tool()
     async def delete(memory_id: str, ctx: Context) -> dict[str, Any]:

@@ -119,13 +119,17 @@ class ListRequest(_Body):
     run_id: str | None = None
     include_history: bool = False
     limit: int | None = Field(default=None, ge=1)
+    offset: int = Field(default=0, ge=0, description="memories to skip: the next_offset of the previous page")
     filters: dict[str, Any] = Field(default_factory=dict, description=FILTERS_HELP)
 
 
 class MemoriesResponse(BaseModel):
-    """A list of memories under ``results``, oldest first."""
+    """A page of memories under ``results``, oldest first, and where the next page starts."""
 
     results: list[MemoryOut]
+    next_offset: int | None = Field(
+        default=None, description="pass as offset for the next page; null when there are no more memories"
+    )
 
 
 class UpdateRequest(_Body):
