@@ -304,7 +304,7 @@ class AsyncMemory:
         vector = (await self.embedder.embed([new.indexed_text]))[0:1]
         with self.store.transaction():
             # Read again under the write lock: a concurrent edit or delete may have closed it during the embed.
-            latest = self.store.get(old.id)
+            latest = self.store.get_for_update(old.id)  # locked: another process's edit waits, or went first
             if latest is None or latest.valid_to != old.valid_to or _next_id(latest) != _next_id(old):
                 raise self._not_current(memory_id)
             self.store.add([new], vectors=vector)
@@ -363,11 +363,19 @@ class AsyncMemory:
         """Retire the current version of ``record``'s memory, found under the write lock.
 
         Found inside the transaction, so an edit that committed a moment ago is followed to its new
-        version, and one still embedding its text finds its old version closed and is refused.
+        version, and one still embedding its text finds its old version closed and is refused. The
+        version is locked before it is checked, and followed again if an edit committed while waiting
+        for the lock (another process's, on Postgres).
         """
         with self.store.transaction():
-            at = time.time()
             latest = self._latest(self.store.get(record.id) or record)
+            while True:
+                latest = self.store.get_for_update(latest.id) or latest
+                newer = self._latest(latest)
+                if newer.id == latest.id:
+                    break
+                latest = newer
+            at = time.time()
             if latest.valid_to is not None and latest.valid_to <= at:
                 return
             self._retire([latest], at)

@@ -135,6 +135,10 @@ class AsyncStore:
         """:meth:`Store.get` in a worker thread."""
         return await self._call(self.store.get, record_id)
 
+    async def get_for_update(self, record_id: str) -> Record | None:
+        """:meth:`Store.get_for_update` in a worker thread (inside this store's :meth:`transaction`)."""
+        return await self._call(self.store.get_for_update, record_id)
+
     async def get_many(self, ids: Iterable[str]) -> list[Record]:
         """:meth:`Store.get_many` in a worker thread; ``ids`` is read into a list first, on the loop."""
         return await self._call(self.store.get_many, list(ids))

@@ -279,6 +279,15 @@ class Store(Protocol):
         """The record with this id, or None; filters do not apply (an invalidated record is returned too)."""
         ...
 
+    def get_for_update(self, record_id: str) -> Record | None:
+        """:meth:`get`, and no other writer may change the record until the enclosing transaction ends.
+
+        For a read-check-write inside :meth:`transaction` (is this still the current version?) that
+        must hold against other processes. SQLite's transaction holds the whole file's write lock
+        already; Postgres locks the row.
+        """
+        ...
+
     def get_many(self, ids: Iterable[str]) -> list[Record]:
         """The records of ``ids`` that exist, in the order asked; missing ids are skipped, not errors."""
         ...

@@ -321,6 +321,19 @@ class PostgresStore:
 
         return self._db.read(work, f"get of {record_id}")
 
+    def get_for_update(self, record_id: str) -> Record | None:
+        """:meth:`get` with the row locked (``FOR UPDATE``) until the enclosing transaction ends.
+
+        A concurrent writer of the row waits; once it commits, this read sees its change (read committed
+        re-reads a row it waited for), so a read-check-write can never act on a stale version.
+        """
+
+        def work(conn: Any) -> Record | None:
+            row = conn.execute(f"SELECT {COLS} FROM records r WHERE r.id = %s FOR UPDATE", (record_id,)).fetchone()
+            return None if row is None else row_to_record(row)
+
+        return self._db.write(work, f"locking {record_id}")
+
     def get_many(self, ids: Iterable[str]) -> list[Record]:
         """The records with these ids, in the order asked; missing ids are skipped."""
         wanted = list(dict.fromkeys(ids))

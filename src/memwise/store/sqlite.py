@@ -298,6 +298,10 @@ class SQLiteStore:
         """The record with this id, or None."""
         return self._db.read(lambda conn: self._fetch(conn, record_id), f"get of {record_id}")
 
+    def get_for_update(self, record_id: str) -> Record | None:
+        """:meth:`get`; inside :meth:`transaction` the file's write lock already keeps other writers out."""
+        return self.get(record_id)
+
     def get_many(self, ids: Iterable[str]) -> list[Record]:
         """The records with these ids, in the order asked; missing ids are skipped."""
         wanted = list(dict.fromkeys(ids))
