@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable
-
 import numpy as np
+from tests.store.test_store_contract import Make, rec, vec
 
-from memwise.store.base import Filters, Record, ScoredRecord, Store
-
-DIM = 8
-Make = Callable[..., Store]
-
-
-def vec(key: str, dim: int = DIM) -> np.ndarray:
-    seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
-    return np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
-
-
-def rec(rid: str, text: str | None = None, **kw: object) -> Record:
-    return Record(text=text or f"memory {rid}", id=rid, **kw)  # type: ignore[arg-type]
+from memwise.store.base import Filters, ScoredRecord
 
 
 def ids(hits: list[ScoredRecord]) -> list[str]:
