@@ -195,13 +195,15 @@ def fit(x: np.ndarray, mask: np.ndarray, target: np.ndarray, l2: float = 1e-3, s
     return w
 
 
-def recall_at_10(scores: np.ndarray, labels: Sequence[np.ndarray], evidence: Sequence[int]) -> list[float]:
-    """Per question: the share of its evidence turns among the 10 best scored pool entries."""
-    out = []
-    for q, lab in enumerate(labels):
-        top = np.argsort(-scores[q, : len(lab)], kind="stable")[:10]
-        out.append(float(lab[top].sum()) / evidence[q])
-    return out
+def share(found: set[str], item: Item) -> float:
+    """recall@k of one question: the share of its evidence turns among ``found`` (its top k)."""
+    return sum(e in found for e in item.evidence) / len(item.evidence)
+
+
+def top10_share(row: np.ndarray, labels: np.ndarray, evidence: int, top: np.ndarray | None = None) -> float:
+    """The share of a question's ``evidence`` turns among the 10 best of ``row`` (or the pool positions ``top``)."""
+    top = np.argsort(-row, kind="stable")[:10] if top is None else top
+    return float(labels[top].sum()) / evidence
 
 
 def learned_loo(
@@ -235,11 +237,10 @@ def learned_loo(
 
     def recall(s: np.ndarray, q: int, spread: float) -> float:
         row = s[q, : len(labels[q])]
+        top = None
         if spread and many[q]:
             top = spread_order(row[None, :], data[q][3], np.array([spread * row.std()]), 10, 60)[0]
-        else:
-            top = np.argsort(-row, kind="stable")[:10]
-        return float(labels[q][top].sum()) / evidence[q]
+        return top10_share(row, labels[q], evidence[q], top)
 
     plain = [0.0] * len(data)
     spread = [0.0] * len(data)
@@ -391,15 +392,13 @@ async def run(path: str, with_sentences: bool, with_words: bool, with_tokens: bo
                 extras.append({r.id: maxsim(asked_rows, token_rows[r.id]) for r in records})
             for name, signal in zip(["cosine", *extra_names], [cosine, *extras], strict=True):
                 best = sorted(signal, key=lambda key: -signal[key])[:10]
-                found = {_turn(cands.records[key]) if key in cands.records else _turn(by_id[key]) for key in best}
-                alone.setdefault(name, []).append(sum(e in found for e in item.evidence) / len(item.evidence))
+                alone.setdefault(name, []).append(share({_turn(by_id[key]) for key in best}, item))
             feats, labels, keys = features(item, cands, config, cosine, extras)
             sessions = session_codes(keys, cands.records)
             data.append((feats, labels, keys, sessions))
             plain = np.array(combine(score_parts(item.question, cands, config), config))
-            recipe += recall_at_10(plain[None, :], [labels], [len(item.evidence)])
-            top = {_turn(hit.record) for hit in rank(item.question, cands, config, 10)}
-            spread.append(sum(e in top for e in item.evidence) / len(item.evidence))
+            recipe.append(top10_share(plain, labels, len(item.evidence)))
+            spread.append(share({_turn(hit.record) for hit in rank(item.question, cands, config, 10)}, item))
     names = PARTS + CHANNELS + (SENTENCES if with_sentences else []) + (WORDS if with_words else [])
     names += TOKENS if with_tokens else []
     groups = {"learned: parts": PARTS, "learned: + channels": PARTS + CHANNELS}

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from memwise.exceptions import ConfigError, StoreError
 from memwise.facts.results import MetadataFilter
 from memwise.facts.units import check_scope_id, from_epoch, to_epoch
+from memwise.store.base import Filters
 from memwise.store.filters import Cmp, In, MetaFilter, Not
 from memwise.store.filters import parse as parse_metadata_filter
 
@@ -57,6 +59,18 @@ def scope_from_filters(
     return (rest or None), given["agent_id"], given["run_id"]
 
 
+def read_scope(
+    filters: MetadataFilter | None, *, user_id: str, agent_id: str | None, run_id: str | None, **fields: Any
+) -> Filters:
+    """The store filter of a read or bulk retire: the caller's scope, narrowed by ``filters``' scope ids.
+
+    ``fields`` are the other :class:`~memwise.store.base.Filters` fields (time bounds, history).
+    """
+    filters, agent_id, run_id = scope_from_filters(filters, user_id, agent_id, run_id)
+    check_scope(user_id, agent_id, run_id)
+    return Filters(user_id=user_id, agent_id=agent_id, run_id=run_id, metadata=metadata_filter(filters), **fields)
+
+
 def metadata_filter(filters: MetadataFilter | None) -> MetaFilter | None:
     """A caller's filter dict, parsed; a malformed one is the caller's mistake (ConfigError), said once.
 
@@ -71,13 +85,13 @@ def metadata_filter(filters: MetadataFilter | None) -> MetaFilter | None:
         parsed = parse_metadata_filter(filters)
     except StoreError as exc:
         raise ConfigError(f"filters: {exc}") from exc
-    scoped = sorted(_keys(parsed) & set(SCOPE_KEYS))
+    depth, terms, keys = _shape(parsed)
+    scoped = sorted(keys & set(SCOPE_KEYS))
     if scoped:
         raise ConfigError(
             f"filters: {', '.join(scoped)} is a scope id, not metadata; give it at the top level of filters "
             "or as an argument (inside AND/OR/NOT it would match nothing)"
         )
-    depth, terms = _size(parsed)
     if depth > MAX_FILTER_DEPTH:
         raise ConfigError(f"filters: nested {depth} levels deep; at most {MAX_FILTER_DEPTH} are allowed")
     if terms > MAX_FILTER_TERMS:
@@ -87,23 +101,15 @@ def metadata_filter(filters: MetadataFilter | None) -> MetaFilter | None:
     return parsed
 
 
-def _keys(node: MetaFilter) -> set[str]:
-    """The metadata keys a parsed filter tests."""
-    if isinstance(node, Cmp | In):
-        return {node.key}
-    items = (node.item,) if isinstance(node, Not) else node.items
-    return set().union(*(_keys(item) for item in items))
-
-
-def _size(node: MetaFilter) -> tuple[int, int]:
-    """``(nesting depth, values tested)`` of a parsed filter."""
+def _shape(node: MetaFilter) -> tuple[int, int, set[str]]:
+    """``(nesting depth, values tested, metadata keys tested)`` of a parsed filter."""
     if isinstance(node, Cmp):
-        return 0, 1
+        return 0, 1, {node.key}
     if isinstance(node, In):
-        return 0, len(node.values)
+        return 0, len(node.values), {node.key}
     items = (node.item,) if isinstance(node, Not) else node.items
-    sizes = [_size(item) for item in items]
-    return 1 + max(d for d, _ in sizes), sum(t for _, t in sizes)
+    shapes = [_shape(item) for item in items]
+    return 1 + max(d for d, _, _ in shapes), sum(t for _, t, _ in shapes), set().union(*(k for _, _, k in shapes))
 
 
 def check_time_range(since: datetime | None, until: datetime | None) -> None:
@@ -132,6 +138,12 @@ def check_session_time(session_time: datetime | None) -> None:
             from_epoch(epoch)
     except (OverflowError, ValueError, OSError) as exc:
         raise ConfigError(f"session_time {session_time} is outside the years 1-9999 once in UTC") from exc
+
+
+def check_offset(offset: int) -> None:
+    """Refuse an ``offset`` that is not a non-negative integer."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ConfigError(f"offset must be a non-negative integer, got {offset!r}")
 
 
 def check_limit(limit: int | None) -> None:

@@ -19,12 +19,12 @@ from memwise.embed.base import Embedder
 from memwise.exceptions import ConfigError, MemoryNotFoundError, StoreError
 from memwise.facts._arguments import (
     check_limit,
+    check_offset,
     check_scope,
     check_session_time,
     check_time_range,
-    metadata_filter,
+    read_scope,
     require_user,
-    scope_from_filters,
 )
 from memwise.facts._factmode import BackendErrors
 from memwise.facts.answer import (
@@ -368,13 +368,9 @@ class AsyncMemory:
         for the lock (another process's, on Postgres).
         """
         with self.store.transaction():
-            latest = self._latest(self.store.get(record.id) or record)
-            while True:
-                latest = self.store.get_for_update(latest.id) or latest
-                newer = self._latest(latest)
-                if newer.id == latest.id:
-                    break
-                latest = newer
+            latest = self.store.get_for_update(record.id) or record
+            while (newer := self._latest(latest)).id != latest.id:  # edited before the lock came: lock its latest
+                latest = self.store.get_for_update(newer.id) or newer
             at = time.time()
             if latest.valid_to is not None and latest.valid_to <= at:
                 return
@@ -410,9 +406,7 @@ class AsyncMemory:
 
         All retire at one instant, atomically. History keeps them, as for :meth:`delete`.
         """
-        filters, agent_id, run_id = scope_from_filters(filters, user_id, agent_id, run_id)
-        check_scope(user_id, agent_id, run_id)
-        scope = Filters(user_id=user_id, agent_id=agent_id, run_id=run_id, metadata=metadata_filter(filters))
+        scope = read_scope(filters, user_id=user_id, agent_id=agent_id, run_id=run_id)
 
         def work() -> int:
             with self.store.transaction():  # listed under the write lock: no edit slips in before the retire
@@ -481,17 +475,8 @@ class AsyncMemory:
         """
         require_user(user_id)
         check_limit(limit)
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise ConfigError(f"offset must be a non-negative integer, got {offset!r}")
-        filters, agent_id, run_id = scope_from_filters(filters, user_id, agent_id, run_id)
-        check_scope(user_id, agent_id, run_id)
-        scope = Filters(
-            user_id=user_id,
-            agent_id=agent_id,
-            run_id=run_id,
-            include_invalid=include_history,
-            metadata=metadata_filter(filters),
-        )
+        check_offset(offset)
+        scope = read_scope(filters, user_id=user_id, agent_id=agent_id, run_id=run_id, include_invalid=include_history)
         return MemoryList(await asyncio.to_thread(self.store.list_records, scope, limit, offset))
 
     async def search(
@@ -520,9 +505,8 @@ class AsyncMemory:
         k = top_k if limit is None else limit
         check_limit(k)
         check_time_range(since, until)
-        filters, agent_id, run_id = scope_from_filters(filters, user_id, agent_id, run_id)
-        check_scope(user_id, agent_id, run_id)
-        scope = Filters(
+        scope = read_scope(
+            filters,
             user_id=user_id,
             agent_id=agent_id,
             run_id=run_id,
@@ -530,7 +514,6 @@ class AsyncMemory:
             until=to_epoch(until),
             time_field="event",
             include_invalid=include_history,
-            metadata=metadata_filter(filters),
         )
         return SearchResults(await self.retriever.search(query, filters=scope, top_k=k))
 

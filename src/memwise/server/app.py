@@ -253,21 +253,16 @@ def _install_routes(app: FastAPI, config: ServerConfig) -> None:
 
     async def _list(body: s.ListRequest, tenant: str, state: ServerState) -> s.MemoriesResponse:
         _cap(body.limit, config.max_limit, "limit")
-        limit = body.limit or config.max_limit
-        # One more than the page, to tell a full last page from one with more after it.
-        records = await _memory(state, tenant).get_all(
+        records, next_offset = await _memory(state, tenant).page(
             user_id=body.user_id,
             agent_id=body.agent_id,
             run_id=body.run_id,
             include_history=body.include_history,
-            limit=limit + 1,
+            limit=body.limit or config.max_limit,
             filters=body.filters or None,
             offset=body.offset,
         )
-        more = len(records) > limit
-        return s.MemoriesResponse(
-            results=[s.MemoryOut.of(r) for r in records[:limit]], next_offset=body.offset + limit if more else None
-        )
+        return s.MemoriesResponse(results=[s.MemoryOut.of(r) for r in records], next_offset=next_offset)
 
     @app.get("/v1/memories", response_model=s.MemoriesResponse, tags=["memories"])
     async def get_all(

@@ -112,11 +112,10 @@ def build_mcp_server(state: ServerState, *, tenant: str, user_id: str) -> MCPSer
         if offset < 0:
             raise ToolError("invalid_request: offset must be 0 or more")
         try:
-            records = await scope.memory(ctx).get_all(user_id=scope.user_id, limit=limit + 1, offset=offset)
+            records, next_offset = await scope.memory(ctx).page(user_id=scope.user_id, limit=limit, offset=offset)
         except MemwiseError as exc:
             raise _tool_error(exc) from exc
-        more = len(records) > limit
-        return {"memories": [_brief(r) for r in records[:limit]], "next_offset": offset + limit if more else None}
+        return {"memories": [_brief(r) for r in records], "next_offset": next_offset}
 
     @server.tool()
     async def delete(memory_id: str, ctx: Context) -> dict[str, Any]:

@@ -7,6 +7,8 @@ the errors the HTTP layer maps to 404 and 409, the memories an add wrote, a read
 
 from __future__ import annotations
 
+from typing import Any
+
 from memwise.exceptions import MemoryNotFoundError, StoreError
 from memwise.facts.ingest import IngestReport
 from memwise.facts.memory import AsyncMemory
@@ -34,6 +36,16 @@ class MemoryService(AsyncMemory):
     def written(self, report: IngestReport) -> list[Record]:
         """The memories an add wrote (or found already stored), for the response to show them."""
         return self.store.get_many(report.unit_ids)
+
+    async def page(
+        self, *, user_id: str, limit: int, offset: int = 0, **options: Any
+    ) -> tuple[list[Record], int | None]:
+        """One page of :meth:`get_all` and where the next one starts (None after the last).
+
+        One memory more than the page is read, to tell a full last page from one with more after it.
+        """
+        records = list(await self.get_all(user_id=user_id, limit=limit + 1, offset=offset, **options))
+        return records[:limit], (offset + limit if len(records) > limit else None)
 
     def _not_current(self, memory_id: str) -> StoreError:
         """An edit of a superseded or deleted version is a MemoryConflict (HTTP 409), found before or during it."""

@@ -239,6 +239,10 @@ def query_words(text: str) -> list[str]:
     return content[:MAX_QUERY_TERMS]
 
 
+VECTOR_SPACES = "SELECT space, COUNT(*) FROM vectors GROUP BY space"
+"""How many vectors each space holds (both dialects)."""
+
+
 def missing_vector_ids(
     space: str,
     *,

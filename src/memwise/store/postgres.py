@@ -371,8 +371,8 @@ class PostgresStore:
 
     def vector_spaces(self) -> dict[str, int]:
         """How many vectors each space holds."""
-        sql = "SELECT space, COUNT(*) FROM vectors GROUP BY space"
-        return {str(space): int(n) for space, n in self._db.read(lambda conn: conn.execute(sql).fetchall(), "spaces")}
+        rows = self._db.read(lambda conn: conn.execute(_sql.VECTOR_SPACES).fetchall(), "spaces")
+        return {str(space): int(n) for space, n in rows}
 
     def ids_without_vector(
         self, space: str, *, source: str | None = None, after: str | None = None, limit: int = 1000
